@@ -1,0 +1,60 @@
+//! The tally feed: one poller per process reads the tally every interval
+//! and publishes it on a `watch` channel when the counts change. Every
+//! WatchResults stream subscribes to the channel, so a thousand watchers
+//! cost one query per interval, and a slow watcher only ever skips to the
+//! newest tally.
+//!
+//! The poller is also the readiness probe: SERVING while the tally reads.
+
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::{sync::watch, task::JoinHandle};
+use votemesh::{health::Health, poll::Poll, shutdown::CancellationToken};
+
+use crate::tally::{self, Tally};
+
+/// The latest tally; `None` until the first successful read.
+pub type TallyFeed = watch::Receiver<Option<Tally>>;
+
+/// Starts the poller; returns the feed and the poller's task.
+pub fn spawn(
+    db: DatabaseConnection,
+    poll: Poll,
+    interval: Duration,
+    health: Health,
+    shutdown: CancellationToken,
+) -> (TallyFeed, JoinHandle<()>) {
+    let (sender, feed) = watch::channel::<Option<Tally>>(None);
+    let task = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            match tally::read(&db, &poll).await {
+                Ok(latest) => {
+                    health.set_ready(true).await;
+                    sender.send_if_modified(|current| {
+                        let changed = current
+                            .as_ref()
+                            .is_none_or(|current: &Tally| current.counts_differ(&latest));
+                        if changed {
+                            *current = Some(latest);
+                        }
+                        changed
+                    });
+                }
+                Err(error) => {
+                    if health.is_ready() {
+                        tracing::warn!(%error, "cannot read the tally");
+                    }
+                    health.set_ready(false).await;
+                }
+            }
+        }
+    });
+    (feed, task)
+}

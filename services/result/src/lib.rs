@@ -1,0 +1,70 @@
+//! # votemesh result service
+//!
+//! Serves the poll's tally over gRPC (`votemesh.v1.ResultService`, port
+//! 5001), from the `tally` table the worker keeps, never from a scan of
+//! the votes:
+//!
+//! ```text
+//! GetResults ─────────────► read tally table ─► label with the poll ─► Tally
+//! tally poller (1 per process) ─► watch channel ─► every WatchResults stream
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`tally`]: the domain: stored counts become a labelled [`tally::Tally`].
+//! - [`feed`]: polls the tally and publishes it when it changes; its
+//!   success or failure is the service's readiness.
+//! - [`server`]: the gRPC handler and the mapping of errors to `Status`.
+//! - [`run`]: wires them together.
+
+pub mod feed;
+pub mod server;
+pub mod tally;
+
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use votemesh::{
+    grpc::{self, GrpcError},
+    health::Health,
+    poll::Poll,
+    proto::v1::result_service_server::ResultServiceServer,
+    shutdown::CancellationToken,
+};
+
+/// The business service name, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "votemesh.v1.ResultService";
+/// Default pause between two reads of the tally by the feed.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Serves the result service on `listener` until `shutdown`; open
+/// WatchResults streams end when it comes.
+pub async fn run(
+    listener: TcpListener,
+    db: DatabaseConnection,
+    poll: Poll,
+    refresh_interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), GrpcError> {
+    let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
+    let (feed, poller) = feed::spawn(
+        db.clone(),
+        poll.clone(),
+        refresh_interval,
+        health.clone(),
+        shutdown.clone(),
+    );
+    let api = server::ResultApi::new(db, poll, feed, shutdown.clone());
+    tracing::info!(addr = ?listener.local_addr().ok(), "result service listening");
+    let served = grpc::serve(
+        listener,
+        ResultServiceServer::new(api),
+        health,
+        health_service,
+        shutdown,
+    )
+    .await;
+    poller.abort();
+    served
+}

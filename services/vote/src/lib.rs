@@ -1,0 +1,73 @@
+//! # votemesh vote service
+//!
+//! Takes votes over gRPC (`votemesh.v1.VoteService`, port 5000) and queues
+//! them for the worker:
+//!
+//! ```text
+//! CastVote ─► ballot: validate, stamp (id, time, trace) ─► queue.push (Redis LPUSH)
+//!          ◄─ OK only after the queue accepted the vote; UNAVAILABLE otherwise
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`ballot`]: the domain: a request becomes a vote, or a reason it cannot.
+//! - [`server`]: the gRPC handler and the one mapping of errors to `Status`.
+//! - [`run`]: wires health, the readiness probe and the server together.
+
+pub mod ballot;
+pub mod server;
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use votemesh::{
+    grpc::{self, GrpcError},
+    health::{self, Health},
+    poll::Poll,
+    proto::v1::vote_service_server::VoteServiceServer,
+    queue::VoteSink,
+    shutdown::CancellationToken,
+};
+
+pub use server::VoteApi;
+
+/// The business service name, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "votemesh.v1.VoteService";
+
+/// Serves the vote service on `listener` with `queue` until `shutdown`.
+///
+/// Readiness follows the queue: it is checked every `probe_interval`, and a
+/// failed push turns it NOT_SERVING at once.
+pub async fn run<Q: VoteSink>(
+    listener: TcpListener,
+    queue: Q,
+    poll: Poll,
+    served_by: String,
+    probe_interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), GrpcError> {
+    let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
+    let queue = std::sync::Arc::new(queue);
+    let probe_queue = queue.clone();
+    let probe = health::spawn_readiness_probe(
+        health.clone(),
+        probe_interval,
+        shutdown.clone(),
+        move || {
+            let queue = probe_queue.clone();
+            async move { queue.ping().await.is_ok() }
+        },
+    );
+    let api = VoteApi::new(queue, poll, served_by, health.clone());
+    tracing::info!(addr = ?listener.local_addr().ok(), "vote service listening");
+    let served = grpc::serve(
+        listener,
+        VoteServiceServer::new(api),
+        health,
+        health_service,
+        shutdown,
+    )
+    .await;
+    probe.abort();
+    served
+}

@@ -1,0 +1,101 @@
+//! The gRPC handler of `votemesh.v1.VoteService`: translates requests to
+//! [`crate::ballot`] and the queue, and maps every error to a `Status` in
+//! one place ([`status_of`]).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use votemesh::{
+    health::Health,
+    poll::Poll,
+    proto::v1::{
+        CastVoteRequest, CastVoteResponse, ListOptionsRequest, ListOptionsResponse,
+        vote_service_server::VoteService,
+    },
+    queue::{QueueError, VoteSink},
+    telemetry,
+};
+
+use crate::ballot::{self, VoteError};
+
+/// The handler: holds the queue, the poll and this instance's name.
+#[derive(Debug)]
+pub struct VoteApi<Q> {
+    queue: Arc<Q>,
+    poll: Poll,
+    served_by: String,
+    health: Health,
+}
+
+impl<Q: VoteSink> VoteApi<Q> {
+    /// A handler pushing to `queue`, reporting queue failures to `health`.
+    pub fn new(queue: Arc<Q>, poll: Poll, served_by: String, health: Health) -> Self {
+        Self {
+            queue,
+            poll,
+            served_by,
+            health,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<Q: VoteSink> VoteService for VoteApi<Q> {
+    async fn cast_vote(
+        &self,
+        request: Request<CastVoteRequest>,
+    ) -> Result<Response<CastVoteResponse>, Status> {
+        let request = request.into_inner();
+        let vote = ballot::new_vote(
+            &request.voter_id,
+            &request.option,
+            &self.poll,
+            telemetry::current_context_carrier(),
+        )
+        .map_err(|error| status_of(&error))?;
+        match self.queue.push(&vote).await {
+            Ok(queued) => {
+                tracing::debug!(vote_id = %queued.vote_id, option = %queued.option, sequence = queued.sequence, "vote queued");
+                Ok(Response::new(CastVoteResponse {
+                    vote_id: queued.vote_id.to_string(),
+                    cast_at: Some(prost_types::Timestamp {
+                        seconds: queued.cast_at.timestamp(),
+                        nanos: queued.cast_at.timestamp_subsec_nanos() as i32,
+                    }),
+                    served_by: self.served_by.clone(),
+                }))
+            }
+            Err(error) => {
+                if matches!(error, QueueError::Unavailable(_)) {
+                    self.health.set_ready(false).await;
+                }
+                tracing::warn!(%error, vote_id = %vote.vote_id, "vote not queued");
+                Err(status_of(&VoteError::Queue(error)))
+            }
+        }
+    }
+
+    async fn list_options(
+        &self,
+        _request: Request<ListOptionsRequest>,
+    ) -> Result<Response<ListOptionsResponse>, Status> {
+        Ok(Response::new(ListOptionsResponse {
+            options: self.poll.options().iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+/// The one mapping from vote errors to gRPC statuses.
+pub fn status_of(error: &VoteError) -> Status {
+    match error {
+        VoteError::BadBallot(_) | VoteError::UnknownOption { .. } => {
+            Status::invalid_argument(error.to_string())
+        }
+        VoteError::Queue(QueueError::Unavailable(_)) => Status::unavailable(
+            "the vote queue is unavailable; the vote was not taken, please retry",
+        ),
+        VoteError::Queue(QueueError::Failed(_)) => {
+            Status::internal("the vote queue failed; the vote was not taken")
+        }
+    }
+}

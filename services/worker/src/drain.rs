@@ -1,0 +1,226 @@
+//! The drain loop: take a batch, apply it, acknowledge it; repeat.
+//!
+//! Nothing is lost and nothing is counted twice because the batch stays in
+//! this worker's processing list until the database committed it: a failure
+//! anywhere before the acknowledgement (Redis or Postgres down, a crash)
+//! leaves the batch to be taken again, and applying it again changes
+//! nothing (see [`crate::store`]). While a dependency fails, the loop backs
+//! off exponentially, readiness is NOT_SERVING, and it resumes by itself.
+
+use std::{sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sea_orm::DatabaseConnection;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use votemesh::{
+    health::Health,
+    queue::{QueueError, VoteSource},
+    shutdown::CancellationToken,
+    telemetry,
+};
+
+use crate::{batch, stats::Stats, store};
+
+/// How the drain loop behaves.
+#[derive(Clone, Debug)]
+pub struct DrainSettings {
+    /// This worker's id: names its processing list. Must differ between
+    /// workers sharing a queue, and stay the same across a restart for the
+    /// worker to pick up its own batch at once (others reclaim it anyway).
+    pub worker_id: String,
+    /// Most votes per transaction.
+    pub batch_size: usize,
+    /// How long one wait for votes lasts when the queue is empty.
+    pub idle_wait: Duration,
+    /// How often readiness is checked.
+    pub probe_interval: Duration,
+    /// How often the worker marks itself alive and reclaims dead workers' batches.
+    pub heartbeat_interval: Duration,
+    /// Longest pause between retries while a dependency is down.
+    pub max_backoff: Duration,
+}
+
+impl DrainSettings {
+    /// Defaults for a worker named `worker_id`.
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            batch_size: crate::DEFAULT_BATCH_SIZE,
+            idle_wait: crate::DEFAULT_IDLE_WAIT,
+            probe_interval: votemesh::health::DEFAULT_PROBE_INTERVAL,
+            heartbeat_interval: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One worker's drain loop.
+#[derive(Debug)]
+pub struct Drainer<S> {
+    source: Arc<S>,
+    db: DatabaseConnection,
+    stats: Arc<Stats>,
+    health: Health,
+    settings: DrainSettings,
+}
+
+impl<S: VoteSource> Drainer<S> {
+    /// A loop draining `source` into `db`.
+    pub fn new(
+        source: Arc<S>,
+        db: DatabaseConnection,
+        stats: Arc<Stats>,
+        health: Health,
+        settings: DrainSettings,
+    ) -> Self {
+        Self {
+            source,
+            db,
+            stats,
+            health,
+            settings,
+        }
+    }
+
+    /// Migrates the database, then drains until `shutdown`; a batch in
+    /// hand is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if !self.migrate(&shutdown).await {
+            return;
+        }
+        let mut backoff = self.backoff();
+        while !shutdown.is_cancelled() {
+            let messages = tokio::select! {
+                () = shutdown.cancelled() => break,
+                taken = self.source.take_batch(self.settings.batch_size, self.settings.idle_wait) => taken,
+            };
+            let outcome = match messages {
+                Ok(messages) if messages.is_empty() => Ok(()),
+                Ok(messages) => self.process(&messages).await,
+                Err(error) => Err(error.to_string()),
+            };
+            match outcome {
+                Ok(()) => backoff = self.backoff(),
+                Err(reason) => {
+                    self.health.set_ready(false).await;
+                    let pause = backoff.next().unwrap_or(self.settings.max_backoff);
+                    tracing::warn!(%reason, ?pause, "batch not done; it stays in the processing list and will be retried");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(worker_id = %self.settings.worker_id, "drain loop stopped");
+    }
+
+    /// Runs the migrations, retrying while the database does not answer.
+    /// Returns false if shutdown came first.
+    async fn migrate(&self, shutdown: &CancellationToken) -> bool {
+        let mut backoff = self.backoff();
+        loop {
+            let Err(error) = votemesh::store::migrate(&self.db).await else {
+                return true;
+            };
+            let pause = backoff.next().unwrap_or(self.settings.max_backoff);
+            tracing::warn!(%error, ?pause, "cannot migrate the database yet; retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Applies and acknowledges one batch. On error the batch stays in the
+    /// processing list.
+    async fn process(&self, messages: &[String]) -> Result<(), String> {
+        let parsed = batch::parse(messages);
+        let span = tracing::info_span!(
+            "worker.apply_batch",
+            batch.messages = messages.len(),
+            batch.votes = parsed.votes.len(),
+        );
+        // Link the batch to the trace of each vote in it.
+        for vote in &parsed.votes {
+            let context = telemetry::context_from_carrier(&vote.trace_context);
+            let span_context = opentelemetry::trace::TraceContextExt::span(&context)
+                .span_context()
+                .clone();
+            if span_context.is_valid() {
+                span.add_link(span_context);
+            }
+        }
+        async {
+            let applied = store::apply_batch(&self.db, &parsed.votes)
+                .await
+                .map_err(|error| error.to_string())?;
+            let dead_letters: Vec<String> = parsed
+                .malformed
+                .iter()
+                .map(|(message, error)| {
+                    tracing::warn!(%error, message = %preview(message), "malformed message moved to the dead-letter list");
+                    message.clone()
+                })
+                .collect();
+            self.source
+                .ack_batch(&dead_letters)
+                .await
+                .map_err(|error: QueueError| error.to_string())?;
+            self.stats
+                .record_batch(parsed.votes.len(), applied.superseded, dead_letters.len());
+            self.health.set_ready(true).await;
+            tracing::debug!(
+                votes = parsed.votes.len(),
+                inserted = applied.inserted,
+                updated = applied.updated,
+                superseded = applied.superseded,
+                dead_lettered = dead_letters.len(),
+                "batch committed"
+            );
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<S> {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(self.settings.max_backoff)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// Marks the worker alive and returns dead workers' batches to the queue,
+/// every `interval` until `shutdown`.
+pub async fn heartbeat<S: VoteSource>(
+    source: Arc<S>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                if let Err(error) = source.reclaim_orphans().await {
+                    tracing::debug!(%error, "heartbeat failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+/// The start of a message, for logs.
+fn preview(message: &str) -> String {
+    const MAX: usize = 200;
+    if message.chars().count() <= MAX {
+        message.to_owned()
+    } else {
+        format!("{}…", message.chars().take(MAX).collect::<String>())
+    }
+}

@@ -1,0 +1,108 @@
+//! # votemesh worker
+//!
+//! Moves votes from the queue into the database, in batches, so that each
+//! voter's newest vote is counted exactly once:
+//!
+//! ```text
+//! queue ──take_batch──► [processing list] ──parse──► votes ──apply (one txn)──► votes + tally
+//!   ▲                          │                      └─ malformed ─► dead-letter list
+//!   └── reclaim orphans        └── ack_batch (delete) only after the commit
+//! ```
+//!
+//! It also serves gRPC health (readiness follows Redis and the database)
+//! and `votemesh.v1.WorkerService/GetStats` on port 8080.
+//!
+//! ## Layout
+//!
+//! - [`batch`]: pure logic: parse messages, keep each voter's newest vote.
+//! - [`store`]: applies a batch to `votes` and `tally` in one transaction.
+//! - [`drain`]: the loop: take, apply, acknowledge; backoff while a
+//!   dependency is down; heartbeat and reclaim of dead workers' batches.
+//! - [`stats`]: counters behind GetStats.
+//! - [`server`]: the gRPC handler of `WorkerService`.
+//! - [`run`]: wires them together.
+
+pub mod batch;
+pub mod drain;
+pub mod server;
+pub mod stats;
+pub mod store;
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use votemesh::{
+    grpc::{self, GrpcError},
+    health::{self, Health},
+    proto::v1::worker_service_server::WorkerServiceServer,
+    queue::VoteSource,
+    shutdown::CancellationToken,
+};
+
+pub use drain::DrainSettings;
+
+/// The business service name, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "votemesh.v1.WorkerService";
+
+/// Runs the drain loop and the health/stats server until `shutdown`; the
+/// batch in hand is finished (committed and acknowledged) before returning.
+///
+/// The server answers at once; the drain loop first runs the database
+/// migrations, retrying until the database answers.
+pub async fn run<S: VoteSource>(
+    listener: TcpListener,
+    source: S,
+    db: DatabaseConnection,
+    settings: DrainSettings,
+    shutdown: CancellationToken,
+) -> Result<(), GrpcError> {
+    let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
+    let source = Arc::new(source);
+    let stats = Arc::new(stats::Stats::default());
+
+    let probe = {
+        let (source, db) = (source.clone(), db.clone());
+        health::spawn_readiness_probe(
+            health.clone(),
+            settings.probe_interval,
+            shutdown.clone(),
+            move || {
+                let (source, db) = (source.clone(), db.clone());
+                async move { source.ping().await.is_ok() && votemesh::store::ping(&db).await.is_ok() }
+            },
+        )
+    };
+    let worker_id = settings.worker_id.clone();
+    let heartbeat = tokio::spawn(drain::heartbeat(
+        source.clone(),
+        settings.heartbeat_interval,
+        shutdown.clone(),
+    ));
+    let drainer = tokio::spawn(
+        drain::Drainer::new(source.clone(), db, stats.clone(), health.clone(), settings)
+            .run(shutdown.clone()),
+    );
+
+    tracing::info!(addr = ?listener.local_addr().ok(), %worker_id, "worker listening");
+    let api = server::WorkerApi::new(source, stats, worker_id);
+    let served = grpc::serve(
+        listener,
+        WorkerServiceServer::new(api),
+        health,
+        health_service,
+        shutdown,
+    )
+    .await;
+    if let Err(error) = drainer.await {
+        tracing::error!(%error, "the drain loop panicked");
+    }
+    probe.abort();
+    heartbeat.abort();
+    served
+}
+
+/// Default number of votes written per transaction.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Default wait for a vote when the queue is empty.
+pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_millis(250);

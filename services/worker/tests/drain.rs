@@ -1,0 +1,441 @@
+//! The worker against real redis-server and PostgreSQL processes: exact
+//! counts, replays, dead letters, crashes and outages.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::Utc;
+use sea_orm::{DatabaseConnection, EntityTrait};
+use tokio::net::TcpListener;
+use tonic_health::pb::health_check_response::ServingStatus;
+use uuid::Uuid;
+use votemesh::{
+    proto::v1::{GetStatsRequest, worker_service_client::WorkerServiceClient},
+    queue::{
+        DEAD_LETTER_KEY, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource, redis::RedisQueue,
+    },
+    shutdown::CancellationToken,
+    store::{
+        self,
+        entity::{tally, vote},
+    },
+    testing::{PostgresServer, RedisServer, probe},
+};
+use votemesh_worker::{DrainSettings, store::apply_batch};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn new_vote(voter: &str, option: &str) -> NewVote {
+    NewVote {
+        vote_id: Uuid::new_v4(),
+        voter_id: voter.into(),
+        option: option.into(),
+        cast_at: Utc::now(),
+        trace_context: HashMap::new(),
+    }
+}
+
+async fn database(postgres: &PostgresServer) -> DatabaseConnection {
+    let db = store::connect(&postgres.url()).await.unwrap();
+    store::migrate(&db).await.unwrap();
+    db
+}
+
+/// The tally table as a map, without zero rows.
+async fn tally_of(db: &DatabaseConnection) -> BTreeMap<String, i64> {
+    tally::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.count != 0)
+        .map(|row| (row.option_id, row.count))
+        .collect()
+}
+
+/// What the votes table says the tally should be.
+async fn recount(db: &DatabaseConnection) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for row in vote::Entity::find().all(db).await.unwrap() {
+        *counts.entry(row.option_id).or_default() += 1;
+    }
+    counts
+}
+
+fn counts(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    pairs.iter().map(|(id, n)| ((*id).to_owned(), *n)).collect()
+}
+
+/// A worker on a free port, draining `redis` into `postgres`.
+struct Worker {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    async fn start(redis: &RedisServer, postgres: &PostgresServer, worker_id: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let source = RedisQueue::new(&redis.url()).unwrap().for_worker(worker_id);
+        let db = store::connect(&postgres.url()).await.unwrap();
+        let mut settings = DrainSettings::new(worker_id);
+        settings.batch_size = 50;
+        settings.probe_interval = Duration::from_millis(100);
+        settings.max_backoff = Duration::from_millis(300);
+        let task = tokio::spawn(votemesh_worker::run(
+            listener,
+            source,
+            db,
+            settings,
+            shutdown.clone(),
+        ));
+        let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn wait_for_tally(db: &DatabaseConnection, expected: &BTreeMap<String, i64>) {
+    probe::wait_for(&format!("tally {expected:?}"), WAIT, || async {
+        &tally_of(db).await == expected
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
+    let redis = RedisServer::start().unwrap();
+    let postgres = PostgresServer::start().unwrap();
+    let db = database(&postgres).await;
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+
+    // 300 voters vote "a"; every third then changes to "b"; every fifth of
+    // those changes back to "a". Last vote wins.
+    let mut expected = BTreeMap::<String, i64>::new();
+    for voter in 0..300 {
+        let id = format!("voter-{voter}");
+        queue.push(&new_vote(&id, "a")).await.unwrap();
+        let mut last = "a";
+        if voter % 3 == 0 {
+            queue.push(&new_vote(&id, "b")).await.unwrap();
+            last = "b";
+            if voter % 5 == 0 {
+                queue.push(&new_vote(&id, "a")).await.unwrap();
+                last = "a";
+            }
+        }
+        *expected.entry(last.to_owned()).or_default() += 1;
+    }
+    let first = Worker::start(&redis, &postgres, "w1").await;
+    let second = Worker::start(&redis, &postgres, "w2").await;
+    wait_for_tally(&db, &expected).await;
+    assert_eq!(
+        recount(&db).await,
+        expected,
+        "the tally is in step with the votes"
+    );
+
+    let mut client = WorkerServiceClient::new(probe::channel(first.addr).await.unwrap());
+    let stats = client
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.worker_id, "w1");
+    assert_eq!(stats.queue_depth, 0);
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn an_older_vote_never_overwrites_a_newer_one_and_replays_change_nothing() {
+    let postgres = PostgresServer::start().unwrap();
+    let db = database(&postgres).await;
+    let newer = QueuedVote::stamped(&new_vote("v1", "b"), 20);
+    let older = QueuedVote::stamped(&new_vote("v1", "a"), 10);
+
+    let applied = apply_batch(&db, std::slice::from_ref(&newer))
+        .await
+        .unwrap();
+    assert_eq!(applied.inserted, 1);
+    let applied = apply_batch(&db, std::slice::from_ref(&older))
+        .await
+        .unwrap();
+    assert_eq!(applied.superseded, 1);
+    assert_eq!(tally_of(&db).await, counts(&[("b", 1)]));
+
+    // A batch replayed after a crash between commit and acknowledgement.
+    let batch = [
+        QueuedVote::stamped(&new_vote("v2", "a"), 5),
+        QueuedVote::stamped(&new_vote("v1", "a"), 30),
+    ];
+    apply_batch(&db, &batch).await.unwrap();
+    apply_batch(&db, &batch).await.unwrap();
+    assert_eq!(tally_of(&db).await, counts(&[("a", 2)]));
+    assert_eq!(recount(&db).await, counts(&[("a", 2)]));
+
+    // Inside one batch, order does not matter either.
+    let batch = [
+        QueuedVote::stamped(&new_vote("v3", "b"), 9),
+        QueuedVote::stamped(&new_vote("v3", "a"), 8),
+    ];
+    apply_batch(&db, &batch).await.unwrap();
+    assert_eq!(tally_of(&db).await, counts(&[("a", 2), ("b", 1)]));
+}
+
+#[tokio::test]
+async fn a_poison_message_goes_to_the_dead_letter_list_and_the_votes_around_it_count() {
+    let redis = RedisServer::start().unwrap();
+    let postgres = PostgresServer::start().unwrap();
+    let db = database(&postgres).await;
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    queue.push(&new_vote("before", "a")).await.unwrap();
+    redis
+        .command(&["LPUSH", QUEUE_KEY, "this is not a vote"])
+        .unwrap();
+    redis
+        .command(&[
+            "LPUSH",
+            QUEUE_KEY,
+            r#"{"sequence":1,"voter_id":"","option":"a"}"#,
+        ])
+        .unwrap();
+    queue.push(&new_vote("after", "b")).await.unwrap();
+
+    let worker = Worker::start(&redis, &postgres, "w1").await;
+    wait_for_tally(&db, &counts(&[("a", 1), ("b", 1)])).await;
+    probe::wait_for("two dead letters", WAIT, || async {
+        redis
+            .command(&["LLEN", DEAD_LETTER_KEY])
+            .unwrap()
+            .starts_with(":2")
+    })
+    .await;
+    let dead = redis
+        .command(&["LRANGE", DEAD_LETTER_KEY, "0", "-1"])
+        .unwrap();
+    assert!(dead.contains("this is not a vote"), "{dead}");
+    let mut client = WorkerServiceClient::new(probe::channel(worker.addr).await.unwrap());
+    assert_eq!(
+        client
+            .get_stats(GetStatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .dead_lettered,
+        2
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_died_holding_a_batch_loses_nothing() {
+    let redis = RedisServer::start().unwrap();
+    let postgres = PostgresServer::start().unwrap();
+    let db = database(&postgres).await;
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    for voter in 0..30 {
+        queue
+            .push(&new_vote(
+                &format!("v{voter}"),
+                if voter < 10 { "a" } else { "b" },
+            ))
+            .await
+            .unwrap();
+    }
+    // "crashed" takes a batch into its processing list and dies before
+    // committing; "orphaned" does the same and never comes back.
+    let crashed = queue.for_worker("crashed");
+    assert_eq!(
+        crashed.take_batch(12, Duration::ZERO).await.unwrap().len(),
+        12
+    );
+    drop(crashed);
+    let orphaned = queue.for_worker("orphaned");
+    assert_eq!(
+        orphaned.take_batch(8, Duration::ZERO).await.unwrap().len(),
+        8
+    );
+    drop(orphaned);
+    assert!(
+        redis
+            .command(&["LLEN", QUEUE_KEY])
+            .unwrap()
+            .starts_with(":10")
+    );
+
+    // The crashed worker restarts under its own id and finishes its batch;
+    // the orphaned batch is reclaimed since its worker has no heartbeat.
+    let restarted = Worker::start(&redis, &postgres, "crashed").await;
+    wait_for_tally(&db, &counts(&[("a", 10), ("b", 20)])).await;
+    let processing = redis.command(&["KEYS", "votes:processing:*"]).unwrap();
+    assert!(
+        processing.starts_with("*0"),
+        "no batch left behind: {processing}"
+    );
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_down_stalls_the_worker_without_loss_and_it_resumes_by_itself() {
+    let redis = RedisServer::start().unwrap();
+    let mut postgres = PostgresServer::start().unwrap();
+    let db = database(&postgres).await;
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let worker = Worker::start(&redis, &postgres, "w1").await;
+    queue.push(&new_vote("v1", "a")).await.unwrap();
+    wait_for_tally(&db, &counts(&[("a", 1)])).await;
+    probe::wait_for("worker ready", WAIT, || async {
+        probe::health(worker.addr, "").await == Ok(ServingStatus::Serving)
+    })
+    .await;
+
+    postgres.stop();
+    for voter in 2..=20 {
+        queue
+            .push(&new_vote(&format!("v{voter}"), "b"))
+            .await
+            .unwrap();
+    }
+    probe::wait_for("worker NOT_SERVING", WAIT, || async {
+        probe::health(worker.addr, votemesh_worker::SERVICE_NAME).await
+            == Ok(ServingStatus::NotServing)
+    })
+    .await;
+    assert_eq!(
+        probe::health(worker.addr, "liveness").await,
+        Ok(ServingStatus::Serving)
+    );
+
+    postgres.restart().unwrap();
+    let db = database(&postgres).await;
+    wait_for_tally(&db, &counts(&[("a", 1), ("b", 19)])).await;
+    probe::wait_for("worker SERVING again", WAIT, || async {
+        probe::health(worker.addr, "").await == Ok(ServingStatus::Serving)
+    })
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn redis_restart_stalls_the_worker_and_it_resumes_by_itself() {
+    let mut redis = RedisServer::start().unwrap();
+    let postgres = PostgresServer::start().unwrap();
+    let db = database(&postgres).await;
+    let worker = Worker::start(&redis, &postgres, "w1").await;
+    redis.stop();
+    probe::wait_for("worker NOT_SERVING", WAIT, || async {
+        probe::health(worker.addr, "").await == Ok(ServingStatus::NotServing)
+    })
+    .await;
+    redis.restart().unwrap();
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    queue.push(&new_vote("v1", "b")).await.unwrap();
+    wait_for_tally(&db, &counts(&[("b", 1)])).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn migrations_are_safe_when_several_workers_start_at_once() {
+    let postgres = PostgresServer::start().unwrap();
+    let db = Arc::new(store::connect(&postgres.url()).await.unwrap());
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = postgres.url();
+        tasks.push(tokio::spawn(async move {
+            let db = store::connect(&url).await.unwrap();
+            store::migrate(&db).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(tally_of(&db).await.is_empty());
+}
+
+/// The worker binary, with the test's Redis and PostgreSQL.
+fn worker_process(
+    redis: &RedisServer,
+    postgres: &PostgresServer,
+    worker_id: &str,
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-worker"))
+        .env("REDIS_URL", redis.url().expose())
+        .env("DATABASE_URL", postgres.url().expose())
+        .env("WORKER_ID", worker_id)
+        .env("WORKER_LISTEN_ADDR", "127.0.0.1:0")
+        .env("BATCH_SIZE", "25")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn kill_9_of_the_worker_process_while_draining_loses_and_doubles_nothing() {
+    let redis = RedisServer::start().unwrap();
+    let postgres = PostgresServer::start().unwrap();
+    let db = database(&postgres).await;
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let mut expected = BTreeMap::<String, i64>::new();
+    for voter in 0..1500 {
+        let id = format!("v{voter}");
+        queue.push(&new_vote(&id, "a")).await.unwrap();
+        let last = if voter % 2 == 0 {
+            queue.push(&new_vote(&id, "b")).await.unwrap();
+            "b"
+        } else {
+            "a"
+        };
+        *expected.entry(last.to_owned()).or_default() += 1;
+    }
+
+    let mut worker = worker_process(&redis, &postgres, "k9");
+    probe::wait_for("some batches committed", WAIT, || async {
+        tally_of(&db).await.values().sum::<i64>() > 0
+    })
+    .await;
+    worker.kill().unwrap(); // SIGKILL: no chance to finish anything
+    worker.wait().unwrap();
+    let left = redis.command(&["LLEN", QUEUE_KEY]).unwrap();
+    assert!(
+        !left.starts_with(":0"),
+        "the kill came before the queue was drained: {left}"
+    );
+
+    let mut restarted = worker_process(&redis, &postgres, "k9");
+    wait_for_tally(&db, &expected).await;
+    assert_eq!(recount(&db).await, expected);
+
+    // SIGTERM: a graceful stop, exit code 0.
+    let terminated = std::process::Command::new("kill")
+        .args(["-TERM", &restarted.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let status = tokio::task::spawn_blocking(move || restarted.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends the worker with exit 0: {status}"
+    );
+}

@@ -1,0 +1,138 @@
+//! The one place a votemesh gRPC server is assembled, and a client channel
+//! is made. Reading [`serve`] tells the whole inbound path of every service:
+//!
+//! ```text
+//! TCP ─► per-request span (trace context from the caller) ─► load shedding
+//!     ─► concurrency limit per connection ─► request timeout
+//!     ─► grpc.health.v1 | reflection v1 + v1alpha | the business service
+//! ```
+//!
+//! On shutdown the readiness names turn NOT_SERVING, the listener closes,
+//! and in-flight calls finish before [`serve`] returns.
+
+use std::{convert::Infallible, time::Duration};
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    body::Body,
+    codegen::{Service, http},
+    server::NamedService,
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint, Server},
+};
+use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
+
+use crate::{health::Health, proto::FILE_DESCRIPTOR_SET, telemetry};
+
+/// Longest a unary call may take before it fails with CANCELLED.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent calls per client connection before new ones are shed.
+pub const CONCURRENCY_PER_CONNECTION: usize = 256;
+/// How long a client waits for a TCP connection to a votemesh server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A gRPC server or channel could not be set up or failed.
+#[derive(Debug, Error)]
+pub enum GrpcError {
+    /// Reflection could not read the descriptor sets (a build problem).
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The server's transport failed.
+    #[error("gRPC transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A client address is not a valid URI.
+    #[error("{address:?} is not a gRPC address such as http://vote:5000")]
+    BadAddress {
+        /// The address given.
+        address: String,
+    },
+}
+
+/// Serves `service` with health and reflection on `listener` until
+/// `shutdown` is cancelled, then reports NOT_SERVING and drains.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    health: Health,
+    health_service: HealthServer<impl HealthApi>,
+    shutdown: CancellationToken,
+) -> Result<(), GrpcError>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let reflection_v1 = reflection(S::NAME).build_v1()?;
+    // grpcurl releases before 1.9 only speak v1alpha.
+    let reflection_v1alpha = reflection(S::NAME).build_v1alpha()?;
+
+    let drain = async move {
+        shutdown.cancelled().await;
+        health.shut_down().await;
+    };
+    Server::builder()
+        .trace_fn(telemetry::grpc_server_span)
+        .load_shed(true)
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        .timeout(REQUEST_TIMEOUT)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+        .await?;
+    Ok(())
+}
+
+/// Reflection that describes exactly what this server serves: the business
+/// service, health, and reflection itself (both versions).
+fn reflection(service_name: &str) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in [service_name].into_iter().chain(INFRASTRUCTURE_SERVICES) {
+        builder = builder.with_service_name(name);
+    }
+    builder
+}
+
+/// The services every votemesh gRPC server offers besides its own.
+pub const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A client channel to `address` (such as `http://vote:5000`) that connects
+/// lazily and reconnects by itself, with the caller's trace context added
+/// to every request.
+pub fn channel(address: &str) -> Result<InterceptedService<Channel, TracedRequests>, GrpcError> {
+    let endpoint =
+        Endpoint::from_shared(address.to_owned()).map_err(|_| GrpcError::BadAddress {
+            address: address.to_owned(),
+        })?;
+    let channel = endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(InterceptedService::new(channel, TracedRequests))
+}
+
+/// Interceptor that adds the current trace context to outgoing requests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracedRequests;
+
+impl tonic::service::Interceptor for TracedRequests {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        telemetry::inject_trace_context(request)
+    }
+}

@@ -1,0 +1,142 @@
+//! `grpc.health.v1` wiring shared by every gRPC server.
+//!
+//! Each server reports three kinds of names (see DESIGN.md):
+//! - [`LIVENESS`]: SERVING while the process can serve at all (the
+//!   Kubernetes liveness probe asks for it);
+//! - `""` and the business service name (such as `votemesh.v1.VoteService`):
+//!   SERVING only while the component's dependencies answer (readiness).
+//!
+//! [`Health`] flips the readiness names together; [`spawn_readiness_probe`]
+//! keeps them in step with a dependency check; [`Health::shut_down`] turns
+//! them NOT_SERVING for good when the process is draining.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::{Health as HealthApi, HealthServer},
+    server::HealthReporter,
+};
+
+/// The health service name that reports liveness.
+pub const LIVENESS: &str = "liveness";
+
+/// How often [`spawn_readiness_probe`] checks the dependencies by default.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long one dependency check may take before it counts as failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Handle to one server's health statuses; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Health {
+    reporter: HealthReporter,
+    /// `""` and the business service names: the readiness names.
+    readiness_names: Arc<[String]>,
+    /// Last readiness reported, to log only changes.
+    ready: Arc<AtomicBool>,
+    /// Set once shutdown began: readiness stays NOT_SERVING from then on.
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Creates the health service for a server whose business services are
+    /// `service_names`. Liveness starts SERVING; readiness starts NOT_SERVING
+    /// until [`Health::set_ready`] (or the probe) says otherwise.
+    pub async fn new(service_names: &[&str]) -> (Self, HealthServer<impl HealthApi + use<>>) {
+        let (reporter, server) = tonic_health::server::health_reporter();
+        let mut names: Vec<String> = vec![String::new()];
+        names.extend(service_names.iter().map(|name| (*name).to_owned()));
+        let health = Self {
+            reporter,
+            readiness_names: names.into(),
+            ready: Arc::new(AtomicBool::new(false)),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        };
+        health
+            .reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
+        health.publish(false).await;
+        (health, server)
+    }
+
+    /// Reports readiness: SERVING if `ready`, else NOT_SERVING. Ignored
+    /// once shutdown began. Logs each change.
+    pub async fn set_ready(&self, ready: bool) {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let was_ready = self.ready.swap(ready, Ordering::SeqCst);
+        if was_ready != ready {
+            if ready {
+                tracing::info!("dependencies answer: readiness SERVING");
+            } else {
+                tracing::warn!("a dependency does not answer: readiness NOT_SERVING");
+            }
+        }
+        self.publish(ready).await;
+    }
+
+    /// Whether readiness is currently SERVING.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Draining: readiness goes NOT_SERVING and stays so. Liveness stays
+    /// SERVING while the server still answers.
+    pub async fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.ready.store(false, Ordering::SeqCst);
+        self.publish(false).await;
+    }
+
+    async fn publish(&self, ready: bool) {
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in self.readiness_names.iter() {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// Runs `check` every `interval` and reports its answer as readiness, until
+/// `shutdown` is cancelled. The first check runs at once; a check that
+/// takes longer than [`PROBE_TIMEOUT`] counts as failed.
+pub fn spawn_readiness_probe<F, Fut>(
+    health: Health,
+    interval: Duration,
+    shutdown: CancellationToken,
+    check: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    let ready = tokio::time::timeout(PROBE_TIMEOUT, check())
+                        .await
+                        .unwrap_or(false);
+                    health.set_ready(ready).await;
+                }
+            }
+        }
+    })
+}

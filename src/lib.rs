@@ -1,0 +1,48 @@
+//! # votemesh
+//!
+//! The classic voting app rebuilt as a gRPC service mesh. This root crate
+//! holds what every votemesh service shares, each piece once: the gRPC
+//! contracts, configuration, telemetry, health wiring, the shutdown signal,
+//! the vote queue and the database schema. The services themselves live in
+//! `services/` (vote, worker, result) and `gateway/`.
+//!
+//! A vote travels like this:
+//!
+//! ```text
+//! CastVote ──► vote service ──LPUSH──► Redis `votes` ──► worker ──txn──► Postgres
+//!                                                                  (votes + tally)
+//! GetResults / WatchResults ◄── result service ◄── tally ◄────────────────┘
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`proto`]: the code generated from `proto/votemesh/v1/*.proto` and the
+//!   descriptor set that server reflection serves.
+//! - [`config`]: command-line flags and environment variables shared by the
+//!   binaries (Redis, database, poll options, listen addresses).
+//! - [`poll`]: the poll's options and lookups by option id.
+//! - [`ballot`]: what makes a vote well-formed (voter id and option id rules).
+//! - [`queue`]: the queue between the vote service and the worker, with a
+//!   Redis implementation and an in-process one behind the same traits.
+//! - [`store`]: the database schema (SeaORM entities and migrations) and
+//!   connecting to Postgres or SQLite.
+//! - [`health`]: `grpc.health.v1` wiring: liveness and readiness names.
+//! - [`grpc`]: the one place a gRPC server is assembled (health, reflection,
+//!   tracing) and a client channel is made.
+//! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
+//! - [`shutdown`]: the SIGTERM / Ctrl-C signal as a cancellation token.
+//! - `testing` (feature `testing`): starts real `redis-server` and
+//!   PostgreSQL processes for tests.
+
+pub mod ballot;
+pub mod config;
+pub mod grpc;
+pub mod health;
+pub mod poll;
+pub mod proto;
+pub mod queue;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

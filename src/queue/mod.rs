@@ -1,0 +1,205 @@
+//! The queue between the vote service (producer) and the worker (consumer).
+//!
+//! A vote is pushed as one JSON message ([`QueuedVote`]) onto the `votes`
+//! list. The worker drains it with the reliable-queue pattern: it moves a
+//! batch into its own processing list, writes the batch to the database, and
+//! only then removes the batch ([`VoteSource::ack_batch`]). A worker that dies
+//! in between finds its batch again on restart ([`VoteSource::take_batch`]
+//! returns the processing list first), and a batch whose worker never comes
+//! back is returned to `votes` by the others ([`VoteSource::reclaim_orphans`]).
+//!
+//! Two implementations sit behind the same traits:
+//! - [`redis::RedisQueue`] / [`redis::RedisWorkerQueue`]: Redis, through a bb8 pool;
+//! - [`memory::MemoryQueue`]: in-process, for the all-in-one local run.
+//!
+//! The queue also stamps each vote with its per-voter `sequence`, so the
+//! worker can tell which of two votes of one voter is the later one.
+
+pub mod memory;
+pub mod redis;
+
+use std::{collections::HashMap, future::Future, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::ballot::{BallotError, check_option_shape, check_voter_id};
+
+/// The Redis list that holds queued votes (newest at the left).
+pub const QUEUE_KEY: &str = "votes";
+/// The list that receives messages the worker cannot parse.
+pub const DEAD_LETTER_KEY: &str = "votes:dead";
+/// Hash of each voter's last sequence number.
+pub const VOTER_SEQUENCE_KEY: &str = "votes:voter-sequence";
+/// Prefix of each worker's processing list (`votes:processing:<worker id>`).
+pub const PROCESSING_KEY_PREFIX: &str = "votes:processing:";
+/// Prefix of each worker's heartbeat key (`votes:worker:<worker id>`).
+pub const HEARTBEAT_KEY_PREFIX: &str = "votes:worker:";
+
+/// A validated vote before the queue has stamped it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NewVote {
+    /// Unique id of the vote.
+    pub vote_id: Uuid,
+    /// Who voted (already validated).
+    pub voter_id: String,
+    /// The option id voted for (already validated).
+    pub option: String,
+    /// When the vote service accepted the vote.
+    pub cast_at: DateTime<Utc>,
+    /// W3C trace context of the CastVote call, so the worker's span joins
+    /// the vote's trace.
+    pub trace_context: HashMap<String, String>,
+}
+
+/// A vote as it travels through the queue: a [`NewVote`] plus its sequence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedVote {
+    /// Per-voter order: of two votes of one voter, the one with the higher
+    /// sequence is the later one and wins.
+    pub sequence: i64,
+    /// Unique id of the vote.
+    pub vote_id: Uuid,
+    /// Who voted.
+    pub voter_id: String,
+    /// The option id voted for.
+    pub option: String,
+    /// When the vote service accepted the vote.
+    pub cast_at: DateTime<Utc>,
+    /// W3C trace context of the CastVote call (may be empty).
+    #[serde(default)]
+    pub trace_context: HashMap<String, String>,
+}
+
+impl QueuedVote {
+    /// Parses one queue message and checks that it is a well-formed vote
+    /// (anyone with access to the queue can push a message).
+    pub fn parse(message: &str) -> Result<Self, MessageError> {
+        let vote: Self = serde_json::from_str(message)?;
+        check_voter_id(&vote.voter_id)?;
+        check_option_shape(&vote.option)?;
+        Ok(vote)
+    }
+
+    /// The vote stamped with `sequence`.
+    pub fn stamped(vote: &NewVote, sequence: i64) -> Self {
+        Self {
+            sequence,
+            vote_id: vote.vote_id,
+            voter_id: vote.voter_id.clone(),
+            option: vote.option.clone(),
+            cast_at: vote.cast_at,
+            trace_context: vote.trace_context.clone(),
+        }
+    }
+}
+
+/// The next sequence for a voter whose last one was `last`, at `now_micros`
+/// microseconds since the epoch: later than both, so a vote stays ordered
+/// after the last one even if the queue forgot it (a Redis restart without
+/// persistence) and the clock is behind.
+pub fn next_sequence(last: Option<i64>, now_micros: i64) -> i64 {
+    match last {
+        Some(last) if last >= now_micros => last + 1,
+        _ => now_micros,
+    }
+}
+
+/// A queue message that is not a vote.
+#[derive(Debug, Error)]
+pub enum MessageError {
+    /// Not JSON of the vote's shape.
+    #[error("not a queued vote: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A vote whose fields break the rules.
+    #[error("malformed vote: {0}")]
+    Ballot(#[from] BallotError),
+}
+
+/// The queue failed.
+#[derive(Debug, Error)]
+pub enum QueueError {
+    /// The queue cannot be reached or is not ready (down, restarting,
+    /// loading); retrying later may succeed.
+    #[error("the vote queue is unavailable: {0}")]
+    Unavailable(String),
+    /// The queue answered with an error that retrying will not fix.
+    #[error("the vote queue failed: {0}")]
+    Failed(String),
+}
+
+/// Where the vote service puts votes.
+pub trait VoteSink: Send + Sync + 'static {
+    /// Queues `vote` and returns it as stamped. `Ok` only once the queue
+    /// holds the vote.
+    fn push(&self, vote: &NewVote) -> impl Future<Output = Result<QueuedVote, QueueError>> + Send;
+
+    /// Answers `Ok` while the queue can take votes.
+    fn ping(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Where the worker takes votes from, one in-flight batch at a time.
+pub trait VoteSource: Send + Sync + 'static {
+    /// The in-flight batch of raw messages: what is left from an earlier
+    /// attempt (a crash, a failed commit) topped up to `max` from the
+    /// queue. Waits up to `wait` when there is nothing; empty if nothing came.
+    fn take_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
+
+    /// Removes the in-flight batch once it is committed, moving
+    /// `dead_letters` (messages of the batch that could not be parsed) to
+    /// the dead-letter list, in one atomic step.
+    fn ack_batch(
+        &self,
+        dead_letters: &[String],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Marks this worker alive and returns to the queue the in-flight
+    /// batches of workers that stopped marking themselves alive. Returns how
+    /// many messages were returned.
+    fn reclaim_orphans(&self) -> impl Future<Output = Result<usize, QueueError>> + Send;
+
+    /// Votes waiting in the queue (not counting in-flight batches).
+    fn depth(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Answers `Ok` while the queue answers.
+    fn ping(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_is_later_than_the_last_and_follows_the_clock() {
+        assert_eq!(next_sequence(None, 1_000), 1_000);
+        assert_eq!(next_sequence(Some(10), 1_000), 1_000);
+        assert_eq!(next_sequence(Some(1_000), 1_000), 1_001);
+        assert_eq!(next_sequence(Some(5_000), 1_000), 5_001);
+    }
+
+    #[test]
+    fn stamped_vote_round_trips_through_json() {
+        let vote = NewVote {
+            vote_id: Uuid::new_v4(),
+            voter_id: "v1".into(),
+            option: "a".into(),
+            cast_at: Utc::now(),
+            trace_context: HashMap::new(),
+        };
+        let queued = QueuedVote::stamped(&vote, 7);
+        let json = serde_json::to_string(&queued).unwrap();
+        assert_eq!(QueuedVote::parse(&json).unwrap(), queued);
+        assert!(QueuedVote::parse("{\"voter_id\":1}").is_err());
+        let bad_voter = json.replace("\"v1\"", "\"\"");
+        assert!(matches!(
+            QueuedVote::parse(&bad_voter),
+            Err(MessageError::Ballot(BallotError::EmptyVoterId))
+        ));
+    }
+}

@@ -1,0 +1,288 @@
+//! The vote queue on Redis, through a bb8 connection pool.
+//!
+//! Every multi-step operation is one Lua script, so it is atomic on the
+//! Redis server: stamping and pushing a vote, topping up a batch, returning
+//! an orphaned batch. Keys are in [`super`] (`votes`, `votes:processing:*`, ...).
+
+use std::time::Duration;
+
+use bb8_redis::{
+    RedisConnectionManager,
+    bb8::{self, Pool, PooledConnection, RunError},
+    redis::{self, AsyncCommands, RedisError, Script},
+};
+
+use super::{
+    DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY, QueueError,
+    QueuedVote, VOTER_SEQUENCE_KEY, VoteSink, VoteSource,
+};
+use crate::config::ConnectionUrl;
+
+/// How long a caller waits for a pooled connection before the queue counts
+/// as unavailable. Kept short so CastVote answers UNAVAILABLE quickly.
+pub const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections kept per process.
+pub const POOL_SIZE: u32 = 16;
+/// A worker that has not marked itself alive for this long is presumed dead
+/// and its in-flight batch is returned to the queue.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(30);
+/// Longest single blocking wait for a vote; below the client's response
+/// timeout (500 ms), so waiting never reads as a dead connection.
+const MAX_BLOCKING_WAIT: Duration = Duration::from_millis(300);
+
+/// Stamps a vote with its per-voter sequence and pushes it, atomically.
+/// The sequence is `max(last + 1, now in µs)` by the Redis server's clock, so
+/// every vote service replica agrees on the order of one voter's votes.
+///
+/// KEYS: queue, voter-sequence hash. ARGV: voter id, vote JSON without the
+/// sequence. Returns the sequence.
+const PUSH_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local seq = now
+if last >= now then seq = last + 1 end
+local seq_text = string.format('%d', seq)
+redis.call('HSET', KEYS[2], ARGV[1], seq_text)
+redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[2], 2))
+return seq_text
+"#;
+
+/// Tops the processing list up to ARGV[1] messages from the queue and
+/// returns all of it. KEYS: queue, processing list.
+const TAKE_BATCH_SCRIPT: &str = r#"
+local n = redis.call('LLEN', KEYS[2])
+local max = tonumber(ARGV[1])
+while n < max do
+  local message = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not message then break end
+  n = n + 1
+end
+return redis.call('LRANGE', KEYS[2], 0, -1)
+"#;
+
+/// Returns an orphaned processing list to the consuming end of the queue,
+/// oldest first, unless its worker marked itself alive meanwhile.
+/// KEYS: processing list, its worker's heartbeat key, queue. Returns the
+/// number of messages moved.
+const RECLAIM_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local moved = 0
+while redis.call('LMOVE', KEYS[1], KEYS[3], 'LEFT', 'RIGHT') do
+  moved = moved + 1
+end
+return moved
+"#;
+
+/// Producer side: what the vote service pushes votes through.
+#[derive(Clone, Debug)]
+pub struct RedisQueue {
+    pool: Pool<RedisConnectionManager>,
+    push_script: Script,
+}
+
+impl RedisQueue {
+    /// A queue on the Redis at `url`. Connects lazily: Redis need not be
+    /// up yet, and the pool reconnects after Redis restarts.
+    pub fn new(url: &ConnectionUrl) -> Result<Self, QueueError> {
+        let manager = RedisConnectionManager::new(url.expose())
+            .map_err(|error| QueueError::Failed(format!("bad Redis URL {url}: {error}")))?;
+        let pool = bb8::Pool::builder()
+            .max_size(POOL_SIZE)
+            .connection_timeout(POOL_CHECKOUT_TIMEOUT)
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            push_script: Script::new(PUSH_SCRIPT),
+        })
+    }
+
+    /// The consumer side of this queue for the worker `worker_id`.
+    pub fn for_worker(&self, worker_id: &str) -> RedisWorkerQueue {
+        RedisWorkerQueue {
+            queue: self.clone(),
+            processing_key: format!("{PROCESSING_KEY_PREFIX}{worker_id}"),
+            heartbeat_key: format!("{HEARTBEAT_KEY_PREFIX}{worker_id}"),
+            take_script: Script::new(TAKE_BATCH_SCRIPT),
+            reclaim_script: Script::new(RECLAIM_SCRIPT),
+        }
+    }
+
+    async fn connection(&self) -> Result<PooledConnection<'_, RedisConnectionManager>, QueueError> {
+        self.pool.get().await.map_err(|error| match error {
+            RunError::User(error) => classify(error),
+            RunError::TimedOut => {
+                QueueError::Unavailable("no Redis connection within the timeout".into())
+            }
+        })
+    }
+
+    async fn ping_redis(&self) -> Result<(), QueueError> {
+        let mut connection = self.connection().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut *connection)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+impl VoteSink for RedisQueue {
+    async fn push(&self, vote: &NewVote) -> Result<QueuedVote, QueueError> {
+        let json = serde_json::to_string(vote)
+            .map_err(|error| QueueError::Failed(format!("cannot encode the vote: {error}")))?;
+        let mut connection = self.connection().await?;
+        let sequence: String = self
+            .push_script
+            .key(QUEUE_KEY)
+            .key(VOTER_SEQUENCE_KEY)
+            .arg(&vote.voter_id)
+            .arg(json)
+            .invoke_async(&mut *connection)
+            .await
+            .map_err(classify)?;
+        let sequence = sequence
+            .parse()
+            .map_err(|_| QueueError::Failed(format!("bad sequence {sequence:?} from Redis")))?;
+        Ok(QueuedVote::stamped(vote, sequence))
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.ping_redis().await
+    }
+}
+
+/// Consumer side: one worker's view of the queue, with its own processing
+/// list (`votes:processing:<worker id>`).
+#[derive(Clone, Debug)]
+pub struct RedisWorkerQueue {
+    queue: RedisQueue,
+    processing_key: String,
+    heartbeat_key: String,
+    take_script: Script,
+    reclaim_script: Script,
+}
+
+impl RedisWorkerQueue {
+    /// The key of this worker's processing list.
+    pub fn processing_key(&self) -> &str {
+        &self.processing_key
+    }
+}
+
+impl VoteSource for RedisWorkerQueue {
+    async fn take_batch(&self, max: usize, wait: Duration) -> Result<Vec<String>, QueueError> {
+        let mut connection = self.queue.connection().await?;
+        let batch: Vec<String> = self
+            .take_script
+            .key(QUEUE_KEY)
+            .key(&self.processing_key)
+            .arg(max)
+            .invoke_async(&mut *connection)
+            .await
+            .map_err(classify)?;
+        if !batch.is_empty() || wait.is_zero() {
+            return Ok(batch);
+        }
+        // Nothing queued: block until a vote arrives (or the wait ends),
+        // moving it straight into the processing list.
+        let blocking = wait.min(MAX_BLOCKING_WAIT).as_secs_f64();
+        let first: Option<String> = connection
+            .blmove(
+                QUEUE_KEY,
+                &self.processing_key,
+                redis::Direction::Right,
+                redis::Direction::Left,
+                blocking,
+            )
+            .await
+            .map_err(classify)?;
+        Ok(first.into_iter().collect())
+    }
+
+    async fn ack_batch(&self, dead_letters: &[String]) -> Result<(), QueueError> {
+        let mut connection = self.queue.connection().await?;
+        let mut transaction = redis::pipe();
+        transaction.atomic();
+        if !dead_letters.is_empty() {
+            transaction.lpush(DEAD_LETTER_KEY, dead_letters).ignore();
+        }
+        transaction.del(&self.processing_key).ignore();
+        let () = transaction
+            .query_async(&mut *connection)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn reclaim_orphans(&self) -> Result<usize, QueueError> {
+        let mut connection = self.queue.connection().await?;
+        let () = connection
+            .set_ex(&self.heartbeat_key, "alive", HEARTBEAT_TTL.as_secs())
+            .await
+            .map_err(classify)?;
+        let processing_lists: Vec<String> = {
+            let mut keys = Vec::new();
+            let mut iter: redis::AsyncIter<String> = connection
+                .scan_match(format!("{PROCESSING_KEY_PREFIX}*"))
+                .await
+                .map_err(classify)?;
+            while let Some(key) = iter.next_item().await {
+                keys.push(key.map_err(classify)?);
+            }
+            keys
+        };
+        let mut reclaimed = 0;
+        for processing_key in processing_lists {
+            if processing_key == self.processing_key {
+                continue;
+            }
+            let worker_id = &processing_key[PROCESSING_KEY_PREFIX.len()..];
+            let moved: usize = self
+                .reclaim_script
+                .key(&processing_key)
+                .key(format!("{HEARTBEAT_KEY_PREFIX}{worker_id}"))
+                .key(QUEUE_KEY)
+                .invoke_async(&mut *connection)
+                .await
+                .map_err(classify)?;
+            if moved > 0 {
+                tracing::warn!(
+                    worker_id,
+                    moved,
+                    "returned the batch of a worker presumed dead to the queue"
+                );
+            }
+            reclaimed += moved;
+        }
+        Ok(reclaimed)
+    }
+
+    async fn depth(&self) -> Result<u64, QueueError> {
+        let mut connection = self.queue.connection().await?;
+        connection.llen(QUEUE_KEY).await.map_err(classify)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.queue.ping_redis().await
+    }
+}
+
+/// Sorts a Redis error into "try again later" (connection trouble, Redis
+/// restarting or loading its data) and real failures.
+fn classify(error: RedisError) -> QueueError {
+    let transient = error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error()
+        || matches!(
+            error.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+        );
+    if transient {
+        QueueError::Unavailable(error.to_string())
+    } else {
+        QueueError::Failed(error.to_string())
+    }
+}

@@ -1,0 +1,149 @@
+//! The database: schema, migrations, and connecting.
+//!
+//! Two tables, the same on PostgreSQL and on SQLite (the all-in-one run):
+//! - `votes`: one row per voter, their current vote and its sequence;
+//! - `tally`: one row per option id, the number of voters whose current
+//!   vote it is. The worker keeps it in step with `votes` in the same
+//!   transaction, so the result service reads counts without scanning votes.
+//!
+//! The worker runs the migrations at start ([`migrate`]); on PostgreSQL they
+//! run under an advisory lock, so several workers starting at once are safe.
+
+pub mod entity;
+pub mod migration;
+
+use std::time::Duration;
+
+pub use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, DbErr, TransactionTrait};
+use sea_orm_migration::MigratorTrait;
+use thiserror::Error;
+use url::Url;
+
+use crate::config::ConnectionUrl;
+
+/// Connections per process.
+pub const POOL_SIZE: u32 = 10;
+/// How long connecting, or waiting for a pooled connection, may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Advisory lock key that serialises migrations across workers ("vote").
+const MIGRATION_LOCK_KEY: i64 = 0x766f_7465;
+
+/// The database failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be reached; the message never holds the password.
+    #[error("cannot connect to the database at {target}: {reason}")]
+    Connect {
+        /// The URL without its password.
+        target: String,
+        /// Why, with any password removed.
+        reason: String,
+    },
+    /// A query or transaction failed.
+    #[error("database error: {0}")]
+    Query(#[from] DbErr),
+}
+
+impl StoreError {
+    /// Whether retrying later may help: the database is unreachable,
+    /// restarting, or a transaction lost a race (deadlock, serialisation).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Query(error) => is_transient(error),
+        }
+    }
+}
+
+/// Whether a database error is about reaching the database (or a lost race)
+/// rather than about the query itself.
+pub fn is_transient(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        other => {
+            let text = other.to_string().to_ascii_lowercase();
+            [
+                "connection",
+                "pool timed out",
+                "deadlock",
+                "could not serialize",
+                "database is locked",
+                "shutting down",
+                "terminating",
+                "broken pipe",
+                "io error",
+                "starting up",
+            ]
+            .iter()
+            .any(|needle| text.contains(needle))
+        }
+    }
+}
+
+/// Opens a connection pool to `url` (`postgres://…` or `sqlite://…`).
+/// PostgreSQL need not be up: the pool connects when first used.
+pub async fn connect(url: &ConnectionUrl) -> Result<DatabaseConnection, StoreError> {
+    let mut options = ConnectOptions::new(url.expose().to_owned());
+    options
+        .max_connections(POOL_SIZE)
+        .min_connections(0)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_lazy(true)
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .map_err(|error| connect_error(url, &error))
+}
+
+/// Runs the migrations that have not run yet; safe to call from several
+/// processes at once.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let transaction = db.begin().await?;
+        transaction
+            .execute_unprepared(&format!(
+                "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+            ))
+            .await?;
+        migration::Migrator::up(&transaction, None).await?;
+        transaction.commit().await?;
+    } else {
+        migration::Migrator::up(db, None).await?;
+    }
+    Ok(())
+}
+
+/// Answers `Ok` while the database answers a trivial query.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), StoreError> {
+    db.ping().await.map_err(StoreError::from)
+}
+
+/// A connection error whose text cannot leak the password, even if the
+/// driver quotes the URL.
+fn connect_error(url: &ConnectionUrl, error: &DbErr) -> StoreError {
+    let mut reason = error.to_string();
+    if let Ok(parsed) = Url::parse(url.expose())
+        && let Some(password) = parsed.password()
+        && !password.is_empty()
+    {
+        reason = reason.replace(password, "***");
+        if let Ok(decoded) = urlencoding_decode(password) {
+            reason = reason.replace(&decoded, "***");
+        }
+    }
+    StoreError::Connect {
+        target: url.redacted(),
+        reason,
+    }
+}
+
+/// Percent-decodes a URL component.
+fn urlencoding_decode(component: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("p={component}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned().into_bytes())
+        .unwrap_or_default();
+    String::from_utf8(bytes)
+}

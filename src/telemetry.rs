@@ -1,0 +1,217 @@
+//! Logs and traces.
+//!
+//! [`init`] installs the `tracing` subscriber: human-readable logs filtered
+//! by `RUST_LOG`, and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an
+//! OpenTelemetry layer that exports spans over OTLP/gRPC. Without an
+//! endpoint no exporter runs, so a laptop without a collector stays quiet.
+//!
+//! A vote's trace crosses every hop through W3C `traceparent` context:
+//! - gRPC clients add it to request metadata ([`inject_trace_context`]);
+//! - gRPC servers open each request's span under it ([`grpc_server_span`]);
+//! - the vote service writes it into the queued vote and the worker links
+//!   its batch span to it ([`current_context_carrier`], [`context_from_carrier`]).
+
+use std::collections::HashMap;
+
+use clap::Args;
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector},
+    trace::TracerProvider as _,
+};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use thiserror::Error;
+use tonic::{
+    codegen::http,
+    metadata::{MetadataKey, MetadataMap, MetadataValue},
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+/// Log filter used when `RUST_LOG` is not set.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,h2=warn,hyper=warn,tower=warn";
+
+/// Trace settings (the standard OpenTelemetry environment names).
+#[derive(Args, Clone, Debug, Default)]
+pub struct TelemetryArgs {
+    /// OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317. Unset: no trace export.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Service name on exported spans (default: the component's name).
+    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+}
+
+/// Telemetry could not be set up.
+#[derive(Debug, Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built (bad endpoint).
+    #[error("cannot build the OTLP exporter for {endpoint}: {source}")]
+    Exporter {
+        /// The endpoint configured.
+        endpoint: String,
+        /// Why.
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// A global subscriber was already installed.
+    #[error("a tracing subscriber is already installed: {0}")]
+    AlreadyInstalled(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// Keeps the trace exporter alive; dropping it flushes pending spans.
+#[must_use = "dropping the guard stops trace export"]
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {error}");
+        }
+    }
+}
+
+/// Installs logging and, if an endpoint is configured, trace export for the
+/// component named `component` (such as `vote`). Call once, inside the
+/// tokio runtime, before anything logs.
+pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let log_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let logs = tracing_subscriber::fmt::layer().with_filter(log_filter);
+
+    let Some(endpoint) = args.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()) else {
+        tracing_subscriber::registry().with(logs).try_init()?;
+        return Ok(TelemetryGuard { provider: None });
+    };
+
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .build()
+        .map_err(|source| TelemetryError::Exporter {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+    let service_name = args
+        .otel_service_name
+        .clone()
+        .unwrap_or_else(|| format!("votemesh-{component}"));
+    let provider = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(service_name).build())
+        .with_batch_exporter(exporter)
+        .build();
+    let tracer = provider.tracer("votemesh");
+    // The exporter speaks gRPC itself: keep its own transport out of the traces.
+    let traced = Targets::new()
+        .with_default(tracing::Level::INFO)
+        .with_target("h2", tracing::level_filters::LevelFilter::OFF)
+        .with_target("hyper", tracing::level_filters::LevelFilter::OFF)
+        .with_target("tonic", tracing::level_filters::LevelFilter::OFF)
+        .with_target("tower", tracing::level_filters::LevelFilter::OFF)
+        .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF)
+        .with_target(
+            "opentelemetry_sdk",
+            tracing::level_filters::LevelFilter::OFF,
+        )
+        .with_target(
+            "opentelemetry_otlp",
+            tracing::level_filters::LevelFilter::OFF,
+        );
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(traced);
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()?;
+    tracing::info!(%endpoint, "exporting traces over OTLP");
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+    })
+}
+
+/// The current span's trace context as `traceparent`/`tracestate` entries,
+/// to carry inside a message (the queued vote).
+pub fn current_context_carrier() -> HashMap<String, String> {
+    let mut carrier = HashMap::new();
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut carrier);
+    });
+    carrier
+}
+
+/// The trace context held in a carrier made by [`current_context_carrier`].
+pub fn context_from_carrier(carrier: &HashMap<String, String>) -> Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(carrier))
+}
+
+/// tonic client interceptor: adds the current span's trace context to the
+/// request metadata, so the server's span continues the caller's trace.
+pub fn inject_trace_context(
+    mut request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
+    });
+    Ok(request)
+}
+
+/// The span of one inbound gRPC request, continuing the caller's trace when
+/// its headers carry one. Health checks and reflection get no span: probes
+/// every few seconds would drown the traces that matter.
+pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    if path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.") {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    // Fails only when the span is disabled; then there is nothing to link.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Writes propagation fields into gRPC metadata.
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Reads propagation fields from HTTP headers.
+pub struct HeaderExtractor<'a>(pub &'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|key| key.as_str()).collect()
+    }
+}

@@ -1,0 +1,71 @@
+//! `votemesh`: the whole system in one process.
+//!
+//! With no `REDIS_HOST`/`REDIS_URL` the queue is in-process; with no
+//! `DB_HOST`/`DATABASE_URL` the database is the SQLite file
+//! `votemesh.sqlite` in the current directory.
+
+use anyhow::Context;
+use clap::Parser;
+use votemesh::{
+    config::{self, ConnectionUrl, DatabaseArgs, PollArgs, RedisArgs},
+    shutdown,
+    telemetry::{self, TelemetryArgs},
+};
+use votemesh_standalone::{Backends, Listeners, Settings};
+
+/// Runs votemesh's vote, worker and result services in one process.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Address of the vote service.
+    #[arg(long, env = "VOTE_LISTEN_ADDR", default_value = config::DEFAULT_VOTE_LISTEN, value_parser = config::parse_listen_addr)]
+    vote_listen: std::net::SocketAddr,
+    /// Address of the worker's health and stats.
+    #[arg(long, env = "WORKER_LISTEN_ADDR", default_value = config::DEFAULT_WORKER_LISTEN, value_parser = config::parse_listen_addr)]
+    worker_listen: std::net::SocketAddr,
+    /// Address of the result service.
+    #[arg(long, env = "RESULT_LISTEN_ADDR", default_value = config::DEFAULT_RESULT_LISTEN, value_parser = config::parse_listen_addr)]
+    result_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    poll: PollArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("standalone", &cli.telemetry)?;
+    let poll = cli.poll.poll().context("bad poll options")?;
+    let backends = Backends {
+        redis: cli.redis.configured(),
+        database: cli
+            .database
+            .configured()
+            .unwrap_or_else(|| ConnectionUrl::new(config::DEFAULT_SQLITE_URL)),
+    };
+    let listeners = Listeners::bind(cli.vote_listen, cli.worker_listen, cli.result_listen).await?;
+    let (vote, worker, result) = listeners.addrs()?;
+    let queue = backends
+        .redis
+        .as_ref()
+        .map_or_else(|| "in-process queue".to_owned(), ToString::to_string);
+    tracing::info!(%queue, database = %backends.database, options = %poll.ids(), "votemesh starting");
+    println!("votemesh is running (Ctrl-C to stop):");
+    println!("  vote service    grpc://{vote}    votemesh.v1.VoteService");
+    println!("  result service  grpc://{result}    votemesh.v1.ResultService");
+    println!("  worker          grpc://{worker}    health + votemesh.v1.WorkerService");
+    println!("  queue: {queue}; database: {}", backends.database);
+    let settings = Settings {
+        poll,
+        instance: config::instance_name(),
+        refresh_interval: votemesh_result::DEFAULT_REFRESH_INTERVAL,
+    };
+    votemesh_standalone::run(listeners, backends, settings, shutdown::on_signal()).await?;
+    tracing::info!("votemesh stopped");
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! The whole data path, CastVote to GetResults/WatchResults, through real
+//! gRPC clients: once on real Redis and PostgreSQL servers, once embedded
+//! (in-process queue, SQLite) with no server at all.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use votemesh::{
+    config::{ConnectionUrl, PollArgs},
+    proto::v1::{
+        CastVoteRequest, GetResultsRequest, Tally, WatchResultsRequest,
+        result_service_client::ResultServiceClient, vote_service_client::VoteServiceClient,
+    },
+    shutdown::CancellationToken,
+    testing::{PostgresServer, RedisServer, probe},
+};
+use votemesh_standalone::{Backends, Listeners, Settings};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The three services of one system on free loopback ports.
+struct System {
+    vote: SocketAddr,
+    worker: SocketAddr,
+    result: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl System {
+    async fn start(backends: Backends) -> Self {
+        let listeners = Listeners::loopback().await.unwrap();
+        let (vote, worker, result) = listeners.addrs().unwrap();
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            poll: PollArgs {
+                extra_options: vec!["c=Birds".into()],
+                ..PollArgs::default()
+            }
+            .poll()
+            .unwrap(),
+            instance: "e2e".into(),
+            refresh_interval: Duration::from_millis(50),
+        };
+        let task = tokio::spawn(votemesh_standalone::run(
+            listeners,
+            backends,
+            settings,
+            shutdown.clone(),
+        ));
+        let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
+        for addr in [vote, worker, result] {
+            probe::wait_for("all services ready", WAIT, || async {
+                probe::health(addr, "").await == Ok(ServingStatus::Serving)
+            })
+            .await;
+        }
+        Self {
+            vote,
+            worker,
+            result,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn vote_client(&self) -> VoteServiceClient<Channel> {
+        VoteServiceClient::new(probe::channel(self.vote).await.unwrap())
+    }
+
+    async fn result_client(&self) -> ResultServiceClient<Channel> {
+        ResultServiceClient::new(probe::channel(self.result).await.unwrap())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn summary(tally: &Tally) -> Vec<(String, String, i64)> {
+    tally
+        .options
+        .iter()
+        .map(|o| (o.id.clone(), o.label.clone(), o.count))
+        .collect()
+}
+
+fn expected(a: i64, b: i64, c: i64) -> Vec<(String, String, i64)> {
+    vec![
+        ("a".into(), "Cats".into(), a),
+        ("b".into(), "Dogs".into(), b),
+        ("c".into(), "Birds".into(), c),
+    ]
+}
+
+/// The flow every deployment must get right.
+async fn votes_are_counted_exactly_and_watchers_see_them(system: &System) {
+    let mut votes = system.vote_client().await;
+    let mut results = system.result_client().await;
+
+    let empty = results
+        .get_results(GetResultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary(&empty), expected(0, 0, 0));
+    assert_eq!(empty.total, 0);
+
+    let mut watch = results
+        .watch_results(WatchResultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(
+        first.total, 0,
+        "a new watcher gets the current tally at once"
+    );
+
+    // 60 voters: 30 for a, 20 for b, 10 for c; then voter 0 changes to b
+    // twice over (a -> c -> b): counted once, for the last option.
+    for voter in 0..60 {
+        let option = match voter {
+            0..30 => "a",
+            30..50 => "b",
+            _ => "c",
+        };
+        votes
+            .cast_vote(CastVoteRequest {
+                voter_id: format!("voter-{voter}"),
+                option: option.into(),
+            })
+            .await
+            .unwrap();
+    }
+    for option in ["c", "b"] {
+        votes
+            .cast_vote(CastVoteRequest {
+                voter_id: "voter-0".into(),
+                option: option.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    let mut latest = first;
+    while latest.total != 60 || summary(&latest) != expected(29, 21, 10) {
+        latest = tokio::time::timeout(WAIT, watch.message())
+            .await
+            .expect("WatchResults delivers the drained tally")
+            .unwrap()
+            .expect("the stream stays open");
+    }
+    let tally = results
+        .get_results(GetResultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary(&tally), expected(29, 21, 10));
+    assert_eq!(tally.total, 60);
+}
+
+#[tokio::test]
+async fn the_full_path_on_real_redis_and_postgres() {
+    let redis = RedisServer::start().unwrap();
+    let postgres = PostgresServer::start().unwrap();
+    let system = System::start(Backends {
+        redis: Some(redis.url()),
+        database: postgres.url(),
+    })
+    .await;
+    votes_are_counted_exactly_and_watchers_see_them(&system).await;
+
+    for (addr, service) in [
+        (system.vote, votemesh_vote::SERVICE_NAME),
+        (system.worker, votemesh_worker::SERVICE_NAME),
+        (system.result, votemesh_result::SERVICE_NAME),
+    ] {
+        let listed = probe::reflected_services_v1(addr).await.unwrap();
+        assert!(
+            listed.iter().any(|name| name == service),
+            "{addr} lists {service}: {listed:?}"
+        );
+        assert_eq!(
+            probe::health(addr, service).await,
+            Ok(ServingStatus::Serving)
+        );
+        assert_eq!(
+            probe::health(addr, "liveness").await,
+            Ok(ServingStatus::Serving)
+        );
+    }
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn the_full_path_embedded_with_no_server_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("votes.sqlite").display()
+    );
+    let system = System::start(Backends {
+        redis: None,
+        database: ConnectionUrl::new(sqlite),
+    })
+    .await;
+    votes_are_counted_exactly_and_watchers_see_them(&system).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_watch_streams_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("votes.sqlite").display()
+    );
+    let system = System::start(Backends {
+        redis: None,
+        database: ConnectionUrl::new(sqlite),
+    })
+    .await;
+    let mut watch = system
+        .result_client()
+        .await
+        .watch_results(WatchResultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().unwrap();
+    system.stop().await;
+    assert!(
+        matches!(watch.message().await, Ok(None) | Err(_)),
+        "the stream ended"
+    );
+}
