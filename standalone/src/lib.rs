@@ -1,11 +1,13 @@
 //! # votemesh, all in one process
 //!
-//! Runs the vote service, the worker and the result service side by side,
-//! each on its own port as in a real deployment, so clients cannot tell the
+//! Runs the gateway, the vote service, the worker and the result service
+//! side by side, each on its own port as in a real deployment (the gateway
+//! reaches the others over gRPC on loopback), so clients cannot tell the
 //! difference:
 //!
 //! ```text
-//! :5000 vote ─► queue (Redis, or in-process) ─► worker (:8080) ─► database ─► result :5001
+//! :3000 gateway ─► :5000 vote ─► queue (Redis, or in-process) ─► worker (:8080)
+//!        └───────► :5001 result ◄── database ◄────────────────────────┘
 //! ```
 //!
 //! With no Redis configured the queue is in-process ([`MemoryQueue`]); with
@@ -25,11 +27,14 @@ use votemesh::{
     shutdown::CancellationToken,
     store::{self, DatabaseConnection, StoreError},
 };
+use votemesh_gateway::GatewayError;
 use votemesh_worker::DrainSettings;
 
-/// The listeners of the three servers.
+/// The listeners of the four servers.
 #[derive(Debug)]
 pub struct Listeners {
+    /// The gateway's (HTTP).
+    pub gateway: TcpListener,
     /// The vote service's.
     pub vote: TcpListener,
     /// The worker's (health and stats).
@@ -39,33 +44,60 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the three addresses.
+    /// Binds the four addresses.
     pub async fn bind(
+        gateway: SocketAddr,
         vote: SocketAddr,
         worker: SocketAddr,
         result: SocketAddr,
     ) -> std::io::Result<Self> {
         Ok(Self {
+            gateway: bind(gateway).await?,
             vote: bind(vote).await?,
             worker: bind(worker).await?,
             result: bind(result).await?,
         })
     }
 
-    /// Three listeners on free loopback ports (for tests).
+    /// Four listeners on free loopback ports (for tests).
     pub async fn loopback() -> std::io::Result<Self> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self::bind(any, any, any).await
+        Self::bind(any, any, any, any).await
     }
 
-    /// The bound addresses: vote, worker, result.
-    pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
-        Ok((
-            self.vote.local_addr()?,
-            self.worker.local_addr()?,
-            self.result.local_addr()?,
-        ))
+    /// The bound addresses.
+    pub fn addrs(&self) -> std::io::Result<Addrs> {
+        Ok(Addrs {
+            gateway: self.gateway.local_addr()?,
+            vote: self.vote.local_addr()?,
+            worker: self.worker.local_addr()?,
+            result: self.result.local_addr()?,
+        })
     }
+}
+
+/// Where each server listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Addrs {
+    /// The gateway (HTTP).
+    pub gateway: SocketAddr,
+    /// The vote service.
+    pub vote: SocketAddr,
+    /// The worker.
+    pub worker: SocketAddr,
+    /// The result service.
+    pub result: SocketAddr,
+}
+
+/// The URL at which this process reaches one of its own servers: loopback
+/// when the server listens on every address.
+pub fn local_url(scheme: &str, addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", addr.port())
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -106,9 +138,15 @@ pub enum SystemError {
     /// A gRPC server failed.
     #[error(transparent)]
     Grpc(#[from] GrpcError),
+    /// The gateway failed.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// A listener's address could not be read.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
-/// Runs the three services until `shutdown`, then drains them all.
+/// Runs the four servers until `shutdown`, then drains them all.
 pub async fn run(
     listeners: Listeners,
     backends: Backends,
@@ -137,6 +175,7 @@ async fn run_with<Q: VoteSink, S: VoteSource>(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<(), SystemError> {
+    let addrs = listeners.addrs()?;
     // Migrate before the result service starts asking for the tally.
     if let Err(error) = store::migrate(&db).await {
         tracing::warn!(%error, "cannot migrate yet; the worker will keep trying");
@@ -163,7 +202,14 @@ async fn run_with<Q: VoteSink, S: VoteSource>(
         settings.refresh_interval,
         shutdown.clone(),
     );
-    let (vote, worker, result) = tokio::join!(vote, worker, result);
+    let (vote_url, result_url) = (
+        local_url("http", addrs.vote),
+        local_url("http", addrs.result),
+    );
+    let gateway =
+        votemesh_gateway::run(listeners.gateway, &vote_url, &result_url, shutdown.clone());
+    let (gateway, vote, worker, result) = tokio::join!(gateway, vote, worker, result);
+    gateway?;
     vote?;
     worker?;
     result?;

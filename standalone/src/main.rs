@@ -11,12 +11,24 @@ use votemesh::{
     shutdown,
     telemetry::{self, TelemetryArgs},
 };
-use votemesh_standalone::{Backends, Listeners, Settings};
+use votemesh_standalone::{Backends, Listeners, Settings, local_url};
 
-/// Runs votemesh's vote, worker and result services in one process.
+/// The gateway's URL for a person: `localhost` when it listens everywhere.
+fn browser_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        local_url("http", addr)
+    }
+}
+
+/// Runs votemesh's gateway, vote, worker and result services in one process.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
+    /// Address of the HTTP gateway (browser pages, JSON API).
+    #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = votemesh_gateway::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
+    gateway_listen: std::net::SocketAddr,
     /// Address of the vote service.
     #[arg(long, env = "VOTE_LISTEN_ADDR", default_value = config::DEFAULT_VOTE_LISTEN, value_parser = config::parse_listen_addr)]
     vote_listen: std::net::SocketAddr,
@@ -48,17 +60,37 @@ async fn main() -> anyhow::Result<()> {
             .configured()
             .unwrap_or_else(|| ConnectionUrl::new(config::DEFAULT_SQLITE_URL)),
     };
-    let listeners = Listeners::bind(cli.vote_listen, cli.worker_listen, cli.result_listen).await?;
-    let (vote, worker, result) = listeners.addrs()?;
+    let listeners = Listeners::bind(
+        cli.gateway_listen,
+        cli.vote_listen,
+        cli.worker_listen,
+        cli.result_listen,
+    )
+    .await?;
+    let addrs = listeners.addrs()?;
     let queue = backends
         .redis
         .as_ref()
         .map_or_else(|| "in-process queue".to_owned(), ToString::to_string);
     tracing::info!(%queue, database = %backends.database, options = %poll.ids(), "votemesh starting");
     println!("votemesh is running (Ctrl-C to stop):");
-    println!("  vote service    grpc://{vote}    votemesh.v1.VoteService");
-    println!("  result service  grpc://{result}    votemesh.v1.ResultService");
-    println!("  worker          grpc://{worker}    health + votemesh.v1.WorkerService");
+    println!("  vote in a browser  {}/", browser_url(addrs.gateway));
+    println!(
+        "  live results       {}/results",
+        browser_url(addrs.gateway)
+    );
+    println!(
+        "  vote service       {}  votemesh.v1.VoteService (gRPC)",
+        local_url("grpc", addrs.vote)
+    );
+    println!(
+        "  result service     {}  votemesh.v1.ResultService (gRPC)",
+        local_url("grpc", addrs.result)
+    );
+    println!(
+        "  worker             {}  health + votemesh.v1.WorkerService (gRPC)",
+        local_url("grpc", addrs.worker)
+    );
     println!("  queue: {queue}; database: {}", backends.database);
     let settings = Settings {
         poll,

@@ -31,7 +31,8 @@ struct System {
 impl System {
     async fn start(backends: Backends) -> Self {
         let listeners = Listeners::loopback().await.unwrap();
-        let (vote, worker, result) = listeners.addrs().unwrap();
+        let addrs = listeners.addrs().unwrap();
+        let (vote, worker, result) = (addrs.vote, addrs.worker, addrs.result);
         let shutdown = CancellationToken::new();
         let settings = Settings {
             poll: PollArgs {

@@ -1,0 +1,139 @@
+//! JSON and SSE handlers, and the probes.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Json,
+    extract::{State, rejection::JsonRejection},
+    http::StatusCode,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use axum_extra::extract::cookie::CookieJar;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::WatchStream;
+
+use crate::{
+    AppState,
+    error::{ApiError, HttpFailure},
+    view::TallyView,
+    voter,
+};
+
+/// How long a browser waits before reconnecting a broken SSE stream.
+const SSE_RETRY: Duration = Duration::from_secs(2);
+
+/// `POST /api/vote` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteBody {
+    /// The option id, such as `"a"`.
+    pub option: String,
+    /// Who votes; default: the `voter_id` cookie (set on first use).
+    #[serde(default)]
+    pub voter_id: Option<String>,
+}
+
+/// `POST /api/vote` answer.
+#[derive(Debug, Serialize)]
+pub struct VoteAccepted {
+    /// The vote's id.
+    pub vote_id: String,
+    /// Who voted.
+    pub voter_id: String,
+    /// The option voted for.
+    pub option: String,
+    /// The vote service instance that took it.
+    pub served_by: String,
+}
+
+/// `POST /api/vote`: casts a vote for the cookie's voter, or for an
+/// explicit `voter_id`.
+pub async fn cast_vote(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    body: Result<Json<VoteBody>, JsonRejection>,
+) -> Result<(CookieJar, Json<VoteAccepted>), ApiError> {
+    let Json(body) = body?;
+    let (jar, voter_id) = match body.voter_id {
+        Some(explicit) => (jar, explicit),
+        None => voter::voter_id(jar),
+    };
+    let accepted = state.upstream.cast_vote(&voter_id, &body.option).await?;
+    Ok((
+        jar,
+        Json(VoteAccepted {
+            vote_id: accepted.vote_id,
+            voter_id,
+            option: body.option,
+            served_by: accepted.served_by,
+        }),
+    ))
+}
+
+/// `GET /api/results`: the current tally.
+pub async fn results(State(state): State<AppState>) -> Result<Json<TallyView>, ApiError> {
+    Ok(Json(state.upstream.results().await?.into()))
+}
+
+/// One option as `GET /api/options` lists it.
+#[derive(Debug, Serialize)]
+pub struct OptionJson {
+    /// Option id.
+    pub id: String,
+    /// Option label.
+    pub label: String,
+}
+
+/// `GET /api/options`: the poll's options.
+pub async fn options(State(state): State<AppState>) -> Result<Json<Vec<OptionJson>>, ApiError> {
+    let options = state.upstream.options().await?;
+    Ok(Json(
+        options
+            .into_iter()
+            .map(|option| OptionJson {
+                id: option.id,
+                label: option.label,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/results/stream`: server-sent events, one `tally` event with
+/// the current tally (once known), then one per change, until the client
+/// leaves or the gateway shuts down.
+pub async fn results_stream(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = WatchStream::new(state.fanout.subscribe())
+        .filter_map(|tally| async move {
+            let event = Event::default().event("tally").retry(SSE_RETRY);
+            tally.and_then(|tally| event.json_data(&tally).ok()).map(Ok)
+        })
+        .take_until(state.shutdown.clone().cancelled_owned());
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 while the vote and the result service are ready,
+/// else 503 saying which is not.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (vote, result) = state.upstream.readiness().await;
+    let body = Json(serde_json::json!({ "vote": vote, "result": result }));
+    if vote && result {
+        (StatusCode::OK, body).into_response()
+    } else {
+        let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        HttpFailure::new(StatusCode::SERVICE_UNAVAILABLE, "")
+            .with_retry_after()
+            .add_retry_after(&mut response);
+        response
+    }
+}

@@ -1,0 +1,207 @@
+//! # votemesh gateway
+//!
+//! The HTTP face of votemesh (port 3000): browser pages, a JSON API and a
+//! server-sent-events stream, each request translated into gRPC calls to
+//! the vote and result services.
+//!
+//! ```text
+//! browser ─► tower stack (trace, shed, limit, timeout, body limit, gzip, headers)
+//!         ─► GET / · POST /vote · GET /results       (pages: HTML, works without JS)
+//!         ─► POST /api/vote · GET /api/results       (JSON)      ─► vote / result gRPC
+//!         ─► GET /api/results/stream (SSE) ◄─ fan-out ◄─ ONE WatchResults stream
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`upstream`]: the gRPC clients of the vote and result services.
+//! - [`fanout`]: one upstream WatchResults stream shared by every browser.
+//! - [`view`]: the tally as pages and JSON show it (with percentages).
+//! - [`voter`]: the `voter_id` cookie.
+//! - [`error`]: the one mapping of gRPC statuses and bad requests to HTTP.
+//! - [`api`]: JSON and SSE handlers; [`pages`]: HTML handlers; [`assets`]:
+//!   CSS and JS compiled into the binary.
+//! - [`app`]: routes and the tower stack, assembled in one place; [`run`].
+
+pub mod api;
+pub mod assets;
+pub mod error;
+pub mod fanout;
+pub mod pages;
+pub mod upstream;
+pub mod view;
+pub mod voter;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    error_handling::HandleErrorLayer,
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tower::{BoxError, ServiceBuilder};
+use tower_http::{
+    catch_panic::CatchPanicLayer, compression::CompressionLayer, limit::RequestBodyLimitLayer,
+    set_header::SetResponseHeaderLayer, timeout::TimeoutLayer, trace::TraceLayer,
+};
+use votemesh::{grpc::GrpcError, shutdown::CancellationToken};
+
+pub use fanout::Fanout;
+pub use upstream::Upstream;
+
+/// Default address of the vote service.
+pub const DEFAULT_VOTE_ADDR: &str = "http://127.0.0.1:5000";
+/// Default address of the result service.
+pub const DEFAULT_RESULT_ADDR: &str = "http://127.0.0.1:5001";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
+/// Longest a request may take (an SSE stream only until its headers).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one gRPC call to a service may take.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request body accepted (a vote is a few dozen bytes).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Requests handled at once before new ones are shed with 503.
+pub const MAX_CONCURRENT_REQUESTS: usize = 512;
+/// Seconds a client is asked to wait (Retry-After) when the gateway or a
+/// service is unavailable.
+pub const RETRY_AFTER_SECONDS: u64 = 2;
+/// Content-Security-Policy the pages satisfy: everything from this origin,
+/// no inline script or style, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The gateway could not start.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// A service address is not usable.
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
+    /// Serving failed.
+    #[error("HTTP server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared by every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The gRPC clients.
+    pub upstream: Upstream,
+    /// The shared results stream.
+    pub fanout: Fanout,
+    /// Cancelled when the gateway shuts down (ends SSE streams).
+    pub shutdown: CancellationToken,
+}
+
+/// The gateway's routes behind its tower stack: reading this function
+/// tells a request's whole path.
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/", get(pages::voting_page))
+        .route("/vote", post(pages::submit_vote))
+        .route("/results", get(pages::results_page))
+        .route("/api/vote", post(api::cast_vote))
+        .route("/api/results", get(api::results))
+        .route("/api/results/stream", get(api::results_stream))
+        .route("/api/options", get(api::options))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/static/{file}", get(assets::serve))
+        .fallback(pages::not_found)
+        .with_state(state);
+
+    let security_headers = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ));
+
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http())
+            .layer(security_headers)
+            .layer(CatchPanicLayer::new())
+            .layer(HandleErrorLayer::new(overloaded))
+            .load_shed()
+            .concurrency_limit(MAX_CONCURRENT_REQUESTS)
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::GATEWAY_TIMEOUT,
+                REQUEST_TIMEOUT,
+            ))
+            .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+            .layer(CompressionLayer::new()),
+    )
+}
+
+/// Requests shed by load shedding get 503 with Retry-After.
+async fn overloaded(error: BoxError) -> impl IntoResponse {
+    tracing::warn!(%error, "request shed");
+    error::HttpFailure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the gateway is overloaded; please retry",
+    )
+    .with_retry_after()
+    .into_json_response()
+}
+
+impl AppState {
+    /// Clients for the services at `vote_addr` and `result_addr` (such as
+    /// `http://vote:5000`) and the results fan-out, which starts at once
+    /// and runs until `shutdown`. Connections are made lazily.
+    pub fn connect(
+        vote_addr: &str,
+        result_addr: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Self, GatewayError> {
+        let upstream = Upstream::connect(vote_addr, result_addr, UPSTREAM_TIMEOUT)?;
+        let fanout = Fanout::spawn(upstream.clone(), shutdown.clone());
+        Ok(Self {
+            upstream,
+            fanout,
+            shutdown,
+        })
+    }
+}
+
+/// Serves the gateway on `listener` until `state.shutdown`, then lets
+/// requests in flight finish (SSE streams end).
+pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), GatewayError> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+/// [`AppState::connect`] then [`serve`].
+pub async fn run(
+    listener: TcpListener,
+    vote_addr: &str,
+    result_addr: &str,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    serve(
+        listener,
+        AppState::connect(vote_addr, result_addr, shutdown)?,
+    )
+    .await
+}

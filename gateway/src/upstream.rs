@@ -1,0 +1,112 @@
+//! The gRPC clients of the vote and result services. Each call carries the
+//! caller's trace context and a deadline ([`crate::UPSTREAM_TIMEOUT`]).
+
+use std::time::Duration;
+
+use tonic::{Request, Status, service::interceptor::InterceptedService, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use votemesh::{
+    grpc::{self, GrpcError, TracedRequests},
+    proto::v1::{
+        CastVoteRequest, CastVoteResponse, GetResultsRequest, ListOptionsRequest, PollOption,
+        Tally, WatchResultsRequest, result_service_client::ResultServiceClient,
+        vote_service_client::VoteServiceClient,
+    },
+};
+
+type Traced = InterceptedService<Channel, TracedRequests>;
+
+/// Clients of both services; cheap to clone (they share connections).
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    vote: VoteServiceClient<Traced>,
+    vote_health: HealthClient<Traced>,
+    result: ResultServiceClient<Traced>,
+    result_health: HealthClient<Traced>,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// Clients for `vote_addr` and `result_addr`; connects lazily and
+    /// reconnects by itself.
+    pub fn connect(
+        vote_addr: &str,
+        result_addr: &str,
+        timeout: Duration,
+    ) -> Result<Self, GrpcError> {
+        let vote = grpc::channel(vote_addr)?;
+        let result = grpc::channel(result_addr)?;
+        Ok(Self {
+            vote: VoteServiceClient::new(vote.clone()),
+            vote_health: HealthClient::new(vote),
+            result: ResultServiceClient::new(result.clone()),
+            result_health: HealthClient::new(result),
+            timeout,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// Casts a vote.
+    pub async fn cast_vote(
+        &self,
+        voter_id: &str,
+        option: &str,
+    ) -> Result<CastVoteResponse, Status> {
+        let request = self.request(CastVoteRequest {
+            voter_id: voter_id.to_owned(),
+            option: option.to_owned(),
+        });
+        Ok(self.vote.clone().cast_vote(request).await?.into_inner())
+    }
+
+    /// The poll's options.
+    pub async fn options(&self) -> Result<Vec<PollOption>, Status> {
+        let request = self.request(ListOptionsRequest {});
+        Ok(self
+            .vote
+            .clone()
+            .list_options(request)
+            .await?
+            .into_inner()
+            .options)
+    }
+
+    /// The current tally.
+    pub async fn results(&self) -> Result<Tally, Status> {
+        let request = self.request(GetResultsRequest {});
+        Ok(self.result.clone().get_results(request).await?.into_inner())
+    }
+
+    /// Opens a WatchResults stream (no deadline: it lasts).
+    pub async fn watch_results(&self) -> Result<tonic::Streaming<Tally>, Status> {
+        Ok(self
+            .result
+            .clone()
+            .watch_results(WatchResultsRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Readiness of the vote and the result service, as their health says.
+    pub async fn readiness(&self) -> (bool, bool) {
+        let check = |mut client: HealthClient<Traced>, timeout: Duration| async move {
+            let mut request = Request::new(HealthCheckRequest::default());
+            request.set_timeout(timeout);
+            client
+                .check(request)
+                .await
+                .is_ok_and(|response| response.into_inner().status() == ServingStatus::Serving)
+        };
+        tokio::join!(
+            check(self.vote_health.clone(), self.timeout),
+            check(self.result_health.clone(), self.timeout)
+        )
+    }
+}
