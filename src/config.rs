@@ -277,6 +277,18 @@ pub fn instance_name() -> String {
         .unwrap_or_else(|| "votemesh".to_owned())
 }
 
+/// Every environment variable a command reads (from its clap definition),
+/// so deployment files can be checked against what binaries really read.
+pub fn env_names(command: &clap::Command) -> Vec<String> {
+    let mut names: Vec<String> = command
+        .get_arguments()
+        .filter_map(|argument| argument.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Parses a listen address such as `0.0.0.0:5000`.
 pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
     raw.parse()

@@ -31,6 +31,7 @@
 //!   tracing) and a client channel is made.
 //! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal as a cancellation token.
+//! - [`selfcheck`]: `--health-check`, a binary probing its own server.
 //! - `testing` (feature `testing`): starts real `redis-server` and
 //!   PostgreSQL processes for tests.
 
@@ -41,6 +42,7 @@ pub mod health;
 pub mod poll;
 pub mod proto;
 pub mod queue;
+pub mod selfcheck;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -31,6 +31,9 @@ use tracing_subscriber::{
     EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
+/// The environment variable that sets the log filter.
+pub const LOG_FILTER_ENV: &str = "RUST_LOG";
+
 /// Log filter used when `RUST_LOG` is not set.
 pub const DEFAULT_LOG_FILTER: &str =
     "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,h2=warn,hyper=warn,tower=warn";
@@ -84,8 +87,8 @@ impl Drop for TelemetryGuard {
 /// tokio runtime, before anything logs.
 pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let log_filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let log_filter = EnvFilter::try_from_env(LOG_FILTER_ENV)
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let logs = tracing_subscriber::fmt::layer().with_filter(log_filter);
 
     let Some(endpoint) = args.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()) else {

@@ -21,12 +21,15 @@
 //! - [`api`]: JSON and SSE handlers; [`pages`]: HTML handlers; [`assets`]:
 //!   CSS and JS compiled into the binary.
 //! - [`app`]: routes and the tower stack, assembled in one place; [`run`].
+//! - [`cli`]: the command line; [`readiness`]: `--health-check`.
 
 pub mod api;
 pub mod assets;
+pub mod cli;
 pub mod error;
 pub mod fanout;
 pub mod pages;
+pub mod readiness;
 pub mod upstream;
 pub mod view;
 pub mod voter;

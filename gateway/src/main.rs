@@ -1,33 +1,22 @@
-//! `votemesh-gateway`: the HTTP gateway binary. Parses configuration and
-//! runs [`votemesh_gateway::run`] until SIGTERM.
+//! `votemesh-gateway`: the HTTP gateway binary. Parses [`Cli`] and runs
+//! [`votemesh_gateway::run`] until SIGTERM (or, with `--health-check`, asks
+//! a running one's `/readyz`).
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use votemesh::{
-    config, shutdown,
-    telemetry::{self, TelemetryArgs},
-};
-
-/// Serves votemesh's pages, JSON API and live results over HTTP.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {
-    /// Address to serve HTTP on.
-    #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = votemesh_gateway::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
-    listen: std::net::SocketAddr,
-    /// The vote service.
-    #[arg(long, env = "VOTE_ADDR", default_value = votemesh_gateway::DEFAULT_VOTE_ADDR)]
-    vote_addr: String,
-    /// The result service.
-    #[arg(long, env = "RESULT_ADDR", default_value = votemesh_gateway::DEFAULT_RESULT_ADDR)]
-    result_addr: String,
-    #[command(flatten)]
-    telemetry: TelemetryArgs,
-}
+use votemesh::{selfcheck, shutdown, telemetry};
+use votemesh_gateway::cli::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if cli.health_check {
+        return Ok(selfcheck::report(
+            votemesh_gateway::readiness::check(cli.listen).await,
+        ));
+    }
     let _telemetry = telemetry::init("gateway", &cli.telemetry)?;
     tracing::info!(vote = %cli.vote_addr, result = %cli.result_addr, "starting the gateway");
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -41,5 +30,5 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("gateway stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

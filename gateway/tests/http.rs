@@ -271,6 +271,12 @@ async fn vote_service_down_is_503_with_retry_after_and_back_is_200() {
     let not_ready = get(&system.url("/readyz"), &[]).await;
     assert_eq!(not_ready.status, 503);
     assert_eq!(not_ready.json()["vote"], false);
+    assert!(
+        !binary_health_check(system.gateway.addr)
+            .await
+            .status
+            .success()
+    );
     assert_eq!(
         get(&system.url("/healthz"), &[]).await.status,
         200,
@@ -296,7 +302,21 @@ async fn vote_service_down_is_503_with_retry_after_and_back_is_200() {
     )
     .await;
     assert_eq!(get(&system.url("/readyz"), &[]).await.status, 200);
+    let healthy = binary_health_check(system.gateway.addr).await;
+    assert!(healthy.status.success(), "{healthy:?}");
     system.stop().await;
+}
+
+/// `votemesh-gateway --health-check` (Docker's HEALTHCHECK) against `addr`.
+async fn binary_health_check(addr: std::net::SocketAddr) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-gateway"))
+            .args(["--health-check", "--listen", &addr.to_string()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@
 //! no database configured it is a SQLite file. The same SeaORM entities and
 //! migrations serve both databases.
 
+pub mod cli;
+
 use std::{net::SocketAddr, time::Duration};
 
 use thiserror::Error;

@@ -7,11 +7,10 @@
 use anyhow::Context;
 use clap::Parser;
 use votemesh::{
-    config::{self, ConnectionUrl, DatabaseArgs, PollArgs, RedisArgs},
-    shutdown,
-    telemetry::{self, TelemetryArgs},
+    config::{self, ConnectionUrl},
+    shutdown, telemetry,
 };
-use votemesh_standalone::{Backends, Listeners, Settings, local_url};
+use votemesh_standalone::{Backends, Listeners, Settings, cli::Cli, local_url};
 
 /// The gateway's URL for a person: `localhost` when it listens everywhere.
 fn browser_url(addr: std::net::SocketAddr) -> String {
@@ -20,32 +19,6 @@ fn browser_url(addr: std::net::SocketAddr) -> String {
     } else {
         local_url("http", addr)
     }
-}
-
-/// Runs votemesh's gateway, vote, worker and result services in one process.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {
-    /// Address of the HTTP gateway (browser pages, JSON API).
-    #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = votemesh_gateway::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
-    gateway_listen: std::net::SocketAddr,
-    /// Address of the vote service.
-    #[arg(long, env = "VOTE_LISTEN_ADDR", default_value = config::DEFAULT_VOTE_LISTEN, value_parser = config::parse_listen_addr)]
-    vote_listen: std::net::SocketAddr,
-    /// Address of the worker's health and stats.
-    #[arg(long, env = "WORKER_LISTEN_ADDR", default_value = config::DEFAULT_WORKER_LISTEN, value_parser = config::parse_listen_addr)]
-    worker_listen: std::net::SocketAddr,
-    /// Address of the result service.
-    #[arg(long, env = "RESULT_LISTEN_ADDR", default_value = config::DEFAULT_RESULT_LISTEN, value_parser = config::parse_listen_addr)]
-    result_listen: std::net::SocketAddr,
-    #[command(flatten)]
-    redis: RedisArgs,
-    #[command(flatten)]
-    database: DatabaseArgs,
-    #[command(flatten)]
-    poll: PollArgs,
-    #[command(flatten)]
-    telemetry: TelemetryArgs,
 }
 
 #[tokio::main]

@@ -11,12 +11,14 @@
 //!
 //! ## Layout
 //!
+//! - [`cli`]: the binary's flags and environment variables.
 //! - [`tally`]: the domain: stored counts become a labelled [`tally::Tally`].
 //! - [`feed`]: polls the tally and publishes it when it changes; its
 //!   success or failure is the service's readiness.
 //! - [`server`]: the gRPC handler and the mapping of errors to `Status`.
 //! - [`run`]: wires them together.
 
+pub mod cli;
 pub mod feed;
 pub mod server;
 pub mod tally;

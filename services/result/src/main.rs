@@ -1,35 +1,20 @@
-//! `votemesh-result`: the result service binary. Parses configuration and
-//! runs [`votemesh_result::run`] until SIGTERM.
+//! `votemesh-result`: the result service binary. Parses [`Cli`] and runs
+//! [`votemesh_result::run`] until SIGTERM (or, with `--health-check`, asks
+//! a running one whether it is ready).
+
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use votemesh::{
-    config::{self, DatabaseArgs, PollArgs},
-    shutdown, store,
-    telemetry::{self, TelemetryArgs},
-};
-
-/// Serves the poll's tally over gRPC, on request and live.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {
-    /// Address to serve gRPC on.
-    #[arg(long, env = "RESULT_LISTEN_ADDR", default_value = config::DEFAULT_RESULT_LISTEN, value_parser = config::parse_listen_addr)]
-    listen: std::net::SocketAddr,
-    /// How often the tally is read for live watchers, in milliseconds.
-    #[arg(long, env = "REFRESH_INTERVAL_MS", default_value_t = votemesh_result::DEFAULT_REFRESH_INTERVAL.as_millis() as u64)]
-    refresh_interval_ms: u64,
-    #[command(flatten)]
-    database: DatabaseArgs,
-    #[command(flatten)]
-    poll: PollArgs,
-    #[command(flatten)]
-    telemetry: TelemetryArgs,
-}
+use votemesh::{selfcheck, shutdown, store, telemetry};
+use votemesh_result::cli::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if cli.health_check {
+        return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
+    }
     let _telemetry = telemetry::init("result", &cli.telemetry)?;
     let poll = cli.poll.poll().context("bad poll options")?;
     let database_url = cli.database.url_or_local();
@@ -42,10 +27,10 @@ async fn main() -> anyhow::Result<()> {
         listener,
         db,
         poll,
-        std::time::Duration::from_millis(cli.refresh_interval_ms.max(10)),
+        Duration::from_millis(cli.refresh_interval_ms.max(10)),
         shutdown::on_signal(),
     )
     .await?;
     tracing::info!("result service stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

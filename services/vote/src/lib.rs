@@ -10,11 +10,13 @@
 //!
 //! ## Layout
 //!
+//! - [`cli`]: the binary's flags and environment variables.
 //! - [`ballot`]: the domain: a request becomes a vote, or a reason it cannot.
 //! - [`server`]: the gRPC handler and the one mapping of errors to `Status`.
 //! - [`run`]: wires health, the readiness probe and the server together.
 
 pub mod ballot;
+pub mod cli;
 pub mod server;
 
 use std::time::Duration;

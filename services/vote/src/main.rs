@@ -1,34 +1,23 @@
-//! `votemesh-vote`: the vote service binary. Parses configuration and runs
-//! [`votemesh_vote::run`] until SIGTERM.
+//! `votemesh-vote`: the vote service binary. Parses [`Cli`] and runs
+//! [`votemesh_vote::run`] until SIGTERM (or, with `--health-check`, asks a
+//! running one whether it is ready).
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use votemesh::{
-    config::{self, PollArgs, RedisArgs},
-    health::DEFAULT_PROBE_INTERVAL,
-    queue::redis::RedisQueue,
-    shutdown,
-    telemetry::{self, TelemetryArgs},
+    config, health::DEFAULT_PROBE_INTERVAL, queue::redis::RedisQueue, selfcheck, shutdown,
+    telemetry,
 };
-
-/// Takes votes over gRPC and queues them in Redis.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {
-    /// Address to serve gRPC on.
-    #[arg(long, env = "VOTE_LISTEN_ADDR", default_value = config::DEFAULT_VOTE_LISTEN, value_parser = config::parse_listen_addr)]
-    listen: std::net::SocketAddr,
-    #[command(flatten)]
-    redis: RedisArgs,
-    #[command(flatten)]
-    poll: PollArgs,
-    #[command(flatten)]
-    telemetry: TelemetryArgs,
-}
+use votemesh_vote::cli::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if cli.health_check {
+        return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
+    }
     let _telemetry = telemetry::init("vote", &cli.telemetry)?;
     let poll = cli.poll.poll().context("bad poll options")?;
     let redis_url = cli.redis.url_or_local();
@@ -47,5 +36,5 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("vote service stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

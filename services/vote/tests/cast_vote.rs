@@ -261,3 +261,44 @@ async fn shutdown_reports_not_serving_to_watchers_and_returns() {
         .unwrap()
         .unwrap();
 }
+
+/// `votemesh-vote --health-check` against this service: what Docker's
+/// HEALTHCHECK runs in the image.
+fn binary_health_check(addr: SocketAddr) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-vote"))
+        .args(["--health-check", "--listen", &addr.to_string()])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_binary_health_check_follows_readiness() {
+    let mut redis = RedisServer::start().unwrap();
+    let service = VoteService::start(&redis).await;
+    let addr = service.addr;
+    let healthy = tokio::task::spawn_blocking(move || binary_health_check(addr))
+        .await
+        .unwrap();
+    assert!(healthy.status.success(), "{healthy:?}");
+    assert_eq!(String::from_utf8_lossy(&healthy.stdout).trim(), "healthy");
+
+    redis.stop();
+    probe::wait_for("readiness NOT_SERVING", WAIT, || async {
+        probe::health(addr, "").await == Ok(ServingStatus::NotServing)
+    })
+    .await;
+    let unhealthy = tokio::task::spawn_blocking(move || binary_health_check(addr))
+        .await
+        .unwrap();
+    assert!(!unhealthy.status.success());
+    assert!(
+        String::from_utf8_lossy(&unhealthy.stderr).contains("NOT_SERVING"),
+        "{unhealthy:?}"
+    );
+    service.stop().await;
+
+    let nothing = tokio::task::spawn_blocking(move || binary_health_check(addr))
+        .await
+        .unwrap();
+    assert!(!nothing.status.success(), "no server, not healthy");
+}

@@ -14,6 +14,7 @@
 //!
 //! ## Layout
 //!
+//! - [`cli`]: the binary's flags and environment variables.
 //! - [`batch`]: pure logic: parse messages, keep each voter's newest vote.
 //! - [`store`]: applies a batch to `votes` and `tally` in one transaction.
 //! - [`drain`]: the loop: take, apply, acknowledge; backoff while a
@@ -23,6 +24,7 @@
 //! - [`run`]: wires them together.
 
 pub mod batch;
+pub mod cli;
 pub mod drain;
 pub mod server;
 pub mod stats;

@@ -439,3 +439,41 @@ async fn kill_9_of_the_worker_process_while_draining_loses_and_doubles_nothing()
         "SIGTERM ends the worker with exit 0: {status}"
     );
 }
+
+#[tokio::test]
+async fn the_binary_health_check_follows_readiness() {
+    let redis = RedisServer::start().unwrap();
+    let mut postgres = PostgresServer::start().unwrap();
+    let worker = Worker::start(&redis, &postgres, "hc").await;
+    let addr = worker.addr;
+    let check = move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-worker"))
+            .args(["--health-check", "--listen", &addr.to_string()])
+            .output()
+            .unwrap()
+    };
+    probe::wait_for("worker ready", WAIT, || async {
+        probe::health(addr, "").await == Ok(ServingStatus::Serving)
+    })
+    .await;
+    assert!(
+        tokio::task::spawn_blocking(check)
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
+    postgres.stop();
+    probe::wait_for("worker NOT_SERVING", WAIT, || async {
+        probe::health(addr, "").await == Ok(ServingStatus::NotServing)
+    })
+    .await;
+    assert!(
+        !tokio::task::spawn_blocking(check)
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
+    worker.stop().await;
+}

@@ -1,0 +1,26 @@
+//! The command line of `votemesh-gateway`. Every flag also reads an environment
+//! variable (shown by `--help`); [`votemesh::config::env_names`] lists them.
+
+use clap::Parser;
+use votemesh::{config, telemetry::TelemetryArgs};
+
+/// Serves votemesh's pages, JSON API and live results over HTTP.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    /// Check the health of the server already running on the listen address
+    /// (exit 0 when ready), instead of starting one.
+    #[arg(long)]
+    pub health_check: bool,
+    /// Address to serve HTTP on.
+    #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = crate::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
+    pub listen: std::net::SocketAddr,
+    /// The vote service.
+    #[arg(long, env = "VOTE_ADDR", default_value = crate::DEFAULT_VOTE_ADDR)]
+    pub vote_addr: String,
+    /// The result service.
+    #[arg(long, env = "RESULT_ADDR", default_value = crate::DEFAULT_RESULT_ADDR)]
+    pub result_addr: String,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}

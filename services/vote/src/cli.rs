@@ -1,0 +1,27 @@
+//! The command line of `votemesh-vote`. Every flag also reads an environment
+//! variable (shown by `--help`); [`votemesh::config::env_names`] lists them.
+
+use clap::Parser;
+use votemesh::{
+    config::{self, PollArgs, RedisArgs},
+    telemetry::TelemetryArgs,
+};
+
+/// Takes votes over gRPC and queues them in Redis.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    /// Check the health of the server already running on the listen address
+    /// (exit 0 when ready), instead of starting one.
+    #[arg(long)]
+    pub health_check: bool,
+    /// Address to serve gRPC on.
+    #[arg(long, env = "VOTE_LISTEN_ADDR", default_value = config::DEFAULT_VOTE_LISTEN, value_parser = config::parse_listen_addr)]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub poll: PollArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}

@@ -1,0 +1,33 @@
+//! The command line of `votemesh-worker`. Every flag also reads an environment
+//! variable (shown by `--help`); [`votemesh::config::env_names`] lists them.
+
+use clap::Parser;
+use votemesh::{
+    config::{self, DatabaseArgs, RedisArgs},
+    telemetry::TelemetryArgs,
+};
+
+/// Drains the Redis vote queue into Postgres.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    /// Check the health of the server already running on the listen address
+    /// (exit 0 when ready), instead of starting one.
+    #[arg(long)]
+    pub health_check: bool,
+    /// Address to serve gRPC health and stats on.
+    #[arg(long, env = "WORKER_LISTEN_ADDR", default_value = config::DEFAULT_WORKER_LISTEN, value_parser = config::parse_listen_addr)]
+    pub listen: std::net::SocketAddr,
+    /// This worker's id (names its processing list); default: the host name.
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Most votes written per transaction.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = crate::DEFAULT_BATCH_SIZE)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}

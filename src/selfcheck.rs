@@ -1,0 +1,70 @@
+//! `--health-check`: a binary asks its own running server whether it is
+//! ready, and exits 0 if so. Minimal container images have no shell or
+//! probe tool, so Docker's HEALTHCHECK runs the binary itself.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    process::ExitCode,
+    time::Duration,
+};
+
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Longest a self-check may take.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The address to reach a server listening on `listen` from the same
+/// host: loopback instead of the unspecified address.
+pub fn loopback(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
+        _ => listen,
+    }
+}
+
+/// Asks the gRPC server on `listen` for the health of `service` (`""`:
+/// readiness). `Ok` if SERVING; otherwise why not.
+pub async fn grpc(listen: SocketAddr, service: &str) -> Result<(), String> {
+    let addr = loopback(listen);
+    let check = async {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|error| error.to_string())?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| format!("cannot connect to {addr}: {error}"))?;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map_err(|status| format!("health check failed: {}", status.message()))?
+            .into_inner()
+            .status();
+        if status == ServingStatus::Serving {
+            Ok(())
+        } else {
+            Err(format!("{addr} reports {}", status.as_str_name()))
+        }
+    };
+    tokio::time::timeout(TIMEOUT, check)
+        .await
+        .unwrap_or_else(|_| Err(format!("{addr} did not answer within {TIMEOUT:?}")))
+}
+
+/// Prints the outcome of a self-check and turns it into the exit code.
+pub fn report(outcome: Result<(), String>) -> ExitCode {
+    match outcome {
+        Ok(()) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("unhealthy: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
