@@ -8,7 +8,8 @@
 //! ```
 //!
 //! On shutdown the readiness names turn NOT_SERVING, the listener closes,
-//! and in-flight calls finish before [`serve`] returns.
+//! and in-flight calls finish before [`serve`] returns (at most
+//! [`shutdown::DRAIN_TIMEOUT`] later).
 
 use std::{convert::Infallible, time::Duration};
 
@@ -25,12 +26,19 @@ use tonic::{
 };
 use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 
-use crate::{health::Health, proto::FILE_DESCRIPTOR_SET, telemetry};
+use crate::{health::Health, proto::FILE_DESCRIPTOR_SET, shutdown, telemetry};
 
 /// Longest a unary call may take before it fails with CANCELLED.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent calls per client connection before new ones are shed.
 pub const CONCURRENCY_PER_CONNECTION: usize = 256;
+/// Age after which a server asks a client to open a new connection (which
+/// kube-proxy may send to another replica).
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
+/// HTTP/2 pings on idle connections, so a half-open one is noticed.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a ping may go unanswered before the connection is dropped.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client waits for a TCP connection to a votemesh server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -73,21 +81,29 @@ where
     // grpcurl releases before 1.9 only speak v1alpha.
     let reflection_v1alpha = reflection(S::NAME).build_v1alpha()?;
 
-    let drain = async move {
-        shutdown.cancelled().await;
-        health.shut_down().await;
+    let drain = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            health.shut_down().await;
+        }
     };
-    Server::builder()
-        .trace_fn(telemetry::grpc_server_span)
+    let server = Server::builder()
+        .trace_fn(telemetry::server_span)
         .load_shed(true)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .timeout(REQUEST_TIMEOUT)
+        // Clients reconnect now and then, so connections (which Kubernetes
+        // balances, not calls) spread over new replicas too.
+        .max_connection_age(MAX_CONNECTION_AGE)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+    shutdown::with_drain_deadline(server, &shutdown, Ok(())).await?;
     Ok(())
 }
 
@@ -123,6 +139,9 @@ pub fn channel(address: &str) -> Result<InterceptedService<Channel, TracedReques
     let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .connect_lazy();
     Ok(InterceptedService::new(channel, TracedRequests))
 }

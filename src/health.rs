@@ -8,7 +8,8 @@
 //!
 //! [`Health`] flips the readiness names together; [`spawn_readiness_probe`]
 //! keeps them in step with a dependency check; [`Health::shut_down`] turns
-//! them NOT_SERVING for good when the process is draining.
+//! them NOT_SERVING for good when the process is draining (and ends open
+//! Watch streams, which would otherwise keep the server from stopping).
 
 use std::{
     future::Future,
@@ -19,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{
     ServingStatus,
@@ -38,7 +40,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Handle to one server's health statuses; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Health {
-    reporter: HealthReporter,
+    /// Serialises changes of status, so that a readiness update racing with
+    /// [`Health::shut_down`] cannot publish SERVING after it.
+    reporter: Arc<Mutex<HealthReporter>>,
     /// `""` and the business service names: the readiness names.
     readiness_names: Arc<[String]>,
     /// Last readiness reported, to log only changes.
@@ -55,23 +59,23 @@ impl Health {
         let (reporter, server) = tonic_health::server::health_reporter();
         let mut names: Vec<String> = vec![String::new()];
         names.extend(service_names.iter().map(|name| (*name).to_owned()));
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
         let health = Self {
-            reporter,
+            reporter: Arc::new(Mutex::new(reporter)),
             readiness_names: names.into(),
             ready: Arc::new(AtomicBool::new(false)),
             shutting_down: Arc::new(AtomicBool::new(false)),
         };
-        health
-            .reporter
-            .set_service_status(LIVENESS, ServingStatus::Serving)
-            .await;
-        health.publish(false).await;
+        health.publish(&*health.reporter.lock().await, false).await;
         (health, server)
     }
 
     /// Reports readiness: SERVING if `ready`, else NOT_SERVING. Ignored
     /// once shutdown began. Logs each change.
     pub async fn set_ready(&self, ready: bool) {
+        let reporter = self.reporter.lock().await;
         if self.shutting_down.load(Ordering::SeqCst) {
             return;
         }
@@ -83,7 +87,7 @@ impl Health {
                 tracing::warn!("a dependency does not answer: readiness NOT_SERVING");
             }
         }
-        self.publish(ready).await;
+        self.publish(&reporter, ready).await;
     }
 
     /// Whether readiness is currently SERVING.
@@ -91,22 +95,36 @@ impl Health {
         self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Draining: readiness goes NOT_SERVING and stays so. Liveness stays
-    /// SERVING while the server still answers.
+    /// Draining: readiness goes NOT_SERVING and stays so; liveness stays
+    /// SERVING while the server still answers. Open Watch streams get the
+    /// NOT_SERVING update and then end, so they do not hold the drain open.
     pub async fn shut_down(&self) {
+        let mut reporter = self.reporter.lock().await;
         self.shutting_down.store(true, Ordering::SeqCst);
         self.ready.store(false, Ordering::SeqCst);
-        self.publish(false).await;
+        self.publish(&reporter, false).await;
+        // Dropping a name's channel ends its Watch streams; setting it again
+        // keeps Check answering with the same status.
+        for name in self.readiness_names.iter() {
+            reporter.clear_service_status(name).await;
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        reporter.clear_service_status(LIVENESS).await;
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
     }
 
-    async fn publish(&self, ready: bool) {
+    async fn publish(&self, reporter: &HealthReporter, ready: bool) {
         let status = if ready {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
         };
         for name in self.readiness_names.iter() {
-            self.reporter.set_service_status(name, status).await;
+            reporter.set_service_status(name, status).await;
         }
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! A vote's trace crosses every hop through W3C `traceparent` context:
 //! - gRPC clients add it to request metadata ([`inject_trace_context`]);
-//! - gRPC servers open each request's span under it ([`grpc_server_span`]);
+//! - servers (gRPC and the HTTP gateway) open each request's span under it
+//!   ([`server_span`]);
 //! - the vote service writes it into the queued vote and the worker links
 //!   its batch span to it ([`current_context_carrier`], [`context_from_carrier`]).
 
@@ -170,20 +171,39 @@ pub fn inject_trace_context(
     Ok(request)
 }
 
-/// The span of one inbound gRPC request, continuing the caller's trace when
-/// its headers carry one. Health checks and reflection get no span: probes
-/// every few seconds would drown the traces that matter.
-pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
+/// The span of one inbound request (gRPC or HTTP), continuing the caller's
+/// trace when its headers carry a `traceparent`. Health checks and
+/// reflection get no span: probes every few seconds would drown the traces
+/// that matter.
+pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
     let path = request.uri().path();
-    if path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.") {
+    if path.starts_with("/grpc.health.v1.")
+        || path.starts_with("/grpc.reflection.")
+        || path == "/healthz"
+        || path == "/readyz"
+    {
         return tracing::Span::none();
     }
-    let span = tracing::info_span!(
-        "grpc.request",
-        otel.name = %path.trim_start_matches('/'),
-        otel.kind = "server",
-        rpc.system = "grpc",
-    );
+    let is_grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+    let span = if is_grpc {
+        tracing::info_span!(
+            "grpc.request",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+        )
+    } else {
+        tracing::info_span!(
+            "http.request",
+            otel.name = %format!("{} {path}", request.method()),
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            url.path = %path,
+        )
+    };
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });

@@ -111,10 +111,11 @@ impl VoteSource for MemoryQueue {
         Ok(take())
     }
 
-    async fn ack_batch(&self, dead_letters: &[String]) -> Result<(), QueueError> {
+    async fn ack_batch(&self, taken: usize, dead_letters: &[String]) -> Result<(), QueueError> {
         let mut state = self.state();
         state.dead_letters.extend_from_slice(dead_letters);
-        state.in_flight.clear();
+        let taken = taken.min(state.in_flight.len());
+        state.in_flight.drain(..taken);
         Ok(())
     }
 

@@ -151,11 +151,14 @@ pub trait VoteSource: Send + Sync + 'static {
         wait: Duration,
     ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
 
-    /// Removes the in-flight batch once it is committed, moving
+    /// Removes the in-flight batch of `taken` messages (as
+    /// [`VoteSource::take_batch`] returned it) once it is committed, moving
     /// `dead_letters` (messages of the batch that could not be parsed) to
-    /// the dead-letter list, in one atomic step.
+    /// the dead-letter list, in one atomic step. Messages that entered the
+    /// processing list after the take stay there for the next take.
     fn ack_batch(
         &self,
+        taken: usize,
         dead_letters: &[String],
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 

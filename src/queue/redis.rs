@@ -200,14 +200,20 @@ impl VoteSource for RedisWorkerQueue {
         Ok(first.into_iter().collect())
     }
 
-    async fn ack_batch(&self, dead_letters: &[String]) -> Result<(), QueueError> {
+    async fn ack_batch(&self, taken: usize, dead_letters: &[String]) -> Result<(), QueueError> {
         let mut connection = self.queue.connection().await?;
         let mut transaction = redis::pipe();
         transaction.atomic();
         if !dead_letters.is_empty() {
             transaction.lpush(DEAD_LETTER_KEY, dead_letters).ignore();
         }
-        transaction.del(&self.processing_key).ignore();
+        // The batch is the `taken` oldest messages, at the right end; a
+        // message moved in after the take (a late BLMOVE) is at the left
+        // and stays for the next take.
+        let keep_until = -1 - isize::try_from(taken).unwrap_or(isize::MAX - 1);
+        transaction
+            .ltrim(&self.processing_key, 0, keep_until)
+            .ignore();
         let () = transaction
             .query_async(&mut *connection)
             .await
@@ -238,22 +244,29 @@ impl VoteSource for RedisWorkerQueue {
                 continue;
             }
             let worker_id = &processing_key[PROCESSING_KEY_PREFIX.len()..];
-            let moved: usize = self
+            let moved: Result<usize, RedisError> = self
                 .reclaim_script
                 .key(&processing_key)
                 .key(format!("{HEARTBEAT_KEY_PREFIX}{worker_id}"))
                 .key(QUEUE_KEY)
                 .invoke_async(&mut *connection)
-                .await
-                .map_err(classify)?;
-            if moved > 0 {
-                tracing::warn!(
-                    worker_id,
-                    moved,
-                    "returned the batch of a worker presumed dead to the queue"
-                );
+                .await;
+            match moved.map_err(classify) {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::warn!(
+                        worker_id,
+                        moved,
+                        "returned the batch of a worker presumed dead to the queue"
+                    );
+                    reclaimed += moved;
+                }
+                Err(QueueError::Failed(reason)) => {
+                    // One odd key (of another type) must not stop the others.
+                    tracing::warn!(key = %processing_key, %reason, "cannot reclaim this processing list");
+                }
+                Err(unavailable) => return Err(unavailable),
             }
-            reclaimed += moved;
         }
         Ok(reclaimed)
     }

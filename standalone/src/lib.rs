@@ -156,15 +156,28 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), SystemError> {
     let db = store::connect(&backends.database).await?;
+    let mut drain = DrainSettings::new(format!("{}-{}", settings.instance, std::process::id()));
     match &backends.redis {
         Some(url) => {
             let queue = RedisQueue::new(url)?;
-            let source = queue.for_worker(&settings.instance);
-            run_with(listeners, queue, source, db, settings, shutdown).await
+            let source = queue.for_worker(&drain.worker_id);
+            run_with(listeners, queue, source, db, settings, drain, shutdown).await
         }
         None => {
+            // Queued votes live only in this process: drain them all
+            // before stopping.
+            drain.finish_queue_on_shutdown = true;
             let queue = MemoryQueue::new();
-            run_with(listeners, queue.clone(), queue, db, settings, shutdown).await
+            run_with(
+                listeners,
+                queue.clone(),
+                queue,
+                db,
+                settings,
+                drain,
+                shutdown,
+            )
+            .await
         }
     }
 }
@@ -175,6 +188,7 @@ async fn run_with<Q: VoteSink, S: VoteSource>(
     source: S,
     db: DatabaseConnection,
     settings: Settings,
+    drain: DrainSettings,
     shutdown: CancellationToken,
 ) -> Result<(), SystemError> {
     let addrs = listeners.addrs()?;
@@ -182,7 +196,10 @@ async fn run_with<Q: VoteSink, S: VoteSource>(
     if let Err(error) = store::migrate(&db).await {
         tracing::warn!(%error, "cannot migrate yet; the worker will keep trying");
     }
-    let vote = votemesh_vote::run(
+    // The worker stops after the vote service: every vote acknowledged
+    // before the end is queued by then, and the worker finishes it.
+    let worker_shutdown = CancellationToken::new();
+    let vote_service = votemesh_vote::run(
         listeners.vote,
         sink,
         settings.poll.clone(),
@@ -190,12 +207,17 @@ async fn run_with<Q: VoteSink, S: VoteSource>(
         DEFAULT_PROBE_INTERVAL,
         shutdown.clone(),
     );
+    let vote = async {
+        let served = vote_service.await;
+        worker_shutdown.cancel();
+        served
+    };
     let worker = votemesh_worker::run(
         listeners.worker,
         source,
         db.clone(),
-        DrainSettings::new(settings.instance.clone()),
-        shutdown.clone(),
+        drain,
+        worker_shutdown.clone(),
     );
     let result = votemesh_result::run(
         listeners.result,

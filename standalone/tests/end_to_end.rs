@@ -215,6 +215,55 @@ async fn the_full_path_embedded_with_no_server_at_all() {
     system.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_shutdown_counts_every_acknowledged_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("votes.sqlite").display()
+    );
+    let backends = || Backends {
+        redis: None,
+        database: ConnectionUrl::new(sqlite.clone()),
+    };
+    let system = System::start(backends()).await;
+    // A burst of votes, then at once a shutdown: the in-process queue still
+    // holds some of them, and they must not die with the process.
+    let casts: Vec<_> = (0..300)
+        .map(|voter| {
+            let vote = system.vote;
+            tokio::spawn(async move {
+                let mut client = VoteServiceClient::new(probe::channel(vote).await.unwrap());
+                let request = CastVoteRequest {
+                    voter_id: format!("burst-{voter}"),
+                    option: "b".into(),
+                };
+                client.cast_vote(request).await.is_ok()
+            })
+        })
+        .collect();
+    let mut acknowledged = 0;
+    for cast in casts {
+        acknowledged += i64::from(cast.await.unwrap());
+    }
+    assert_eq!(acknowledged, 300);
+    system.stop().await;
+
+    let restarted = System::start(backends()).await;
+    let tally = restarted
+        .result_client()
+        .await
+        .get_results(GetResultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        tally.total, acknowledged,
+        "every acknowledged vote was counted before the stop"
+    );
+    restarted.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_ends_open_watch_streams_and_returns() {
     let dir = tempfile::tempdir().unwrap();

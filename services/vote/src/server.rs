@@ -92,7 +92,8 @@ pub fn status_of(error: &VoteError) -> Status {
             Status::invalid_argument(error.to_string())
         }
         VoteError::Queue(QueueError::Unavailable(_)) => Status::unavailable(
-            "the vote queue is unavailable; the vote was not taken, please retry",
+            "the vote queue is unavailable and did not confirm the vote; please retry \
+             (retrying is safe: a voter's last vote wins)",
         ),
         VoteError::Queue(QueueError::Failed(_)) => {
             Status::internal("the vote queue failed; the vote was not taken")

@@ -255,10 +255,16 @@ async fn shutdown_reports_not_serving_to_watchers_and_returns() {
         saw_not_serving,
         "a health watcher sees NOT_SERVING on shutdown"
     );
-    drop(watch);
-    tokio::time::timeout(WAIT, service.task)
+    // The watch stream then ends, so it does not hold the drain open: the
+    // server stops with the watcher still connected.
+    let end = tokio::time::timeout(WAIT, watch.message()).await.unwrap();
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "the watch stream ended: {end:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), service.task)
         .await
-        .unwrap()
+        .expect("stopped well before the drain timeout")
         .unwrap();
 }
 

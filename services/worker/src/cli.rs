@@ -18,7 +18,8 @@ pub struct Cli {
     /// Address to serve gRPC health and stats on.
     #[arg(long, env = "WORKER_LISTEN_ADDR", default_value = config::DEFAULT_WORKER_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
-    /// This worker's id (names its processing list); default: the host name.
+    /// This worker's id (names its processing list); unique among running
+    /// workers. Default: host name and process id.
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
     /// Most votes written per transaction.

@@ -15,12 +15,48 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use votemesh::{
     health::Health,
-    queue::{QueueError, VoteSource},
+    queue::{QueueError, QueuedVote, VoteSource},
     shutdown::CancellationToken,
     telemetry,
 };
 
-use crate::{batch, stats::Stats, store};
+use crate::{
+    batch,
+    stats::Stats,
+    store::{self, Applied, ApplyError},
+};
+
+/// Longest one batch's transaction may take before it is abandoned (and
+/// the batch retried).
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Immediate retries when another worker wins a race to insert a voter.
+const CONCURRENT_INSERT_RETRIES: u32 = 5;
+
+/// Why a batch was not finished; it stays in the processing list.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Writing to the database failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The database did not finish the transaction in time.
+    #[error("the database did not commit within {APPLY_TIMEOUT:?}")]
+    Timeout,
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl BatchError {
+    /// Whether the cause is a dependency being unreachable or slow (worth
+    /// a warning) rather than something that needs a person (an error).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Apply(error) => error.is_transient(),
+            Self::Timeout => true,
+            Self::Queue(error) => matches!(error, QueueError::Unavailable(_)),
+        }
+    }
+}
 
 /// How the drain loop behaves.
 #[derive(Clone, Debug)]
@@ -39,6 +75,10 @@ pub struct DrainSettings {
     pub heartbeat_interval: Duration,
     /// Longest pause between retries while a dependency is down.
     pub max_backoff: Duration,
+    /// On shutdown, drain every queued vote before stopping. For the
+    /// in-process queue, whose votes would be lost with the process; with
+    /// Redis the votes wait there for the next worker.
+    pub finish_queue_on_shutdown: bool,
 }
 
 impl DrainSettings {
@@ -51,6 +91,7 @@ impl DrainSettings {
             probe_interval: votemesh::health::DEFAULT_PROBE_INTERVAL,
             heartbeat_interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
+            finish_queue_on_shutdown: false,
         }
     }
 }
@@ -83,34 +124,56 @@ impl<S: VoteSource> Drainer<S> {
         }
     }
 
-    /// Migrates the database, then drains until `shutdown`; a batch in
-    /// hand is finished first.
+    /// Migrates the database, then drains until `shutdown`; the batch in
+    /// hand is finished first (and, with
+    /// [`DrainSettings::finish_queue_on_shutdown`], every queued vote).
     pub async fn run(self, shutdown: CancellationToken) {
         if !self.migrate(&shutdown).await {
             return;
         }
         let mut backoff = self.backoff();
-        while !shutdown.is_cancelled() {
+        loop {
+            let draining = shutdown.is_cancelled();
+            if draining && !self.settings.finish_queue_on_shutdown {
+                break;
+            }
+            let wait = if draining {
+                Duration::ZERO
+            } else {
+                self.settings.idle_wait
+            };
             let messages = tokio::select! {
-                () = shutdown.cancelled() => break,
-                taken = self.source.take_batch(self.settings.batch_size, self.settings.idle_wait) => taken,
+                () = shutdown.cancelled(), if !draining => continue,
+                taken = self.source.take_batch(self.settings.batch_size, wait) => taken,
             };
             let outcome = match messages {
-                Ok(messages) if messages.is_empty() => Ok(()),
-                Ok(messages) => self.process(&messages).await,
-                Err(error) => Err(error.to_string()),
-            };
-            match outcome {
-                Ok(()) => backoff = self.backoff(),
-                Err(reason) => {
-                    self.health.set_ready(false).await;
-                    let pause = backoff.next().unwrap_or(self.settings.max_backoff);
-                    tracing::warn!(%reason, ?pause, "batch not done; it stays in the processing list and will be retried");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(pause) => {}
+                Ok(messages) if messages.is_empty() => {
+                    if draining {
+                        break;
                     }
+                    Ok(())
                 }
+                Ok(messages) => self.process(&messages).await,
+                Err(error) => Err(BatchError::Queue(error)),
+            };
+            let Err(error) = outcome else {
+                backoff = self.backoff();
+                continue;
+            };
+            self.health.set_ready(false).await;
+            if draining {
+                tracing::error!(%error, "stopping with votes still queued");
+                break;
+            }
+            let pause = backoff.next().unwrap_or(self.settings.max_backoff);
+            if error.is_transient() {
+                tracing::warn!(%error, ?pause, "batch not done; it stays in the processing list and will be retried");
+            } else {
+                tracing::error!(%error, ?pause, "batch failed; it stays in the processing list and will be retried");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
         tracing::info!(worker_id = %self.settings.worker_id, "drain loop stopped");
@@ -135,7 +198,7 @@ impl<S: VoteSource> Drainer<S> {
 
     /// Applies and acknowledges one batch. On error the batch stays in the
     /// processing list.
-    async fn process(&self, messages: &[String]) -> Result<(), String> {
+    async fn process(&self, messages: &[String]) -> Result<(), BatchError> {
         let parsed = batch::parse(messages);
         let span = tracing::info_span!(
             "worker.apply_batch",
@@ -153,9 +216,7 @@ impl<S: VoteSource> Drainer<S> {
             }
         }
         async {
-            let applied = store::apply_batch(&self.db, &parsed.votes)
-                .await
-                .map_err(|error| error.to_string())?;
+            let applied = self.apply(&parsed.votes).await?;
             let dead_letters: Vec<String> = parsed
                 .malformed
                 .iter()
@@ -165,9 +226,9 @@ impl<S: VoteSource> Drainer<S> {
                 })
                 .collect();
             self.source
-                .ack_batch(&dead_letters)
+                .ack_batch(messages.len(), &dead_letters)
                 .await
-                .map_err(|error: QueueError| error.to_string())?;
+                .map_err(BatchError::Queue)?;
             self.stats
                 .record_batch(parsed.votes.len(), applied.superseded, dead_letters.len());
             self.health.set_ready(true).await;
@@ -183,6 +244,24 @@ impl<S: VoteSource> Drainer<S> {
         }
         .instrument(span)
         .await
+    }
+
+    /// Applies the votes in one transaction. A lost race with another
+    /// worker (both inserting a new voter) is retried at once: it is not a
+    /// failure of anything. A transaction that hangs (a database lost
+    /// without a reset) is given up after [`APPLY_TIMEOUT`].
+    async fn apply(&self, votes: &[QueuedVote]) -> Result<Applied, BatchError> {
+        let mut attempt = 1;
+        loop {
+            match tokio::time::timeout(APPLY_TIMEOUT, store::apply_batch(&self.db, votes)).await {
+                Ok(Ok(applied)) => return Ok(applied),
+                Ok(Err(ApplyError::ConcurrentInsert)) if attempt < CONCURRENT_INSERT_RETRIES => {
+                    attempt += 1;
+                }
+                Ok(Err(error)) => return Err(BatchError::Apply(error)),
+                Err(_) => return Err(BatchError::Timeout),
+            }
+        }
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<S> {

@@ -6,7 +6,7 @@
 //! ```text
 //! queue ──take_batch──► [processing list] ──parse──► votes ──apply (one txn)──► votes + tally
 //!   ▲                          │                      └─ malformed ─► dead-letter list
-//!   └── reclaim orphans        └── ack_batch (delete) only after the commit
+//!   └── reclaim orphans        └── ack_batch (remove it) only after the commit
 //! ```
 //!
 //! It also serves gRPC health (readiness follows Redis and the database)
@@ -102,6 +102,17 @@ pub async fn run<S: VoteSource>(
     probe.abort();
     heartbeat.abort();
     served
+}
+
+/// The worker id used when none is configured: the host name (the pod's
+/// name on Kubernetes) and the process id, so two workers on one machine
+/// never share a processing list.
+pub fn default_worker_id() -> String {
+    format!(
+        "{}-{}",
+        votemesh::config::instance_name(),
+        std::process::id()
+    )
 }
 
 /// Default number of votes written per transaction.

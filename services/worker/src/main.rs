@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use votemesh::{config, queue::redis::RedisQueue, selfcheck, shutdown, store, telemetry};
+use votemesh::{queue::redis::RedisQueue, selfcheck, shutdown, store, telemetry};
 use votemesh_worker::{DrainSettings, cli::Cli};
 
 #[tokio::main]
@@ -16,7 +16,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
     }
     let _telemetry = telemetry::init("worker", &cli.telemetry)?;
-    let worker_id = cli.worker_id.unwrap_or_else(config::instance_name);
+    let worker_id = cli
+        .worker_id
+        .unwrap_or_else(votemesh_worker::default_worker_id);
     let redis_url = cli.redis.url_or_local();
     let database_url = cli.database.url_or_local();
     tracing::info!(%worker_id, redis = %redis_url, database = %database_url, "starting the worker");

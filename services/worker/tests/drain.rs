@@ -477,3 +477,45 @@ async fn the_binary_health_check_follows_readiness() {
     );
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn with_the_in_process_queue_shutdown_drains_every_queued_vote_first() {
+    use votemesh::queue::memory::MemoryQueue;
+    for finish_queue in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = votemesh::config::ConnectionUrl::new(format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("votes.sqlite").display()
+        ));
+        let db = store::connect(&url).await.unwrap();
+        let queue = MemoryQueue::new();
+        for voter in 0..700 {
+            queue
+                .push(&new_vote(&format!("v{voter}"), "a"))
+                .await
+                .unwrap();
+        }
+        let mut settings = DrainSettings::new("memory");
+        settings.batch_size = 50;
+        settings.finish_queue_on_shutdown = finish_queue;
+        let shutdown = CancellationToken::new();
+        shutdown.cancel(); // the stop comes before the worker took anything
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        votemesh_worker::run(listener, queue.clone(), db.clone(), settings, shutdown)
+            .await
+            .unwrap();
+        let counted = tally_of(&db).await.values().sum::<i64>();
+        if finish_queue {
+            assert_eq!(
+                counted, 700,
+                "every queued vote counted before the worker stopped"
+            );
+            assert_eq!(queue.depth().await.unwrap(), 0);
+        } else {
+            assert_eq!(
+                counted, 0,
+                "without it, votes wait in the queue for the next worker"
+            );
+        }
+    }
+}

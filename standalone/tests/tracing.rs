@@ -1,0 +1,130 @@
+//! OpenTelemetry follows a vote across every hop: a browser request with a
+//! `traceparent` reaches the gateway, whose span continues that trace; the
+//! gateway's gRPC call carries it to the vote service, whose span continues
+//! it too; the queued vote carries it to the worker, whose batch span links
+//! to it. Spans are captured by an in-memory exporter.
+
+use std::time::Duration;
+
+use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
+use opentelemetry_sdk::{
+    propagation::TraceContextPropagator,
+    trace::{InMemorySpanExporter, SdkTracerProvider, SpanData},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing_subscriber::layer::SubscriberExt;
+use votemesh::{
+    config::{ConnectionUrl, PollArgs},
+    shutdown::CancellationToken,
+    testing::probe,
+};
+use votemesh_standalone::{Backends, Listeners, Settings};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+fn spans_named(spans: &[SpanData], name_prefix: &str) -> Vec<SpanData> {
+    spans
+        .iter()
+        .filter(|span| span.name.starts_with(name_prefix))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_keeps_its_trace_from_the_browser_to_the_worker() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("votes.sqlite").display()
+    );
+    let listeners = Listeners::loopback().await.unwrap();
+    let addrs = listeners.addrs().unwrap();
+    let shutdown = CancellationToken::new();
+    let settings = Settings {
+        poll: PollArgs::default().poll().unwrap(),
+        instance: "traced".into(),
+        refresh_interval: Duration::from_millis(50),
+    };
+    let backends = Backends {
+        redis: None,
+        database: ConnectionUrl::new(sqlite),
+    };
+    let system = tokio::spawn(votemesh_standalone::run(
+        listeners,
+        backends,
+        settings,
+        shutdown.clone(),
+    ));
+
+    // A browser (or any HTTP client) that already has a trace.
+    let body = r#"{"option":"a","voter_id":"traced-voter"}"#;
+    let request = format!(
+        "POST /api/vote HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         traceparent: 00-{TRACE_ID}-00f067aa0ba902b7-01\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    probe::wait_for("the vote accepted", Duration::from_secs(30), || async {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addrs.gateway).await else {
+            return false;
+        };
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.starts_with("HTTP/1.1 200")
+    })
+    .await;
+
+    let trace_id = TraceId::from_hex(TRACE_ID).unwrap();
+    probe::wait_for(
+        "the worker's batch span linked to the vote's trace",
+        Duration::from_secs(30),
+        || async {
+            let spans = exporter.get_finished_spans().unwrap();
+            spans_named(&spans, "worker.apply_batch")
+                .iter()
+                .any(|span| {
+                    span.links
+                        .iter()
+                        .any(|link| link.span_context.trace_id() == trace_id)
+                })
+        },
+    )
+    .await;
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let gateway = spans_named(&spans, "POST /api/vote");
+    assert!(
+        gateway
+            .iter()
+            .any(|span| span.span_context.trace_id() == trace_id),
+        "the gateway's span continues the browser's trace: {gateway:?}"
+    );
+    let vote = spans_named(&spans, "votemesh.v1.VoteService/CastVote");
+    assert!(
+        vote.iter()
+            .any(|span| span.span_context.trace_id() == trace_id
+                && gateway
+                    .iter()
+                    .any(|parent| parent.span_context.span_id() == span.parent_span_id)),
+        "the vote service's span is a child of the gateway's: {vote:?}"
+    );
+    // The in-process current context is not leaked between requests.
+    assert!(
+        !opentelemetry::Context::current()
+            .span()
+            .span_context()
+            .is_valid()
+    );
+
+    shutdown.cancel();
+    system.await.unwrap().unwrap();
+}
