@@ -107,14 +107,27 @@ pub async fn options(State(state): State<AppState>) -> Result<Json<Vec<OptionJso
 /// leaves or the gateway shuts down.
 pub async fn results_stream(
     State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = state
+        .event_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            HttpFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many live results streams are open; please retry",
+            )
+            .with_retry_after()
+        })?;
     let events = WatchStream::new(state.fanout.subscribe())
-        .filter_map(|tally| async move {
+        .filter_map(move |tally| {
+            // The stream holds its permit until it ends.
+            let _open = &permit;
             let event = Event::default().event("tally").retry(SSE_RETRY);
-            tally.and_then(|tally| event.json_data(&tally).ok()).map(Ok)
+            std::future::ready(tally.and_then(|tally| event.json_data(&tally).ok()).map(Ok))
         })
         .take_until(state.shutdown.clone().cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// `GET /healthz`: the process is up.
@@ -122,12 +135,17 @@ pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 while the vote and the result service are ready,
-/// else 503 saying which is not.
+/// `GET /readyz`: 200 while the vote and the result service both answer
+/// (whatever their own readiness: a vote service without Redis still
+/// answers, with 503 for votes, and the results still work), else 503.
+/// The body gives each one's health status.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (vote, result) = state.upstream.readiness().await;
-    let body = Json(serde_json::json!({ "vote": vote, "result": result }));
-    if vote && result {
+    let (vote, result) = state.upstream.health().await;
+    let body = Json(serde_json::json!({
+        "vote": vote.as_deref().unwrap_or("UNREACHABLE"),
+        "result": result.as_deref().unwrap_or("UNREACHABLE"),
+    }));
+    if vote.is_some() && result.is_some() {
         (StatusCode::OK, body).into_response()
     } else {
         let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();

@@ -34,23 +34,24 @@ pub mod upstream;
 pub mod view;
 pub mod voter;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
+    extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, StatusCode, header},
-    response::IntoResponse,
+    response::Response,
     routing::{get, post},
 };
 use thiserror::Error;
-use tokio::net::TcpListener;
-use tower::{BoxError, ServiceBuilder};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::{
-    catch_panic::CatchPanicLayer, compression::CompressionLayer, limit::RequestBodyLimitLayer,
-    set_header::SetResponseHeaderLayer, timeout::TimeoutLayer, trace::TraceLayer,
+    catch_panic::CatchPanicLayer, compression::CompressionLayer,
+    set_header::SetResponseHeaderLayer, trace::TraceLayer,
 };
-use votemesh::{grpc::GrpcError, shutdown::CancellationToken};
+use votemesh::{grpc::GrpcError, shutdown::CancellationToken, telemetry};
 
 pub use fanout::Fanout;
 pub use upstream::Upstream;
@@ -67,8 +68,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body accepted (a vote is a few dozen bytes).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Requests handled at once before new ones are shed with 503.
+/// Requests handled at once before new ones are shed with 503 (an open
+/// SSE stream counts only until its headers are sent).
 pub const MAX_CONCURRENT_REQUESTS: usize = 512;
+/// Open SSE streams per gateway before new ones get 503.
+pub const MAX_EVENT_STREAMS: usize = 10_000;
 /// Seconds a client is asked to wait (Retry-After) when the gateway or a
 /// service is unavailable.
 pub const RETRY_AFTER_SECONDS: u64 = 2;
@@ -96,6 +100,8 @@ pub struct AppState {
     pub fanout: Fanout,
     /// Cancelled when the gateway shuts down (ends SSE streams).
     pub shutdown: CancellationToken,
+    /// One permit per open SSE stream.
+    pub event_streams: Arc<Semaphore>,
 }
 
 /// The gateway's routes behind its tower stack: reading this function
@@ -137,32 +143,42 @@ pub fn app(state: AppState) -> Router {
             HeaderValue::from_static("same-origin"),
         ));
 
+    // Router::layer wraps each route on its own, so the concurrency limit
+    // is a global one: one budget shared by every route.
     routes.layer(
         ServiceBuilder::new()
-            .layer(TraceLayer::new_for_http())
+            .layer(TraceLayer::new_for_http().make_span_with(telemetry::server_span))
             .layer(security_headers)
             .layer(CatchPanicLayer::new())
-            .layer(HandleErrorLayer::new(overloaded))
+            .layer(HandleErrorLayer::new(layer_error))
             .load_shed()
-            .concurrency_limit(MAX_CONCURRENT_REQUESTS)
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::GATEWAY_TIMEOUT,
-                REQUEST_TIMEOUT,
-            ))
-            .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+            .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+            .timeout(REQUEST_TIMEOUT)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(CompressionLayer::new()),
     )
 }
 
-/// Requests shed by load shedding get 503 with Retry-After.
-async fn overloaded(error: BoxError) -> impl IntoResponse {
-    tracing::warn!(%error, "request shed");
-    error::HttpFailure::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the gateway is overloaded; please retry",
-    )
-    .with_retry_after()
-    .into_json_response()
+/// What the layers refuse: a shed request gets 503 with Retry-After, one
+/// that ran out of time 504, both as `{"error": ...}`.
+async fn layer_error(error: BoxError) -> Response {
+    let failure = if error.is::<tower::load_shed::error::Overloaded>() {
+        tracing::warn!("request shed: too many requests in flight");
+        error::HttpFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is overloaded; please retry",
+        )
+        .with_retry_after()
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        error::HttpFailure::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the request took longer than {REQUEST_TIMEOUT:?}"),
+        )
+    } else {
+        tracing::error!(%error, "request failed in a layer");
+        error::HttpFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    };
+    failure.into_json_response()
 }
 
 impl AppState {
@@ -180,18 +196,21 @@ impl AppState {
             upstream,
             fanout,
             shutdown,
+            event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
         })
     }
 }
 
 /// Serves the gateway on `listener` until `state.shutdown`, then lets
-/// requests in flight finish (SSE streams end).
+/// requests in flight finish (SSE streams end), for at most
+/// [`votemesh::shutdown::DRAIN_TIMEOUT`].
 pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), GatewayError> {
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let server = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    votemesh::shutdown::with_drain_deadline(server, &shutdown, Ok(())).await?;
     Ok(())
 }
 

@@ -106,9 +106,11 @@ pub async fn submit_vote(
 
 /// `GET /results`: counts and percentages with bars, updated live.
 pub async fn results_page(State(state): State<AppState>) -> Response {
-    let (status, tally) = match state.upstream.results().await {
-        Ok(tally) => (StatusCode::OK, Some(TallyView::from(tally))),
-        Err(status) => (HttpFailure::from(status).status, None),
+    // Without a tally the page still loads (with the failure's status):
+    // its live stream fills it in once the results are back.
+    let (tally, failure) = match state.upstream.results().await {
+        Ok(tally) => (Some(TallyView::from(tally)), None),
+        Err(status) => (None, Some(HttpFailure::from(status))),
     };
     let body = html! {
         h1 { "Results" }
@@ -138,7 +140,14 @@ pub async fn results_page(State(state): State<AppState>) -> Response {
         p { a.more href="/" { "← Vote" } }
         script src="/static/results.js" defer {}
     };
-    (status, layout("Results", body)).into_response()
+    let status = failure
+        .as_ref()
+        .map_or(StatusCode::OK, |failure| failure.status);
+    let mut response = (status, layout("Results", body)).into_response();
+    if let Some(failure) = &failure {
+        failure.add_retry_after(&mut response);
+    }
+    response
 }
 
 /// Any other path.

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use tonic::{Request, Status, service::interceptor::InterceptedService, transport::Channel};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use votemesh::{
     grpc::{self, GrpcError, TracedRequests},
     proto::v1::{
@@ -94,15 +92,14 @@ impl Upstream {
             .into_inner())
     }
 
-    /// Readiness of the vote and the result service, as their health says.
-    pub async fn readiness(&self) -> (bool, bool) {
+    /// The health status (`SERVING`, `NOT_SERVING`) of the vote and the
+    /// result service, or `None` for one that does not answer.
+    pub async fn health(&self) -> (Option<String>, Option<String>) {
         let check = |mut client: HealthClient<Traced>, timeout: Duration| async move {
             let mut request = Request::new(HealthCheckRequest::default());
             request.set_timeout(timeout);
-            client
-                .check(request)
-                .await
-                .is_ok_and(|response| response.into_inner().status() == ServingStatus::Serving)
+            let response = client.check(request).await.ok()?;
+            Some(response.into_inner().status().as_str_name().to_owned())
         };
         tokio::join!(
             check(self.vote_health.clone(), self.timeout),

@@ -2,6 +2,7 @@
 //! first visit (HttpOnly, SameSite=Lax, one year), as the original app did.
 
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use votemesh::ballot::check_voter_id;
 
 /// The cookie's name.
 pub const VOTER_COOKIE: &str = "voter_id";
@@ -9,12 +10,13 @@ pub const VOTER_COOKIE: &str = "voter_id";
 const COOKIE_DAYS: i64 = 365;
 
 /// The browser's voter id, and the jar to send back (with a new cookie if
-/// the browser had none).
+/// the browser had none, or one the vote service would refuse, such as a
+/// hand-edited one: better a new voter than a browser that cannot vote).
 pub fn voter_id(jar: CookieJar) -> (CookieJar, String) {
     if let Some(existing) = jar
         .get(VOTER_COOKIE)
         .map(|cookie| cookie.value().to_owned())
-        && !existing.is_empty()
+        && check_voter_id(&existing).is_ok()
     {
         return (jar, existing);
     }
