@@ -69,8 +69,12 @@ def check_component(name, spec, deployment):
     image = container["image"].split(":")[0]
     if image != f"votemesh-{name}":
         fail(f"{where}: image {container['image']} is not votemesh-{name}")
-    if deployment["spec"].get("replicas") != REPLICAS[name]:
-        fail(f"{where}: {deployment['spec'].get('replicas')} replicas, expected {REPLICAS[name]}")
+    replicas = deployment["spec"].get("replicas")
+    if name in AUTOSCALED:
+        if replicas is not None:
+            fail(f"{where}: sets replicas although its HorizontalPodAutoscaler owns them")
+    elif replicas != REPLICAS[name]:
+        fail(f"{where}: {replicas} replicas, expected {REPLICAS[name]}")
     ports = [p["containerPort"] for p in container.get("ports", [])]
     if ports != [spec["port"]]:
         fail(f"{where}: container ports {ports}, the binary listens on {spec['port']}")
@@ -179,13 +183,17 @@ def main(rendered_path, components_path):
         if name not in pdbs:
             fail(f"deployment/{name}: no PodDisruptionBudget")
     for name in AUTOSCALED:
-        if hpas.get(name, {}).get("spec", {}).get("scaleTargetRef", {}).get("name") != name:
+        hpa = hpas.get(name, {}).get("spec", {})
+        if hpa.get("scaleTargetRef", {}).get("name") != name:
             fail(f"deployment/{name}: no HorizontalPodAutoscaler")
+        elif hpa.get("minReplicas") != REPLICAS[name]:
+            fail(f"deployment/{name}: autoscales from {hpa.get('minReplicas')}, expected {REPLICAS[name]}")
 
     services = by_kind(objects, "Service")
     for name in ("vote", "result", "redis", "postgres"):
-        if services.get(name, {}).get("spec", {}).get("type", "ClusterIP") != "ClusterIP" or name not in services:
-            fail(f"service/{name}: missing or not ClusterIP")
+        spec = services.get(name, {}).get("spec", {})
+        if name not in services or spec.get("type", "ClusterIP") != "ClusterIP" or spec.get("clusterIP") == "None":
+            fail(f"service/{name}: missing or not a ClusterIP service")
     gateway = services.get("gateway", {}).get("spec", {})
     if gateway.get("type") != "LoadBalancer" or not all(p.get("nodePort") for p in gateway.get("ports", [])):
         fail("service/gateway: not a LoadBalancer with a NodePort")

@@ -9,6 +9,7 @@ the summary lists the images, resources and port forwards.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -20,8 +21,9 @@ tiltfile = sys.argv[2]
 tilt_args = sys.argv[3:]
 problems = []
 recorded = {"images": [], "resources": {}, "local": [], "yaml": 0}
-# Paths produced by a build step rather than kept in the repository.
-BUILT_PREFIXES = ("target/",)
+# Paths produced by a build step (or the Tiltfile's own `local` calls)
+# rather than kept in the repository.
+BUILT_PREFIXES = ("target/", "tilt/bin/")
 
 
 def path(p, what):
@@ -43,6 +45,11 @@ def docker_build(ref, context, **kwargs):
     path(context, "docker_build context")
     dockerfile = kwargs.get("dockerfile", os.path.join(context, "Dockerfile"))
     path(dockerfile, "docker_build dockerfile")
+    with open(os.path.join(root, dockerfile)) as f:
+        arguments = set(re.findall(r"^ARG\s+(\w+)", f.read(), re.MULTILINE))
+    for name in kwargs.get("build_args", {}):
+        if name not in arguments:
+            problems.append(f"docker_build {ref}: build arg {name} is not an ARG of {dockerfile}")
     target = kwargs.get("target")
     if target:
         with open(os.path.join(root, dockerfile)) as f:
@@ -109,6 +116,12 @@ def local_resource(name, cmd="", **kwargs):
     recorded["resources"][name] = kwargs
 
 
+def local(command, quiet=False, echo_off=False, env=None, dir=None):
+    if not command.startswith("mkdir -p tilt/bin/"):
+        problems.append(f"local({command!r}): only creating tilt/bin/ is expected at load time")
+    return ""
+
+
 def link(url, name=""):
     return (url, name)
 
@@ -152,7 +165,7 @@ def main():
         "docker_build": docker_build, "sync": sync, "run": run, "kustomize": kustomize,
         "decode_yaml_stream": decode_yaml_stream, "encode_yaml_stream": encode_yaml_stream,
         "k8s_yaml": k8s_yaml, "k8s_resource": k8s_resource, "local_resource": local_resource,
-        "link": link, "update_settings": update_settings,
+        "link": link, "update_settings": update_settings, "local": local,
     }.items():
         module.add_callable(name, fn)
     # Tilt's `config` is a namespace of functions: build it as a struct.

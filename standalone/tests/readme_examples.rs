@@ -1,0 +1,156 @@
+//! The README's grpcurl examples, run as written against a running system
+//! (only the ports differ), by a client that knows nothing but what server
+//! reflection tells it, as grpcurl does (`tools/deploy-checks/grpcurl_like.py`).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use votemesh::{
+    config::{ConnectionUrl, PollArgs},
+    shutdown::CancellationToken,
+    testing::probe,
+};
+use votemesh_standalone::{Backends, Listeners, Settings};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// One `grpcurl -plaintext [-d JSON] HOST:PORT METHOD` line of the README.
+#[derive(Debug)]
+struct Example {
+    data: Option<String>,
+    port: u16,
+    method: String,
+}
+
+fn examples(readme: &str) -> Vec<Example> {
+    readme
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("grpcurl -plaintext "))
+        .map(|rest| {
+            let rest = rest.split(" #").next().unwrap_or(rest).trim();
+            let (data, rest) = match rest.strip_prefix("-d '") {
+                Some(quoted) => {
+                    let (json, rest) = quoted.split_once("' ").expect("a closing quote");
+                    (Some(json.to_owned()), rest)
+                }
+                None => (None, rest),
+            };
+            let mut words = rest.split_whitespace();
+            let address = words.next().expect("an address");
+            let method = words.next().expect("a method or `list`").to_owned();
+            let port = address.rsplit(':').next().unwrap().parse().unwrap();
+            Example { data, port, method }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grpcurl_example_in_the_readme_works_by_reflection() {
+    let python = repo().join("target/deploy-tools/bin/python");
+    assert!(
+        python.is_file(),
+        "install the checkers first: python3 -m venv target/deploy-tools && \
+         target/deploy-tools/bin/pip install -r tools/deploy-checks/requirements.txt"
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let examples = examples(&readme);
+    assert!(
+        examples.len() >= 8,
+        "the README shows its grpcurl examples: {examples:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("votes.sqlite").display()
+    );
+    let listeners = Listeners::loopback().await.unwrap();
+    let addrs = listeners.addrs().unwrap();
+    let shutdown = CancellationToken::new();
+    let settings = Settings {
+        poll: PollArgs::default().poll().unwrap(),
+        instance: "readme".into(),
+        refresh_interval: Duration::from_millis(50),
+    };
+    let backends = Backends {
+        redis: None,
+        database: ConnectionUrl::new(sqlite),
+    };
+    let system = tokio::spawn(votemesh_standalone::run(
+        listeners,
+        backends,
+        settings,
+        shutdown.clone(),
+    ));
+    for addr in [addrs.vote, addrs.result, addrs.worker] {
+        probe::wait_for("ready", Duration::from_secs(30), || async {
+            probe::health(addr, "").await.is_ok()
+        })
+        .await;
+    }
+
+    let run = |example: &Example| {
+        let addr = match example.port {
+            5000 => addrs.vote,
+            5001 => addrs.result,
+            8080 => addrs.worker,
+            other => panic!("the README calls port {other}, which no votemesh service uses"),
+        };
+        let mut command = Command::new(&python);
+        command
+            .arg(repo().join("tools/deploy-checks/grpcurl_like.py"))
+            .arg(addr.to_string())
+            .arg(&example.method);
+        if let Some(data) = &example.data {
+            command.arg(data);
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{example:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let mut cast = false;
+    for example in &examples {
+        let output = tokio::task::block_in_place(|| run(example));
+        match example.method.as_str() {
+            "votemesh.v1.VoteService/CastVote" => {
+                assert!(output.contains("\"vote_id\""), "{output}");
+                cast = true;
+            }
+            "list" => assert!(output.contains("votemesh.v1.VoteService"), "{output}"),
+            "grpc.health.v1.Health/Check" => assert!(output.contains("SERVING"), "{output}"),
+            "votemesh.v1.ResultService/GetResults" | "votemesh.v1.ResultService/WatchResults" => {
+                assert!(output.contains("\"Cats\""), "{output}")
+            }
+            _ => {}
+        }
+    }
+    assert!(cast, "the README casts a vote");
+    // The README's vote is counted.
+    probe::wait_for(
+        "the README's vote counted",
+        Duration::from_secs(30),
+        || async {
+            let example = Example {
+                data: None,
+                port: 5001,
+                method: "votemesh.v1.ResultService/GetResults".into(),
+            };
+            tokio::task::block_in_place(|| run(&example)).contains("\"total\": \"1\"")
+        },
+    )
+    .await;
+    shutdown.cancel();
+    system.await.unwrap().unwrap();
+}
