@@ -2,85 +2,28 @@
 //! gRPC clients: once on real Redis and PostgreSQL servers, once embedded
 //! (in-process queue, SQLite) with no server at all.
 
-use std::{net::SocketAddr, time::Duration};
-
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
-    config::{ConnectionUrl, PollArgs},
+    config::PollArgs,
     proto::v1::{
         CastVoteRequest, GetResultsRequest, Tally, WatchResultsRequest,
-        result_service_client::ResultServiceClient, vote_service_client::VoteServiceClient,
+        vote_service_client::VoteServiceClient,
     },
-    shutdown::CancellationToken,
     testing::{PostgresServer, RedisServer, probe},
 };
-use votemesh_standalone::{Backends, Listeners, Settings};
+use votemesh_standalone::Backends;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
 
-/// The three services of one system on free loopback ports.
-struct System {
-    vote: SocketAddr,
-    worker: SocketAddr,
-    result: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
+use support::{System, WAIT};
 
-impl System {
-    async fn start(backends: Backends) -> Self {
-        let listeners = Listeners::loopback().await.unwrap();
-        let addrs = listeners.addrs().unwrap();
-        let (vote, worker, result) = (addrs.vote, addrs.worker, addrs.result);
-        let shutdown = CancellationToken::new();
-        let settings = Settings {
-            poll: PollArgs {
-                extra_options: vec!["c=Birds".into()],
-                ..PollArgs::default()
-            }
-            .poll()
-            .unwrap(),
-            instance: "e2e".into(),
-            refresh_interval: Duration::from_millis(50),
-        };
-        let task = tokio::spawn(votemesh_standalone::run(
-            listeners,
-            backends,
-            settings,
-            shutdown.clone(),
-        ));
-        let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-        for addr in [vote, worker, result] {
-            probe::wait_for("all services ready", WAIT, || async {
-                probe::health(addr, "").await == Ok(ServingStatus::Serving)
-            })
-            .await;
-        }
-        Self {
-            vote,
-            worker,
-            result,
-            shutdown,
-            task,
-        }
+fn cats_dogs_birds() -> votemesh::poll::Poll {
+    PollArgs {
+        extra_options: vec!["c=Birds".into()],
+        ..PollArgs::default()
     }
-
-    async fn vote_client(&self) -> VoteServiceClient<Channel> {
-        VoteServiceClient::new(probe::channel(self.vote).await.unwrap())
-    }
-
-    async fn result_client(&self) -> ResultServiceClient<Channel> {
-        ResultServiceClient::new(probe::channel(self.result).await.unwrap())
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    .poll()
+    .unwrap()
 }
 
 fn summary(tally: &Tally) -> Vec<(String, String, i64)> {
@@ -170,17 +113,17 @@ async fn votes_are_counted_exactly_and_watchers_see_them(system: &System) {
 async fn the_full_path_on_real_redis_and_postgres() {
     let redis = RedisServer::start().unwrap();
     let postgres = PostgresServer::start().unwrap();
-    let system = System::start(Backends {
+    let backends = Backends {
         redis: Some(redis.url()),
         database: postgres.url(),
-    })
-    .await;
+    };
+    let system = System::start(backends, cats_dogs_birds()).await;
     votes_are_counted_exactly_and_watchers_see_them(&system).await;
 
     for (addr, service) in [
-        (system.vote, votemesh_vote::SERVICE_NAME),
-        (system.worker, votemesh_worker::SERVICE_NAME),
-        (system.result, votemesh_result::SERVICE_NAME),
+        (system.addrs.vote, votemesh_vote::SERVICE_NAME),
+        (system.addrs.worker, votemesh_worker::SERVICE_NAME),
+        (system.addrs.result, votemesh_result::SERVICE_NAME),
     ] {
         let listed = probe::reflected_services_v1(addr).await.unwrap();
         assert!(
@@ -202,15 +145,7 @@ async fn the_full_path_on_real_redis_and_postgres() {
 #[tokio::test]
 async fn the_full_path_embedded_with_no_server_at_all() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("votes.sqlite").display()
-    );
-    let system = System::start(Backends {
-        redis: None,
-        database: ConnectionUrl::new(sqlite),
-    })
-    .await;
+    let system = System::embedded(dir.path(), cats_dogs_birds()).await;
     votes_are_counted_exactly_and_watchers_see_them(&system).await;
     system.stop().await;
 }
@@ -218,20 +153,12 @@ async fn the_full_path_embedded_with_no_server_at_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_shutdown_counts_every_acknowledged_vote() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("votes.sqlite").display()
-    );
-    let backends = || Backends {
-        redis: None,
-        database: ConnectionUrl::new(sqlite.clone()),
-    };
-    let system = System::start(backends()).await;
+    let system = System::embedded(dir.path(), cats_dogs_birds()).await;
     // A burst of votes, then at once a shutdown: the in-process queue still
     // holds some of them, and they must not die with the process.
     let casts: Vec<_> = (0..300)
         .map(|voter| {
-            let vote = system.vote;
+            let vote = system.addrs.vote;
             tokio::spawn(async move {
                 let mut client = VoteServiceClient::new(probe::channel(vote).await.unwrap());
                 let request = CastVoteRequest {
@@ -249,7 +176,7 @@ async fn embedded_shutdown_counts_every_acknowledged_vote() {
     assert_eq!(acknowledged, 300);
     system.stop().await;
 
-    let restarted = System::start(backends()).await;
+    let restarted = System::embedded(dir.path(), cats_dogs_birds()).await;
     let tally = restarted
         .result_client()
         .await
@@ -267,15 +194,7 @@ async fn embedded_shutdown_counts_every_acknowledged_vote() {
 #[tokio::test]
 async fn shutdown_ends_open_watch_streams_and_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("votes.sqlite").display()
-    );
-    let system = System::start(Backends {
-        redis: None,
-        database: ConnectionUrl::new(sqlite),
-    })
-    .await;
+    let system = System::embedded(dir.path(), cats_dogs_birds()).await;
     let mut watch = system
         .result_client()
         .await

@@ -5,15 +5,13 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
-use votemesh::{
-    config::{ConnectionUrl, PollArgs},
-    shutdown::CancellationToken,
-    testing::probe,
-};
-use votemesh_standalone::{Backends, Listeners, Settings};
+use votemesh::testing::probe;
+
+mod support;
+
+use support::{System, WAIT, cats_and_dogs};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,34 +66,8 @@ async fn every_grpcurl_example_in_the_readme_works_by_reflection() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("votes.sqlite").display()
-    );
-    let listeners = Listeners::loopback().await.unwrap();
-    let addrs = listeners.addrs().unwrap();
-    let shutdown = CancellationToken::new();
-    let settings = Settings {
-        poll: PollArgs::default().poll().unwrap(),
-        instance: "readme".into(),
-        refresh_interval: Duration::from_millis(50),
-    };
-    let backends = Backends {
-        redis: None,
-        database: ConnectionUrl::new(sqlite),
-    };
-    let system = tokio::spawn(votemesh_standalone::run(
-        listeners,
-        backends,
-        settings,
-        shutdown.clone(),
-    ));
-    for addr in [addrs.vote, addrs.result, addrs.worker] {
-        probe::wait_for("ready", Duration::from_secs(30), || async {
-            probe::health(addr, "").await.is_ok()
-        })
-        .await;
-    }
+    let system = System::embedded(dir.path(), cats_and_dogs()).await;
+    let addrs = system.addrs;
 
     let run = |example: &Example| {
         let addr = match example.port {
@@ -138,19 +110,14 @@ async fn every_grpcurl_example_in_the_readme_works_by_reflection() {
     }
     assert!(cast, "the README casts a vote");
     // The README's vote is counted.
-    probe::wait_for(
-        "the README's vote counted",
-        Duration::from_secs(30),
-        || async {
-            let example = Example {
-                data: None,
-                port: 5001,
-                method: "votemesh.v1.ResultService/GetResults".into(),
-            };
-            tokio::task::block_in_place(|| run(&example)).contains("\"total\": \"1\"")
-        },
-    )
+    probe::wait_for("the README's vote counted", WAIT, || async {
+        let example = Example {
+            data: None,
+            port: 5001,
+            method: "votemesh.v1.ResultService/GetResults".into(),
+        };
+        tokio::task::block_in_place(|| run(&example)).contains("\"total\": \"1\"")
+    })
     .await;
-    shutdown.cancel();
-    system.await.unwrap().unwrap();
+    system.stop().await;
 }

@@ -4,8 +4,6 @@
 //! it too; the queued vote carries it to the worker, whose batch span links
 //! to it. Spans are captured by an in-memory exporter.
 
-use std::time::Duration;
-
 use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
@@ -13,12 +11,11 @@ use opentelemetry_sdk::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::layer::SubscriberExt;
-use votemesh::{
-    config::{ConnectionUrl, PollArgs},
-    shutdown::CancellationToken,
-    testing::probe,
-};
-use votemesh_standalone::{Backends, Listeners, Settings};
+use votemesh::testing::probe;
+
+mod support;
+
+use support::{System, WAIT, cats_and_dogs};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -42,28 +39,8 @@ async fn a_vote_keeps_its_trace_from_the_browser_to_the_worker() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("votes.sqlite").display()
-    );
-    let listeners = Listeners::loopback().await.unwrap();
-    let addrs = listeners.addrs().unwrap();
-    let shutdown = CancellationToken::new();
-    let settings = Settings {
-        poll: PollArgs::default().poll().unwrap(),
-        instance: "traced".into(),
-        refresh_interval: Duration::from_millis(50),
-    };
-    let backends = Backends {
-        redis: None,
-        database: ConnectionUrl::new(sqlite),
-    };
-    let system = tokio::spawn(votemesh_standalone::run(
-        listeners,
-        backends,
-        settings,
-        shutdown.clone(),
-    ));
+    let system = System::embedded(dir.path(), cats_and_dogs()).await;
+    let gateway = system.addrs.gateway;
 
     // A browser (or any HTTP client) that already has a trace.
     let body = r#"{"option":"a","voter_id":"traced-voter"}"#;
@@ -72,8 +49,8 @@ async fn a_vote_keeps_its_trace_from_the_browser_to_the_worker() {
          traceparent: 00-{TRACE_ID}-00f067aa0ba902b7-01\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    probe::wait_for("the vote accepted", Duration::from_secs(30), || async {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(addrs.gateway).await else {
+    probe::wait_for("the vote accepted", WAIT, || async {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(gateway).await else {
             return false;
         };
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -86,7 +63,7 @@ async fn a_vote_keeps_its_trace_from_the_browser_to_the_worker() {
     let trace_id = TraceId::from_hex(TRACE_ID).unwrap();
     probe::wait_for(
         "the worker's batch span linked to the vote's trace",
-        Duration::from_secs(30),
+        WAIT,
         || async {
             let spans = exporter.get_finished_spans().unwrap();
             spans_named(&spans, "worker.apply_batch")
@@ -125,6 +102,5 @@ async fn a_vote_keeps_its_trace_from_the_browser_to_the_worker() {
             .is_valid()
     );
 
-    shutdown.cancel();
-    system.await.unwrap().unwrap();
+    system.stop().await;
 }
