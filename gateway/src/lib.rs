@@ -115,11 +115,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/results", get(api::results))
         .route("/api/results/stream", get(api::results_stream))
         .route("/api/options", get(api::options))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
         .route("/static/{file}", get(assets::serve))
-        .fallback(pages::not_found)
-        .with_state(state);
+        .fallback(pages::not_found);
+    // The probes stay outside the request budget: a gateway busy with slow
+    // upstream calls is overloaded, not dead, and must not be restarted.
+    let probes = Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz));
 
     let security_headers = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -145,18 +147,21 @@ pub fn app(state: AppState) -> Router {
 
     // Router::layer wraps each route on its own, so the concurrency limit
     // is a global one: one budget shared by every route.
-    routes.layer(
-        ServiceBuilder::new()
-            .layer(TraceLayer::new_for_http().make_span_with(telemetry::server_span))
-            .layer(security_headers)
-            .layer(CatchPanicLayer::new())
-            .layer(HandleErrorLayer::new(layer_error))
-            .load_shed()
-            .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
-            .timeout(REQUEST_TIMEOUT)
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(CompressionLayer::new()),
-    )
+    routes
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http().make_span_with(telemetry::server_span))
+                .layer(security_headers)
+                .layer(CatchPanicLayer::new())
+                .layer(HandleErrorLayer::new(layer_error))
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+                .timeout(REQUEST_TIMEOUT)
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(CompressionLayer::new()),
+        )
+        .merge(probes)
+        .with_state(state)
 }
 
 /// What the layers refuse: a shed request gets 503 with Retry-After, one

@@ -170,17 +170,27 @@ impl RedisWorkerQueue {
     }
 }
 
-impl VoteSource for RedisWorkerQueue {
-    async fn take_batch(&self, max: usize, wait: Duration) -> Result<Vec<String>, QueueError> {
-        let mut connection = self.queue.connection().await?;
-        let batch: Vec<String> = self
-            .take_script
+impl RedisWorkerQueue {
+    /// Tops the processing list up to `max` and returns all of it.
+    async fn top_up(
+        &self,
+        connection: &mut PooledConnection<'_, RedisConnectionManager>,
+        max: usize,
+    ) -> Result<Vec<String>, QueueError> {
+        self.take_script
             .key(QUEUE_KEY)
             .key(&self.processing_key)
             .arg(max)
-            .invoke_async(&mut *connection)
+            .invoke_async(&mut **connection)
             .await
-            .map_err(classify)?;
+            .map_err(classify)
+    }
+}
+
+impl VoteSource for RedisWorkerQueue {
+    async fn take_batch(&self, max: usize, wait: Duration) -> Result<Vec<String>, QueueError> {
+        let mut connection = self.queue.connection().await?;
+        let batch = self.top_up(&mut connection, max).await?;
         if !batch.is_empty() || wait.is_zero() {
             return Ok(batch);
         }
@@ -197,7 +207,12 @@ impl VoteSource for RedisWorkerQueue {
             )
             .await
             .map_err(classify)?;
-        Ok(first.into_iter().collect())
+        if first.is_none() {
+            return Ok(Vec::new());
+        }
+        // The batch is always the whole processing list, as the ack assumes:
+        // an earlier BLMOVE the client gave up on may have landed too.
+        self.top_up(&mut connection, max).await
     }
 
     async fn ack_batch(&self, taken: usize, dead_letters: &[String]) -> Result<(), QueueError> {

@@ -65,7 +65,13 @@ impl RedisServer {
     /// Runs one Redis command given as words and returns the raw reply
     /// text, for tests that inspect keys directly.
     pub fn command(&self, words: &[&str]) -> Result<String, HarnessError> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
+        Self::command_on(self.port, words)
+    }
+
+    /// [`RedisServer::command`] on the server at `port`, without a handle
+    /// (for a command run from another thread, such as a blocking one).
+    pub fn command_on(port: u16, words: &[&str]) -> Result<String, HarnessError> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
             .map_err(HarnessError::io("connecting to Redis"))?;
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -98,7 +104,7 @@ impl RedisServer {
             .map_err(HarnessError::io(format!("starting {}", binary.display())))?;
         self.child = Some(child);
         wait_until("redis-server", || {
-            self.command(&["PING"])
+            Self::command_on(self.port, &["PING"])
                 .map(|reply| reply.starts_with("+PONG"))
                 .unwrap_or(false)
         })

@@ -519,3 +519,44 @@ async fn with_the_in_process_queue_shutdown_drains_every_queued_vote_first() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_move_that_lands_late_is_part_of_the_next_batch_not_lost() {
+    let redis = RedisServer::start().unwrap();
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let source = queue.for_worker("late");
+    let processing = source.processing_key().to_owned();
+    // A BLMOVE the client gave up on (past its response timeout) is still
+    // blocked in Redis, and moves a vote when one arrives.
+    let abandoned = {
+        let url = redis.port();
+        let processing = processing.clone();
+        tokio::task::spawn_blocking(move || {
+            let redis = RedisServer::command_on(
+                url,
+                &["BLMOVE", QUEUE_KEY, &processing, "RIGHT", "LEFT", "5"],
+            );
+            redis.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let take = tokio::spawn(async move { source.take_batch(10, Duration::from_millis(300)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    queue.push(&new_vote("v1", "a")).await.unwrap();
+    queue.push(&new_vote("v2", "b")).await.unwrap();
+    abandoned.await.unwrap();
+    let batch = take.await.unwrap().unwrap();
+    assert_eq!(
+        batch.len(),
+        2,
+        "the batch is the whole processing list: {batch:?}"
+    );
+    let source = queue.for_worker("late");
+    source.ack_batch(batch.len(), &[]).await.unwrap();
+    assert!(
+        redis
+            .command(&["LLEN", &processing])
+            .unwrap()
+            .starts_with(":0")
+    );
+}
