@@ -5,10 +5,7 @@
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
     config::PollArgs,
-    proto::v1::{
-        CastVoteRequest, GetResultsRequest, Tally, WatchResultsRequest,
-        vote_service_client::VoteServiceClient,
-    },
+    proto::v1::{CastVoteRequest, GetResultsRequest, Tally, WatchResultsRequest},
     testing::{PostgresServer, RedisServer, probe},
 };
 use votemesh_standalone::Backends;
@@ -156,24 +153,32 @@ async fn embedded_shutdown_counts_every_acknowledged_vote() {
     let system = System::embedded(dir.path(), cats_dogs_birds()).await;
     // A burst of votes, then at once a shutdown: the in-process queue still
     // holds some of them, and they must not die with the process.
+    // Six clients (connections), fifty calls in flight on each.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(system.vote_client().await);
+    }
     let casts: Vec<_> = (0..300)
         .map(|voter| {
-            let vote = system.addrs.vote;
+            let mut client = clients[voter % clients.len()].clone();
             tokio::spawn(async move {
-                let mut client = VoteServiceClient::new(probe::channel(vote).await.unwrap());
                 let request = CastVoteRequest {
                     voter_id: format!("burst-{voter}"),
                     option: "b".into(),
                 };
-                client.cast_vote(request).await.is_ok()
+                client.cast_vote(request).await.map(|_| ())
             })
         })
         .collect();
     let mut acknowledged = 0;
+    let mut refused = Vec::new();
     for cast in casts {
-        acknowledged += i64::from(cast.await.unwrap());
+        match cast.await.unwrap() {
+            Ok(()) => acknowledged += 1,
+            Err(status) => refused.push(status),
+        }
     }
-    assert_eq!(acknowledged, 300);
+    assert_eq!(acknowledged, 300, "refused: {refused:?}");
     system.stop().await;
 
     let restarted = System::embedded(dir.path(), cats_dogs_birds()).await;
