@@ -1,6 +1,7 @@
-//! The README's grpcurl examples, run as written against a running system
-//! (only the ports differ), by a client that knows nothing but what server
-//! reflection tells it, as grpcurl does (`tools/deploy-checks/grpcurl_like.py`).
+//! The README's examples, run as written against a running system (only
+//! the ports differ): its grpcurl lines by a client that knows nothing but
+//! what server reflection tells it, as grpcurl does
+//! (`tools/deploy-checks/grpcurl_like.py`), and its curl lines by curl.
 
 use std::{
     path::{Path, PathBuf},
@@ -119,5 +120,41 @@ async fn every_grpcurl_example_in_the_readme_works_by_reflection() {
         tokio::task::block_in_place(|| run(&example)).contains("\"total\": \"1\"")
     })
     .await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_curl_example_in_the_readme_works() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let lines: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("curl ") && line.contains("localhost:3000"))
+        .collect();
+    assert!(
+        lines.len() >= 3,
+        "the README shows its curl examples: {lines:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let system = System::embedded(dir.path(), cats_and_dogs()).await;
+    let gateway = system.addrs.gateway.to_string();
+    for line in lines {
+        let command = format!("{} --max-time 3", line.replace("localhost:3000", &gateway));
+        let output = tokio::task::block_in_place(|| {
+            Command::new("sh").args(["-c", &command]).output().unwrap()
+        });
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if line.contains("/stream") {
+            // A stream never ends by itself: curl stops it at --max-time.
+            assert!(text.contains("event: tally"), "{line}: {text}");
+        } else {
+            assert!(output.status.success(), "{line}: {output:?}");
+            assert!(
+                text.starts_with('{') && !text.contains("\"error\""),
+                "{line}: {text}"
+            );
+        }
+    }
     system.stop().await;
 }
