@@ -171,7 +171,7 @@ async fn a_browser_votes_with_one_click_and_sees_results_change_live() {
         .await
         .unwrap();
 
-    let mut votes = VoteServiceClient::new(probe::channel(system.vote.addr).await.unwrap());
+    let mut votes = VoteServiceClient::new(probe::channel(system.vote_addr).await.unwrap());
     for voter in 0..3 {
         votes
             .cast_vote(CastVoteRequest {

@@ -262,18 +262,9 @@ async fn every_bad_input_gets_a_clear_4xx_and_queues_nothing() {
 #[tokio::test]
 async fn vote_service_down_is_503_with_retry_after_and_back_is_200() {
     let mut system = System::start(false).await;
-    let vote_addr = system.vote.addr;
     assert_eq!(get(&system.url("/readyz"), &[]).await.status, 200);
 
-    let stopped = std::mem::replace(
-        &mut system.vote,
-        support::Running {
-            addr: vote_addr,
-            shutdown: Default::default(),
-            task: tokio::spawn(async {}),
-        },
-    );
-    stopped.stop().await;
+    system.stop_vote().await;
     let refused = request(
         "POST",
         &system.url("/api/vote"),
@@ -302,7 +293,7 @@ async fn vote_service_down_is_503_with_retry_after_and_back_is_200() {
         "the gateway itself is alive"
     );
 
-    system.vote = support::start_vote(&system.redis, vote_addr).await;
+    system.restart_vote().await;
     probe::wait_for(
         "the gateway reaches the vote service again",
         support::WAIT,
@@ -373,17 +364,7 @@ async fn many_sse_clients_share_one_upstream_stream_which_survives_a_result_rest
 
     // The result service restarts: the gateway reconnects by itself and the
     // browsers' streams carry on.
-    let result_addr = system.result.addr;
-    let stopped = std::mem::replace(
-        &mut system.result,
-        support::Running {
-            addr: result_addr,
-            shutdown: Default::default(),
-            task: tokio::spawn(async {}),
-        },
-    );
-    stopped.stop().await;
-    system.result = support::start_result(&system.postgres, result_addr).await;
+    system.restart_result().await;
     let body = r#"{"option":"b","voter_id":"after-restart"}"#;
     assert_eq!(
         request("POST", &system.url("/api/vote"), JSON, body, &[])

@@ -2,7 +2,8 @@
 //! free loopback port in its own temporary directory, stopped when dropped.
 //!
 //! [`probe`] holds the client-side checks tests share (health, reflection,
-//! waiting for a condition).
+//! waiting for a condition); [`TestServer`] runs one votemesh service in
+//! the test on a loopback port, to stop and restart at will.
 //!
 //! Tests can stop and restart a server ([`RedisServer::stop`],
 //! [`PostgresServer::restart`]) to check behaviour while a dependency is
@@ -15,6 +16,7 @@
 mod postgres;
 pub mod probe;
 mod redis;
+mod server;
 
 use std::{
     net::{TcpListener, TcpStream},
@@ -25,7 +27,11 @@ use std::{
 
 use thiserror::Error;
 
-pub use self::{postgres::PostgresServer, redis::RedisServer};
+pub use self::{
+    postgres::PostgresServer,
+    redis::RedisServer,
+    server::{SERVER_WAIT, TestServer},
+};
 
 /// How long a server may take to start accepting connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -9,155 +9,97 @@ use std::{net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use tokio::net::TcpListener;
-use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
     config::PollArgs,
     queue::redis::RedisQueue,
-    shutdown::CancellationToken,
     store,
-    testing::{PostgresServer, RedisServer, probe},
+    testing::{PostgresServer, RedisServer, TestServer},
 };
 use votemesh_gateway::{AppState, Fanout};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A server task with its own shutdown.
-pub struct Running {
-    pub addr: SocketAddr,
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-async fn listener(addr: SocketAddr) -> TcpListener {
-    // A port just released may take a moment to be free again.
-    for _ in 0..100 {
-        if let Ok(listener) = TcpListener::bind(addr).await {
-            return listener;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("cannot bind {addr}");
-}
-
-async fn wait_ready(addr: SocketAddr) {
-    probe::wait_for("service ready", WAIT, || async {
-        probe::health(addr, "").await == Ok(ServingStatus::Serving)
+/// Starts the vote service on `addr` (port 0: any), ready.
+pub async fn start_vote(redis: &RedisServer, addr: SocketAddr) -> TestServer {
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    TestServer::spawn(addr, |listener, shutdown| {
+        votemesh_vote::run(
+            listener,
+            queue,
+            PollArgs::default().poll().unwrap(),
+            "vote-under-test".into(),
+            Duration::from_millis(100),
+            shutdown,
+        )
     })
-    .await;
+    .await
+    .ready()
+    .await
 }
 
-/// Starts the vote service on `addr` (port 0: any).
-pub async fn start_vote(redis: &RedisServer, addr: SocketAddr) -> Running {
-    let listener = listener(addr).await;
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(votemesh_vote::run(
-        listener,
-        RedisQueue::new(&redis.url()).unwrap(),
-        PollArgs::default().poll().unwrap(),
-        "vote-under-test".into(),
-        Duration::from_millis(100),
-        shutdown.clone(),
-    ));
-    let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-    wait_ready(addr).await;
-    Running {
-        addr,
-        shutdown,
-        task,
-    }
-}
-
-/// Starts the result service on `addr` (port 0: any).
-pub async fn start_result(postgres: &PostgresServer, addr: SocketAddr) -> Running {
-    let listener = listener(addr).await;
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
+/// Starts the result service on `addr` (port 0: any), ready.
+pub async fn start_result(postgres: &PostgresServer, addr: SocketAddr) -> TestServer {
     let db = store::connect(&postgres.url()).await.unwrap();
     store::migrate(&db).await.unwrap();
-    let task = tokio::spawn(votemesh_result::run(
-        listener,
-        db,
-        PollArgs::default().poll().unwrap(),
-        Duration::from_millis(50),
-        shutdown.clone(),
-    ));
-    let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-    wait_ready(addr).await;
-    Running {
-        addr,
-        shutdown,
-        task,
-    }
+    TestServer::spawn(addr, |listener, shutdown| {
+        votemesh_result::run(
+            listener,
+            db,
+            PollArgs::default().poll().unwrap(),
+            Duration::from_millis(50),
+            shutdown,
+        )
+    })
+    .await
+    .ready()
+    .await
 }
 
 /// Starts a worker.
-pub async fn start_worker(redis: &RedisServer, postgres: &PostgresServer) -> Running {
-    let listener = listener("127.0.0.1:0".parse().unwrap()).await;
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
+pub async fn start_worker(redis: &RedisServer, postgres: &PostgresServer) -> TestServer {
     let db = store::connect(&postgres.url()).await.unwrap();
     let source = RedisQueue::new(&redis.url())
         .unwrap()
         .for_worker("gateway-test");
-    let task = tokio::spawn(votemesh_worker::run(
-        listener,
-        source,
-        db,
-        votemesh_worker::DrainSettings::new("gateway-test"),
-        shutdown.clone(),
-    ));
-    let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-    Running {
-        addr,
-        shutdown,
-        task,
-    }
+    let settings = votemesh_worker::DrainSettings::new("gateway-test");
+    TestServer::spawn(ANY, |listener, shutdown| {
+        votemesh_worker::run(listener, source, db, settings, shutdown)
+    })
+    .await
 }
 
 /// Starts a gateway in front of `vote` and `result`; returns it and its fan-out.
-pub async fn start_gateway(vote: SocketAddr, result: SocketAddr) -> (Running, Fanout) {
-    let listener = listener("127.0.0.1:0".parse().unwrap()).await;
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let state = AppState::connect(
-        &format!("http://{vote}"),
-        &format!("http://{result}"),
-        shutdown.clone(),
-    )
-    .unwrap();
-    let fanout = state.fanout.clone();
-    let task = tokio::spawn(votemesh_gateway::serve(listener, state));
-    let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-    (
-        Running {
-            addr,
+pub async fn start_gateway(vote: SocketAddr, result: SocketAddr) -> (TestServer, Fanout) {
+    let mut fanout = None;
+    let gateway = TestServer::spawn(ANY, |listener, shutdown| {
+        let state = AppState::connect(
+            &format!("http://{vote}"),
+            &format!("http://{result}"),
             shutdown,
-            task,
-        },
-        fanout,
-    )
+        )
+        .unwrap();
+        fanout = Some(state.fanout.clone());
+        votemesh_gateway::serve(listener, state)
+    })
+    .await;
+    (gateway, fanout.unwrap())
 }
 
-/// The whole system: real servers, the three services and a gateway.
+/// Any free loopback port.
+const ANY: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// The whole system: real servers, the three services and a gateway. The
+/// vote and result services can be stopped and started again on their
+/// addresses.
 pub struct System {
     pub redis: RedisServer,
     pub postgres: PostgresServer,
-    pub vote: Running,
-    pub result: Running,
-    pub worker: Option<Running>,
-    pub gateway: Running,
+    pub vote_addr: SocketAddr,
+    pub vote: Option<TestServer>,
+    pub result_addr: SocketAddr,
+    pub result: Option<TestServer>,
+    pub worker: Option<TestServer>,
+    pub gateway: TestServer,
     pub fanout: Fanout,
 }
 
@@ -166,9 +108,8 @@ impl System {
     pub async fn start(with_worker: bool) -> Self {
         let redis = RedisServer::start().unwrap();
         let postgres = PostgresServer::start().unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let vote = start_vote(&redis, any).await;
-        let result = start_result(&postgres, any).await;
+        let vote = start_vote(&redis, ANY).await;
+        let result = start_result(&postgres, ANY).await;
         let worker = if with_worker {
             Some(start_worker(&redis, &postgres).await)
         } else {
@@ -178,12 +119,35 @@ impl System {
         Self {
             redis,
             postgres,
-            vote,
-            result,
+            vote_addr: vote.addr,
+            vote: Some(vote),
+            result_addr: result.addr,
+            result: Some(result),
             worker,
             gateway,
             fanout,
         }
+    }
+
+    /// Stops the vote service.
+    pub async fn stop_vote(&mut self) {
+        if let Some(vote) = self.vote.take() {
+            vote.stop().await;
+        }
+    }
+
+    /// Starts the vote service again, on the same address.
+    pub async fn restart_vote(&mut self) {
+        self.stop_vote().await;
+        self.vote = Some(start_vote(&self.redis, self.vote_addr).await);
+    }
+
+    /// Stops the result service and starts it again on the same address.
+    pub async fn restart_result(&mut self) {
+        if let Some(result) = self.result.take() {
+            result.stop().await;
+        }
+        self.result = Some(start_result(&self.postgres, self.result_addr).await);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -199,11 +163,9 @@ impl System {
 
     pub async fn stop(self) {
         self.gateway.stop().await;
-        if let Some(worker) = self.worker {
-            worker.stop().await;
+        for server in [self.worker, self.vote, self.result].into_iter().flatten() {
+            server.stop().await;
         }
-        self.vote.stop().await;
-        self.result.stop().await;
     }
 }
 

@@ -4,40 +4,33 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::net::TcpListener;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
     config::PollArgs,
     proto::v1::{GetResultsRequest, result_service_client::ResultServiceClient},
-    shutdown::CancellationToken,
     store,
-    testing::{PostgresServer, probe},
+    testing::{PostgresServer, TestServer, probe},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn start(
-    postgres: &PostgresServer,
-) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
+/// A result service over `postgres` on a free port, ready.
+async fn start(postgres: &PostgresServer) -> TestServer {
     let db = store::connect(&postgres.url()).await.unwrap();
     store::migrate(&db).await.unwrap();
-    let task = tokio::spawn(votemesh_result::run(
-        listener,
-        db,
-        PollArgs::default().poll().unwrap(),
-        Duration::from_millis(50),
-        shutdown.clone(),
-    ));
-    let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-    probe::wait_for("result service ready", WAIT, || async {
-        probe::health(addr, "").await == Ok(ServingStatus::Serving)
+    TestServer::spawn("127.0.0.1:0".parse().unwrap(), |listener, shutdown| {
+        votemesh_result::run(
+            listener,
+            db,
+            PollArgs::default().poll().unwrap(),
+            Duration::from_millis(50),
+            shutdown,
+        )
     })
-    .await;
-    (addr, shutdown, task)
+    .await
+    .ready()
+    .await
 }
 
 fn binary_health_check(addr: SocketAddr) -> std::process::Output {
@@ -50,7 +43,8 @@ fn binary_health_check(addr: SocketAddr) -> std::process::Output {
 #[tokio::test]
 async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
     let mut postgres = PostgresServer::start().unwrap();
-    let (addr, shutdown, task) = start(&postgres).await;
+    let service = start(&postgres).await;
+    let addr = service.addr;
     let mut client = ResultServiceClient::new(probe::channel(addr).await.unwrap());
     let tally = client
         .get_results(GetResultsRequest {})
@@ -96,6 +90,5 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
             .total,
         0
     );
-    shutdown.cancel();
-    task.await.unwrap();
+    service.stop().await;
 }

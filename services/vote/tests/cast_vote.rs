@@ -3,60 +3,38 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::net::TcpListener;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
     config::PollArgs,
     proto::v1::{CastVoteRequest, ListOptionsRequest, vote_service_client::VoteServiceClient},
     queue::{QUEUE_KEY, QueuedVote, redis::RedisQueue},
-    shutdown::CancellationToken,
-    testing::{RedisServer, probe},
+    testing::{RedisServer, TestServer, probe},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
+const ANY_PORT: &str = "127.0.0.1:0";
 
-/// A vote service on a free port over `redis`, stopped when the token drops.
-struct VoteService {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl VoteService {
-    async fn start(redis: &RedisServer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let queue = RedisQueue::new(&redis.url()).unwrap();
-        let task = tokio::spawn(votemesh_vote::run(
+/// A vote service on a free port over `redis`, ready.
+async fn start(redis: &RedisServer) -> TestServer {
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    TestServer::spawn(ANY_PORT.parse().unwrap(), |listener, shutdown| {
+        votemesh_vote::run(
             listener,
             queue,
             PollArgs::default().poll().unwrap(),
             "vote-test".into(),
             Duration::from_millis(100),
-            shutdown.clone(),
-        ));
-        let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-        probe::wait_for("vote service ready", WAIT, || async {
-            probe::health(addr, "").await == Ok(ServingStatus::Serving)
-        })
-        .await;
-        Self {
-            addr,
             shutdown,
-            task,
-        }
-    }
+        )
+    })
+    .await
+    .ready()
+    .await
+}
 
-    async fn client(&self) -> VoteServiceClient<tonic::transport::Channel> {
-        VoteServiceClient::new(probe::channel(self.addr).await.unwrap())
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap();
-    }
+async fn client(service: &TestServer) -> VoteServiceClient<tonic::transport::Channel> {
+    VoteServiceClient::new(probe::channel(service.addr).await.unwrap())
 }
 
 fn cast(voter_id: &str, option: &str) -> CastVoteRequest {
@@ -78,8 +56,8 @@ fn queued(redis: &RedisServer) -> Vec<QueuedVote> {
 #[tokio::test]
 async fn a_valid_vote_is_queued_with_a_sequence_and_acknowledged() {
     let redis = RedisServer::start().unwrap();
-    let service = VoteService::start(&redis).await;
-    let mut client = service.client().await;
+    let service = start(&redis).await;
+    let mut client = client(&service).await;
 
     let first = client
         .cast_vote(cast("v1", "a"))
@@ -125,8 +103,8 @@ async fn a_valid_vote_is_queued_with_a_sequence_and_acknowledged() {
 #[tokio::test]
 async fn every_invalid_vote_is_refused_with_invalid_argument_and_nothing_is_queued() {
     let redis = RedisServer::start().unwrap();
-    let service = VoteService::start(&redis).await;
-    let mut client = service.client().await;
+    let service = start(&redis).await;
+    let mut client = client(&service).await;
 
     let long = "x".repeat(129);
     let cases = [
@@ -159,8 +137,8 @@ async fn every_invalid_vote_is_refused_with_invalid_argument_and_nothing_is_queu
 #[tokio::test]
 async fn redis_down_means_unavailable_and_not_serving_then_recovers_by_itself() {
     let mut redis = RedisServer::start().unwrap();
-    let service = VoteService::start(&redis).await;
-    let mut client = service.client().await;
+    let service = start(&redis).await;
+    let mut client = client(&service).await;
     client.cast_vote(cast("v1", "a")).await.unwrap();
 
     redis.stop();
@@ -197,7 +175,7 @@ async fn redis_down_means_unavailable_and_not_serving_then_recovers_by_itself() 
 #[tokio::test]
 async fn health_names_and_reflection_follow_the_design() {
     let redis = RedisServer::start().unwrap();
-    let service = VoteService::start(&redis).await;
+    let service = start(&redis).await;
     for name in ["", "liveness", votemesh_vote::SERVICE_NAME] {
         assert_eq!(
             probe::health(service.addr, name).await,
@@ -232,7 +210,7 @@ async fn health_names_and_reflection_follow_the_design() {
 #[tokio::test]
 async fn shutdown_reports_not_serving_to_watchers_and_returns() {
     let redis = RedisServer::start().unwrap();
-    let service = VoteService::start(&redis).await;
+    let service = start(&redis).await;
     let channel = probe::channel(service.addr).await.unwrap();
     let mut watch = tonic_health::pb::health_client::HealthClient::new(channel)
         .watch(tonic_health::pb::HealthCheckRequest {
@@ -262,10 +240,8 @@ async fn shutdown_reports_not_serving_to_watchers_and_returns() {
         matches!(end, Ok(None) | Err(_)),
         "the watch stream ended: {end:?}"
     );
-    tokio::time::timeout(Duration::from_secs(5), service.task)
-        .await
-        .expect("stopped well before the drain timeout")
-        .unwrap();
+    // Well before the drain timeout.
+    service.join(Duration::from_secs(5)).await;
 }
 
 /// `votemesh-vote --health-check` against this service: what Docker's
@@ -280,7 +256,7 @@ fn binary_health_check(addr: SocketAddr) -> std::process::Output {
 #[tokio::test]
 async fn the_binary_health_check_follows_readiness() {
     let mut redis = RedisServer::start().unwrap();
-    let service = VoteService::start(&redis).await;
+    let service = start(&redis).await;
     let addr = service.addr;
     let healthy = tokio::task::spawn_blocking(move || binary_health_check(addr))
         .await

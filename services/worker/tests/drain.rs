@@ -3,7 +3,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
@@ -23,7 +22,7 @@ use votemesh::{
         self,
         entity::{tally, vote},
     },
-    testing::{PostgresServer, RedisServer, probe},
+    testing::{PostgresServer, RedisServer, TestServer, probe},
 };
 use votemesh_worker::{DrainSettings, store::apply_batch};
 
@@ -70,46 +69,23 @@ fn counts(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
     pairs.iter().map(|(id, n)| ((*id).to_owned(), *n)).collect()
 }
 
-/// A worker on a free port, draining `redis` into `postgres`.
-struct Worker {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Worker {
-    async fn start(redis: &RedisServer, postgres: &PostgresServer, worker_id: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let source = RedisQueue::new(&redis.url()).unwrap().for_worker(worker_id);
-        let db = store::connect(&postgres.url()).await.unwrap();
-        let mut settings = DrainSettings::new(worker_id);
-        settings.batch_size = 50;
-        settings.probe_interval = Duration::from_millis(100);
-        settings.max_backoff = Duration::from_millis(300);
-        let task = tokio::spawn(votemesh_worker::run(
-            listener,
-            source,
-            db,
-            settings,
-            shutdown.clone(),
-        ));
-        let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-        Self {
-            addr,
-            shutdown,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+/// A worker on a free port, draining `redis` into `postgres` (not
+/// waiting for readiness: some tests start it with a dependency down).
+async fn start_worker(
+    redis: &RedisServer,
+    postgres: &PostgresServer,
+    worker_id: &str,
+) -> TestServer {
+    let source = RedisQueue::new(&redis.url()).unwrap().for_worker(worker_id);
+    let db = store::connect(&postgres.url()).await.unwrap();
+    let mut settings = DrainSettings::new(worker_id);
+    settings.batch_size = 50;
+    settings.probe_interval = Duration::from_millis(100);
+    settings.max_backoff = Duration::from_millis(300);
+    TestServer::spawn("127.0.0.1:0".parse().unwrap(), |listener, shutdown| {
+        votemesh_worker::run(listener, source, db, settings, shutdown)
+    })
+    .await
 }
 
 async fn wait_for_tally(db: &DatabaseConnection, expected: &BTreeMap<String, i64>) {
@@ -143,8 +119,8 @@ async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
         }
         *expected.entry(last.to_owned()).or_default() += 1;
     }
-    let first = Worker::start(&redis, &postgres, "w1").await;
-    let second = Worker::start(&redis, &postgres, "w2").await;
+    let first = start_worker(&redis, &postgres, "w1").await;
+    let second = start_worker(&redis, &postgres, "w2").await;
     wait_for_tally(&db, &expected).await;
     assert_eq!(
         recount(&db).await,
@@ -219,7 +195,7 @@ async fn a_poison_message_goes_to_the_dead_letter_list_and_the_votes_around_it_c
         .unwrap();
     queue.push(&new_vote("after", "b")).await.unwrap();
 
-    let worker = Worker::start(&redis, &postgres, "w1").await;
+    let worker = start_worker(&redis, &postgres, "w1").await;
     wait_for_tally(&db, &counts(&[("a", 1), ("b", 1)])).await;
     probe::wait_for("two dead letters", WAIT, || async {
         redis
@@ -283,7 +259,7 @@ async fn a_worker_that_died_holding_a_batch_loses_nothing() {
 
     // The crashed worker restarts under its own id and finishes its batch;
     // the orphaned batch is reclaimed since its worker has no heartbeat.
-    let restarted = Worker::start(&redis, &postgres, "crashed").await;
+    let restarted = start_worker(&redis, &postgres, "crashed").await;
     wait_for_tally(&db, &counts(&[("a", 10), ("b", 20)])).await;
     let processing = redis.command(&["KEYS", "votes:processing:*"]).unwrap();
     assert!(
@@ -299,7 +275,7 @@ async fn postgres_down_stalls_the_worker_without_loss_and_it_resumes_by_itself()
     let mut postgres = PostgresServer::start().unwrap();
     let db = database(&postgres).await;
     let queue = RedisQueue::new(&redis.url()).unwrap();
-    let worker = Worker::start(&redis, &postgres, "w1").await;
+    let worker = start_worker(&redis, &postgres, "w1").await;
     queue.push(&new_vote("v1", "a")).await.unwrap();
     wait_for_tally(&db, &counts(&[("a", 1)])).await;
     probe::wait_for("worker ready", WAIT, || async {
@@ -339,7 +315,7 @@ async fn redis_restart_stalls_the_worker_and_it_resumes_by_itself() {
     let mut redis = RedisServer::start().unwrap();
     let postgres = PostgresServer::start().unwrap();
     let db = database(&postgres).await;
-    let worker = Worker::start(&redis, &postgres, "w1").await;
+    let worker = start_worker(&redis, &postgres, "w1").await;
     redis.stop();
     probe::wait_for("worker NOT_SERVING", WAIT, || async {
         probe::health(worker.addr, "").await == Ok(ServingStatus::NotServing)
@@ -444,7 +420,7 @@ async fn kill_9_of_the_worker_process_while_draining_loses_and_doubles_nothing()
 async fn the_binary_health_check_follows_readiness() {
     let redis = RedisServer::start().unwrap();
     let mut postgres = PostgresServer::start().unwrap();
-    let worker = Worker::start(&redis, &postgres, "hc").await;
+    let worker = start_worker(&redis, &postgres, "hc").await;
     let addr = worker.addr;
     let check = move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-worker"))
