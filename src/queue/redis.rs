@@ -168,9 +168,7 @@ impl RedisWorkerQueue {
     pub fn processing_key(&self) -> &str {
         &self.processing_key
     }
-}
 
-impl RedisWorkerQueue {
     /// Tops the processing list up to `max` and returns all of it.
     async fn top_up(
         &self,
