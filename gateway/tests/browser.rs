@@ -1,4 +1,5 @@
-//! A real browser (headless Chromium, driven through chromedriver) votes on
+//! A real browser (headless Chromium, driven through chromedriver with the
+//! thirtyfour WebDriver client) votes on
 //! the voting page and watches the results page update live, against the
 //! whole system on real Redis and PostgreSQL. Screenshots of each page are
 //! kept in `target/tmp/browser/` as artifacts.
@@ -12,9 +13,8 @@ use std::{
     time::Duration,
 };
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
 use support::System;
+use thirtyfour::{ChromiumLikeCapabilities, DesiredCapabilities, WebDriver, prelude::By};
 use votemesh::{
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
     testing::{free_port, probe},
@@ -62,25 +62,28 @@ impl ChromeDriver {
         panic!("chromedriver did not start");
     }
 
-    async fn browser(&self) -> Client {
-        let capabilities = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": which("chromium").unwrap(),
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                    "--window-size=1000,900",
-                    format!("--user-data-dir={}", self._profile.path().display()),
-                ]
-            }
-        });
-        let serde_json::Value::Object(capabilities) = capabilities else {
-            unreachable!()
-        };
-        ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
+    async fn browser(&self) -> WebDriver {
+        let mut capabilities = DesiredCapabilities::chrome();
+        capabilities
+            .set_binary(&which("chromium").unwrap().display().to_string())
+            .unwrap();
+        let profile = format!("--user-data-dir={}", self._profile.path().display());
+        for argument in [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1000,900",
+            &profile,
+        ] {
+            capabilities.add_arg(argument).unwrap();
+        }
+        WebDriver::new(format!("http://127.0.0.1:{}", self.port), capabilities)
             .await
             .expect("a Chromium session")
     }
@@ -105,20 +108,30 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-async fn screenshot(browser: &Client, name: &str) {
-    let png = browser.screenshot().await.unwrap();
+async fn screenshot(browser: &WebDriver, name: &str) {
+    let png = browser.screenshot_as_png().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     std::fs::write(artifacts().join(name), png).unwrap();
 }
 
-async fn text(browser: &Client, css: &str) -> String {
+async fn text(browser: &WebDriver, css: &str) -> String {
     browser
-        .find(Locator::Css(css))
+        .find(By::Css(css))
         .await
         .unwrap()
         .text()
         .await
         .unwrap()
+}
+
+/// Runs `script` in the page and returns its value as JSON.
+async fn script(browser: &WebDriver, script: &str) -> serde_json::Value {
+    browser
+        .execute(script, Vec::new())
+        .await
+        .unwrap()
+        .json()
+        .clone()
 }
 
 #[tokio::test]
@@ -128,25 +141,21 @@ async fn a_browser_votes_with_one_click_and_sees_results_change_live() {
     let browser = driver.browser().await;
 
     // Voting page: one click is a vote, and the page says which.
-    browser.goto(&system.url("/")).await.unwrap();
+    browser.goto(system.url("/")).await.unwrap();
     assert_eq!(text(&browser, "h1").await, "Cats vs Dogs!");
     screenshot(&browser, "1-voting-page.png").await;
     browser
-        .find(Locator::Css("#vote-a"))
+        .find(By::Css("#vote-a"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let confirmation = browser
-        .wait()
-        .at_most(support::WAIT)
-        .for_element(Locator::Css("#confirmation"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    probe::wait_for("the confirmation", support::WAIT, || async {
+        browser.find(By::Css("#confirmation")).await.is_ok()
+    })
+    .await;
+    let confirmation = text(&browser, "#confirmation").await;
     assert!(
         confirmation.contains("You voted for Cats"),
         "{confirmation}"
@@ -155,9 +164,9 @@ async fn a_browser_votes_with_one_click_and_sees_results_change_live() {
     screenshot(&browser, "2-voted.png").await;
 
     // Results page in a second tab: live, without a reload.
-    let tab = browser.new_window(true).await.unwrap();
-    browser.switch_to_window(tab.handle).await.unwrap();
-    browser.goto(&system.url("/results")).await.unwrap();
+    let tab = browser.new_tab().await.unwrap();
+    browser.switch_to_window(tab).await.unwrap();
+    browser.goto(system.url("/results")).await.unwrap();
     probe::wait_for("the browser's vote counted", support::WAIT, || async {
         text(&browser, "#total").await == "1 vote"
     })
@@ -166,20 +175,19 @@ async fn a_browser_votes_with_one_click_and_sees_results_change_live() {
         text(&browser, "#live").await.starts_with("Live")
     })
     .await;
-    browser
-        .execute("window.votemeshMarker = 'same page'; return true;", vec![])
-        .await
-        .unwrap();
+    script(
+        &browser,
+        "window.votemeshMarker = 'same page'; return true;",
+    )
+    .await;
 
     let mut votes = VoteServiceClient::new(probe::channel(system.vote_addr).await.unwrap());
     for voter in 0..3 {
-        votes
-            .cast_vote(CastVoteRequest {
-                voter_id: format!("grpc-{voter}"),
-                option: "b".into(),
-            })
-            .await
-            .unwrap();
+        let request = CastVoteRequest {
+            voter_id: format!("grpc-{voter}"),
+            option: "b".into(),
+        };
+        votes.cast_vote(request).await.unwrap();
     }
     probe::wait_for("the page shows the new tally", support::WAIT, || async {
         text(&browser, "#total").await == "4 votes"
@@ -187,35 +195,28 @@ async fn a_browser_votes_with_one_click_and_sees_results_change_live() {
     .await;
     assert_eq!(text(&browser, "li[data-option='b'] .count").await, "3");
     assert_eq!(text(&browser, "li[data-option='b'] .percent").await, "75.0");
-    let bar = browser
-        .execute(
-            "return document.querySelector(\"li[data-option='b'] progress\").value;",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let bar = script(
+        &browser,
+        "return document.querySelector(\"li[data-option='b'] progress\").value;",
+    )
+    .await;
     assert_eq!(bar, 75.0, "the bar follows the percentage");
-    let marker = browser
-        .execute("return window.votemeshMarker || null;", vec![])
-        .await
-        .unwrap();
+    let marker = script(&browser, "return window.votemeshMarker || null;").await;
     assert_eq!(marker, "same page", "updated in place, not reloaded");
     // Let the bars' 0.4 s transition finish so the artifact shows them settled.
     tokio::time::sleep(Duration::from_millis(600)).await;
     screenshot(&browser, "3-results-live.png").await;
 
     // The same page on a phone-sized screen.
-    browser.set_window_size(390, 844).await.unwrap();
-    let width = browser
-        .execute(
-            "return document.documentElement.scrollWidth <= window.innerWidth;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(width, true, "no sideways scrolling on a phone");
+    browser.set_window_rect(0, 0, 390, 844).await.unwrap();
+    let fits = script(
+        &browser,
+        "return document.documentElement.scrollWidth <= window.innerWidth;",
+    )
+    .await;
+    assert_eq!(fits, true, "no sideways scrolling on a phone");
     screenshot(&browser, "4-results-phone.png").await;
 
-    browser.close().await.unwrap();
+    browser.quit().await.unwrap();
     system.stop().await;
 }
