@@ -45,17 +45,6 @@ pub enum StoreError {
     Query(#[from] DbErr),
 }
 
-impl StoreError {
-    /// Whether retrying later may help: the database is unreachable,
-    /// restarting, or a transaction lost a race (deadlock, serialisation).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Connect { .. } => true,
-            Self::Query(error) => is_transient(error),
-        }
-    }
-}
-
 /// Whether a database error is about reaching the database (or a lost race)
 /// rather than about the query itself.
 pub fn is_transient(error: &DbErr) -> bool {
@@ -129,8 +118,8 @@ fn connect_error(url: &ConnectionUrl, error: &DbErr) -> StoreError {
         && !password.is_empty()
     {
         reason = reason.replace(password, "***");
-        if let Ok(decoded) = urlencoding_decode(password) {
-            reason = reason.replace(&decoded, "***");
+        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
+            reason = reason.replace(decoded.as_ref(), "***");
         }
     }
     StoreError::Connect {
@@ -139,11 +128,20 @@ fn connect_error(url: &ConnectionUrl, error: &DbErr) -> StoreError {
     }
 }
 
-/// Percent-decodes a URL component.
-fn urlencoding_decode(component: &str) -> Result<String, std::string::FromUtf8Error> {
-    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("p={component}").as_bytes())
-        .next()
-        .map(|(_, value)| value.into_owned().into_bytes())
-        .unwrap_or_default();
-    String::from_utf8(bytes)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_error_hides_the_password_encoded_or_not() {
+        // A literal `+` is where form decoding (which makes it a space) and
+        // percent decoding differ: the password is p+w@rd.
+        let url = ConnectionUrl::new("postgres://app:p+w%40rd@db:5432/votes");
+        let error = DbErr::Custom("driver says p+w@rd and p+w%40rd were refused".into());
+        let StoreError::Connect { target, reason } = connect_error(&url, &error) else {
+            panic!("a connect error");
+        };
+        assert_eq!(target, "postgres://app:***@db:5432/votes");
+        assert_eq!(reason, "Custom Error: driver says *** and *** were refused");
+    }
 }
