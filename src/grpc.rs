@@ -11,7 +11,7 @@
 //! and in-flight calls finish before [`serve`] returns (at most
 //! [`shutdown::DRAIN_TIMEOUT`] later).
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -144,6 +144,21 @@ pub fn channel(address: &str) -> Result<InterceptedService<Channel, TracedReques
         .keep_alive_while_idle(true)
         .connect_lazy();
     Ok(InterceptedService::new(channel, TracedRequests))
+}
+
+/// A plain channel to the server at `addr`, connected now (for health
+/// checks of a known server: tests and `--health-check`).
+pub async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query("/")
+        .build()
+        .unwrap_or_default();
+    Channel::builder(uri)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await
 }
 
 /// Interceptor that adds the current trace context to outgoing requests.

@@ -13,6 +13,7 @@
 
 use std::{
     future::Future,
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -24,7 +25,12 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{
     ServingStatus,
-    pb::health_server::{Health as HealthApi, HealthServer},
+    pb::{
+        HealthCheckRequest,
+        health_check_response::ServingStatus as ReportedStatus,
+        health_client::HealthClient,
+        health_server::{Health as HealthApi, HealthServer},
+    },
     server::HealthReporter,
 };
 
@@ -127,6 +133,21 @@ impl Health {
             reporter.set_service_status(name, status).await;
         }
     }
+}
+
+/// Asks the server at `addr` for the status of `service` (`""`: readiness),
+/// as a probe does. A server that cannot be reached is UNAVAILABLE; a name
+/// it does not report is NOT_FOUND.
+pub async fn check(addr: SocketAddr, service: &str) -> Result<ReportedStatus, tonic::Status> {
+    let channel = crate::grpc::connect(addr).await.map_err(|error| {
+        tonic::Status::unavailable(format!("cannot connect to {addr}: {error}"))
+    })?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(response.into_inner().status())
 }
 
 /// Runs `check` every `interval` and reports its answer as readiness, until

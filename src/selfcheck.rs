@@ -8,9 +8,9 @@ use std::{
     time::Duration,
 };
 
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::health;
 
 /// Longest a self-check may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,24 +30,10 @@ pub fn loopback(listen: SocketAddr) -> SocketAddr {
 pub async fn grpc(listen: SocketAddr, service: &str) -> Result<(), String> {
     let addr = loopback(listen);
     let check = async {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|error| error.to_string())?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|error| format!("cannot connect to {addr}: {error}"))?;
-        let status = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: service.to_owned(),
-            })
-            .await
-            .map_err(|status| format!("health check failed: {}", status.message()))?
-            .into_inner()
-            .status();
-        if status == ServingStatus::Serving {
-            Ok(())
-        } else {
-            Err(format!("{addr} reports {}", status.as_str_name()))
+        match health::check(addr, service).await {
+            Ok(ServingStatus::Serving) => Ok(()),
+            Ok(status) => Err(format!("{addr} reports {}", status.as_str_name())),
+            Err(status) => Err(format!("health check failed: {}", status.message())),
         }
     };
     tokio::time::timeout(TIMEOUT, check)

@@ -5,36 +5,20 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_reflection::pb::{v1, v1alpha};
 
 /// A channel to a server on `addr`.
 pub async fn channel(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
-    Channel::builder(addr_uri(addr)).connect().await
-}
-
-fn addr_uri(addr: SocketAddr) -> tonic::codegen::http::Uri {
-    tonic::codegen::http::Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query("/")
-        .build()
-        .unwrap_or_default()
+    crate::grpc::connect(addr).await
 }
 
 /// The health status `service` reports, or the gRPC code it answers with
-/// (NOT_FOUND for an unknown name).
+/// (NOT_FOUND for an unknown name, UNAVAILABLE when it cannot be reached).
 pub async fn health(addr: SocketAddr, service: &str) -> Result<ServingStatus, tonic::Code> {
-    let channel = channel(addr).await.map_err(|_| tonic::Code::Unavailable)?;
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
+    crate::health::check(addr, service)
         .await
-        .map_err(|status| status.code())?;
-    Ok(response.into_inner().status())
+        .map_err(|status| status.code())
 }
 
 /// The services reflection v1 lists on `addr`, sorted.
