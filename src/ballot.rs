@@ -4,7 +4,8 @@
 
 use thiserror::Error;
 
-use crate::poll::MAX_OPTION_ID_LEN;
+/// Longest option id: 1 to this many ASCII letters, digits, `-` or `_`.
+pub const MAX_OPTION_ID_LEN: usize = 32;
 
 /// Longest voter id, in characters.
 pub const MAX_VOTER_ID_CHARS: usize = 128;
@@ -45,21 +46,24 @@ pub fn check_voter_id(voter_id: &str) -> Result<(), BallotError> {
     Ok(())
 }
 
-/// Checks that `option` has the shape of an option id (whether the poll
-/// has it is the vote service's question).
-pub fn check_option_shape(option: &str) -> Result<(), BallotError> {
-    if option.is_empty() {
+/// Checks that `option_id` has the shape of an option id: 1 to
+/// [`MAX_OPTION_ID_LEN`] ASCII letters, digits, `-` or `_`. The one
+/// definition of that rule: the poll's configuration (the `poll` module) and
+/// messages leaving the queue are held to it. Whether the poll has the
+/// option is the vote service's question.
+pub fn check_option_id(option_id: &str) -> Result<(), BallotError> {
+    if option_id.is_empty() {
         return Err(BallotError::EmptyOption);
     }
-    let ok = option.len() <= MAX_OPTION_ID_LEN
-        && option
+    let ok = option_id.len() <= MAX_OPTION_ID_LEN
+        && option_id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
         Err(BallotError::MalformedOption(
-            option.chars().take(40).collect(),
+            option_id.chars().take(40).collect(),
         ))
     }
 }
@@ -90,10 +94,10 @@ mod tests {
     }
 
     #[test]
-    fn option_shapes() {
-        assert_eq!(check_option_shape("a"), Ok(()));
-        assert_eq!(check_option_shape(""), Err(BallotError::EmptyOption));
-        assert!(check_option_shape("a b").is_err());
-        assert!(check_option_shape(&"a".repeat(33)).is_err());
+    fn option_ids() {
+        assert_eq!(check_option_id("a"), Ok(()));
+        assert_eq!(check_option_id(""), Err(BallotError::EmptyOption));
+        assert!(check_option_id("a b").is_err());
+        assert!(check_option_id(&"a".repeat(33)).is_err());
     }
 }

@@ -21,6 +21,7 @@
 //! - [`config`]: command-line flags and environment variables shared by the
 //!   binaries (Redis, database, poll options, listen addresses).
 //! - [`poll`]: the poll's options and lookups by option id.
+//! - [`backoff`]: how long loops wait before retrying a failed dependency.
 //! - [`ballot`]: what makes a vote well-formed (voter id and option id rules).
 //! - [`queue`]: the queue between the vote service and the worker, with a
 //!   Redis implementation and an in-process one behind the same traits.
@@ -41,6 +42,7 @@
 //! The design behind the data path and the health model is written down in
 //! `docs/DESIGN.md`.
 
+pub mod backoff;
 pub mod ballot;
 pub mod client;
 pub mod config;

@@ -6,10 +6,10 @@
 
 use thiserror::Error;
 
-use crate::proto::v1;
-
-/// Longest option id accepted in configuration.
-pub const MAX_OPTION_ID_LEN: usize = 32;
+use crate::{
+    ballot::{MAX_OPTION_ID_LEN, check_option_id},
+    proto::v1,
+};
 
 /// One option of the poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,13 +67,7 @@ impl Poll {
     pub fn new(options: Vec<PollOption>) -> Result<Self, PollError> {
         let mut seen = std::collections::HashSet::new();
         for option in &options {
-            let id_ok = !option.id.is_empty()
-                && option.id.len() <= MAX_OPTION_ID_LEN
-                && option
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !id_ok {
+            if check_option_id(&option.id).is_err() {
                 return Err(PollError::BadId(option.id.clone()));
             }
             if option.label.trim().is_empty() {

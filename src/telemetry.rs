@@ -35,9 +35,25 @@ use tracing_subscriber::{
 /// The environment variable that sets the log filter.
 pub const LOG_FILTER_ENV: &str = "RUST_LOG";
 
-/// Log filter used when `RUST_LOG` is not set.
+/// The log filter every component starts from: `info`, with the chattiest
+/// dependencies at `warn`. `RUST_LOG` adds to it (see [`log_filter`]); this
+/// is its one definition, so deployment files set only what they change.
 pub const DEFAULT_LOG_FILTER: &str =
     "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,h2=warn,hyper=warn,tower=warn";
+
+/// The filter directives in force: [`DEFAULT_LOG_FILTER`], then those of
+/// `RUST_LOG` (when set and not empty). A later directive for the same
+/// target wins, so `RUST_LOG=debug` raises votemesh's own logs and keeps
+/// the dependencies quiet, while `RUST_LOG=debug,sqlx=debug` opens sqlx too.
+pub fn log_filter(rust_log: Option<&str>) -> String {
+    match rust_log
+        .map(str::trim)
+        .filter(|directives| !directives.is_empty())
+    {
+        Some(directives) => format!("{DEFAULT_LOG_FILTER},{directives}"),
+        None => DEFAULT_LOG_FILTER.to_owned(),
+    }
+}
 
 /// Trace settings (the standard OpenTelemetry environment names).
 #[derive(Args, Clone, Debug, Default)]
@@ -88,8 +104,8 @@ impl Drop for TelemetryGuard {
 /// tokio runtime, before anything logs.
 pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let log_filter = EnvFilter::try_from_env(LOG_FILTER_ENV)
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let rust_log = std::env::var(LOG_FILTER_ENV).ok();
+    let log_filter = EnvFilter::builder().parse_lossy(log_filter(rust_log.as_deref()));
     let logs = tracing_subscriber::fmt::layer().with_filter(log_filter);
 
     let Some(endpoint) = args.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()) else {
@@ -236,5 +252,66 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|key| key.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use tracing::Level;
+
+    use super::*;
+
+    /// Counts the events that reach it.
+    struct Count(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Which of these events `filter` lets through: votemesh at debug and
+    /// info, sqlx at debug and info.
+    fn passes(filter: &str) -> [bool; 4] {
+        let count = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(Count(count.clone()).with_filter(EnvFilter::builder().parse_lossy(filter)));
+        let mut passed = [false; 4];
+        tracing::subscriber::with_default(subscriber, || {
+            let mut saw = |index: usize| {
+                passed[index] = count.swap(0, Ordering::SeqCst) == 1;
+            };
+            tracing::event!(target: "votemesh", Level::DEBUG, "x");
+            saw(0);
+            tracing::event!(target: "votemesh", Level::INFO, "x");
+            saw(1);
+            tracing::event!(target: "sqlx::query", Level::DEBUG, "x");
+            saw(2);
+            tracing::event!(target: "sqlx::query", Level::INFO, "x");
+            saw(3);
+        });
+        passed
+    }
+
+    #[test]
+    fn rust_log_adds_to_the_defaults() {
+        assert_eq!(log_filter(None), DEFAULT_LOG_FILTER);
+        assert_eq!(log_filter(Some("  ")), DEFAULT_LOG_FILTER);
+        // [votemesh debug, votemesh info, sqlx debug, sqlx info]
+        assert_eq!(passes(&log_filter(None)), [false, true, false, false]);
+        assert_eq!(
+            passes(&log_filter(Some("debug"))),
+            [true, true, false, false],
+            "the dependencies stay quiet"
+        );
+        assert_eq!(
+            passes(&log_filter(Some("debug,sqlx=debug"))),
+            [true, true, true, true]
+        );
     }
 }

@@ -144,6 +144,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let body = Json(serde_json::json!({
         "vote": vote.as_deref().unwrap_or("UNREACHABLE"),
         "result": result.as_deref().unwrap_or("UNREACHABLE"),
+        "results_stream": state.fanout.status(),
     }));
     if vote.is_some() && result.is_some() {
         (StatusCode::OK, body).into_response()

@@ -2,16 +2,14 @@
 //! variable (shown by `--help`); [`votemesh::config::env_names`] lists them.
 
 use clap::Parser;
-use votemesh::{config, telemetry::TelemetryArgs};
+use votemesh::{client::selfcheck::SelfCheckArgs, config, telemetry::TelemetryArgs};
 
 /// Serves votemesh's pages, JSON API and live results over HTTP.
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
-    /// Check the health of the server already running on the listen address
-    /// (exit 0 when ready), instead of starting one.
-    #[arg(long)]
-    pub health_check: bool,
+    #[command(flatten)]
+    pub self_check: SelfCheckArgs,
     /// Address to serve HTTP on.
     #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = crate::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,

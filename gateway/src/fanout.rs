@@ -9,39 +9,54 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::Serialize;
+
 use tokio::sync::watch;
-use votemesh::shutdown::CancellationToken;
+use votemesh::{backoff, shutdown::CancellationToken};
 
 use crate::{upstream::Upstream, view::TallyView};
+
+/// Longest pause between attempts to reopen the upstream stream.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 /// Handle to the shared results stream; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Fanout {
     latest: watch::Receiver<Option<TallyView>>,
-    streams_opened: Arc<AtomicU64>,
+    stream: Arc<StreamState>,
+}
+
+/// What the upstream stream is doing, as `GET /readyz` reports it.
+#[derive(Debug, Default)]
+struct StreamState {
+    /// Whether a WatchResults stream is open now.
+    open: AtomicBool,
+    /// Streams opened since start: one, plus one per reconnection,
+    /// whatever the number of browsers.
+    opened: AtomicU64,
+}
+
+/// A snapshot of the upstream results stream, for operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamStatus {
+    /// Whether the gateway holds an open WatchResults stream now.
+    pub open: bool,
+    /// How many it opened since it started (1 + reconnections).
+    pub opened: u64,
 }
 
 impl Fanout {
     /// Starts the task that holds the upstream stream until `shutdown`.
     pub fn spawn(upstream: Upstream, shutdown: CancellationToken) -> Self {
         let (sender, latest) = watch::channel(None);
-        let streams_opened = Arc::new(AtomicU64::new(0));
-        tokio::spawn(hold_stream(
-            upstream,
-            sender,
-            streams_opened.clone(),
-            shutdown,
-        ));
-        Self {
-            latest,
-            streams_opened,
-        }
+        let stream = Arc::new(StreamState::default());
+        tokio::spawn(hold_stream(upstream, sender, stream.clone(), shutdown));
+        Self { latest, stream }
     }
 
     /// A receiver of every new tally (the current one first, once known).
@@ -49,27 +64,22 @@ impl Fanout {
         self.latest.clone()
     }
 
-    /// How many upstream WatchResults streams have been opened so far: one,
-    /// plus one per reconnection, whatever the number of browsers.
-    pub fn upstream_streams_opened(&self) -> u64 {
-        self.streams_opened.load(Ordering::Relaxed)
+    /// Whether the upstream stream is open, and how often it was opened.
+    pub fn status(&self) -> StreamStatus {
+        StreamStatus {
+            open: self.stream.open.load(Ordering::Relaxed),
+            opened: self.stream.opened.load(Ordering::Relaxed),
+        }
     }
 }
 
 async fn hold_stream(
     upstream: Upstream,
     sender: watch::Sender<Option<TallyView>>,
-    streams_opened: Arc<AtomicU64>,
+    stream_state: Arc<StreamState>,
     shutdown: CancellationToken,
 ) {
-    let backoff = || {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
+    let backoff = || backoff::delays(MAX_RECONNECT_DELAY);
     let mut delays = backoff();
     loop {
         let opened = tokio::select! {
@@ -78,7 +88,8 @@ async fn hold_stream(
         };
         match opened {
             Ok(mut stream) => {
-                streams_opened.fetch_add(1, Ordering::Relaxed);
+                stream_state.opened.fetch_add(1, Ordering::Relaxed);
+                stream_state.open.store(true, Ordering::Relaxed);
                 tracing::info!("results stream open");
                 loop {
                     let message = tokio::select! {
@@ -103,7 +114,8 @@ async fn hold_stream(
             }
             Err(status) => tracing::debug!(%status, "cannot open the results stream yet"),
         }
-        let pause = delays.next().unwrap_or(Duration::from_secs(5));
+        stream_state.open.store(false, Ordering::Relaxed);
+        let pause = delays.next().unwrap_or(MAX_RECONNECT_DELAY);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(pause) => {}

@@ -319,14 +319,7 @@ async fn vote_service_down_is_503_with_retry_after_and_back_is_200() {
 
 /// `votemesh-gateway --health-check` (Docker's HEALTHCHECK) against `addr`.
 async fn binary_health_check(addr: std::net::SocketAddr) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-gateway"))
-            .args(["--health-check", "--listen", &addr.to_string()])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    votemesh_testing::process::run_health_check(env!("CARGO_BIN_EXE_votemesh-gateway"), addr).await
 }
 
 #[tokio::test]
@@ -357,8 +350,8 @@ async fn many_sse_clients_share_one_upstream_stream_which_survives_a_result_rest
         assert_eq!(tally["options"][0]["percent"], 100.0);
     }
     assert_eq!(
-        system.fanout.upstream_streams_opened(),
-        1,
+        results_stream(&system).await,
+        serde_json::json!({"open": true, "opened": 1}),
         "25 browsers, one gRPC stream"
     );
 
@@ -375,8 +368,8 @@ async fn many_sse_clients_share_one_upstream_stream_which_survives_a_result_rest
     let tally = clients[0].until_total(4).await;
     assert_eq!(tally["options"][1]["count"], 1);
     assert_eq!(
-        system.fanout.upstream_streams_opened(),
-        2,
+        results_stream(&system).await,
+        serde_json::json!({"open": true, "opened": 2}),
         "one reconnection"
     );
     assert_eq!(total(&system).await, 4);
@@ -449,4 +442,9 @@ async fn gzip_body(url: &str) -> Vec<u8> {
         .unwrap()
         .to_bytes()
         .to_vec()
+}
+
+/// The upstream results stream as `GET /readyz` reports it.
+async fn results_stream(system: &System) -> serde_json::Value {
+    get(&system.url("/readyz"), &[]).await.json()["results_stream"].clone()
 }

@@ -1,6 +1,6 @@
 //! The client side of votemesh's gRPC: channels to other components, and
 //! asking a server for its health. Servers are assembled in
-//! [`crate::grpc`]; nothing here depends on it.
+//! `grpc`, which uses this module's keepalive settings; nothing here uses it.
 //!
 //! - [`channel`]: the lazy, self-reconnecting channel a component uses to
 //!   call another (the gateway to vote and result), with the caller's

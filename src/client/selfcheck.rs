@@ -12,6 +12,15 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::check_health;
 
+/// The `--health-check` flag every binary has.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct SelfCheckArgs {
+    /// Check the health of the server already running on the listen address
+    /// (exit 0 when ready), instead of starting one.
+    #[arg(long)]
+    pub health_check: bool,
+}
+
 /// Longest a self-check may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::ballot::{BallotError, check_option_shape, check_voter_id};
+use crate::ballot::{BallotError, check_option_id, check_voter_id};
 
 /// The Redis list that holds queued votes (newest at the left).
 pub const QUEUE_KEY: &str = "votes";
@@ -52,7 +52,7 @@ pub struct NewVote {
     /// Who voted (already validated).
     pub voter_id: String,
     /// The option id voted for (already validated).
-    pub option: String,
+    pub option_id: String,
     /// When the vote service accepted the vote.
     pub cast_at: DateTime<Utc>,
     /// W3C trace context of the CastVote call, so the worker's span joins
@@ -70,8 +70,10 @@ pub struct QueuedVote {
     pub vote_id: Uuid,
     /// Who voted.
     pub voter_id: String,
-    /// The option id voted for.
-    pub option: String,
+    /// The option id voted for. Serialized as `option_id`; messages queued
+    /// by releases that called it `option` still parse.
+    #[serde(alias = "option")]
+    pub option_id: String,
     /// When the vote service accepted the vote.
     pub cast_at: DateTime<Utc>,
     /// W3C trace context of the CastVote call (may be empty).
@@ -85,7 +87,7 @@ impl QueuedVote {
     pub fn parse(message: &str) -> Result<Self, MessageError> {
         let vote: Self = serde_json::from_str(message)?;
         check_voter_id(&vote.voter_id)?;
-        check_option_shape(&vote.option)?;
+        check_option_id(&vote.option_id)?;
         Ok(vote)
     }
 
@@ -95,7 +97,7 @@ impl QueuedVote {
             sequence,
             vote_id: vote.vote_id,
             voter_id: vote.voter_id.clone(),
-            option: vote.option.clone(),
+            option_id: vote.option_id.clone(),
             cast_at: vote.cast_at,
             trace_context: vote.trace_context.clone(),
         }
@@ -197,7 +199,7 @@ mod tests {
         let vote = NewVote {
             vote_id: Uuid::new_v4(),
             voter_id: "v1".into(),
-            option: "a".into(),
+            option_id: "a".into(),
             cast_at: Utc::now(),
             trace_context: HashMap::new(),
         };
@@ -205,6 +207,12 @@ mod tests {
         let json = serde_json::to_string(&queued).unwrap();
         assert_eq!(QueuedVote::parse(&json).unwrap(), queued);
         assert!(QueuedVote::parse("{\"voter_id\":1}").is_err());
+        assert!(json.contains("\"option_id\":\"a\""), "{json}");
+        let queued_by_an_older_release = json.replace("\"option_id\"", "\"option\"");
+        assert_eq!(
+            QueuedVote::parse(&queued_by_an_older_release).unwrap(),
+            queued
+        );
         let bad_voter = json.replace("\"v1\"", "\"\"");
         assert!(matches!(
             QueuedVote::parse(&bad_voter),

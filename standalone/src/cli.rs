@@ -30,5 +30,32 @@ pub struct Cli {
     #[command(flatten)]
     pub poll: PollArgs,
     #[command(flatten)]
+    pub refresh: votemesh_result::cli::RefreshArgs,
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    #[test]
+    fn takes_the_result_services_refresh_interval() {
+        let names = votemesh::config::env_names(&Cli::command());
+        assert!(
+            names.iter().any(|name| name == "REFRESH_INTERVAL_MS"),
+            "{names:?}"
+        );
+        let cli = Cli::try_parse_from(["votemesh", "--refresh-interval-ms", "40"]).unwrap();
+        assert_eq!(cli.refresh.interval(), Duration::from_millis(40));
+        let cli = Cli::try_parse_from(["votemesh", "--refresh-interval-ms", "1"]).unwrap();
+        assert_eq!(
+            cli.refresh.interval(),
+            votemesh_result::MIN_REFRESH_INTERVAL
+        );
+    }
 }

@@ -156,7 +156,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), SystemError> {
     let db = store::connect(&backends.database).await?;
-    let mut drain = DrainSettings::new(format!("{}-{}", settings.instance, std::process::id()));
+    let mut drain = DrainSettings::new(votemesh_worker::worker_id(&settings.instance));
     match &backends.redis {
         Some(url) => {
             let queue = RedisQueue::new(url)?;

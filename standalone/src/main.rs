@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         poll,
         instance: config::instance_name(),
-        refresh_interval: votemesh_result::DEFAULT_REFRESH_INTERVAL,
+        refresh_interval: cli.refresh.interval(),
     };
     votemesh_standalone::run(listeners, backends, settings, shutdown::on_signal()).await?;
     tracing::info!("votemesh stopped");

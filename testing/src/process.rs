@@ -86,3 +86,13 @@ pub fn signal(pid: u32, signal: libc::c_int) {
         }
     }
 }
+
+/// Runs `binary --health-check --listen addr`, as Docker's HEALTHCHECK
+/// does in the images, and returns what it printed and its exit status.
+pub async fn run_health_check(binary: &str, addr: std::net::SocketAddr) -> std::process::Output {
+    tokio::process::Command::new(binary)
+        .args(["--health-check", "--listen", &addr.to_string()])
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("cannot run {binary}: {error}"))
+}

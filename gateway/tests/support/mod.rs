@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use votemesh_gateway::{AppState, Fanout};
+use votemesh_gateway::AppState;
 use votemesh_testing::{
     PostgresServer, RedisServer, TestServer,
     services::{ANY_PORT as ANY, start_result, start_vote, start_worker, worker_settings},
@@ -17,21 +17,18 @@ use votemesh_testing::{
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Starts a gateway in front of `vote` and `result`; returns it and its fan-out.
-pub async fn start_gateway(vote: SocketAddr, result: SocketAddr) -> (TestServer, Fanout) {
-    let mut fanout = None;
-    let gateway = TestServer::spawn(ANY, |listener, shutdown| {
+/// Starts a gateway in front of `vote` and `result`.
+pub async fn start_gateway(vote: SocketAddr, result: SocketAddr) -> TestServer {
+    TestServer::spawn(ANY, |listener, shutdown| {
         let state = AppState::connect(
             &format!("http://{vote}"),
             &format!("http://{result}"),
             shutdown,
         )
         .unwrap();
-        fanout = Some(state.fanout.clone());
         votemesh_gateway::serve(listener, state)
     })
-    .await;
-    (gateway, fanout.unwrap())
+    .await
 }
 
 /// The whole system: real servers, the three services and a gateway. The
@@ -46,7 +43,6 @@ pub struct System {
     pub result: Option<TestServer>,
     pub worker: Option<TestServer>,
     pub gateway: TestServer,
-    pub fanout: Fanout,
 }
 
 impl System {
@@ -61,7 +57,7 @@ impl System {
         } else {
             None
         };
-        let (gateway, fanout) = start_gateway(vote.addr, result.addr).await;
+        let gateway = start_gateway(vote.addr, result.addr).await;
         Self {
             redis,
             postgres,
@@ -71,7 +67,6 @@ impl System {
             result: Some(result),
             worker,
             gateway,
-            fanout,
         }
     }
 

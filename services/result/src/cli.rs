@@ -1,8 +1,11 @@
 //! The command line of `votemesh-result`. Every flag also reads an environment
 //! variable (shown by `--help`); [`votemesh::config::env_names`] lists them.
 
-use clap::Parser;
+use std::time::Duration;
+
+use clap::{Args, Parser};
 use votemesh::{
+    client::selfcheck::SelfCheckArgs,
     config::{self, DatabaseArgs, PollArgs},
     telemetry::TelemetryArgs,
 };
@@ -11,20 +14,34 @@ use votemesh::{
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
-    /// Check the health of the server already running on the listen address
-    /// (exit 0 when ready), instead of starting one.
-    #[arg(long)]
-    pub health_check: bool,
+    #[command(flatten)]
+    pub self_check: SelfCheckArgs,
     /// Address to serve gRPC on.
     #[arg(long, env = "RESULT_LISTEN_ADDR", default_value = config::DEFAULT_RESULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
-    /// How often the tally is read for live watchers, in milliseconds.
-    #[arg(long, env = "REFRESH_INTERVAL_MS", default_value_t = crate::DEFAULT_REFRESH_INTERVAL.as_millis() as u64)]
-    pub refresh_interval_ms: u64,
+    #[command(flatten)]
+    pub refresh: RefreshArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub poll: PollArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// How often the tally is read for live watchers; shared with the
+/// all-in-one binary, which runs the same result service.
+#[derive(Args, Clone, Debug)]
+pub struct RefreshArgs {
+    /// How often the tally is read for live watchers, in milliseconds
+    /// (at least 10).
+    #[arg(long, env = "REFRESH_INTERVAL_MS", default_value_t = crate::DEFAULT_REFRESH_INTERVAL.as_millis() as u64)]
+    pub refresh_interval_ms: u64,
+}
+
+impl RefreshArgs {
+    /// The interval, at least [`crate::MIN_REFRESH_INTERVAL`].
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.refresh_interval_ms).max(crate::MIN_REFRESH_INTERVAL)
+    }
 }

@@ -39,6 +39,8 @@ use votemesh::{
 pub const SERVICE_NAME: &str = "votemesh.v1.ResultService";
 /// Default pause between two reads of the tally by the feed.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+/// Shortest pause between two reads of the tally, whatever is configured.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Serves the result service on `listener` until `shutdown`; open
 /// WatchResults streams end when it comes.

@@ -2,7 +2,7 @@
 //! [`votemesh_result::run`] until SIGTERM (or, with `--health-check`, asks
 //! a running one whether it is ready).
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -12,7 +12,7 @@ use votemesh_result::cli::Cli;
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    if cli.health_check {
+    if cli.self_check.health_check {
         return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
     }
     let _telemetry = telemetry::init("result", &cli.telemetry)?;
@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         listener,
         db,
         poll,
-        Duration::from_millis(cli.refresh_interval_ms.max(10)),
+        cli.refresh.interval(),
         shutdown::on_signal(),
     )
     .await?;

@@ -1,5 +1,7 @@
 //! The tally: stored per-option counts, labelled with the poll.
 
+use std::time::SystemTime;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 use votemesh::{poll::Poll, proto::v1, store::entity::tally};
@@ -94,10 +96,7 @@ impl From<&Tally> for v1::Tally {
                 })
                 .collect(),
             total: tally.total,
-            as_of: Some(prost_types::Timestamp {
-                seconds: tally.as_of.timestamp(),
-                nanos: tally.as_of.timestamp_subsec_nanos() as i32,
-            }),
+            as_of: Some(SystemTime::from(tally.as_of).into()),
         }
     }
 }

@@ -9,16 +9,16 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::proto::v1::{GetResultsRequest, result_service_client::ResultServiceClient};
 use votemesh_testing::{
     PostgresServer, probe,
+    process::run_health_check,
     services::{ANY_PORT, start_result},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn binary_health_check(addr: SocketAddr) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-result"))
-        .args(["--health-check", "--listen", &addr.to_string()])
-        .output()
-        .unwrap()
+/// `votemesh-result --health-check` against the service on `addr`: what Docker's
+/// HEALTHCHECK runs in the image.
+async fn binary_health_check(addr: SocketAddr) -> std::process::Output {
+    run_health_check(env!("CARGO_BIN_EXE_votemesh-result"), addr).await
 }
 
 #[tokio::test]
@@ -34,13 +34,7 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
         .into_inner();
     assert_eq!(tally.total, 0);
     assert_eq!(tally.options.len(), 2);
-    assert!(
-        tokio::task::spawn_blocking(move || binary_health_check(addr))
-            .await
-            .unwrap()
-            .status
-            .success()
-    );
+    assert!(binary_health_check(addr).await.status.success());
 
     postgres.stop().await;
     let status = client.get_results(GetResultsRequest {}).await.unwrap_err();
@@ -49,13 +43,7 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
         probe::health(addr, votemesh_result::SERVICE_NAME).await == Ok(ServingStatus::NotServing)
     })
     .await;
-    assert!(
-        !tokio::task::spawn_blocking(move || binary_health_check(addr))
-            .await
-            .unwrap()
-            .status
-            .success()
-    );
+    assert!(!binary_health_check(addr).await.status.success());
 
     postgres.restart().await.unwrap();
     probe::wait_for("readiness SERVING again", WAIT, || async {

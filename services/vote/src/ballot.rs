@@ -51,7 +51,7 @@ pub fn new_vote(
     Ok(NewVote {
         vote_id: Uuid::new_v4(),
         voter_id: voter_id.to_owned(),
-        option: option.to_owned(),
+        option_id: option.to_owned(),
         cast_at: Utc::now(),
         trace_context,
     })
@@ -67,7 +67,10 @@ mod tests {
     fn accepts_a_known_option_and_rejects_the_rest() {
         let poll = PollArgs::default().poll().unwrap();
         let vote = new_vote("v1", "b", &poll, HashMap::new()).unwrap();
-        assert_eq!((vote.voter_id.as_str(), vote.option.as_str()), ("v1", "b"));
+        assert_eq!(
+            (vote.voter_id.as_str(), vote.option_id.as_str()),
+            ("v1", "b")
+        );
         assert!(matches!(
             new_vote("v1", "c", &poll, HashMap::new()),
             Err(VoteError::UnknownOption { .. })

@@ -15,7 +15,7 @@ use votemesh_vote::cli::Cli;
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    if cli.health_check {
+    if cli.self_check.health_check {
         return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
     }
     let _telemetry = telemetry::init("vote", &cli.telemetry)?;

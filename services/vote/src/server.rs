@@ -2,7 +2,7 @@
 //! [`crate::ballot`] and the queue, and maps every error to a `Status` in
 //! one place ([`status_of`]).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use tonic::{Request, Response, Status};
 use votemesh::{
@@ -55,13 +55,10 @@ impl<Q: VoteSink> VoteService for VoteApi<Q> {
         .map_err(|error| status_of(&error))?;
         match self.queue.push(&vote).await {
             Ok(queued) => {
-                tracing::debug!(vote_id = %queued.vote_id, option = %queued.option, sequence = queued.sequence, "vote queued");
+                tracing::debug!(vote_id = %queued.vote_id, option_id = %queued.option_id, sequence = queued.sequence, "vote queued");
                 Ok(Response::new(CastVoteResponse {
                     vote_id: queued.vote_id.to_string(),
-                    cast_at: Some(prost_types::Timestamp {
-                        seconds: queued.cast_at.timestamp(),
-                        nanos: queued.cast_at.timestamp_subsec_nanos() as i32,
-                    }),
+                    cast_at: Some(SystemTime::from(queued.cast_at).into()),
                     served_by: self.served_by.clone(),
                 }))
             }

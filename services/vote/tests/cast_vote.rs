@@ -11,6 +11,7 @@ use votemesh::{
 };
 use votemesh_testing::{
     RedisServer, TestServer, probe,
+    process::run_health_check,
     services::{ANY_PORT, SERVED_BY, start_vote},
 };
 
@@ -62,7 +63,10 @@ async fn a_valid_vote_is_queued_with_a_sequence_and_acknowledged() {
     let votes = queued(&redis).await;
     assert_eq!(votes.len(), 2);
     let (newer, older) = (&votes[0], &votes[1]);
-    assert_eq!((older.option.as_str(), newer.option.as_str()), ("a", "b"));
+    assert_eq!(
+        (older.option_id.as_str(), newer.option_id.as_str()),
+        ("a", "b")
+    );
     assert!(
         newer.sequence > older.sequence,
         "a later vote of a voter has a higher sequence"
@@ -232,13 +236,10 @@ async fn shutdown_reports_not_serving_to_watchers_and_returns() {
     service.join(Duration::from_secs(5)).await;
 }
 
-/// `votemesh-vote --health-check` against this service: what Docker's
+/// `votemesh-vote --health-check` against the service on `addr`: what Docker's
 /// HEALTHCHECK runs in the image.
-fn binary_health_check(addr: SocketAddr) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-vote"))
-        .args(["--health-check", "--listen", &addr.to_string()])
-        .output()
-        .unwrap()
+async fn binary_health_check(addr: SocketAddr) -> std::process::Output {
+    run_health_check(env!("CARGO_BIN_EXE_votemesh-vote"), addr).await
 }
 
 #[tokio::test]
@@ -246,9 +247,7 @@ async fn the_binary_health_check_follows_readiness() {
     let mut redis = RedisServer::start().await.unwrap();
     let service = start_vote(&redis, ANY_PORT).await;
     let addr = service.addr;
-    let healthy = tokio::task::spawn_blocking(move || binary_health_check(addr))
-        .await
-        .unwrap();
+    let healthy = binary_health_check(addr).await;
     assert!(healthy.status.success(), "{healthy:?}");
     assert_eq!(String::from_utf8_lossy(&healthy.stdout).trim(), "healthy");
 
@@ -257,9 +256,7 @@ async fn the_binary_health_check_follows_readiness() {
         probe::health(addr, "").await == Ok(ServingStatus::NotServing)
     })
     .await;
-    let unhealthy = tokio::task::spawn_blocking(move || binary_health_check(addr))
-        .await
-        .unwrap();
+    let unhealthy = binary_health_check(addr).await;
     assert!(!unhealthy.status.success());
     assert!(
         String::from_utf8_lossy(&unhealthy.stderr).contains("NOT_SERVING"),
@@ -267,8 +264,6 @@ async fn the_binary_health_check_follows_readiness() {
     );
     service.stop().await;
 
-    let nothing = tokio::task::spawn_blocking(move || binary_health_check(addr))
-        .await
-        .unwrap();
+    let nothing = binary_health_check(addr).await;
     assert!(!nothing.status.success(), "no server, not healthy");
 }

@@ -47,7 +47,7 @@ async fn run(batch_size: usize, votes: usize) -> Outcome {
             let vote = NewVote {
                 vote_id: Uuid::new_v4(),
                 voter_id: format!("voter-{voter}"),
-                option: if i % 2 == 0 { "a" } else { "b" }.into(),
+                option_id: if i % 2 == 0 { "a" } else { "b" }.into(),
                 cast_at: Utc::now(),
                 trace_context: HashMap::new(),
             };

@@ -57,7 +57,7 @@ mod tests {
             sequence,
             vote_id: Uuid::new_v4(),
             voter_id: voter.into(),
-            option: option.into(),
+            option_id: option.into(),
             cast_at: Utc::now(),
             trace_context: HashMap::new(),
         }
@@ -68,8 +68,8 @@ mod tests {
         let votes = vec![vote("v1", "b", 5), vote("v2", "a", 1), vote("v1", "a", 3)];
         let newest = newest_per_voter(&votes);
         assert_eq!(newest.len(), 2);
-        assert_eq!(newest["v1"].option, "b");
-        assert_eq!(newest["v2"].option, "a");
+        assert_eq!(newest["v1"].option_id, "b");
+        assert_eq!(newest["v2"].option_id, "a");
         assert_eq!(newest.keys().copied().collect::<Vec<_>>(), ["v1", "v2"]);
     }
 

@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use votemesh::{
+    client::selfcheck::SelfCheckArgs,
     config::{self, DatabaseArgs, RedisArgs},
     telemetry::TelemetryArgs,
 };
@@ -11,10 +12,8 @@ use votemesh::{
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
-    /// Check the health of the server already running on the listen address
-    /// (exit 0 when ready), instead of starting one.
-    #[arg(long)]
-    pub health_check: bool,
+    #[command(flatten)]
+    pub self_check: SelfCheckArgs,
     /// Address to serve gRPC health and stats on.
     #[arg(long, env = "WORKER_LISTEN_ADDR", default_value = config::DEFAULT_WORKER_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,

@@ -9,11 +9,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use sea_orm::DatabaseConnection;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use votemesh::{
+    backoff,
     health::Health,
     queue::{QueueError, QueuedVote, VoteSource},
     shutdown::CancellationToken,
@@ -265,12 +265,7 @@ impl<S: VoteSource> Drainer<S> {
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<S> {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(self.settings.max_backoff)
-            .with_jitter()
-            .without_max_times()
-            .build()
+        backoff::delays(self.settings.max_backoff)
     }
 }
 

@@ -104,15 +104,17 @@ pub async fn run<S: VoteSource>(
     served
 }
 
-/// The worker id used when none is configured: the host name (the pod's
-/// name on Kubernetes) and the process id, so two workers on one machine
+/// The worker id of this process on the instance (host or pod) named
+/// `instance`: `<instance>-<process id>`, so two workers on one machine
 /// never share a processing list.
+pub fn worker_id(instance: &str) -> String {
+    format!("{instance}-{}", std::process::id())
+}
+
+/// The worker id used when none is configured: [`worker_id`] of the host
+/// name (the pod's name on Kubernetes).
 pub fn default_worker_id() -> String {
-    format!(
-        "{}-{}",
-        votemesh::config::instance_name(),
-        std::process::id()
-    )
+    worker_id(&votemesh::config::instance_name())
 }
 
 /// Default number of votes written per transaction.

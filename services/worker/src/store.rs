@@ -96,13 +96,13 @@ pub async fn apply_batch(
         match stored.get(*voter_id) {
             None => {
                 new_rows.push(row_of(queued, counted_at));
-                *tally_change.entry(queued.option.as_str()).or_default() += 1;
+                *tally_change.entry(queued.option_id.as_str()).or_default() += 1;
                 applied.inserted += 1;
             }
             Some(row) if row.sequence < queued.sequence => {
-                if row.option_id != queued.option {
+                if row.option_id != queued.option_id {
                     *tally_change.entry(row.option_id.as_str()).or_default() -= 1;
-                    *tally_change.entry(queued.option.as_str()).or_default() += 1;
+                    *tally_change.entry(queued.option_id.as_str()).or_default() += 1;
                 }
                 row_of(queued, counted_at).update(&transaction).await?;
                 applied.updated += 1;
@@ -151,7 +151,7 @@ pub async fn apply_batch(
 fn row_of(queued: &QueuedVote, counted_at: chrono::DateTime<Utc>) -> vote::ActiveModel {
     vote::ActiveModel {
         voter_id: Set(queued.voter_id.clone()),
-        option_id: Set(queued.option.clone()),
+        option_id: Set(queued.option_id.clone()),
         vote_id: Set(queued.vote_id),
         sequence: Set(queued.sequence),
         cast_at: Set(queued.cast_at),

@@ -25,6 +25,7 @@ use votemesh::{
 };
 use votemesh_testing::{
     PostgresServer, RedisServer, probe,
+    process::run_health_check,
     services::{start_worker, worker_settings},
 };
 use votemesh_worker::{DrainSettings, store::apply_batch};
@@ -35,7 +36,7 @@ fn new_vote(voter: &str, option: &str) -> NewVote {
     NewVote {
         vote_id: Uuid::new_v4(),
         voter_id: voter.into(),
-        option: option.into(),
+        option_id: option.into(),
         cast_at: Utc::now(),
         trace_context: HashMap::new(),
     }
@@ -415,35 +416,18 @@ async fn the_binary_health_check_follows_readiness() {
     let mut postgres = PostgresServer::start().await.unwrap();
     let worker = start_worker(&redis, &postgres, worker_settings("hc")).await;
     let addr = worker.addr;
-    let check = move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-worker"))
-            .args(["--health-check", "--listen", &addr.to_string()])
-            .output()
-            .unwrap()
-    };
+    let check = || run_health_check(env!("CARGO_BIN_EXE_votemesh-worker"), addr);
     probe::wait_for("worker ready", WAIT, || async {
         probe::health(addr, "").await == Ok(ServingStatus::Serving)
     })
     .await;
-    assert!(
-        tokio::task::spawn_blocking(check)
-            .await
-            .unwrap()
-            .status
-            .success()
-    );
+    assert!(check().await.status.success());
     postgres.stop().await;
     probe::wait_for("worker NOT_SERVING", WAIT, || async {
         probe::health(addr, "").await == Ok(ServingStatus::NotServing)
     })
     .await;
-    assert!(
-        !tokio::task::spawn_blocking(check)
-            .await
-            .unwrap()
-            .status
-            .success()
-    );
+    assert!(!check().await.status.success());
     worker.stop().await;
 }
 
