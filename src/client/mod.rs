@@ -2,26 +2,37 @@
 //! asking a server for its health. Servers are assembled in
 //! `grpc`, which uses this module's keepalive settings; nothing here uses it.
 //!
-//! - [`channel`]: the lazy, self-reconnecting channel a component uses to
-//!   call another (the gateway to vote and result), with the caller's
-//!   trace context on every request ([`TracedRequests`]).
+//! - [`channel`]: what a component uses to call another (the gateway to
+//!   vote and result). Reading it tells the whole outbound path:
+//!
+//! ```text
+//! call ─► TracedRequests (trace context) ─► retry::CollectBody
+//!      ─► Retry<retry::RetrySafeCalls> ─► balance: p2c over every address
+//!         the name resolves to ─► FailFast ─► one tonic Channel per address
+//! ```
+//! - [`balance`]: client-side load balancing over a name's addresses.
+//! - [`retry`]: retries of calls that are safe to repeat, within a budget.
 //! - [`connect`] and [`check_health`]: a channel to a known address,
 //!   connected now, and the `grpc.health.v1` Check a probe makes.
 //! - [`selfcheck`]: `--health-check`, a binary asking its own server.
 
+pub mod balance;
+pub mod retry;
 pub mod selfcheck;
 
 use std::{net::SocketAddr, time::Duration};
 
 use thiserror::Error;
+use tonic::body::Body;
 use tonic::{
-    codegen::http,
+    codegen::http::{self, Uri},
     service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
+    transport::Channel,
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tower::{BoxError, ServiceBuilder, retry::RetryLayer, util::BoxCloneSyncService};
 
 use crate::telemetry;
 
@@ -43,25 +54,51 @@ pub enum ClientError {
     },
 }
 
-/// A channel that adds the caller's trace context to every request.
-pub type TracedChannel = InterceptedService<Channel, TracedRequests>;
+/// The channel every client uses: balanced, retrying, traced.
+pub type TracedChannel = InterceptedService<
+    BoxCloneSyncService<http::Request<Body>, http::Response<Body>, CallError>,
+    TracedRequests,
+>;
 
-/// A client channel to `address` (such as `http://vote:5000`) that connects
-/// lazily and reconnects by itself, with the caller's trace context added
-/// to every request.
+/// A call that failed below gRPC (no connection, connection lost). tonic
+/// reads its source to pick the status (UNAVAILABLE, CANCELLED, …). A
+/// concrete error type, not a boxed one, keeps the client futures `Send`.
+#[derive(Debug, Error)]
+#[error(transparent)]
+pub struct CallError(BoxError);
+
+/// A client channel to `address` (such as `http://vote:5000`): calls are
+/// spread over every address the name resolves to (re-resolved as they
+/// change), connections are made lazily and remade by themselves, calls
+/// that are safe to repeat are retried within the caller's deadline, and
+/// each carries the caller's trace context. Call inside a tokio runtime.
 pub fn channel(address: &str) -> Result<TracedChannel, ClientError> {
-    let endpoint =
-        Endpoint::from_shared(address.to_owned()).map_err(|_| ClientError::BadAddress {
-            address: address.to_owned(),
-        })?;
-    let channel = endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy();
-    Ok(InterceptedService::new(channel, TracedRequests))
+    let bad_address = || ClientError::BadAddress {
+        address: address.to_owned(),
+    };
+    let uri: Uri = address.parse().map_err(|_| bad_address())?;
+    let host = uri
+        .host()
+        .map(|host| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        })
+        .ok_or_else(bad_address)?;
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let retrying = ServiceBuilder::new()
+        .map_err(CallError)
+        .layer(retry::CollectBodyLayer)
+        .layer(RetryLayer::new(retry::RetrySafeCalls::default()))
+        .map_request(retry::into_body)
+        .service(balance::channel(&uri, host, port));
+    Ok(InterceptedService::new(
+        BoxCloneSyncService::new(retrying),
+        TracedRequests,
+    ))
 }
 
 /// A plain channel to the server at `addr`, connected now (for checks of a

@@ -1,0 +1,215 @@
+//! Client-side load balancing, without a sidecar: every call goes to one of
+//! the addresses a name resolves to, chosen by power of two choices on
+//! the number of calls in flight (tower's p2c balancer).
+//!
+//! ```text
+//! call ─► Buffer ─► p2c Balance ─► FailFast ─► tonic Channel (one per address)
+//!                       ▲
+//!        resolver task: looks the name up every RESOLVE_INTERVAL and
+//!        inserts / removes addresses (a Kubernetes headless Service name
+//!        resolves to every ready pod)
+//! ```
+//!
+//! Behind a ClusterIP Service the name resolves to one virtual address and
+//! this is one connection, as before; behind a headless Service every call
+//! is spread over the ready pods, and a pod that leaves (rolling restart)
+//! leaves the balancer. An address whose connection just failed is taken
+//! out of the choice for [`FAILED_ENDPOINT_PAUSE`] ([`FailFast`]), so the
+//! retry of a failed call goes to another replica instead of the same
+//! dead one.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::{
+    body::Body,
+    codegen::http::{self, Uri},
+    transport::{Channel, Endpoint},
+};
+use tower::{
+    BoxError, Service,
+    balance::p2c::Balance,
+    buffer::Buffer,
+    discover::Change,
+    load::{CompleteOnResponse, PendingRequests},
+    util::BoxCloneSyncService,
+};
+
+use super::{CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+
+/// How often a name is looked up again.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a name that resolved to nothing is looked up again.
+pub const RESOLVE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long an address whose connection failed is left out of the choice.
+pub const FAILED_ENDPOINT_PAUSE: Duration = Duration::from_millis(500);
+/// Calls waiting for a ready address, per channel.
+const BUFFER_CAPACITY: usize = 1024;
+
+/// A balanced channel: cheap to clone, shared by every clone.
+pub type BalancedChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
+/// A channel balancing over every address `host:port` of `uri` resolves
+/// to, kept up to date by a resolver task that ends with the last clone.
+/// Must be called inside a tokio runtime.
+pub fn channel(uri: &Uri, host: String, port: u16) -> BalancedChannel {
+    let (changes, discovered) = mpsc::channel(64);
+    let discover = ReceiverStream::new(discovered).map(Ok::<_, BoxError>);
+    let balance = Balance::new(discover);
+    let buffered = Buffer::new(balance, BUFFER_CAPACITY);
+    tokio::spawn(resolve(
+        uri.scheme_str().unwrap_or("http").to_owned(),
+        host,
+        port,
+        changes,
+    ));
+    BoxCloneSyncService::new(buffered)
+}
+
+/// One address in the balancer: its channel, its failure pause, its load.
+type Backend = PendingRequests<FailFast<Channel>, CompleteOnResponse>;
+
+/// Looks `host:port` up now and every [`RESOLVE_INTERVAL`], and tells the
+/// balancer which addresses came and went, until the balancer is gone.
+async fn resolve(
+    scheme: String,
+    host: String,
+    port: u16,
+    changes: mpsc::Sender<Change<SocketAddr, Backend>>,
+) {
+    let mut current: HashSet<SocketAddr> = HashSet::new();
+    let mut failing = false;
+    loop {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => {
+                let found: HashSet<SocketAddr> = found.collect();
+                if failing {
+                    tracing::info!(%host, addresses = found.len(), "name resolves again");
+                    failing = false;
+                }
+                let mut sent = Vec::new();
+                for gone in current.difference(&found) {
+                    sent.push(Change::Remove(*gone));
+                }
+                for new in found.difference(&current) {
+                    sent.push(Change::Insert(*new, endpoint(&scheme, *new)));
+                }
+                if !sent.is_empty() {
+                    tracing::debug!(%host, addresses = ?found, "upstream addresses changed");
+                }
+                for change in sent {
+                    if changes.send(change).await.is_err() {
+                        return;
+                    }
+                }
+                current = found;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%host, %error, "cannot resolve; keeping the addresses known");
+                    failing = true;
+                }
+            }
+        }
+        let pause = if current.is_empty() {
+            RESOLVE_RETRY_INTERVAL
+        } else {
+            RESOLVE_INTERVAL
+        };
+        tokio::select! {
+            () = changes.closed() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// One address's lazily connected channel, with its load and failure pause.
+fn endpoint(scheme: &str, addr: SocketAddr) -> Backend {
+    let uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(addr.to_string())
+        .path_and_query("/")
+        .build()
+        .unwrap_or_default();
+    let channel = Endpoint::from(uri)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect_lazy();
+    PendingRequests::new(FailFast::new(channel), CompleteOnResponse::default())
+}
+
+/// Takes an address out of the balancer's choice for
+/// [`FAILED_ENDPOINT_PAUSE`] after a call on it failed at the transport
+/// (connection refused, reset, closed): tonic's channel reconnects on the
+/// next call, and without the pause the balancer would keep choosing the
+/// address that fails fastest.
+pub struct FailFast<S> {
+    inner: S,
+    /// Set by a failed call's future; read by `poll_ready`.
+    failed: Arc<AtomicBool>,
+    /// The pause in progress.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> FailFast<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            failed: Arc::new(AtomicBool::new(false)),
+            pause: None,
+        }
+    }
+}
+
+impl<S, Request> Service<Request> for FailFast<S>
+where
+    S: Service<Request>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.failed.swap(false, Ordering::SeqCst) {
+            self.pause = Some(Box::pin(tokio::time::sleep(FAILED_ENDPOINT_PAUSE)));
+        }
+        if let Some(pause) = self.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.pause = None;
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let failed = self.failed.clone();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let result = call.await;
+            if result.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            result
+        })
+    }
+}

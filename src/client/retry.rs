@@ -1,0 +1,278 @@
+//! Retries of calls that are safe to repeat, as one tower layer shared by
+//! every client: every votemesh RPC is (reads change nothing; CastVote
+//! records the voter's latest vote, so casting the same vote again changes
+//! nothing either).
+//!
+//! ```text
+//! tonic client ─► CollectBody (the request's bytes, its deadline)
+//!              ─► Retry<RetrySafeCalls> ─► the balanced channel
+//! ```
+//!
+//! A call is tried again when it failed at the transport (a connection
+//! refused, reset, or closed by a server recycling it with GOAWAY: the
+//! call never reached a handler or its outcome is lost) or the server
+//! answered UNAVAILABLE; never for any other status. Retries wait a
+//! jittered, growing pause, stay inside the caller's deadline (each
+//! attempt gets only the time left), and draw on a budget shared by every
+//! call of the client (at least [`MIN_RETRIES_PER_SECOND`], plus
+//! [`RETRY_PERCENT`] of recent calls), so a real outage is not multiplied
+//! into a retry storm.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Full};
+use tonic::{
+    body::Body,
+    codegen::{
+        Bytes,
+        http::{self, HeaderValue},
+    },
+};
+use tower::{
+    BoxError, Layer, Service, ServiceExt,
+    retry::{
+        Policy,
+        backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff},
+        budget::{Budget, TpsBudget},
+    },
+    util::rng::HasherRng,
+};
+
+/// Most attempts of one call, the first included.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// Retries always allowed per second, whatever the traffic.
+pub const MIN_RETRIES_PER_SECOND: u32 = 20;
+/// Share of recent calls that may be retried on top of that.
+pub const RETRY_PERCENT: f32 = 0.2;
+/// Shortest pause before a retry (then doubling, with jitter).
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(20);
+/// Longest pause before a retry.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How far back the budget remembers calls.
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// The gRPC status code UNAVAILABLE, as it appears in `grpc-status`.
+const UNAVAILABLE: &str = "14";
+
+/// The retry policy; clones share one budget.
+#[derive(Clone)]
+pub struct RetrySafeCalls {
+    budget: Arc<TpsBudget>,
+    backoff: ExponentialBackoff,
+}
+
+impl Default for RetrySafeCalls {
+    fn default() -> Self {
+        let backoff = ExponentialBackoffMaker::new(
+            FIRST_RETRY_DELAY,
+            MAX_RETRY_DELAY,
+            1.0,
+            HasherRng::default(),
+        )
+        .map(|mut maker| maker.make_backoff())
+        .unwrap_or_else(|_| ExponentialBackoffMaker::default().make_backoff());
+        Self {
+            budget: Arc::new(TpsBudget::new(
+                BUDGET_WINDOW,
+                MIN_RETRIES_PER_SECOND,
+                RETRY_PERCENT,
+            )),
+            backoff,
+        }
+    }
+}
+
+impl std::fmt::Debug for RetrySafeCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetrySafeCalls").finish_non_exhaustive()
+    }
+}
+
+/// Which attempt a stored request is for, and until when it may run.
+#[derive(Clone, Copy, Debug)]
+struct Attempts {
+    made: u32,
+    deadline: Option<Instant>,
+}
+
+impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeCalls {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut http::Request<Bytes>,
+        result: &mut Result<http::Response<B>, BoxError>,
+    ) -> Option<Self::Future> {
+        let retriable = match result {
+            Err(_) => true,
+            Ok(response) => response
+                .headers()
+                .get("grpc-status")
+                .is_some_and(|status| status == UNAVAILABLE),
+        };
+        let attempts = request.extensions_mut().get_mut::<Attempts>()?;
+        if !retriable || attempts.made >= MAX_ATTEMPTS {
+            return None;
+        }
+        let pause = self.backoff.next_backoff();
+        if let Some(deadline) = attempts.deadline {
+            // Leave the next attempt some of the caller's time.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left <= MAX_RETRY_DELAY * 2 {
+                return None;
+            }
+        }
+        if !self.budget.withdraw() {
+            tracing::debug!("retry budget spent; not retrying");
+            return None;
+        }
+        attempts.made += 1;
+        let attempt = attempts.made;
+        let (method, error) = describe(request, result);
+        tracing::debug!(%method, %error, attempt, "retrying a call");
+        Some(pause)
+    }
+
+    fn clone_request(&mut self, request: &http::Request<Bytes>) -> Option<http::Request<Bytes>> {
+        let attempts = request.extensions().get::<Attempts>().copied();
+        if attempts.is_some_and(|attempts| attempts.made == 1) {
+            // The call's first attempt: it earns retries for later calls.
+            self.budget.deposit();
+        }
+        let mut clone = http::Request::new(request.body().clone());
+        *clone.method_mut() = request.method().clone();
+        *clone.uri_mut() = request.uri().clone();
+        *clone.version_mut() = request.version();
+        *clone.headers_mut() = request.headers().clone();
+        if let Some(attempts) = attempts {
+            if let Some(deadline) = attempts.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Ok(value) = HeaderValue::from_str(&grpc_timeout(left)) {
+                    clone.headers_mut().insert("grpc-timeout", value);
+                }
+            }
+            clone.extensions_mut().insert(attempts);
+        }
+        Some(clone)
+    }
+}
+
+fn describe<B>(
+    request: &http::Request<Bytes>,
+    result: &Result<http::Response<B>, BoxError>,
+) -> (String, String) {
+    let error = match result {
+        Err(error) => error.to_string(),
+        Ok(_) => "UNAVAILABLE".to_owned(),
+    };
+    (request.uri().path().to_owned(), error)
+}
+
+/// Reads the whole request body (a unary or server-streaming call sends
+/// one message) so the call can be sent again, and notes the deadline the
+/// caller set in `grpc-timeout`.
+#[derive(Clone, Debug)]
+pub struct CollectBody<S> {
+    inner: S,
+}
+
+/// Layer of [`CollectBody`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CollectBodyLayer;
+
+impl<S> Layer<S> for CollectBodyLayer {
+    type Service = CollectBody<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CollectBody { inner }
+    }
+}
+
+impl<S> Service<http::Request<Body>> for CollectBody<S>
+where
+    S: Service<http::Request<Bytes>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is checked on the clone that makes the call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            let mut request = http::Request::from_parts(parts, bytes);
+            let deadline = request
+                .headers()
+                .get("grpc-timeout")
+                .and_then(|value| value.to_str().ok())
+                .and_then(parse_grpc_timeout)
+                .map(|timeout| Instant::now() + timeout);
+            request
+                .extensions_mut()
+                .insert(Attempts { made: 1, deadline });
+            inner.oneshot(request).await
+        })
+    }
+}
+
+/// A request whose body is bytes again becomes one tonic can send.
+pub fn into_body(request: http::Request<Bytes>) -> http::Request<Body> {
+    request.map(|bytes| Body::new(Full::new(bytes)))
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m,
+/// u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Writes a `grpc-timeout` value (at most 8 digits) for `left`.
+fn grpc_timeout(left: Duration) -> String {
+    let micros = left.as_micros();
+    if micros < 100_000_000 {
+        format!("{micros}u")
+    } else {
+        format!("{}m", left.as_millis().min(99_999_999))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_round_trip() {
+        assert_eq!(parse_grpc_timeout("5000000u"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        let left = Duration::from_millis(1234);
+        assert_eq!(parse_grpc_timeout(&grpc_timeout(left)), Some(left));
+        let long = Duration::from_secs(500);
+        assert_eq!(parse_grpc_timeout(&grpc_timeout(long)), Some(long));
+    }
+}
