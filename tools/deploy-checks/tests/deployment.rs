@@ -18,8 +18,10 @@ use serde_json::json;
 use votemesh::{config, telemetry};
 
 fn repo() -> PathBuf {
+    // The crate lives in tools/deploy-checks/.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .expect("the crate lives in the repository")
         .to_path_buf()
 }
