@@ -1,5 +1,5 @@
-//! The one place a votemesh gRPC server is assembled, and a client channel
-//! is made. Reading [`serve`] tells the whole inbound path of every service:
+//! The one place a votemesh gRPC server is assembled (the client side is
+//! [`crate::client`]). Reading [`serve`] tells the whole inbound path of every service:
 //!
 //! ```text
 //! TCP ─► per-request span (trace context from the caller) ─► load shedding
@@ -11,7 +11,7 @@
 //! and in-flight calls finish before [`serve`] returns (at most
 //! [`shutdown::DRAIN_TIMEOUT`] later).
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -21,12 +21,16 @@ use tonic::{
     body::Body,
     codegen::{Service, http},
     server::NamedService,
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint, Server},
+    transport::Server,
 };
 use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 
-use crate::{health::Health, proto::FILE_DESCRIPTOR_SET, shutdown, telemetry};
+use crate::{
+    client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT},
+    health::Health,
+    proto::FILE_DESCRIPTOR_SET,
+    shutdown, telemetry,
+};
 
 /// Longest a unary call may take before it fails with CANCELLED.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,14 +39,8 @@ pub const CONCURRENCY_PER_CONNECTION: usize = 256;
 /// Age after which a server asks a client to open a new connection (which
 /// kube-proxy may send to another replica).
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
-/// HTTP/2 pings on idle connections, so a half-open one is noticed.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// How long a ping may go unanswered before the connection is dropped.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client waits for a TCP connection to a votemesh server.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A gRPC server or channel could not be set up or failed.
+/// A gRPC server could not be set up or failed.
 #[derive(Debug, Error)]
 pub enum GrpcError {
     /// Reflection could not read the descriptor sets (a build problem).
@@ -51,12 +49,6 @@ pub enum GrpcError {
     /// The server's transport failed.
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// A client address is not a valid URI.
-    #[error("{address:?} is not a gRPC address such as http://vote:5000")]
-    BadAddress {
-        /// The address given.
-        address: String,
-    },
 }
 
 /// Serves `service` with health and reflection on `listener` until
@@ -127,46 +119,3 @@ pub const INFRASTRUCTURE_SERVICES: [&str; 3] = [
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 ];
-
-/// A client channel to `address` (such as `http://vote:5000`) that connects
-/// lazily and reconnects by itself, with the caller's trace context added
-/// to every request.
-pub fn channel(address: &str) -> Result<InterceptedService<Channel, TracedRequests>, GrpcError> {
-    let endpoint =
-        Endpoint::from_shared(address.to_owned()).map_err(|_| GrpcError::BadAddress {
-            address: address.to_owned(),
-        })?;
-    let channel = endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy();
-    Ok(InterceptedService::new(channel, TracedRequests))
-}
-
-/// A plain channel to the server at `addr`, connected now (for health
-/// checks of a known server: tests and `--health-check`).
-pub async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
-    let uri = http::Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query("/")
-        .build()
-        .unwrap_or_default();
-    Channel::builder(uri)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await
-}
-
-/// Interceptor that adds the current trace context to outgoing requests.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TracedRequests;
-
-impl tonic::service::Interceptor for TracedRequests {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        telemetry::inject_trace_context(request)
-    }
-}

@@ -1,6 +1,8 @@
 //! `grpc.health.v1` wiring shared by every gRPC server.
 //!
-//! Each server reports three kinds of names (see DESIGN.md):
+//! Server side only (a client asks with [`crate::client::check_health`]).
+//! Each server reports three kinds of names (the health model of
+//! `docs/DESIGN.md`):
 //! - [`LIVENESS`]: SERVING while the process can serve at all (the
 //!   Kubernetes liveness probe asks for it);
 //! - `""` and the business service name (such as `votemesh.v1.VoteService`):
@@ -13,7 +15,6 @@
 
 use std::{
     future::Future,
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,12 +26,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic_health::{
     ServingStatus,
-    pb::{
-        HealthCheckRequest,
-        health_check_response::ServingStatus as ReportedStatus,
-        health_client::HealthClient,
-        health_server::{Health as HealthApi, HealthServer},
-    },
+    pb::health_server::{Health as HealthApi, HealthServer},
     server::HealthReporter,
 };
 
@@ -133,21 +129,6 @@ impl Health {
             reporter.set_service_status(name, status).await;
         }
     }
-}
-
-/// Asks the server at `addr` for the status of `service` (`""`: readiness),
-/// as a probe does. A server that cannot be reached is UNAVAILABLE; a name
-/// it does not report is NOT_FOUND.
-pub async fn check(addr: SocketAddr, service: &str) -> Result<ReportedStatus, tonic::Status> {
-    let channel = crate::grpc::connect(addr).await.map_err(|error| {
-        tonic::Status::unavailable(format!("cannot connect to {addr}: {error}"))
-    })?;
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await?;
-    Ok(response.into_inner().status())
 }
 
 /// Runs `check` every `interval` and reports its answer as readiness, until

@@ -28,23 +28,27 @@
 //!   connecting to Postgres or SQLite.
 //! - [`health`]: `grpc.health.v1` wiring: liveness and readiness names.
 //! - [`grpc`]: the one place a gRPC server is assembled (health, reflection,
-//!   tracing) and a client channel is made.
+//!   tracing, limits).
+//! - [`client`]: the client side: traced channels between components, the
+//!   health Check a probe makes, and `--health-check`.
 //! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal as a cancellation token.
-//! - [`selfcheck`]: `--health-check`, a binary probing its own server.
-//! - `testing` (feature `testing`): starts real `redis-server` and
-//!   PostgreSQL processes for tests.
+//!
+//! Modules depend on each other in one direction only: `grpc` (server) and
+//! `client` both use `telemetry`; `health` is server-side and knows no
+//! client. The test harness (real Redis and PostgreSQL, services under
+//! test) is the separate dev-only crate `votemesh-testing` in `testing/`.
+//! The design behind the data path and the health model is written down in
+//! `docs/DESIGN.md`.
 
 pub mod ballot;
+pub mod client;
 pub mod config;
 pub mod grpc;
 pub mod health;
 pub mod poll;
 pub mod proto;
 pub mod queue;
-pub mod selfcheck;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -10,7 +10,7 @@ const PASSWORD: &str = "s3cret-Pa55word";
 
 #[tokio::test]
 async fn a_failed_connection_does_not_print_the_password() {
-    let port = votemesh::testing::free_port().unwrap();
+    let port = votemesh_testing::free_port().await.unwrap();
     let args = DatabaseArgs {
         db_host: Some("127.0.0.1".into()),
         db_port: port,

@@ -51,7 +51,7 @@ use tower_http::{
     catch_panic::CatchPanicLayer, compression::CompressionLayer,
     set_header::SetResponseHeaderLayer, trace::TraceLayer,
 };
-use votemesh::{grpc::GrpcError, shutdown::CancellationToken, telemetry};
+use votemesh::{client::ClientError, shutdown::CancellationToken, telemetry};
 
 pub use fanout::Fanout;
 pub use upstream::Upstream;
@@ -85,7 +85,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 pub enum GatewayError {
     /// A service address is not usable.
     #[error(transparent)]
-    Grpc(#[from] GrpcError),
+    Upstream(#[from] ClientError),
     /// Serving failed.
     #[error("HTTP server error: {0}")]
     Io(#[from] std::io::Error),

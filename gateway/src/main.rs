@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use votemesh::{selfcheck, shutdown, telemetry};
+use votemesh::{client::selfcheck, shutdown, telemetry};
 use votemesh_gateway::cli::Cli;
 
 #[tokio::main]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::{body::Body, http::Request};
 use hyper_util::rt::TokioIo;
-use votemesh::selfcheck::{TIMEOUT, loopback};
+use votemesh::client::selfcheck::{TIMEOUT, loopback};
 
 /// `Ok` if the gateway listening on `listen` answers `/readyz` with 200.
 pub async fn check(listen: SocketAddr) -> Result<(), String> {

@@ -3,18 +3,16 @@
 
 use std::time::Duration;
 
-use tonic::{Request, Status, service::interceptor::InterceptedService, transport::Channel};
+use tonic::{Request, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use votemesh::{
-    grpc::{self, GrpcError, TracedRequests},
+    client::{self, ClientError, TracedChannel as Traced},
     proto::v1::{
         CastVoteRequest, CastVoteResponse, GetResultsRequest, ListOptionsRequest, PollOption,
         Tally, WatchResultsRequest, result_service_client::ResultServiceClient,
         vote_service_client::VoteServiceClient,
     },
 };
-
-type Traced = InterceptedService<Channel, TracedRequests>;
 
 /// Clients of both services; cheap to clone (they share connections).
 #[derive(Clone, Debug)]
@@ -33,9 +31,9 @@ impl Upstream {
         vote_addr: &str,
         result_addr: &str,
         timeout: Duration,
-    ) -> Result<Self, GrpcError> {
-        let vote = grpc::channel(vote_addr)?;
-        let result = grpc::channel(result_addr)?;
+    ) -> Result<Self, ClientError> {
+        let vote = client::channel(vote_addr)?;
+        let result = client::channel(result_addr)?;
         Ok(Self {
             vote: VoteServiceClient::new(vote.clone()),
             vote_health: HealthClient::new(vote),

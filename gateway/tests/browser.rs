@@ -7,17 +7,18 @@
 mod support;
 
 use std::{
-    net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Stdio,
     time::Duration,
 };
 
 use support::System;
 use thirtyfour::{ChromiumLikeCapabilities, DesiredCapabilities, WebDriver, prelude::By};
-use votemesh::{
-    proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
-    testing::{free_port, probe},
+use tokio::process::{Child, Command};
+use votemesh::proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient};
+use votemesh_testing::{
+    free_port, probe,
+    process::{port_open, wait_until},
 };
 
 const INSTALL: &str = "apt-get install -y chromium chromium-driver";
@@ -25,41 +26,34 @@ const INSTALL: &str = "apt-get install -y chromium chromium-driver";
 /// A chromedriver process on a free port, killed when dropped.
 struct ChromeDriver {
     port: u16,
-    child: Child,
+    _child: Child,
     _profile: tempfile::TempDir,
 }
 
 impl ChromeDriver {
-    #[expect(
-        clippy::zombie_processes,
-        reason = "Drop kills and waits for the process"
-    )]
-    fn start() -> Self {
+    async fn start() -> Self {
         for binary in ["chromedriver", "chromium"] {
             assert!(
                 which(binary).is_some(),
                 "{binary} not found on PATH: the browser test needs Debian's Chromium; install it with `{INSTALL}`"
             );
         }
-        let port = free_port().unwrap();
+        let port = free_port().await.unwrap();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let profile = tempfile::tempdir().unwrap();
-                return Self {
-                    port,
-                    child,
-                    _profile: profile,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        wait_until("chromedriver", || port_open(port))
+            .await
+            .unwrap();
+        Self {
+            port,
+            _child: child,
+            _profile: tempfile::tempdir().unwrap(),
         }
-        panic!("chromedriver did not start");
     }
 
     async fn browser(&self) -> WebDriver {
@@ -86,13 +80,6 @@ impl ChromeDriver {
         WebDriver::new(format!("http://127.0.0.1:{}", self.port), capabilities)
             .await
             .expect("a Chromium session")
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -137,7 +124,7 @@ async fn script(browser: &WebDriver, script: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_browser_votes_with_one_click_and_sees_results_change_live() {
     let system = System::start(true).await;
-    let driver = ChromeDriver::start();
+    let driver = ChromeDriver::start().await;
     let browser = driver.browser().await;
 
     // Voting page: one click is a vote, and the page says which.
@@ -181,7 +168,8 @@ async fn a_browser_votes_with_one_click_and_sees_results_change_live() {
     )
     .await;
 
-    let mut votes = VoteServiceClient::new(probe::channel(system.vote_addr).await.unwrap());
+    let mut votes =
+        VoteServiceClient::new(votemesh::client::connect(system.vote_addr).await.unwrap());
     for voter in 0..3 {
         let request = CastVoteRequest {
             voter_id: format!("grpc-{voter}"),

@@ -6,7 +6,7 @@ mod support;
 use std::io::Read;
 
 use support::{EventStream, System, cookie_pair, get, request, total};
-use votemesh::testing::probe;
+use votemesh_testing::probe;
 
 const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
 const JSON: Option<&str> = Some("application/json");
@@ -255,7 +255,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_queues_nothing() {
             );
         }
     }
-    assert_eq!(system.queued(), ":0\r\n", "nothing was queued");
+    assert_eq!(system.queued().await, ":0\r\n", "nothing was queued");
     system.stop().await;
 }
 

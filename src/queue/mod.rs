@@ -38,6 +38,12 @@ pub const PROCESSING_KEY_PREFIX: &str = "votes:processing:";
 /// Prefix of each worker's heartbeat key (`votes:worker:<worker id>`).
 pub const HEARTBEAT_KEY_PREFIX: &str = "votes:worker:";
 
+/// The key of the processing list of the worker `worker_id`: where its
+/// in-flight batch waits until the database committed it.
+pub fn processing_key(worker_id: &str) -> String {
+    format!("{PROCESSING_KEY_PREFIX}{worker_id}")
+}
+
 /// A validated vote before the queue has stamped it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NewVote {

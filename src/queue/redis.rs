@@ -101,7 +101,7 @@ impl RedisQueue {
     pub fn for_worker(&self, worker_id: &str) -> RedisWorkerQueue {
         RedisWorkerQueue {
             queue: self.clone(),
-            processing_key: format!("{PROCESSING_KEY_PREFIX}{worker_id}"),
+            processing_key: super::processing_key(worker_id),
             heartbeat_key: format!("{HEARTBEAT_KEY_PREFIX}{worker_id}"),
             take_script: Script::new(TAKE_BATCH_SCRIPT),
             reclaim_script: Script::new(RECLAIM_SCRIPT),
@@ -164,11 +164,6 @@ pub struct RedisWorkerQueue {
 }
 
 impl RedisWorkerQueue {
-    /// The key of this worker's processing list.
-    pub fn processing_key(&self) -> &str {
-        &self.processing_key
-    }
-
     /// Tops the processing list up to `max` and returns all of it.
     async fn top_up(
         &self,

@@ -6,9 +6,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
     config::PollArgs,
     proto::v1::{CastVoteRequest, GetResultsRequest, Tally, WatchResultsRequest},
-    testing::{PostgresServer, RedisServer, probe},
 };
 use votemesh_standalone::Backends;
+use votemesh_testing::{PostgresServer, RedisServer, probe};
 
 mod support;
 
@@ -108,8 +108,8 @@ async fn votes_are_counted_exactly_and_watchers_see_them(system: &System) {
 
 #[tokio::test]
 async fn the_full_path_on_real_redis_and_postgres() {
-    let redis = RedisServer::start().unwrap();
-    let postgres = PostgresServer::start().unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
     let backends = Backends {
         redis: Some(redis.url()),
         database: postgres.url(),
@@ -122,7 +122,9 @@ async fn the_full_path_on_real_redis_and_postgres() {
         (system.addrs.worker, votemesh_worker::SERVICE_NAME),
         (system.addrs.result, votemesh_result::SERVICE_NAME),
     ] {
-        let listed = probe::reflected_services_v1(addr).await.unwrap();
+        let listed = probe::reflected_services(addr, probe::Reflection::V1)
+            .await
+            .unwrap();
         assert!(
             listed.iter().any(|name| name == service),
             "{addr} lists {service}: {listed:?}"

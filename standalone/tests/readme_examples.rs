@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use votemesh::testing::probe;
+use votemesh_testing::probe;
 
 mod support;
 

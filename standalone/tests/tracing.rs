@@ -11,7 +11,7 @@ use opentelemetry_sdk::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::layer::SubscriberExt;
-use votemesh::testing::probe;
+use votemesh_testing::probe;
 
 mod support;
 

@@ -9,64 +9,13 @@ use std::{net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use votemesh::{
-    config::PollArgs,
-    queue::redis::RedisQueue,
-    store,
-    testing::{PostgresServer, RedisServer, TestServer},
-};
 use votemesh_gateway::{AppState, Fanout};
+use votemesh_testing::{
+    PostgresServer, RedisServer, TestServer,
+    services::{ANY_PORT as ANY, start_result, start_vote, start_worker, worker_settings},
+};
 
 pub const WAIT: Duration = Duration::from_secs(30);
-
-/// Starts the vote service on `addr` (port 0: any), ready.
-pub async fn start_vote(redis: &RedisServer, addr: SocketAddr) -> TestServer {
-    let queue = RedisQueue::new(&redis.url()).unwrap();
-    TestServer::spawn(addr, |listener, shutdown| {
-        votemesh_vote::run(
-            listener,
-            queue,
-            PollArgs::default().poll().unwrap(),
-            "vote-under-test".into(),
-            Duration::from_millis(100),
-            shutdown,
-        )
-    })
-    .await
-    .ready()
-    .await
-}
-
-/// Starts the result service on `addr` (port 0: any), ready.
-pub async fn start_result(postgres: &PostgresServer, addr: SocketAddr) -> TestServer {
-    let db = store::connect(&postgres.url()).await.unwrap();
-    store::migrate(&db).await.unwrap();
-    TestServer::spawn(addr, |listener, shutdown| {
-        votemesh_result::run(
-            listener,
-            db,
-            PollArgs::default().poll().unwrap(),
-            Duration::from_millis(50),
-            shutdown,
-        )
-    })
-    .await
-    .ready()
-    .await
-}
-
-/// Starts a worker.
-pub async fn start_worker(redis: &RedisServer, postgres: &PostgresServer) -> TestServer {
-    let db = store::connect(&postgres.url()).await.unwrap();
-    let source = RedisQueue::new(&redis.url())
-        .unwrap()
-        .for_worker("gateway-test");
-    let settings = votemesh_worker::DrainSettings::new("gateway-test");
-    TestServer::spawn(ANY, |listener, shutdown| {
-        votemesh_worker::run(listener, source, db, settings, shutdown)
-    })
-    .await
-}
 
 /// Starts a gateway in front of `vote` and `result`; returns it and its fan-out.
 pub async fn start_gateway(vote: SocketAddr, result: SocketAddr) -> (TestServer, Fanout) {
@@ -84,9 +33,6 @@ pub async fn start_gateway(vote: SocketAddr, result: SocketAddr) -> (TestServer,
     .await;
     (gateway, fanout.unwrap())
 }
-
-/// Any free loopback port.
-const ANY: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// The whole system: real servers, the three services and a gateway. The
 /// vote and result services can be stopped and started again on their
@@ -106,12 +52,12 @@ pub struct System {
 impl System {
     /// Starts everything; without a worker, votes stay queued in Redis.
     pub async fn start(with_worker: bool) -> Self {
-        let redis = RedisServer::start().unwrap();
-        let postgres = PostgresServer::start().unwrap();
+        let redis = RedisServer::start().await.unwrap();
+        let postgres = PostgresServer::start().await.unwrap();
         let vote = start_vote(&redis, ANY).await;
         let result = start_result(&postgres, ANY).await;
         let worker = if with_worker {
-            Some(start_worker(&redis, &postgres).await)
+            Some(start_worker(&redis, &postgres, worker_settings("gateway-test")).await)
         } else {
             None
         };
@@ -155,9 +101,10 @@ impl System {
     }
 
     /// Votes waiting in Redis.
-    pub fn queued(&self) -> String {
+    pub async fn queued(&self) -> String {
         self.redis
             .command(&["LLEN", votemesh::queue::QUEUE_KEY])
+            .await
             .unwrap()
     }
 

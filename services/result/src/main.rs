@@ -6,7 +6,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use votemesh::{selfcheck, shutdown, store, telemetry};
+use votemesh::{client::selfcheck, shutdown, store, telemetry};
 use votemesh_result::cli::Cli;
 
 #[tokio::main]

@@ -6,32 +6,13 @@ use std::{net::SocketAddr, time::Duration};
 
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use votemesh::{
-    config::PollArgs,
-    proto::v1::{GetResultsRequest, result_service_client::ResultServiceClient},
-    store,
-    testing::{PostgresServer, TestServer, probe},
+use votemesh::proto::v1::{GetResultsRequest, result_service_client::ResultServiceClient};
+use votemesh_testing::{
+    PostgresServer, probe,
+    services::{ANY_PORT, start_result},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A result service over `postgres` on a free port, ready.
-async fn start(postgres: &PostgresServer) -> TestServer {
-    let db = store::connect(&postgres.url()).await.unwrap();
-    store::migrate(&db).await.unwrap();
-    TestServer::spawn("127.0.0.1:0".parse().unwrap(), |listener, shutdown| {
-        votemesh_result::run(
-            listener,
-            db,
-            PollArgs::default().poll().unwrap(),
-            Duration::from_millis(50),
-            shutdown,
-        )
-    })
-    .await
-    .ready()
-    .await
-}
 
 fn binary_health_check(addr: SocketAddr) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-result"))
@@ -42,10 +23,10 @@ fn binary_health_check(addr: SocketAddr) -> std::process::Output {
 
 #[tokio::test]
 async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
-    let mut postgres = PostgresServer::start().unwrap();
-    let service = start(&postgres).await;
+    let mut postgres = PostgresServer::start().await.unwrap();
+    let service = start_result(&postgres, ANY_PORT).await;
     let addr = service.addr;
-    let mut client = ResultServiceClient::new(probe::channel(addr).await.unwrap());
+    let mut client = ResultServiceClient::new(votemesh::client::connect(addr).await.unwrap());
     let tally = client
         .get_results(GetResultsRequest {})
         .await
@@ -61,7 +42,7 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
             .success()
     );
 
-    postgres.stop();
+    postgres.stop().await;
     let status = client.get_results(GetResultsRequest {}).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     probe::wait_for("readiness NOT_SERVING", WAIT, || async {
@@ -76,7 +57,7 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
             .success()
     );
 
-    postgres.restart().unwrap();
+    postgres.restart().await.unwrap();
     probe::wait_for("readiness SERVING again", WAIT, || async {
         probe::health(addr, "").await == Ok(ServingStatus::Serving)
     })

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use votemesh::{
-    config, health::DEFAULT_PROBE_INTERVAL, queue::redis::RedisQueue, selfcheck, shutdown,
+    client::selfcheck, config, health::DEFAULT_PROBE_INTERVAL, queue::redis::RedisQueue, shutdown,
     telemetry,
 };
 use votemesh_vote::cli::Cli;

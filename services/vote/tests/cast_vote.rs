@@ -6,35 +6,18 @@ use std::{net::SocketAddr, time::Duration};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
-    config::PollArgs,
     proto::v1::{CastVoteRequest, ListOptionsRequest, vote_service_client::VoteServiceClient},
-    queue::{QUEUE_KEY, QueuedVote, redis::RedisQueue},
-    testing::{RedisServer, TestServer, probe},
+    queue::{QUEUE_KEY, QueuedVote},
+};
+use votemesh_testing::{
+    RedisServer, TestServer, probe,
+    services::{ANY_PORT, SERVED_BY, start_vote},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
-const ANY_PORT: &str = "127.0.0.1:0";
-
-/// A vote service on a free port over `redis`, ready.
-async fn start(redis: &RedisServer) -> TestServer {
-    let queue = RedisQueue::new(&redis.url()).unwrap();
-    TestServer::spawn(ANY_PORT.parse().unwrap(), |listener, shutdown| {
-        votemesh_vote::run(
-            listener,
-            queue,
-            PollArgs::default().poll().unwrap(),
-            "vote-test".into(),
-            Duration::from_millis(100),
-            shutdown,
-        )
-    })
-    .await
-    .ready()
-    .await
-}
 
 async fn client(service: &TestServer) -> VoteServiceClient<tonic::transport::Channel> {
-    VoteServiceClient::new(probe::channel(service.addr).await.unwrap())
+    VoteServiceClient::new(votemesh::client::connect(service.addr).await.unwrap())
 }
 
 fn cast(voter_id: &str, option: &str) -> CastVoteRequest {
@@ -44,8 +27,11 @@ fn cast(voter_id: &str, option: &str) -> CastVoteRequest {
     }
 }
 
-fn queued(redis: &RedisServer) -> Vec<QueuedVote> {
-    let reply = redis.command(&["LRANGE", QUEUE_KEY, "0", "-1"]).unwrap();
+async fn queued(redis: &RedisServer) -> Vec<QueuedVote> {
+    let reply = redis
+        .command(&["LRANGE", QUEUE_KEY, "0", "-1"])
+        .await
+        .unwrap();
     reply
         .lines()
         .filter(|line| line.starts_with('{'))
@@ -55,8 +41,8 @@ fn queued(redis: &RedisServer) -> Vec<QueuedVote> {
 
 #[tokio::test]
 async fn a_valid_vote_is_queued_with_a_sequence_and_acknowledged() {
-    let redis = RedisServer::start().unwrap();
-    let service = start(&redis).await;
+    let redis = RedisServer::start().await.unwrap();
+    let service = start_vote(&redis, ANY_PORT).await;
     let mut client = client(&service).await;
 
     let first = client
@@ -69,11 +55,11 @@ async fn a_valid_vote_is_queued_with_a_sequence_and_acknowledged() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(first.served_by, "vote-test");
+    assert_eq!(first.served_by, SERVED_BY);
     assert!(first.cast_at.is_some());
     assert_ne!(first.vote_id, second.vote_id);
 
-    let votes = queued(&redis);
+    let votes = queued(&redis).await;
     assert_eq!(votes.len(), 2);
     let (newer, older) = (&votes[0], &votes[1]);
     assert_eq!((older.option.as_str(), newer.option.as_str()), ("a", "b"));
@@ -102,8 +88,8 @@ async fn a_valid_vote_is_queued_with_a_sequence_and_acknowledged() {
 
 #[tokio::test]
 async fn every_invalid_vote_is_refused_with_invalid_argument_and_nothing_is_queued() {
-    let redis = RedisServer::start().unwrap();
-    let service = start(&redis).await;
+    let redis = RedisServer::start().await.unwrap();
+    let service = start_vote(&redis, ANY_PORT).await;
     let mut client = client(&service).await;
 
     let long = "x".repeat(129);
@@ -127,21 +113,21 @@ async fn every_invalid_vote_is_refused_with_invalid_argument_and_nothing_is_queu
             status.message()
         );
     }
-    assert!(queued(&redis).is_empty());
+    assert!(queued(&redis).await.is_empty());
     // 128 characters is still fine.
     client.cast_vote(cast(&"y".repeat(128), "a")).await.unwrap();
-    assert_eq!(queued(&redis).len(), 1);
+    assert_eq!(queued(&redis).await.len(), 1);
     service.stop().await;
 }
 
 #[tokio::test]
 async fn redis_down_means_unavailable_and_not_serving_then_recovers_by_itself() {
-    let mut redis = RedisServer::start().unwrap();
-    let service = start(&redis).await;
+    let mut redis = RedisServer::start().await.unwrap();
+    let service = start_vote(&redis, ANY_PORT).await;
     let mut client = client(&service).await;
     client.cast_vote(cast("v1", "a")).await.unwrap();
 
-    redis.stop();
+    redis.stop().await;
     let status = client.cast_vote(cast("v2", "a")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     for name in ["", votemesh_vote::SERVICE_NAME] {
@@ -156,13 +142,13 @@ async fn redis_down_means_unavailable_and_not_serving_then_recovers_by_itself() 
         "liveness does not follow dependencies"
     );
 
-    redis.restart().unwrap();
+    redis.restart().await.unwrap();
     probe::wait_for("readiness SERVING again", WAIT, || async {
         probe::health(service.addr, "").await == Ok(ServingStatus::Serving)
     })
     .await;
     client.cast_vote(cast("v3", "b")).await.unwrap();
-    let votes = queued(&redis);
+    let votes = queued(&redis).await;
     assert_eq!(
         votes.len(),
         1,
@@ -174,8 +160,8 @@ async fn redis_down_means_unavailable_and_not_serving_then_recovers_by_itself() 
 
 #[tokio::test]
 async fn health_names_and_reflection_follow_the_design() {
-    let redis = RedisServer::start().unwrap();
-    let service = start(&redis).await;
+    let redis = RedisServer::start().await.unwrap();
+    let service = start_vote(&redis, ANY_PORT).await;
     for name in ["", "liveness", votemesh_vote::SERVICE_NAME] {
         assert_eq!(
             probe::health(service.addr, name).await,
@@ -195,11 +181,13 @@ async fn health_names_and_reflection_follow_the_design() {
         votemesh_vote::SERVICE_NAME,
     ];
     assert_eq!(
-        probe::reflected_services_v1(service.addr).await.unwrap(),
+        probe::reflected_services(service.addr, probe::Reflection::V1)
+            .await
+            .unwrap(),
         expected
     );
     assert_eq!(
-        probe::reflected_services_v1alpha(service.addr)
+        probe::reflected_services(service.addr, probe::Reflection::V1Alpha)
             .await
             .unwrap(),
         expected
@@ -209,9 +197,9 @@ async fn health_names_and_reflection_follow_the_design() {
 
 #[tokio::test]
 async fn shutdown_reports_not_serving_to_watchers_and_returns() {
-    let redis = RedisServer::start().unwrap();
-    let service = start(&redis).await;
-    let channel = probe::channel(service.addr).await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let service = start_vote(&redis, ANY_PORT).await;
+    let channel = votemesh::client::connect(service.addr).await.unwrap();
     let mut watch = tonic_health::pb::health_client::HealthClient::new(channel)
         .watch(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
@@ -255,8 +243,8 @@ fn binary_health_check(addr: SocketAddr) -> std::process::Output {
 
 #[tokio::test]
 async fn the_binary_health_check_follows_readiness() {
-    let mut redis = RedisServer::start().unwrap();
-    let service = start(&redis).await;
+    let mut redis = RedisServer::start().await.unwrap();
+    let service = start_vote(&redis, ANY_PORT).await;
     let addr = service.addr;
     let healthy = tokio::task::spawn_blocking(move || binary_health_check(addr))
         .await
@@ -264,7 +252,7 @@ async fn the_binary_health_check_follows_readiness() {
     assert!(healthy.status.success(), "{healthy:?}");
     assert_eq!(String::from_utf8_lossy(&healthy.stdout).trim(), "healthy");
 
-    redis.stop();
+    redis.stop().await;
     probe::wait_for("readiness NOT_SERVING", WAIT, || async {
         probe::health(addr, "").await == Ok(ServingStatus::NotServing)
     })

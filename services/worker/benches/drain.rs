@@ -22,8 +22,8 @@ use uuid::Uuid;
 use votemesh::{
     queue::{NewVote, VoteSink, redis::RedisQueue},
     store::{self, entity::tally},
-    testing::{PostgresServer, RedisServer},
 };
+use votemesh_testing::{PostgresServer, RedisServer};
 
 struct Outcome {
     batch_size: usize,
@@ -32,8 +32,8 @@ struct Outcome {
 }
 
 async fn run(batch_size: usize, votes: usize) -> Outcome {
-    let redis = RedisServer::start().expect("redis-server");
-    let postgres = PostgresServer::start().expect("postgres");
+    let redis = RedisServer::start().await.expect("redis-server");
+    let postgres = PostgresServer::start().await.expect("postgres");
     let db = store::connect(&postgres.url()).await.unwrap();
     store::migrate(&db).await.unwrap();
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use votemesh::{queue::redis::RedisQueue, selfcheck, shutdown, store, telemetry};
+use votemesh::{client::selfcheck, queue::redis::RedisQueue, shutdown, store, telemetry};
 use votemesh_worker::{DrainSettings, cli::Cli};
 
 #[tokio::main]

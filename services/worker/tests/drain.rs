@@ -22,7 +22,10 @@ use votemesh::{
         self,
         entity::{tally, vote},
     },
-    testing::{PostgresServer, RedisServer, TestServer, probe},
+};
+use votemesh_testing::{
+    PostgresServer, RedisServer, probe,
+    services::{start_worker, worker_settings},
 };
 use votemesh_worker::{DrainSettings, store::apply_batch};
 
@@ -69,25 +72,6 @@ fn counts(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
     pairs.iter().map(|(id, n)| ((*id).to_owned(), *n)).collect()
 }
 
-/// A worker on a free port, draining `redis` into `postgres` (not
-/// waiting for readiness: some tests start it with a dependency down).
-async fn start_worker(
-    redis: &RedisServer,
-    postgres: &PostgresServer,
-    worker_id: &str,
-) -> TestServer {
-    let source = RedisQueue::new(&redis.url()).unwrap().for_worker(worker_id);
-    let db = store::connect(&postgres.url()).await.unwrap();
-    let mut settings = DrainSettings::new(worker_id);
-    settings.batch_size = 50;
-    settings.probe_interval = Duration::from_millis(100);
-    settings.max_backoff = Duration::from_millis(300);
-    TestServer::spawn("127.0.0.1:0".parse().unwrap(), |listener, shutdown| {
-        votemesh_worker::run(listener, source, db, settings, shutdown)
-    })
-    .await
-}
-
 async fn wait_for_tally(db: &DatabaseConnection, expected: &BTreeMap<String, i64>) {
     probe::wait_for(&format!("tally {expected:?}"), WAIT, || async {
         &tally_of(db).await == expected
@@ -97,8 +81,8 @@ async fn wait_for_tally(db: &DatabaseConnection, expected: &BTreeMap<String, i64
 
 #[tokio::test]
 async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
-    let redis = RedisServer::start().unwrap();
-    let postgres = PostgresServer::start().unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
     let queue = RedisQueue::new(&redis.url()).unwrap();
 
@@ -119,8 +103,8 @@ async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
         }
         *expected.entry(last.to_owned()).or_default() += 1;
     }
-    let first = start_worker(&redis, &postgres, "w1").await;
-    let second = start_worker(&redis, &postgres, "w2").await;
+    let first = start_worker(&redis, &postgres, worker_settings("w1")).await;
+    let second = start_worker(&redis, &postgres, worker_settings("w2")).await;
     wait_for_tally(&db, &expected).await;
     assert_eq!(
         recount(&db).await,
@@ -128,7 +112,7 @@ async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
         "the tally is in step with the votes"
     );
 
-    let mut client = WorkerServiceClient::new(probe::channel(first.addr).await.unwrap());
+    let mut client = WorkerServiceClient::new(votemesh::client::connect(first.addr).await.unwrap());
     let stats = client
         .get_stats(GetStatsRequest {})
         .await
@@ -142,7 +126,7 @@ async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
 
 #[tokio::test]
 async fn an_older_vote_never_overwrites_a_newer_one_and_replays_change_nothing() {
-    let postgres = PostgresServer::start().unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
     let newer = QueuedVote::stamped(&new_vote("v1", "b"), 20);
     let older = QueuedVote::stamped(&new_vote("v1", "a"), 10);
@@ -178,13 +162,14 @@ async fn an_older_vote_never_overwrites_a_newer_one_and_replays_change_nothing()
 
 #[tokio::test]
 async fn a_poison_message_goes_to_the_dead_letter_list_and_the_votes_around_it_count() {
-    let redis = RedisServer::start().unwrap();
-    let postgres = PostgresServer::start().unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
     let queue = RedisQueue::new(&redis.url()).unwrap();
     queue.push(&new_vote("before", "a")).await.unwrap();
     redis
         .command(&["LPUSH", QUEUE_KEY, "this is not a vote"])
+        .await
         .unwrap();
     redis
         .command(&[
@@ -192,23 +177,27 @@ async fn a_poison_message_goes_to_the_dead_letter_list_and_the_votes_around_it_c
             QUEUE_KEY,
             r#"{"sequence":1,"voter_id":"","option":"a"}"#,
         ])
+        .await
         .unwrap();
     queue.push(&new_vote("after", "b")).await.unwrap();
 
-    let worker = start_worker(&redis, &postgres, "w1").await;
+    let worker = start_worker(&redis, &postgres, worker_settings("w1")).await;
     wait_for_tally(&db, &counts(&[("a", 1), ("b", 1)])).await;
     probe::wait_for("two dead letters", WAIT, || async {
         redis
             .command(&["LLEN", DEAD_LETTER_KEY])
+            .await
             .unwrap()
             .starts_with(":2")
     })
     .await;
     let dead = redis
         .command(&["LRANGE", DEAD_LETTER_KEY, "0", "-1"])
+        .await
         .unwrap();
     assert!(dead.contains("this is not a vote"), "{dead}");
-    let mut client = WorkerServiceClient::new(probe::channel(worker.addr).await.unwrap());
+    let mut client =
+        WorkerServiceClient::new(votemesh::client::connect(worker.addr).await.unwrap());
     assert_eq!(
         client
             .get_stats(GetStatsRequest {})
@@ -223,8 +212,8 @@ async fn a_poison_message_goes_to_the_dead_letter_list_and_the_votes_around_it_c
 
 #[tokio::test]
 async fn a_worker_that_died_holding_a_batch_loses_nothing() {
-    let redis = RedisServer::start().unwrap();
-    let postgres = PostgresServer::start().unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
     let queue = RedisQueue::new(&redis.url()).unwrap();
     for voter in 0..30 {
@@ -253,15 +242,19 @@ async fn a_worker_that_died_holding_a_batch_loses_nothing() {
     assert!(
         redis
             .command(&["LLEN", QUEUE_KEY])
+            .await
             .unwrap()
             .starts_with(":10")
     );
 
     // The crashed worker restarts under its own id and finishes its batch;
     // the orphaned batch is reclaimed since its worker has no heartbeat.
-    let restarted = start_worker(&redis, &postgres, "crashed").await;
+    let restarted = start_worker(&redis, &postgres, worker_settings("crashed")).await;
     wait_for_tally(&db, &counts(&[("a", 10), ("b", 20)])).await;
-    let processing = redis.command(&["KEYS", "votes:processing:*"]).unwrap();
+    let processing = redis
+        .command(&["KEYS", "votes:processing:*"])
+        .await
+        .unwrap();
     assert!(
         processing.starts_with("*0"),
         "no batch left behind: {processing}"
@@ -271,11 +264,11 @@ async fn a_worker_that_died_holding_a_batch_loses_nothing() {
 
 #[tokio::test]
 async fn postgres_down_stalls_the_worker_without_loss_and_it_resumes_by_itself() {
-    let redis = RedisServer::start().unwrap();
-    let mut postgres = PostgresServer::start().unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let mut postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
     let queue = RedisQueue::new(&redis.url()).unwrap();
-    let worker = start_worker(&redis, &postgres, "w1").await;
+    let worker = start_worker(&redis, &postgres, worker_settings("w1")).await;
     queue.push(&new_vote("v1", "a")).await.unwrap();
     wait_for_tally(&db, &counts(&[("a", 1)])).await;
     probe::wait_for("worker ready", WAIT, || async {
@@ -283,7 +276,7 @@ async fn postgres_down_stalls_the_worker_without_loss_and_it_resumes_by_itself()
     })
     .await;
 
-    postgres.stop();
+    postgres.stop().await;
     for voter in 2..=20 {
         queue
             .push(&new_vote(&format!("v{voter}"), "b"))
@@ -300,7 +293,7 @@ async fn postgres_down_stalls_the_worker_without_loss_and_it_resumes_by_itself()
         Ok(ServingStatus::Serving)
     );
 
-    postgres.restart().unwrap();
+    postgres.restart().await.unwrap();
     let db = database(&postgres).await;
     wait_for_tally(&db, &counts(&[("a", 1), ("b", 19)])).await;
     probe::wait_for("worker SERVING again", WAIT, || async {
@@ -312,16 +305,16 @@ async fn postgres_down_stalls_the_worker_without_loss_and_it_resumes_by_itself()
 
 #[tokio::test]
 async fn redis_restart_stalls_the_worker_and_it_resumes_by_itself() {
-    let mut redis = RedisServer::start().unwrap();
-    let postgres = PostgresServer::start().unwrap();
+    let mut redis = RedisServer::start().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
-    let worker = start_worker(&redis, &postgres, "w1").await;
-    redis.stop();
+    let worker = start_worker(&redis, &postgres, worker_settings("w1")).await;
+    redis.stop().await;
     probe::wait_for("worker NOT_SERVING", WAIT, || async {
         probe::health(worker.addr, "").await == Ok(ServingStatus::NotServing)
     })
     .await;
-    redis.restart().unwrap();
+    redis.restart().await.unwrap();
     let queue = RedisQueue::new(&redis.url()).unwrap();
     queue.push(&new_vote("v1", "b")).await.unwrap();
     wait_for_tally(&db, &counts(&[("b", 1)])).await;
@@ -330,7 +323,7 @@ async fn redis_restart_stalls_the_worker_and_it_resumes_by_itself() {
 
 #[tokio::test]
 async fn migrations_are_safe_when_several_workers_start_at_once() {
-    let postgres = PostgresServer::start().unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
     let db = Arc::new(store::connect(&postgres.url()).await.unwrap());
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -366,8 +359,8 @@ fn worker_process(
 
 #[tokio::test]
 async fn kill_9_of_the_worker_process_while_draining_loses_and_doubles_nothing() {
-    let redis = RedisServer::start().unwrap();
-    let postgres = PostgresServer::start().unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
     let queue = RedisQueue::new(&redis.url()).unwrap();
     let mut expected = BTreeMap::<String, i64>::new();
@@ -390,7 +383,7 @@ async fn kill_9_of_the_worker_process_while_draining_loses_and_doubles_nothing()
     .await;
     worker.kill().unwrap(); // SIGKILL: no chance to finish anything
     worker.wait().unwrap();
-    let left = redis.command(&["LLEN", QUEUE_KEY]).unwrap();
+    let left = redis.command(&["LLEN", QUEUE_KEY]).await.unwrap();
     assert!(
         !left.starts_with(":0"),
         "the kill came before the queue was drained: {left}"
@@ -418,9 +411,9 @@ async fn kill_9_of_the_worker_process_while_draining_loses_and_doubles_nothing()
 
 #[tokio::test]
 async fn the_binary_health_check_follows_readiness() {
-    let redis = RedisServer::start().unwrap();
-    let mut postgres = PostgresServer::start().unwrap();
-    let worker = start_worker(&redis, &postgres, "hc").await;
+    let redis = RedisServer::start().await.unwrap();
+    let mut postgres = PostgresServer::start().await.unwrap();
+    let worker = start_worker(&redis, &postgres, worker_settings("hc")).await;
     let addr = worker.addr;
     let check = move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-worker"))
@@ -439,7 +432,7 @@ async fn the_binary_health_check_follows_readiness() {
             .status
             .success()
     );
-    postgres.stop();
+    postgres.stop().await;
     probe::wait_for("worker NOT_SERVING", WAIT, || async {
         probe::health(addr, "").await == Ok(ServingStatus::NotServing)
     })
@@ -498,21 +491,22 @@ async fn with_the_in_process_queue_shutdown_drains_every_queued_vote_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_move_that_lands_late_is_part_of_the_next_batch_not_lost() {
-    let redis = RedisServer::start().unwrap();
+    let redis = RedisServer::start().await.unwrap();
     let queue = RedisQueue::new(&redis.url()).unwrap();
     let source = queue.for_worker("late");
-    let processing = source.processing_key().to_owned();
+    let processing = votemesh::queue::processing_key("late");
     // A BLMOVE the client gave up on (past its response timeout) is still
     // blocked in Redis, and moves a vote when one arrives.
     let abandoned = {
         let url = redis.port();
         let processing = processing.clone();
-        tokio::task::spawn_blocking(move || {
-            let redis = RedisServer::command_on(
+        tokio::spawn(async move {
+            RedisServer::command_on(
                 url,
                 &["BLMOVE", QUEUE_KEY, &processing, "RIGHT", "LEFT", "5"],
-            );
-            redis.unwrap()
+            )
+            .await
+            .unwrap()
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -532,6 +526,7 @@ async fn a_blocking_move_that_lands_late_is_part_of_the_next_batch_not_lost() {
     assert!(
         redis
             .command(&["LLEN", &processing])
+            .await
             .unwrap()
             .starts_with(":0")
     );

@@ -14,9 +14,9 @@ use votemesh::{
         result_service_client::ResultServiceClient, vote_service_client::VoteServiceClient,
     },
     shutdown::CancellationToken,
-    testing::probe,
 };
 use votemesh_standalone::{Addrs, Backends, Listeners, Settings};
+use votemesh_testing::probe;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -82,11 +82,11 @@ impl System {
     }
 
     pub async fn vote_client(&self) -> VoteServiceClient<Channel> {
-        VoteServiceClient::new(probe::channel(self.addrs.vote).await.unwrap())
+        VoteServiceClient::new(votemesh::client::connect(self.addrs.vote).await.unwrap())
     }
 
     pub async fn result_client(&self) -> ResultServiceClient<Channel> {
-        ResultServiceClient::new(probe::channel(self.addrs.result).await.unwrap())
+        ResultServiceClient::new(votemesh::client::connect(self.addrs.result).await.unwrap())
     }
 
     /// Shuts the system down and waits until every server stopped.

@@ -1,20 +1,29 @@
 //! A throwaway PostgreSQL cluster for one test.
+//!
+//! PostgreSQL refuses to run as root: when the tests run as root (as CI
+//! does), `initdb` and `postgres` run as the `postgres` account that
+//! Debian's package creates, in a directory that account owns.
 
 use std::{
-    fs,
-    os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Output, Stdio},
+    time::Duration,
 };
 
 use tempfile::TempDir;
+use tokio::process::{Child, Command};
+use votemesh::config::ConnectionUrl;
 
-use super::{HarnessError, find_binary, free_port, port_open, wait_until};
-use crate::config::ConnectionUrl;
+use crate::{
+    HarnessError,
+    process::{find_binary, free_port, port_open, signal, wait_until},
+};
 
 const INSTALL: &str = "apt-get install -y postgresql";
 /// The account PostgreSQL runs as when the tests run as root.
 const POSTGRES_ACCOUNT: &str = "postgres";
+/// How long a fast shutdown may take before the server is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running PostgreSQL server (user `postgres`, trust authentication,
 /// database `postgres`), stopped and deleted when dropped.
@@ -30,19 +39,20 @@ pub struct PostgresServer {
 
 impl PostgresServer {
     /// Creates a cluster with `initdb` and starts it on a free loopback port.
-    pub fn start() -> Result<Self, HarnessError> {
-        let initdb = find_binary("initdb", &debian_bin_dirs(), INSTALL)?;
-        let bin_dir = initdb.parent().map(PathBuf::from).unwrap_or_default();
-        let bin_dir = fs::canonicalize(&initdb)
-            .ok()
-            .and_then(|real| real.parent().map(PathBuf::from))
-            .unwrap_or(bin_dir);
+    pub async fn start() -> Result<Self, HarnessError> {
+        let initdb = find_binary("initdb", &debian_bin_dirs().await, INSTALL)?;
+        let bin_dir = tokio::fs::canonicalize(&initdb)
+            .await
+            .unwrap_or_else(|_| initdb.clone())
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
         let dir = tempfile::Builder::new()
             .prefix("votemesh-pg-")
             .tempdir()
             .map_err(HarnessError::io("creating a PostgreSQL directory"))?;
-        let run_as = if is_root() {
-            let ids = account_ids(POSTGRES_ACCOUNT)?;
+        let run_as = if is_root().await {
+            let ids = account_ids(POSTGRES_ACCOUNT).await?;
             std::os::unix::fs::chown(dir.path(), Some(ids.0), Some(ids.1))
                 .map_err(HarnessError::io("handing the data directory to postgres"))?;
             Some(ids)
@@ -50,14 +60,14 @@ impl PostgresServer {
             None
         };
         let mut server = Self {
-            port: free_port()?,
+            port: free_port().await?,
             bin_dir,
             dir,
             run_as,
             child: None,
         };
-        server.initdb()?;
-        server.start_process()?;
+        server.initdb().await?;
+        server.start_process().await?;
         Ok(server)
     }
 
@@ -74,35 +84,34 @@ impl PostgresServer {
         self.port
     }
 
-    /// Stops the server (fast shutdown: open sessions are cut).
-    pub fn stop(&mut self) {
+    /// Stops the server with a fast shutdown (open sessions are cut), as
+    /// `pg_ctl stop -m fast` does, and waits until it exited.
+    pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let data_dir = self.data_dir();
-            let stopped = self
-                .command("pg_ctl")
-                .arg("stop")
-                .arg("-D")
-                .arg(&data_dir)
-                .args(["-m", "fast", "-w"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|status| status.success());
-            if !stopped {
-                let _ = child.kill();
+            if let Some(pid) = child.id() {
+                signal(pid, libc::SIGINT);
             }
-            let _ = child.wait();
+            if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
         }
     }
 
     /// Starts the server again on the same port, with the same data.
-    pub fn restart(&mut self) -> Result<(), HarnessError> {
-        self.stop();
-        self.start_process()
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop().await;
+        self.start_process().await
     }
 
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
     }
 
     /// A command for one of the PostgreSQL binaries, run as the right user.
@@ -115,35 +124,24 @@ impl PostgresServer {
         command
     }
 
-    fn initdb(&self) -> Result<(), HarnessError> {
+    async fn initdb(&self) -> Result<(), HarnessError> {
         let output = self
             .command("initdb")
             .arg("-D")
             .arg(self.data_dir())
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8"])
+            .args(["--locale=C", "--no-sync"])
             .output()
+            .await
             .map_err(HarnessError::io("running initdb"))?;
         check("initdb", &output)
     }
 
-    fn start_process(&mut self) -> Result<(), HarnessError> {
-        let log = fs::File::create(self.dir.path().join("postgres.log"))
+    async fn start_process(&mut self) -> Result<(), HarnessError> {
+        let log = std::fs::File::create(self.log_path())
             .map_err(HarnessError::io("creating the PostgreSQL log"))?;
         if let Some((uid, gid)) = self.run_as {
-            let _ = std::os::unix::fs::chown(
-                self.dir.path().join("postgres.log"),
-                Some(uid),
-                Some(gid),
-            );
+            let _ = std::os::unix::fs::chown(self.log_path(), Some(uid), Some(gid));
         }
         let child = self
             .command("postgres")
@@ -160,52 +158,60 @@ impl PostgresServer {
             .map_err(HarnessError::io("starting postgres"))?;
         self.child = Some(child);
         let port = self.port;
-        wait_until("postgres", || {
-            port_open(port)
-                && self
+        let this = &*self;
+        let ready = wait_until("postgres", || async move {
+            port_open(port).await
+                && this
                     .command("pg_isready")
                     .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
                     .status()
+                    .await
                     .is_ok_and(|status| status.success())
         })
-        .map_err(|error| {
-            let log = fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
-            HarnessError::Failed(format!("{error}; postgres log:\n{log}"))
-        })
+        .await;
+        if let Err(error) = ready {
+            let log = tokio::fs::read_to_string(self.log_path())
+                .await
+                .unwrap_or_default();
+            return Err(HarnessError::Failed(format!(
+                "{error}; postgres log:\n{log}"
+            )));
+        }
+        Ok(())
     }
 }
 
 impl Drop for PostgresServer {
+    /// Immediate shutdown (SIGQUIT): the postmaster ends its sessions and
+    /// releases its shared memory before the directory is deleted. A drop
+    /// cannot wait; tests that care stop the server first.
     fn drop(&mut self) {
-        self.stop();
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            signal(pid, libc::SIGQUIT);
+        }
     }
 }
 
 /// Where Debian keeps the PostgreSQL server binaries, newest version first.
-fn debian_bin_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path().join("bin"))
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort_by_key(|dir| {
-        std::cmp::Reverse(
-            dir.parent()
-                .and_then(|version| version.file_name())
-                .and_then(|name| name.to_str())
-                .and_then(|name| name.parse::<u32>().ok())
-                .unwrap_or(0),
-        )
-    });
-    dirs
+async fn debian_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(mut entries) = tokio::fs::read_dir("/usr/lib/postgresql").await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let version = entry
+                .file_name()
+                .to_str()
+                .and_then(|v| v.parse::<u32>().ok());
+            dirs.push((version.unwrap_or(0), entry.path().join("bin")));
+        }
+    }
+    dirs.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+    dirs.into_iter().map(|(_, dir)| dir).collect()
 }
 
-fn is_root() -> bool {
+async fn is_root() -> bool {
     // The effective uid of this process, as the kernel reports it.
-    fs::read_to_string("/proc/self/status")
+    tokio::fs::read_to_string("/proc/self/status")
+        .await
         .ok()
         .and_then(|status| {
             status
@@ -217,9 +223,10 @@ fn is_root() -> bool {
 }
 
 /// The uid and gid of a local account, from /etc/passwd.
-fn account_ids(account: &str) -> Result<(u32, u32), HarnessError> {
-    let passwd =
-        fs::read_to_string("/etc/passwd").map_err(HarnessError::io("reading /etc/passwd"))?;
+async fn account_ids(account: &str) -> Result<(u32, u32), HarnessError> {
+    let passwd = tokio::fs::read_to_string("/etc/passwd")
+        .await
+        .map_err(HarnessError::io("reading /etc/passwd"))?;
     passwd
         .lines()
         .map(|line| line.split(':').collect::<Vec<_>>())

@@ -10,7 +10,7 @@ use std::{
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::health;
+use super::check_health;
 
 /// Longest a self-check may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,7 +30,7 @@ pub fn loopback(listen: SocketAddr) -> SocketAddr {
 pub async fn grpc(listen: SocketAddr, service: &str) -> Result<(), String> {
     let addr = loopback(listen);
     let check = async {
-        match health::check(addr, service).await {
+        match check_health(addr, service).await {
             Ok(ServingStatus::Serving) => Ok(()),
             Ok(status) => Err(format!("{addr} reports {}", status.as_str_name())),
             Err(status) => Err(format!("health check failed: {}", status.message())),

@@ -6,10 +6,10 @@
 use std::{fmt::Debug, future::Future, net::SocketAddr, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
+use votemesh::shutdown::CancellationToken;
 
-use super::probe;
+use crate::probe;
 
 /// How long a test waits for a server to become ready or to stop.
 pub const SERVER_WAIT: Duration = Duration::from_secs(30);

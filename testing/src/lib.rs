@@ -1,0 +1,80 @@
+//! # votemesh-testing
+//!
+//! The test harness every votemesh crate's tests share. It is a
+//! dev-dependency only, so nothing here widens the product's API or ships
+//! in a binary.
+//!
+//! Tests talk to real servers: [`RedisServer`] and [`PostgresServer`] start
+//! Debian's `redis-server` and `initdb` + `postgres` on free loopback ports
+//! in temporary directories, and stop them when dropped. Tests stop and
+//! restart them to see what the services do while a dependency is down.
+//! Everything that waits is async (tokio processes, sockets and timers), so
+//! the harness never blocks the test's runtime.
+//!
+//! ## Layout
+//!
+//! - [`redis`]: a throwaway `redis-server`, and raw commands against it.
+//! - [`postgres`]: a throwaway PostgreSQL cluster. As root (CI), PostgreSQL
+//!   runs as the `postgres` account Debian's package creates.
+//! - [`server`]: [`TestServer`], one votemesh service running in the test
+//!   on a loopback listener, to stop and restart at will.
+//! - [`services`]: starting the vote, worker and result services the way
+//!   every test does.
+//! - [`probe`]: client-side checks (health, reflection) and [`wait_for`].
+//! - [`process`]: finding server binaries and waiting for them to start.
+
+pub mod postgres;
+pub mod probe;
+pub mod process;
+pub mod redis;
+pub mod server;
+pub mod services;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use self::{
+    postgres::PostgresServer,
+    probe::wait_for,
+    process::free_port,
+    redis::RedisServer,
+    server::{SERVER_WAIT, TestServer},
+};
+
+/// How long a server process may take to start accepting connections.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A test server could not be started or driven.
+#[derive(Debug, Error)]
+pub enum HarnessError {
+    /// A server binary is not installed.
+    #[error("{binary} not found (looked in {looked_in}); install it with `{install}`")]
+    MissingBinary {
+        /// The binary's name.
+        binary: &'static str,
+        /// Where it was looked for.
+        looked_in: String,
+        /// The command that installs it.
+        install: &'static str,
+    },
+    /// Running a command or talking to a server failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A command ran but failed, or a server did not come up in time.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl HarnessError {
+    /// Wraps an I/O error with what was being done.
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+}

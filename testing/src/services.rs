@@ -1,0 +1,94 @@
+//! Starting votemesh's gRPC services inside a test, the one way every
+//! test does: on a loopback listener, over real servers, with the short
+//! probe intervals that keep tests quick.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use votemesh::{config::PollArgs, poll::Poll, queue::redis::RedisQueue, store};
+use votemesh_worker::DrainSettings;
+
+use crate::{PostgresServer, RedisServer, TestServer};
+
+/// Any free loopback port.
+pub const ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+/// The instance name a vote service under test reports in `served_by`.
+pub const SERVED_BY: &str = "vote-under-test";
+/// How often services under test check their dependencies.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a result service under test reads the tally.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The default poll (`a` Cats, `b` Dogs).
+pub fn cats_and_dogs() -> Poll {
+    PollArgs::default()
+        .poll()
+        .unwrap_or_else(|error| panic!("the default poll is valid: {error}"))
+}
+
+/// Starts the vote service on `addr` (port 0: any) over `redis`, ready.
+pub async fn start_vote(redis: &RedisServer, addr: SocketAddr) -> TestServer {
+    let queue = RedisQueue::new(&redis.url())
+        .unwrap_or_else(|error| panic!("a queue for {}: {error}", redis.url()));
+    TestServer::spawn(addr, |listener, shutdown| {
+        votemesh_vote::run(
+            listener,
+            queue,
+            cats_and_dogs(),
+            SERVED_BY.into(),
+            PROBE_INTERVAL,
+            shutdown,
+        )
+    })
+    .await
+    .ready()
+    .await
+}
+
+/// Starts the result service on `addr` (port 0: any) over `postgres`,
+/// migrated first, ready.
+pub async fn start_result(postgres: &PostgresServer, addr: SocketAddr) -> TestServer {
+    let db = store::connect(&postgres.url())
+        .await
+        .unwrap_or_else(|error| panic!("connecting to {}: {error}", postgres.url()));
+    store::migrate(&db)
+        .await
+        .unwrap_or_else(|error| panic!("migrating: {error}"));
+    TestServer::spawn(addr, |listener, shutdown| {
+        votemesh_result::run(listener, db, cats_and_dogs(), REFRESH_INTERVAL, shutdown)
+    })
+    .await
+    .ready()
+    .await
+}
+
+/// Drain settings for a worker under test named `worker_id`: small
+/// batches and short pauses.
+pub fn worker_settings(worker_id: &str) -> DrainSettings {
+    let mut settings = DrainSettings::new(worker_id);
+    settings.batch_size = 50;
+    settings.probe_interval = PROBE_INTERVAL;
+    settings.max_backoff = Duration::from_millis(300);
+    settings
+}
+
+/// Starts a worker draining `redis` into `postgres` on any port. It does
+/// not wait for readiness: some tests start it with a dependency down.
+pub async fn start_worker(
+    redis: &RedisServer,
+    postgres: &PostgresServer,
+    settings: DrainSettings,
+) -> TestServer {
+    let source = RedisQueue::new(&redis.url())
+        .unwrap_or_else(|error| panic!("a queue for {}: {error}", redis.url()))
+        .for_worker(&settings.worker_id);
+    let db = store::connect(&postgres.url())
+        .await
+        .unwrap_or_else(|error| panic!("connecting to {}: {error}", postgres.url()));
+    TestServer::spawn(ANY_PORT, |listener, shutdown| {
+        votemesh_worker::run(listener, source, db, settings, shutdown)
+    })
+    .await
+}
