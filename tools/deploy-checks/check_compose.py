@@ -1,11 +1,15 @@
 """Checks docker-compose.yml against the Dockerfile and the binaries.
 
-Usage: check_compose.py REPO_ROOT
+Usage: check_compose.py REPO_ROOT DRAIN_SECONDS
 
 The compose file must parse; every service built from the repository must
 use a target the Dockerfile has, and its healthcheck must run its own
 binary's --health-check; dependencies must wait for health; Postgres and
-Redis keep their data in volumes.
+Redis keep their data in volumes. Each service built here gets longer than
+the binaries' drain (DRAIN_SECONDS, votemesh::shutdown::DRAIN_TIMEOUT) to
+stop before compose kills it. Networks as in the original app: Redis and
+Postgres only on `back`, the gateway only on `front`. No port is published
+on a host port that macOS takes (AirPlay Receiver: 5000, 7000).
 """
 
 import os
@@ -15,7 +19,21 @@ import sys
 import yaml
 
 root = sys.argv[1]
+drain_seconds = float(sys.argv[2])
 problems = []
+# Host ports a stock macOS holds (AirPlay Receiver).
+TAKEN_ON_MACOS = {5000, 7000}
+NETWORKS = {"redis": {"back"}, "postgres": {"back"}, "gateway": {"front"}}
+
+
+def seconds(duration):
+    """A compose duration such as 20s, 1m30s or 1500ms, in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(duration))
+    if not parts or "".join(n + u for n, u in parts) != str(duration):
+        problems.append(f"unreadable duration {duration!r}")
+        return 0
+    return sum(float(n) * units[u] for n, u in parts)
 
 with open(os.path.join(root, "Dockerfile")) as f:
     stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", f.read(), re.MULTILINE | re.IGNORECASE))
@@ -41,6 +59,25 @@ for name, service in services.items():
             problems.append(f"{name}: depends on unknown service {dependency}")
         if condition.get("condition") != "service_healthy":
             problems.append(f"{name}: does not wait for {dependency} to be healthy")
+declared = set(compose.get("networks") or {})
+for name, service in services.items():
+    networks = service.get("networks") or []
+    networks = set(networks if isinstance(networks, list) else networks.keys())
+    if not networks or not networks <= declared:
+        problems.append(f"{name}: networks {sorted(networks)} are not among the declared {sorted(declared)}")
+    if name in NETWORKS and networks != NETWORKS[name]:
+        problems.append(f"{name}: on networks {sorted(networks)}, expected only {sorted(NETWORKS[name])}")
+    if service.get("build") is not None:
+        grace = seconds(service.get("stop_grace_period", "10s"))
+        if grace <= drain_seconds:
+            problems.append(f"{name}: stop_grace_period {grace:g} s is not longer than the {drain_seconds:g} s drain")
+    for mapping in service.get("ports", []):
+        parts = str(mapping).split(":")
+        host = int(parts[-2]) if len(parts) >= 2 else None
+        if host is None:
+            problems.append(f"{name}: port {mapping} publishes on a random host port")
+        elif host in TAKEN_ON_MACOS:
+            problems.append(f"{name}: host port {host} is taken on macOS (AirPlay Receiver)")
 for store in ("postgres", "redis"):
     mounts = services.get(store, {}).get("volumes", [])
     if not any(m.split(":")[0] in volumes for m in mounts):

@@ -1,0 +1,120 @@
+"""Checks that the host ports agree everywhere a developer meets them.
+
+Usage: check_host_ports.py REPO_ROOT TILT_SUMMARY_JSON DEV_RENDERED_YAML COMPONENTS_JSON
+
+Tilt's port forwards (from run_tiltfile.py's summary), compose's published
+ports, the kind cluster's port mappings and the README's Kubernetes, Tilt
+and Compose sections must give each component the same host port, and
+forward it to the port its binary listens on (COMPONENTS_JSON). No host
+port may be one a stock macOS holds (AirPlay Receiver: 5000 and 7000). The
+kind mapping must publish the dev overlay's gateway NodePort, and
+k8s/kind/ctlptl.yaml must describe the same cluster as k8s/kind/cluster.yaml.
+In those README sections, every localhost:PORT must be one of these ports,
+every `kubectl port-forward svc/NAME HOST:CONTAINER` must match, and every
+grpcurl call must go to the component that serves the method it names.
+"""
+
+import json
+import os
+import re
+import sys
+
+import yaml
+
+root, summary_path, dev_path, components_path = sys.argv[1:5]
+problems = []
+TAKEN_ON_MACOS = {5000, 7000}
+TILT_UI = 10350
+README_SECTIONS = ("Run it on Kubernetes", "Develop with Tilt", "Run it with Docker Compose")
+SERVES = {"votemesh.v1.VoteService": "vote", "votemesh.v1.ResultService": "result", "votemesh.v1.WorkerService": "worker"}
+
+with open(summary_path) as f:
+    summary = json.load(f)
+with open(components_path) as f:
+    components = json.load(f)
+with open(os.path.join(root, "docker-compose.yml")) as f:
+    compose = yaml.safe_load(f)
+with open(dev_path) as f:
+    dev = [o for o in yaml.safe_load_all(f) if o]
+
+host_ports = {}  # component -> host port
+
+
+def claim(component, host, container, where):
+    if container != components[component]["port"]:
+        problems.append(f"{where}: {component} forwards to {container}, it listens on {components[component]['port']}")
+    if host in TAKEN_ON_MACOS:
+        problems.append(f"{where}: {component} on host port {host}, which macOS's AirPlay Receiver holds")
+    if host_ports.setdefault(component, host) != host:
+        problems.append(f"{where}: {component} on host port {host}, elsewhere {host_ports[component]}")
+
+
+for component in components:
+    forwards = summary["port_forwards"].get(component, [])
+    if not forwards:
+        problems.append(f"Tilt: no port forward for {component}")
+    for forward in forwards:
+        host, _, container = forward.partition(":")
+        claim(component, int(host), int(container or host), "Tilt")
+    for mapping in compose["services"].get(component, {}).get("ports", []):
+        parts = str(mapping).split(":")
+        claim(component, int(parts[-2]), int(parts[-1]), "compose")
+
+with open(os.path.join(root, "k8s/kind/cluster.yaml")) as f:
+    kind = yaml.safe_load(f)
+with open(os.path.join(root, "k8s/kind/ctlptl.yaml")) as f:
+    ctlptl = {d["kind"]: d for d in yaml.safe_load_all(f) if d}
+if ctlptl.get("Cluster", {}).get("kindV1Alpha4Cluster") != kind:
+    problems.append("k8s/kind/ctlptl.yaml's kindV1Alpha4Cluster differs from k8s/kind/cluster.yaml")
+registry_port = ctlptl.get("Registry", {}).get("port")
+if registry_port in TAKEN_ON_MACOS:
+    problems.append(f"ctlptl registry on host port {registry_port}, which macOS's AirPlay Receiver holds")
+node_ports = [
+    p.get("nodePort") for o in dev if o["kind"] == "Service" and o["metadata"]["name"] == "gateway" for p in o["spec"]["ports"]
+]
+mappings = [m for node in kind.get("nodes", []) for m in node.get("extraPortMappings", [])]
+kind_ports = {m["hostPort"] for m in mappings}
+if not any(m["containerPort"] in node_ports for m in mappings):
+    problems.append(f"kind maps {[m['containerPort'] for m in mappings]}, not the dev gateway's NodePort {node_ports}")
+for port in kind_ports:
+    if port in TAKEN_ON_MACOS or port in host_ports.values():
+        problems.append(f"kind publishes host port {port}, taken by macOS or by a port forward")
+
+with open(os.path.join(root, "README.md")) as f:
+    readme = f.read()
+sections = {}
+for block in re.split(r"^## ", readme, flags=re.MULTILINE)[1:]:
+    title, _, body = block.partition("\n")
+    sections[title.strip()] = body
+allowed = set(host_ports.values()) | kind_ports | {TILT_UI}
+by_port = {port: component for component, port in host_ports.items()}
+for title in README_SECTIONS:
+    body = sections.get(title)
+    if body is None:
+        problems.append(f"README.md has no section {title!r}")
+        continue
+    for port in re.findall(r"localhost:(\d+)", body):
+        if int(port) not in allowed:
+            problems.append(f"README {title!r}: localhost:{port} is none of the host ports {sorted(allowed)}")
+    for name, host, container in re.findall(r"port-forward svc/(\w+) (\d+):(\d+)", body):
+        if name in components:
+            claim(name, int(host), int(container), f"README {title!r} port-forward")
+    for line in body.splitlines():
+        if "grpcurl" not in line or not line.lstrip().startswith("grpcurl"):
+            continue
+        port = re.search(r"localhost:(\d+)", line)
+        method = re.search(r"\s((?:grpc|votemesh)\.[\w.]+)/\w+", line)
+        if not port:
+            problems.append(f"README {title!r}: grpcurl without localhost:PORT: {line.strip()}")
+            continue
+        component = by_port.get(int(port.group(1)))
+        service = method.group(1) if method else None
+        if component is None:
+            problems.append(f"README {title!r}: grpcurl to localhost:{port.group(1)}, no component's host port")
+        elif service in SERVES and SERVES[service] != component:
+            problems.append(f"README {title!r}: {service} called on {component}'s port {port.group(1)}")
+
+for problem in problems:
+    print(f"FAIL {problem}")
+print(f"host ports {host_ports}; kind {sorted(kind_ports)}; README sections {list(README_SECTIONS)}")
+sys.exit(1 if problems else 0)

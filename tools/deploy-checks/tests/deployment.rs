@@ -1,0 +1,825 @@
+//! The deployment files, checked offline by real validators (see
+//! `tools/deploy-checks/`): every kustomization (the base, `overlays/dev`,
+//! `overlays/prod`) against the Kubernetes OpenAPI schemas and against the
+//! promises of `check_manifests.py`, the Dockerfiles with hadolint, the
+//! Tiltfile run by a Starlark interpreter with stubs of Tilt's builtins, the
+//! images' build context, the binaries the Tilt dev build makes, the compose
+//! file, the host ports everywhere a developer meets them, and the CI
+//! workflow with actionlint.
+//!
+//! What each binary reads and listens on comes from its own clap
+//! definition, so the manifests cannot drift from the code. Every check is
+//! also run on a broken copy of what it checks, and must fail there.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use clap::CommandFactory;
+use serde_json::{Value, json};
+use votemesh::{config, shutdown, telemetry};
+
+/// The kustomizations and the flavour of promises each keeps.
+const KUSTOMIZATIONS: [(&str, &str); 3] = [
+    ("k8s", "base"),
+    ("k8s/overlays/dev", "dev"),
+    ("k8s/overlays/prod", "prod"),
+];
+
+/// The cargo command of `tilt/Dockerfile.build`, which the Tilt dev loop runs
+/// inside Debian 12's Rust image.
+const TILT_DEV_BUILD: [&str; 13] = [
+    "build",
+    "--locked",
+    "--config",
+    "profile.dev.debug=\"line-tables-only\"",
+    "-p",
+    "votemesh-vote",
+    "-p",
+    "votemesh-worker",
+    "-p",
+    "votemesh-result",
+    "-p",
+    "votemesh-gateway",
+    "--quiet",
+];
+
+fn repo() -> PathBuf {
+    // The crate lives in tools/deploy-checks/.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the crate lives in the repository")
+        .to_path_buf()
+}
+
+/// A validator installed in `target/deploy-tools` (by `.ci/run`).
+fn tool(name: &str) -> Command {
+    let path = repo().join("target/deploy-tools/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing; install the validators with:\n  python3 -m venv target/deploy-tools && \
+         target/deploy-tools/bin/pip install -r tools/deploy-checks/requirements.txt",
+        path.display()
+    );
+    let mut command = Command::new(path);
+    command.current_dir(repo());
+    command
+}
+
+fn script(name: &str) -> Command {
+    let mut command = tool("python");
+    command.arg(repo().join("tools/deploy-checks").join(name));
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_success(what: &str, output: &Output) {
+    let text = text(output);
+    assert!(output.status.success(), "{what} failed:\n{text}");
+    println!("{what}:\n{text}");
+}
+
+fn assert_failure(what: &str, output: &Output, expected: &str) {
+    let text = text(output);
+    assert!(
+        !output.status.success(),
+        "{what} should have failed:\n{text}"
+    );
+    assert!(
+        text.contains(expected),
+        "{what}: {text:?} should say {expected:?}"
+    );
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn write(path: impl AsRef<Path>, contents: &str) {
+    let path = path.as_ref();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, contents).unwrap();
+}
+
+/// `text` with `from` replaced by `to` once; `from` must be there.
+fn broken(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in the file any more");
+    text.replacen(from, to, 1)
+}
+
+/// `kubectl kustomize DIR`, written to a file in `dir`.
+fn rendered(kustomization: &str, dir: &Path) -> PathBuf {
+    let output = tool("kubectl")
+        .args(["kustomize", kustomization])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {kustomization} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = dir.join(format!("{}.yaml", kustomization.replace('/', "-")));
+    std::fs::write(&path, &output.stdout).unwrap();
+    path
+}
+
+/// What each component's binary reads and listens on, from its clap definition.
+fn components(dir: &Path) -> PathBuf {
+    let describe = |command: clap::Command, protocol: &str| {
+        let mut env = config::env_names(&command);
+        env.push(telemetry::LOG_FILTER_ENV.to_owned());
+        let listen = command
+            .get_arguments()
+            .find(|argument| argument.get_id() == "listen")
+            .and_then(|argument| argument.get_default_values().first())
+            .and_then(|value| value.to_str())
+            .and_then(|value| value.parse::<SocketAddr>().ok())
+            .expect("every component has a --listen default");
+        json!({ "env": env, "port": listen.port(), "protocol": protocol })
+    };
+    let spec = json!({
+        "vote": describe(votemesh_vote::cli::Cli::command(), "grpc"),
+        "worker": describe(votemesh_worker::cli::Cli::command(), "grpc"),
+        "result": describe(votemesh_result::cli::Cli::command(), "grpc"),
+        "gateway": describe(votemesh_gateway::cli::Cli::command(), "http"),
+    });
+    let path = dir.join("components.json");
+    std::fs::write(&path, spec.to_string()).unwrap();
+    path
+}
+
+fn check_manifests(rendered: &Path, components: &Path, flavour: &str) -> Output {
+    script("check_manifests.py")
+        .arg(rendered)
+        .arg(components)
+        .arg(flavour)
+        .arg(env!("CARGO_PKG_VERSION"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_kustomization_validates_against_the_kubernetes_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |path: &Path| {
+        tool("kubernetes-validate")
+            .args(["--strict", "--quiet"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    for (kustomization, _) in KUSTOMIZATIONS {
+        let rendered = rendered(kustomization, dir.path());
+        assert_success(
+            &format!("kubernetes-validate --strict {kustomization}"),
+            &validate(&rendered),
+        );
+    }
+
+    // The validator does reject a misspelt probe and a misspelt spread.
+    let prod = read(rendered("k8s/overlays/prod", dir.path()));
+    for (from, to) in [("grpc:\n", "grpcc:\n"), ("topologyKey:", "topologyKeys:")] {
+        let path = dir.path().join("broken.yaml");
+        write(&path, &broken(&prod, from, to));
+        assert!(
+            !validate(&path).status.success(),
+            "{to:?} must not validate"
+        );
+    }
+}
+
+#[test]
+fn every_kustomization_keeps_its_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    let components = components(dir.path());
+    for (kustomization, flavour) in KUSTOMIZATIONS {
+        let rendered = rendered(kustomization, dir.path());
+        assert_success(
+            &format!("check_manifests.py {flavour}"),
+            &check_manifests(&rendered, &components, flavour),
+        );
+    }
+
+    // Each kind of broken promise is caught, in the flavour that makes it.
+    let base = read(rendered("k8s", dir.path()));
+    let dev = read(rendered("k8s/overlays/dev", dir.path()));
+    let prod = read(rendered("k8s/overlays/prod", dir.path()));
+    let hashed = |text: &str, name: &str| {
+        let at = text
+            .find(&format!("name: {name}-"))
+            .expect("a generated name");
+        text[at + 6..at + 6 + name.len() + 11].to_owned()
+    };
+    let config = hashed(&base, "app-config");
+    let cases = [
+        (
+            "base",
+            broken(&base, "service: liveness", "service: ready"),
+            "liveness is not grpc",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "readOnlyRootFilesystem: true",
+                "readOnlyRootFilesystem: false",
+            ),
+            "readOnlyRootFilesystem is not true",
+        ),
+        (
+            "base",
+            broken(&base, "name: REDIS_PORT", "name: REDIS_PROT"),
+            "does not read",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "OPTION_A: Cats",
+                "OPTION_A: example-password-change-me",
+            ),
+            "holds a Secret value",
+        ),
+        (
+            "base",
+            broken(&base, "containerPort: 5000", "containerPort: 5050"),
+            "the binary listens on 5000",
+        ),
+        (
+            "base",
+            broken(&base, "appProtocol: kubernetes.io/h2c", "appProtocol: http"),
+            "not kubernetes.io/h2c",
+        ),
+        (
+            "base",
+            base.replace(&config, "app-config"),
+            "not generated with a content hash",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                &format!("votemesh-vote:{}", env!("CARGO_PKG_VERSION")),
+                "votemesh-vote:latest",
+            ),
+            "is not ghcr.io/votemesh/",
+        ),
+        (
+            "dev",
+            broken(&dev, "replicas: 1\n", "replicas: 3\n"),
+            "expected 1 on a laptop",
+        ),
+        // The base's autoscalers in dev.
+        ("dev", base.clone(), "would scale past one replica"),
+        (
+            "dev",
+            broken(
+                &dev,
+                "readOnlyRootFilesystem: false",
+                "readOnlyRootFilesystem: true",
+            ),
+            "Tilt's live update writes the binary",
+        ),
+        (
+            "prod",
+            broken(
+                &prod,
+                "pod-security.kubernetes.io/enforce: restricted",
+                "pod-security.kubernetes.io/enforce: baseline",
+            ),
+            "restricted Pod Security Standard",
+        ),
+        (
+            "prod",
+            broken(
+                &prod,
+                "topologyKey: kubernetes.io/hostname",
+                "topologyKey: kubernetes.io/arch",
+            ),
+            "not spread over kubernetes.io/hostname",
+        ),
+        (
+            "prod",
+            broken(
+                &prod,
+                "proxy-read-timeout: \"3600\"",
+                "proxy-read-timeout: \"60\"",
+            ),
+            "cuts the live results stream",
+        ),
+        // The base in prod: an example Secret, no Ingress.
+        ("prod", base.clone(), "must not come from the repository"),
+        ("prod", base.clone(), "no Ingress routes to service/gateway"),
+    ];
+    for (flavour, manifests, expected) in cases {
+        let path = dir.path().join("broken.yaml");
+        write(&path, &manifests);
+        assert_failure(
+            &format!("{flavour} manifests broken to show {expected:?}"),
+            &check_manifests(&path, &components, flavour),
+            expected,
+        );
+    }
+}
+
+#[test]
+fn the_dockerfiles_pass_hadolint() {
+    let dockerfiles = ["Dockerfile", "tilt/Dockerfile.dev", "tilt/Dockerfile.build"];
+    for dockerfile in dockerfiles {
+        let output = tool("hadolint").arg(dockerfile).output().unwrap();
+        assert_success(&format!("hadolint {dockerfile}"), &output);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Dockerfile");
+    let original = read(repo().join("tilt/Dockerfile.build"));
+    write(
+        &path,
+        &broken(
+            &original,
+            "WORKDIR /src",
+            "WORKDIR /src\nRUN apt-get update && apt-get install -y protobuf-compiler",
+        ),
+    );
+    let output = tool("hadolint").arg(&path).output().unwrap();
+    assert_failure("hadolint on an unpinned apt-get", &output, "DL3008");
+}
+
+/// Runs the Tiltfile at `tiltfile` with Tilt arguments `args`; returns the
+/// run and the summary it wrote.
+fn run_tiltfile(tiltfile: &Path, args: &[&str], dir: &Path) -> (Output, Value) {
+    let summary = dir.join("tilt-summary.json");
+    let _ = std::fs::remove_file(&summary);
+    let output = script("run_tiltfile.py")
+        .arg(repo())
+        .arg(tiltfile)
+        .arg(&summary)
+        .args(args)
+        .output()
+        .unwrap();
+    let summary = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    (output, summary)
+}
+
+/// The promises of the Tiltfile's summary that the harness does not check
+/// itself; empty when all hold.
+fn tilt_promises(summary: &Value, docker_build: bool) -> Vec<String> {
+    let mut broken = Vec::new();
+    if summary["kustomize"] != json!(["k8s/overlays/dev"]) {
+        broken.push(format!(
+            "deploys {} instead of k8s/overlays/dev",
+            summary["kustomize"]
+        ));
+    }
+    let forwards = json!({
+        "gateway": ["3000:3000"],
+        "vote": ["15000:5000"],
+        "result": ["15001:5001"],
+        "worker": ["18080:8080"],
+    });
+    if summary["port_forwards"] != forwards {
+        broken.push(format!("port forwards {}", summary["port_forwards"]));
+    }
+    let links = summary["links"]["gateway"].to_string();
+    for url in [
+        "http://localhost:3000",
+        "http://localhost:3000/results",
+        "http://localhost:10350",
+    ] {
+        if !links.contains(&format!("\"{url}\"")) {
+            broken.push(format!("no link to {url} on the gateway"));
+        }
+    }
+    let test = &summary["local_resources"]["cargo-test"];
+    if test["cmd"] != "cargo test --workspace"
+        || test["manual"] != true
+        || test["auto_init"] != false
+    {
+        broken.push(format!("no manual `cargo test` resource: {test}"));
+    }
+    let images = summary["images"].as_object().cloned().unwrap_or_default();
+    if images.len() != 4 {
+        broken.push(format!("{} images, expected 4", images.len()));
+    }
+    for (name, image) in &images {
+        if docker_build {
+            if image["only"].as_array().is_none_or(|only| only.is_empty()) {
+                broken.push(format!("{name}: the whole repository is its build context"));
+            }
+        } else if image["live_update"]
+            .as_array()
+            .is_none_or(|steps| steps.is_empty())
+        {
+            broken.push(format!("{name}: no live update"));
+        }
+    }
+    broken
+}
+
+#[test]
+fn the_tiltfile_runs_with_tilt_builtins_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiltfile = repo().join("Tiltfile");
+    for args in [&[][..], &["--docker-build"][..]] {
+        let (output, summary) = run_tiltfile(&tiltfile, args, dir.path());
+        assert_success(&format!("Tiltfile {args:?}"), &output);
+        let broken = tilt_promises(&summary, !args.is_empty());
+        assert!(broken.is_empty(), "Tiltfile {args:?}: {broken:?}");
+    }
+
+    // The harness catches each kind of mistake Tilt would reject or that
+    // would leave objects uncategorized...
+    let original = read(&tiltfile);
+    let cases = [
+        (
+            broken(
+                &original,
+                "OVERLAY = 'k8s/overlays/dev'",
+                "OVERLAY = 'k8s/overlays/none'",
+            ),
+            "k8s/overlays/none does not exist",
+        ),
+        (
+            format!("{original}\nk8s_deploy_everything()\n"),
+            "k8s_deploy_everything",
+        ),
+        (format!("{original}\nif True\n"), "Parse error"),
+        (
+            broken(
+                &original,
+                "        port_forwards=[port],",
+                "        port_forward=[port],",
+            ),
+            "port_forward",
+        ),
+        (
+            broken(
+                &original,
+                "k8s_resource(new_name='network-policies', objects=policies,",
+                "k8s_resource(new_name='network-policies', objects=policies[1:],",
+            ),
+            "uncategorized: NetworkPolicy",
+        ),
+        (
+            broken(&original, "labels=['tests'],", ""),
+            "resource cargo-test: no label",
+        ),
+        (
+            broken(
+                &original,
+                "deps=SOURCES + ['tilt/Dockerfile.build'],",
+                "deps=SOURCES + ['tilt/Dockerfile.built'],",
+            ),
+            "tilt/Dockerfile.built does not exist",
+        ),
+    ];
+    for (tiltfile, expected) in cases {
+        let path = dir.path().join("Tiltfile");
+        write(&path, &tiltfile);
+        let (output, _) = run_tiltfile(&path, &[], dir.path());
+        assert_failure("a broken Tiltfile", &output, expected);
+    }
+
+    // ...and the summary's promises catch the rest: the base instead of the
+    // dev overlay, a port forward on macOS's AirPlay port, no `only=`.
+    let cases = [
+        (
+            broken(&original, "OVERLAY = 'k8s/overlays/dev'", "OVERLAY = 'k8s'"),
+            "instead of k8s/overlays/dev",
+        ),
+        (broken(&original, "'15000:5000'", "'5000'"), "port forwards"),
+        (
+            broken(&original, "target=name, only=SOURCES)", "target=name)"),
+            "the whole repository is its build context",
+        ),
+    ];
+    for (tiltfile, expected) in cases {
+        let path = dir.path().join("Tiltfile");
+        write(&path, &tiltfile);
+        let (_, summary) = run_tiltfile(&path, &["--docker-build"], dir.path());
+        let broken = tilt_promises(&summary, true);
+        assert!(
+            broken.iter().any(|b| b.contains(expected)),
+            "{broken:?} should say {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn the_images_build_context_holds_the_sources_and_nothing_else() {
+    let dockerignore = repo().join(".dockerignore");
+    let context = |dockerignore: &Path, only: &[String]| {
+        script("check_context.py")
+            .arg(repo())
+            .arg(dockerignore)
+            .args(only)
+            .output()
+            .unwrap()
+    };
+    assert_success(".dockerignore", &context(&dockerignore, &[]));
+    // Tilt's --docker-build narrows it further with only=.
+    let dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_tiltfile(&repo().join("Tiltfile"), &["--docker-build"], dir.path());
+    assert_success("Tiltfile --docker-build", &output);
+    for (name, image) in summary["images"].as_object().expect("images") {
+        let only: Vec<String> = image["only"]
+            .as_array()
+            .expect("only=")
+            .iter()
+            .map(|item| item.as_str().expect("a path").to_owned())
+            .collect();
+        assert_success(
+            &format!("{name} only={only:?}"),
+            &context(&dockerignore, &only),
+        );
+    }
+
+    let original = read(&dockerignore);
+    let cases = [
+        // The old .dockerignore: README, k8s/, tilt/ and the rest went in.
+        (
+            "target/\n.git/\n".to_owned(),
+            "rebuilds the images: README.md",
+        ),
+        (
+            broken(&original, "!tools/deploy-checks/Cargo.toml\n", ""),
+            "cargo cannot load the workspace",
+        ),
+        (
+            broken(&original, "!proto/\n", ""),
+            "missing from the build context: proto/",
+        ),
+        (
+            broken(&original, "gateway/tests/\n", ""),
+            "rebuilds the images: gateway/tests/",
+        ),
+    ];
+    for (contents, expected) in cases {
+        let path = dir.path().join("dockerignore");
+        write(&path, &contents);
+        assert_failure(
+            &format!("a .dockerignore broken to show {expected:?}"),
+            &context(&path, &[]),
+            expected,
+        );
+    }
+}
+
+#[test]
+fn the_tilt_dev_build_runs_in_the_image_it_is_synced_into() {
+    // The same cargo command as tilt/Dockerfile.build's (on this Debian 12
+    // machine, the release of its Rust image)...
+    let dockerfile = read(repo().join("tilt/Dockerfile.build"));
+    let in_dockerfile = format!(
+        "cargo {}",
+        TILT_DEV_BUILD[..TILT_DEV_BUILD.len() - 1]
+            .iter()
+            .map(|arg| if arg.contains('"') {
+                format!("'{arg}'")
+            } else {
+                (*arg).to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert!(
+        dockerfile.contains(&in_dockerfile),
+        "tilt/Dockerfile.build no longer runs `{in_dockerfile}`: keep this test's command equal to it"
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(TILT_DEV_BUILD)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_success("the Tilt dev build, here", &output);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    let binaries: Vec<PathBuf> = ["vote", "worker", "result", "gateway"]
+        .iter()
+        .map(|c| target.join("debug").join(format!("votemesh-{c}")))
+        .collect();
+
+    // ...makes binaries that need only what distroless cc-debian12 has.
+    let check = |root: &Path, binaries: &[PathBuf]| {
+        script("check_elf.py")
+            .arg(root)
+            .args(binaries)
+            .output()
+            .unwrap()
+    };
+    assert_success("check_elf.py", &check(&repo(), &binaries));
+
+    // A runtime image on another Debian release, or a binary that needs a
+    // library the image lacks, is caught.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path().join("tilt/Dockerfile.build"), &dockerfile);
+    write(
+        dir.path().join("tilt/Dockerfile.dev"),
+        &broken(
+            &read(repo().join("tilt/Dockerfile.dev")),
+            "cc-debian12",
+            "cc-debian11",
+        ),
+    );
+    assert_failure(
+        "a dev image on Debian 11",
+        &check(dir.path(), &binaries[..1]),
+        "runs on gcr.io/distroless/cc-debian11",
+    );
+    let readelf = Command::new("sh")
+        .args(["-c", "command -v readelf"])
+        .output()
+        .unwrap();
+    let readelf = PathBuf::from(String::from_utf8_lossy(&readelf.stdout).trim());
+    assert_failure(
+        "a binary that needs libz",
+        &check(&repo(), &[readelf]),
+        "needs libz.so.1, which distroless cc does not have",
+    );
+}
+
+fn check_compose(root: &Path) -> Output {
+    script("check_compose.py")
+        .arg(root)
+        .arg(shutdown::DRAIN_TIMEOUT.as_secs_f64().to_string())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_compose_file_keeps_its_promises() {
+    assert_success("check_compose.py", &check_compose(&repo()));
+
+    let original = read(repo().join("docker-compose.yml"));
+    let cases = [
+        (
+            broken(&original, "\"127.0.0.1:15000:5000\"", "\"5000:5000\""),
+            "host port 5000 is taken on macOS",
+        ),
+        (
+            broken(
+                &original,
+                "stop_grace_period: 20s",
+                "stop_grace_period: 15s",
+            ),
+            "is not longer than the 15 s drain",
+        ),
+        (
+            broken(
+                &original,
+                "    networks: [front]\n",
+                "    networks: [front, back]\n",
+            ),
+            "gateway: on networks ['back', 'front']",
+        ),
+        (
+            broken(&original, "target: worker", "target: wroker"),
+            "builds target 'wroker'",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("Dockerfile"), dir.path().join("Dockerfile")).unwrap();
+    for (compose, expected) in cases {
+        write(dir.path().join("docker-compose.yml"), &compose);
+        assert_failure(
+            &format!("compose broken to show {expected:?}"),
+            &check_compose(dir.path()),
+            expected,
+        );
+    }
+}
+
+#[test]
+fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, _) = run_tiltfile(&repo().join("Tiltfile"), &[], dir.path());
+    assert_success("Tiltfile", &output);
+    let summary = dir.path().join("tilt-summary.json");
+    let dev = rendered("k8s/overlays/dev", dir.path());
+    let components = components(dir.path());
+    let check = |root: &Path| {
+        script("check_host_ports.py")
+            .arg(root)
+            .arg(&summary)
+            .arg(&dev)
+            .arg(&components)
+            .output()
+            .unwrap()
+    };
+    assert_success("check_host_ports.py", &check(&repo()));
+
+    let files = [
+        "README.md",
+        "docker-compose.yml",
+        "k8s/kind/cluster.yaml",
+        "k8s/kind/ctlptl.yaml",
+    ];
+    let cases = [
+        (
+            "docker-compose.yml",
+            ("\"127.0.0.1:15001:5001\"", "\"127.0.0.1:15011:5001\""),
+            "result on host port 15011, elsewhere 15001",
+        ),
+        (
+            "README.md",
+            (
+                "-plaintext localhost:15000 votemesh.v1.VoteService/CastVote",
+                "-plaintext localhost:15001 votemesh.v1.VoteService/CastVote",
+            ),
+            "votemesh.v1.VoteService called on result's port 15001",
+        ),
+        (
+            "README.md",
+            (
+                "Open <http://localhost:31000>",
+                "Open <http://localhost:8000>",
+            ),
+            "localhost:8000 is none of the host ports",
+        ),
+        (
+            "README.md",
+            (
+                "port-forward svc/vote 15000:5000",
+                "port-forward svc/vote 5000:5000",
+            ),
+            "which macOS's AirPlay Receiver holds",
+        ),
+        (
+            "k8s/kind/ctlptl.yaml",
+            ("hostPort: 31000", "hostPort: 31001"),
+            "differs from k8s/kind/cluster.yaml",
+        ),
+        (
+            "k8s/kind/cluster.yaml",
+            ("containerPort: 31000", "containerPort: 30000"),
+            "not the dev gateway's NodePort",
+        ),
+    ];
+    for (file, (from, to), expected) in cases {
+        let root = dir.path().join("copy");
+        for name in files {
+            let mut contents = read(repo().join(name));
+            if name == file {
+                contents = broken(&contents, from, to);
+            }
+            write(root.join(name), &contents);
+        }
+        assert_failure(
+            &format!("{file} broken to show {expected:?}"),
+            &check(&root),
+            expected,
+        );
+    }
+}
+
+#[test]
+fn the_ci_workflow_passes_actionlint() {
+    let workflow = repo().join(".github/workflows/images.yml");
+    let output = tool("actionlint").arg(&workflow).output().unwrap();
+    assert_success("actionlint", &output);
+
+    let dir = tempfile::tempdir().unwrap();
+    let original = read(&workflow);
+    let cases = [
+        (
+            broken(&original, "registry: ghcr.io", "registri: ghcr.io"),
+            "input \"registri\" is not defined",
+        ),
+        (
+            broken(&original, "${{ github.ref_name }}", "${{ github.ref_nam }}"),
+            "property \"ref_nam\" is not defined",
+        ),
+        (
+            broken(
+                &original,
+                "docker/login-action@v4",
+                "docker/login-action@v3",
+            ),
+            "deprecated",
+        ),
+    ];
+    for (contents, expected) in cases {
+        let path = dir.path().join("images.yml");
+        write(&path, &contents);
+        let output = tool("actionlint").arg(&path).output().unwrap();
+        assert_failure("a broken workflow", &output, expected);
+    }
+}
