@@ -39,6 +39,10 @@ pub const CONCURRENCY_PER_CONNECTION: usize = 256;
 /// Age after which a server asks a client to open a new connection (which
 /// kube-proxy may send to another replica).
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
+/// How long calls in flight on a connection being recycled may still run
+/// before it is closed. Clients send new calls on a new connection as soon
+/// as they get the GOAWAY; what still fails is retried by the client.
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(10);
 
 /// A gRPC server could not be set up or failed.
 #[derive(Debug, Error)]
@@ -49,6 +53,9 @@ pub enum GrpcError {
     /// The server's transport failed.
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A background task the server needs ended; the server drained.
+    #[error(transparent)]
+    TaskEnded(#[from] crate::supervise::TaskEnded),
 }
 
 /// Serves `service` with health and reflection on `listener` until
@@ -88,6 +95,7 @@ where
         // Clients reconnect now and then, so connections (which Kubernetes
         // balances, not calls) spread over new replicas too.
         .max_connection_age(MAX_CONNECTION_AGE)
+        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)

@@ -32,6 +32,8 @@
 //!   tracing, limits).
 //! - [`client`]: the client side: traced channels between components, the
 //!   health Check a probe makes, and `--health-check`.
+//! - [`supervise`]: a critical background task that ends stops its
+//!   component, so it is restarted instead of serving with nothing behind it.
 //! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal as a cancellation token.
 //!
@@ -53,4 +55,5 @@ pub mod proto;
 pub mod queue;
 pub mod shutdown;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;

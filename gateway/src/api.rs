@@ -74,9 +74,10 @@ pub async fn cast_vote(
     ))
 }
 
-/// `GET /api/results`: the current tally.
+/// `GET /api/results`: the current tally (the last known one, marked
+/// `"stale": true`, while the result service does not answer).
 pub async fn results(State(state): State<AppState>) -> Result<Json<TallyView>, ApiError> {
-    Ok(Json(state.upstream.results().await?.into()))
+    Ok(Json(state.tally().await?))
 }
 
 /// One option as `GET /api/options` lists it.
@@ -135,24 +136,37 @@ pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 while the vote and the result service both answer
-/// (whatever their own readiness: a vote service without Redis still
-/// answers, with 503 for votes, and the results still work), else 503.
-/// The body gives each one's health status.
+/// `GET /readyz`: 200 while the gateway can serve, whatever its upstreams
+/// do: an upstream that is down degrades only the routes that need it, so
+/// it must not empty the gateway's Service (Redis down would otherwise take
+/// the results page with it). 503 only once the gateway is shutting down.
+/// The body names each upstream's state: `"status"` is `ok` or `degraded`,
+/// `vote` and `result` their health (`SERVING`, `NOT_SERVING`,
+/// `UNREACHABLE`), `results_stream` the shared live stream.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let (vote, result) = state.upstream.health().await;
+    let stream = state.fanout.status();
+    let serving = |health: &Option<String>| health.as_deref() == Some("SERVING");
+    let status = if state.shutdown.is_cancelled() {
+        "shutting down"
+    } else if serving(&vote) && serving(&result) && stream.open {
+        "ok"
+    } else {
+        "degraded"
+    };
     let body = Json(serde_json::json!({
+        "status": status,
         "vote": vote.as_deref().unwrap_or("UNREACHABLE"),
         "result": result.as_deref().unwrap_or("UNREACHABLE"),
-        "results_stream": state.fanout.status(),
+        "results_stream": stream,
     }));
-    if vote.is_some() && result.is_some() {
-        (StatusCode::OK, body).into_response()
-    } else {
+    if state.shutdown.is_cancelled() {
         let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
         HttpFailure::new(StatusCode::SERVICE_UNAVAILABLE, "")
             .with_retry_after()
             .add_retry_after(&mut response);
         response
+    } else {
+        (StatusCode::OK, body).into_response()
     }
 }

@@ -81,10 +81,15 @@ impl From<tonic::Status> for HttpFailure {
                 Self::bad_request(status.message())
             }
             Code::NotFound => Self::new(StatusCode::NOT_FOUND, status.message()),
+            // The vote queue is full (Redis at its memory limit): the system
+            // is overloaded, not the client too demanding.
             Code::ResourceExhausted => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, status.message()).with_retry_after()
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, status.message()).with_retry_after()
             }
-            Code::Unavailable => Self::new(
+            // CANCELLED reaching the gateway comes from the transport (a
+            // connection closed under the call, retries spent), never from a
+            // service's decision: the service is unavailable for now.
+            Code::Unavailable | Code::Cancelled => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "a votemesh service is unavailable; please retry shortly",
             )
@@ -143,6 +148,16 @@ mod tests {
             ),
             (
                 tonic::Status::unavailable("down"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                true,
+            ),
+            (
+                tonic::Status::cancelled("connection closed"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                true,
+            ),
+            (
+                tonic::Status::resource_exhausted("queue full"),
                 StatusCode::SERVICE_UNAVAILABLE,
                 true,
             ),

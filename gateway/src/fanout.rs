@@ -51,17 +51,28 @@ pub struct StreamStatus {
 }
 
 impl Fanout {
-    /// Starts the task that holds the upstream stream until `shutdown`.
+    /// Starts the task that holds the upstream stream until `shutdown`,
+    /// under a supervisor that restarts it if it ever ends early.
     pub fn spawn(upstream: Upstream, shutdown: CancellationToken) -> Self {
         let (sender, latest) = watch::channel(None);
         let stream = Arc::new(StreamState::default());
-        tokio::spawn(hold_stream(upstream, sender, stream.clone(), shutdown));
+        tokio::spawn(supervise(
+            upstream,
+            Arc::new(sender),
+            stream.clone(),
+            shutdown,
+        ));
         Self { latest, stream }
     }
 
     /// A receiver of every new tally (the current one first, once known).
     pub fn subscribe(&self) -> watch::Receiver<Option<TallyView>> {
         self.latest.clone()
+    }
+
+    /// The latest tally the stream brought, if any.
+    pub fn latest(&self) -> Option<TallyView> {
+        self.latest.borrow().clone()
     }
 
     /// Whether the upstream stream is open, and how often it was opened.
@@ -73,14 +84,51 @@ impl Fanout {
     }
 }
 
+/// Runs [`hold_stream`] until `shutdown`; if it ends before (a panic: it
+/// has no other way to end), logs it, reports the stream closed, and starts
+/// it again after a pause. Browsers keep their SSE connections meanwhile.
+async fn supervise(
+    upstream: Upstream,
+    sender: Arc<watch::Sender<Option<TallyView>>>,
+    stream_state: Arc<StreamState>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let task = tokio::spawn(hold_stream(
+            upstream.clone(),
+            sender.clone(),
+            stream_state.clone(),
+            shutdown.clone(),
+        ));
+        let outcome = task.await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        stream_state.open.store(false, Ordering::Relaxed);
+        tracing::error!(
+            ?outcome,
+            "the results fan-out stopped unexpectedly; restarting it"
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(MAX_RECONNECT_DELAY) => {}
+        }
+    }
+}
+
+/// Holds one WatchResults stream at a time and publishes every tally,
+/// reopening the stream with backoff when it breaks. Logs each change of
+/// state once (at warn when the stream is lost, at info when it is back).
 async fn hold_stream(
     upstream: Upstream,
-    sender: watch::Sender<Option<TallyView>>,
+    sender: Arc<watch::Sender<Option<TallyView>>>,
     stream_state: Arc<StreamState>,
     shutdown: CancellationToken,
 ) {
     let backoff = || backoff::delays(MAX_RECONNECT_DELAY);
     let mut delays = backoff();
+    // Whether a failure to open was already logged.
+    let mut failing = false;
     loop {
         let opened = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -90,6 +138,7 @@ async fn hold_stream(
             Ok(mut stream) => {
                 stream_state.opened.fetch_add(1, Ordering::Relaxed);
                 stream_state.open.store(true, Ordering::Relaxed);
+                failing = false;
                 tracing::info!("results stream open");
                 loop {
                     let message = tokio::select! {
@@ -111,6 +160,10 @@ async fn hold_stream(
                         }
                     }
                 }
+            }
+            Err(status) if !failing => {
+                tracing::warn!(%status, "cannot open the results stream; retrying with backoff");
+                failing = true;
             }
             Err(status) => tracing::debug!(%status, "cannot open the results stream yet"),
         }

@@ -196,13 +196,36 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Result<Self, GatewayError> {
         let upstream = Upstream::connect(vote_addr, result_addr, UPSTREAM_TIMEOUT)?;
+        Ok(Self::with_upstream(upstream, shutdown))
+    }
+
+    /// The state over clients already made; starts the results fan-out.
+    pub fn with_upstream(upstream: Upstream, shutdown: CancellationToken) -> Self {
         let fanout = Fanout::spawn(upstream.clone(), shutdown.clone());
-        Ok(Self {
+        Self {
             upstream,
             fanout,
             shutdown,
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
-        })
+        }
+    }
+
+    /// The current tally: from the result service, or, while it does not
+    /// answer, the last one the results stream brought, marked stale (the
+    /// results keep loading through a result-service outage). Fails only
+    /// when neither is known.
+    pub async fn tally(&self) -> Result<view::TallyView, error::HttpFailure> {
+        match self.upstream.results().await {
+            Ok(tally) => Ok(tally.into()),
+            Err(status) => match self.fanout.latest() {
+                Some(mut last_known) => {
+                    tracing::debug!(%status, "GetResults failed; answering the last known tally");
+                    last_known.stale = true;
+                    Ok(last_known)
+                }
+                None => Err(status.into()),
+            },
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use axum_extra::extract::cookie::CookieJar;
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
-use crate::{AppState, error::HttpFailure, view::TallyView, voter};
+use crate::{AppState, error::HttpFailure, voter};
 
 /// What `/` shows after a vote (from the redirect's query).
 #[derive(Debug, Default, Deserialize)]
@@ -108,14 +108,17 @@ pub async fn submit_vote(
 pub async fn results_page(State(state): State<AppState>) -> Response {
     // Without a tally the page still loads (with the failure's status):
     // its live stream fills it in once the results are back.
-    let (tally, failure) = match state.upstream.results().await {
-        Ok(tally) => (Some(TallyView::from(tally)), None),
-        Err(status) => (None, Some(HttpFailure::from(status))),
+    let (tally, failure) = match state.tally().await {
+        Ok(tally) => (Some(tally), None),
+        Err(failure) => (None, Some(failure)),
     };
     let body = html! {
         h1 { "Results" }
         @match &tally {
             Some(tally) => {
+                @if tally.stale {
+                    p.stale #stale { "The result service is not answering: these are the last results known, and they may be behind." }
+                }
                 p #total { (total_text(tally.total)) }
                 ul.results #results {
                     @for option in &tally.options {

@@ -32,15 +32,23 @@ impl Upstream {
         result_addr: &str,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let vote = client::channel(vote_addr)?;
-        let result = client::channel(result_addr)?;
-        Ok(Self {
+        Ok(Self::new(
+            client::channel(vote_addr)?,
+            client::channel(result_addr)?,
+            timeout,
+        ))
+    }
+
+    /// Clients over channels already made (each balanced over its
+    /// service's addresses; see [`votemesh::client::channel_to`]).
+    pub fn new(vote: Traced, result: Traced, timeout: Duration) -> Self {
+        Self {
             vote: VoteServiceClient::new(vote.clone()),
             vote_health: HealthClient::new(vote),
             result: ResultServiceClient::new(result.clone()),
             result_health: HealthClient::new(result),
             timeout,
-        })
+        }
     }
 
     fn request<T>(&self, message: T) -> Request<T> {

@@ -25,6 +25,9 @@ pub struct TallyView {
     pub total: i64,
     /// When the tally was read (RFC 3339), if the service said.
     pub as_of: Option<String>,
+    /// True when the result service did not answer and this is the last
+    /// tally the gateway knew.
+    pub stale: bool,
 }
 
 impl From<v1::Tally> for TallyView {
@@ -45,6 +48,7 @@ impl From<v1::Tally> for TallyView {
             options,
             total,
             as_of,
+            stale: false,
         }
     }
 }

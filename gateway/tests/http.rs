@@ -260,7 +260,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_queues_nothing() {
 }
 
 #[tokio::test]
-async fn vote_service_down_is_503_with_retry_after_and_back_is_200() {
+async fn vote_service_down_degrades_only_voting_and_the_gateway_stays_ready() {
     let mut system = System::start(false).await;
     assert_eq!(get(&system.url("/readyz"), &[]).await.status, 200);
 
@@ -277,12 +277,18 @@ async fn vote_service_down_is_503_with_retry_after_and_back_is_200() {
     assert_eq!(refused.header("retry-after"), Some("2"));
     let form = request("POST", &system.url("/vote"), FORM, "vote=a", &[]).await;
     assert_eq!(form.status, 503);
-    let not_ready = get(&system.url("/readyz"), &[]).await;
-    assert_eq!(not_ready.status, 503);
-    assert_eq!(not_ready.json()["vote"], "UNREACHABLE");
-    assert_eq!(not_ready.json()["result"], "SERVING");
+    // The results need no vote service: they still load.
+    assert_eq!(get(&system.url("/api/results"), &[]).await.status, 200);
+    assert_eq!(get(&system.url("/results"), &[]).await.status, 200);
+    // Still ready (an upstream's outage must not empty the gateway's
+    // Service), with the outage named in the body.
+    let degraded = get(&system.url("/readyz"), &[]).await;
+    assert_eq!(degraded.status, 200);
+    assert_eq!(degraded.json()["status"], "degraded");
+    assert_eq!(degraded.json()["vote"], "UNREACHABLE");
+    assert_eq!(degraded.json()["result"], "SERVING");
     assert!(
-        !binary_health_check(system.gateway.addr)
+        binary_health_check(system.gateway.addr)
             .await
             .status
             .success()
@@ -311,7 +317,11 @@ async fn vote_service_down_is_503_with_retry_after_and_back_is_200() {
         },
     )
     .await;
-    assert_eq!(get(&system.url("/readyz"), &[]).await.status, 200);
+    let ready = get(&system.url("/readyz"), &[]).await;
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
     let healthy = binary_health_check(system.gateway.addr).await;
     assert!(healthy.status.success(), "{healthy:?}");
     system.stop().await;

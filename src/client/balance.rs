@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{
     body::Body,
-    codegen::http::{self, Uri},
+    codegen::http,
     transport::{Channel, Endpoint},
 };
 use tower::{
@@ -61,42 +61,67 @@ const BUFFER_CAPACITY: usize = 1024;
 /// A balanced channel: cheap to clone, shared by every clone.
 pub type BalancedChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
 
-/// A channel balancing over every address `host:port` of `uri` resolves
-/// to, kept up to date by a resolver task that ends with the last clone.
-/// Must be called inside a tokio runtime.
-pub fn channel(uri: &Uri, host: String, port: u16) -> BalancedChannel {
+/// Where the addresses of an upstream come from.
+pub trait Resolve: Send + Sync + 'static {
+    /// The addresses now. An error keeps the ones known.
+    fn resolve(&self) -> impl Future<Output = std::io::Result<HashSet<SocketAddr>>> + Send;
+
+    /// What to call the upstream in logs.
+    fn name(&self) -> String;
+}
+
+/// Addresses from DNS: `host:port` looked up with the system resolver.
+#[derive(Clone, Debug)]
+pub struct Dns {
+    /// The name, such as `vote` (a Service) or `127.0.0.1`.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl Resolve for Dns {
+    async fn resolve(&self) -> std::io::Result<HashSet<SocketAddr>> {
+        Ok(tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .collect())
+    }
+
+    fn name(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A channel balancing over the addresses `resolver` gives, looked up
+/// again every `interval` by a task that ends with the last clone. Must be
+/// called inside a tokio runtime.
+pub fn channel(scheme: &str, resolver: impl Resolve, interval: Duration) -> BalancedChannel {
     let (changes, discovered) = mpsc::channel(64);
     let discover = ReceiverStream::new(discovered).map(Ok::<_, BoxError>);
     let balance = Balance::new(discover);
     let buffered = Buffer::new(balance, BUFFER_CAPACITY);
-    tokio::spawn(resolve(
-        uri.scheme_str().unwrap_or("http").to_owned(),
-        host,
-        port,
-        changes,
-    ));
+    tokio::spawn(follow(scheme.to_owned(), resolver, interval, changes));
     BoxCloneSyncService::new(buffered)
 }
 
 /// One address in the balancer: its channel, its failure pause, its load.
 type Backend = PendingRequests<FailFast<Channel>, CompleteOnResponse>;
 
-/// Looks `host:port` up now and every [`RESOLVE_INTERVAL`], and tells the
-/// balancer which addresses came and went, until the balancer is gone.
-async fn resolve(
+/// Resolves now and every `interval`, and tells the balancer which
+/// addresses came and went, until the balancer is gone.
+async fn follow(
     scheme: String,
-    host: String,
-    port: u16,
+    resolver: impl Resolve,
+    interval: Duration,
     changes: mpsc::Sender<Change<SocketAddr, Backend>>,
 ) {
+    let upstream = resolver.name();
     let mut current: HashSet<SocketAddr> = HashSet::new();
     let mut failing = false;
     loop {
-        match tokio::net::lookup_host((host.as_str(), port)).await {
+        match resolver.resolve().await {
             Ok(found) => {
-                let found: HashSet<SocketAddr> = found.collect();
                 if failing {
-                    tracing::info!(%host, addresses = found.len(), "name resolves again");
+                    tracing::info!(%upstream, addresses = found.len(), "resolves again");
                     failing = false;
                 }
                 let mut sent = Vec::new();
@@ -107,7 +132,8 @@ async fn resolve(
                     sent.push(Change::Insert(*new, endpoint(&scheme, *new)));
                 }
                 if !sent.is_empty() {
-                    tracing::debug!(%host, addresses = ?found, "upstream addresses changed");
+                    let addresses: Vec<String> = found.iter().map(ToString::to_string).collect();
+                    tracing::info!(%upstream, addresses = %addresses.join(" "), "upstream addresses");
                 }
                 for change in sent {
                     if changes.send(change).await.is_err() {
@@ -118,15 +144,15 @@ async fn resolve(
             }
             Err(error) => {
                 if !failing {
-                    tracing::warn!(%host, %error, "cannot resolve; keeping the addresses known");
+                    tracing::warn!(%upstream, %error, "cannot resolve; keeping the addresses known");
                     failing = true;
                 }
             }
         }
         let pause = if current.is_empty() {
-            RESOLVE_RETRY_INTERVAL
+            RESOLVE_RETRY_INTERVAL.min(interval)
         } else {
-            RESOLVE_INTERVAL
+            interval
         };
         tokio::select! {
             () = changes.closed() => return,

@@ -89,16 +89,29 @@ pub fn channel(address: &str) -> Result<TracedChannel, ClientError> {
         Some("https") => 443,
         _ => 80,
     });
+    let scheme = uri.scheme_str().unwrap_or("http");
+    Ok(channel_to(
+        scheme,
+        balance::Dns { host, port },
+        balance::RESOLVE_INTERVAL,
+    ))
+}
+
+/// [`channel`] over the addresses `resolver` gives, looked up again every
+/// `interval` (tests use it to play a headless Service whose pods come and
+/// go).
+pub fn channel_to(
+    scheme: &str,
+    resolver: impl balance::Resolve,
+    interval: Duration,
+) -> TracedChannel {
     let retrying = ServiceBuilder::new()
         .map_err(CallError)
         .layer(retry::CollectBodyLayer)
         .layer(RetryLayer::new(retry::RetrySafeCalls::default()))
         .map_request(retry::into_body)
-        .service(balance::channel(&uri, host, port));
-    Ok(InterceptedService::new(
-        BoxCloneSyncService::new(retrying),
-        TracedRequests,
-    ))
+        .service(balance::channel(scheme, resolver, interval));
+    InterceptedService::new(BoxCloneSyncService::new(retrying), TracedRequests)
 }
 
 /// A plain channel to the server at `addr`, connected now (for checks of a

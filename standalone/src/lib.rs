@@ -232,10 +232,31 @@ async fn run_with<Q: VoteSink, S: VoteSource>(
     );
     let gateway =
         votemesh_gateway::run(listeners.gateway, &vote_url, &result_url, shutdown.clone());
-    let (gateway, vote, worker, result) = tokio::join!(gateway, vote, worker, result);
+    // A component that fails stops the others at once (a process that runs
+    // three quarters of the system would look healthy and lose work).
+    let (gateway, vote, worker, result) = tokio::join!(
+        stop_all_on_failure(gateway, &shutdown),
+        stop_all_on_failure(vote, &shutdown),
+        stop_all_on_failure(worker, &shutdown),
+        stop_all_on_failure(result, &shutdown),
+    );
     gateway?;
     vote?;
     worker?;
     result?;
     Ok(())
+}
+
+/// Runs one component; if it fails, logs why and cancels `shutdown`, so
+/// the whole process stops with the error instead of limping on.
+async fn stop_all_on_failure<E: std::fmt::Display>(
+    component: impl Future<Output = Result<(), E>>,
+    shutdown: &CancellationToken,
+) -> Result<(), E> {
+    let outcome = component.await;
+    if let Err(error) = &outcome {
+        tracing::error!(%error, "a component failed; stopping votemesh");
+        shutdown.cancel();
+    }
+    outcome
 }

@@ -20,9 +20,12 @@
 //!   on a loopback listener, to stop and restart at will.
 //! - [`services`]: starting the vote, worker and result services the way
 //!   every test does.
+//! - [`endpoints`]: a headless Service's address list, which tests change
+//!   as replicas come and go.
 //! - [`probe`]: client-side checks (health, reflection) and [`wait_for`].
 //! - [`process`]: finding server binaries and waiting for them to start.
 
+pub mod endpoints;
 pub mod postgres;
 pub mod probe;
 pub mod process;
@@ -35,6 +38,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use self::{
+    endpoints::Endpoints,
     postgres::PostgresServer,
     probe::wait_for,
     process::free_port,

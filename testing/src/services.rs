@@ -30,6 +30,11 @@ pub fn cats_and_dogs() -> Poll {
 
 /// Starts the vote service on `addr` (port 0: any) over `redis`, ready.
 pub async fn start_vote(redis: &RedisServer, addr: SocketAddr) -> TestServer {
+    start_vote_named(redis, addr, SERVED_BY).await
+}
+
+/// [`start_vote`] for a replica that answers `served_by` with `name`.
+pub async fn start_vote_named(redis: &RedisServer, addr: SocketAddr, name: &str) -> TestServer {
     let queue = RedisQueue::new(&redis.url())
         .unwrap_or_else(|error| panic!("a queue for {}: {error}", redis.url()));
     TestServer::spawn(addr, |listener, shutdown| {
@@ -37,7 +42,7 @@ pub async fn start_vote(redis: &RedisServer, addr: SocketAddr) -> TestServer {
             listener,
             queue,
             cats_and_dogs(),
-            SERVED_BY.into(),
+            name.to_owned(),
             PROBE_INTERVAL,
             shutdown,
         )

@@ -33,6 +33,7 @@ use votemesh::{
     poll::Poll,
     proto::v1::result_service_server::ResultServiceServer,
     shutdown::CancellationToken,
+    supervise,
 };
 
 /// The business service name, as health checks and reflection know it.
@@ -61,14 +62,16 @@ pub async fn run(
     );
     let api = server::ResultApi::new(db, poll, feed, shutdown.clone());
     tracing::info!(addr = ?listener.local_addr().ok(), "result service listening");
-    let served = grpc::serve(
-        listener,
-        ResultServiceServer::new(api),
-        health,
-        health_service,
-        shutdown,
-    )
-    .await;
-    poller.abort();
+    let (served, polled) = tokio::join!(
+        grpc::serve(
+            listener,
+            ResultServiceServer::new(api),
+            health,
+            health_service,
+            shutdown.clone(),
+        ),
+        supervise::critical("tally poller", poller, shutdown),
+    );
+    polled?;
     served
 }

@@ -29,6 +29,7 @@ use votemesh::{
     proto::v1::vote_service_server::VoteServiceServer,
     queue::VoteSink,
     shutdown::CancellationToken,
+    supervise,
 };
 
 pub use server::VoteApi;
@@ -62,14 +63,16 @@ pub async fn run<Q: VoteSink>(
     );
     let api = VoteApi::new(queue, poll, served_by, health.clone());
     tracing::info!(addr = ?listener.local_addr().ok(), "vote service listening");
-    let served = grpc::serve(
-        listener,
-        VoteServiceServer::new(api),
-        health,
-        health_service,
-        shutdown,
-    )
-    .await;
-    probe.abort();
+    let (served, probed) = tokio::join!(
+        grpc::serve(
+            listener,
+            VoteServiceServer::new(api),
+            health,
+            health_service,
+            shutdown.clone(),
+        ),
+        supervise::critical("readiness probe", probe, shutdown),
+    );
+    probed?;
     served
 }

@@ -40,6 +40,7 @@ use votemesh::{
     proto::v1::worker_service_server::WorkerServiceServer,
     queue::VoteSource,
     shutdown::CancellationToken,
+    supervise,
 };
 
 pub use drain::DrainSettings;
@@ -88,19 +89,19 @@ pub async fn run<S: VoteSource>(
 
     tracing::info!(addr = ?listener.local_addr().ok(), %worker_id, "worker listening");
     let api = server::WorkerApi::new(source, stats, worker_id);
-    let served = grpc::serve(
-        listener,
-        WorkerServiceServer::new(api),
-        health,
-        health_service,
-        shutdown,
-    )
-    .await;
-    if let Err(error) = drainer.await {
-        tracing::error!(%error, "the drain loop panicked");
-    }
+    let (served, drained) = tokio::join!(
+        grpc::serve(
+            listener,
+            WorkerServiceServer::new(api),
+            health,
+            health_service,
+            shutdown.clone(),
+        ),
+        supervise::critical("drain loop", drainer, shutdown),
+    );
     probe.abort();
     heartbeat.abort();
+    drained?;
     served
 }
 
