@@ -63,7 +63,7 @@ async fn load(base: String, clients: usize, stop: Arc<AtomicBool>) -> LoadReport
             while !stop.load(Ordering::Relaxed) {
                 round += 1;
                 let voter = format!("c{client}-v{}", round % 50);
-                let option = if round % 3 == 0 { "b" } else { "a" };
+                let option = if round.is_multiple_of(3) { "b" } else { "a" };
                 let body = format!(r#"{{"option":"{option}","voter_id":"{voter}"}}"#);
                 match send(&http, "POST", &format!("{base}/api/vote"), body).await {
                     Ok((200, answer)) => {
@@ -77,7 +77,7 @@ async fn load(base: String, clients: usize, stop: Arc<AtomicBool>) -> LoadReport
                         .push(format!("POST /api/vote: {status} {answer}")),
                     Err(error) => report.failures.push(format!("POST /api/vote: {error}")),
                 }
-                if round % 4 == 0 {
+                if round.is_multiple_of(4) {
                     match send(&http, "GET", &format!("{base}/api/results"), String::new()).await {
                         Ok((200, _)) => report.ok += 1,
                         Ok((status, answer)) => report
