@@ -1,9 +1,13 @@
 //! Logs and traces.
 //!
-//! [`init`] installs the `tracing` subscriber: human-readable logs filtered
-//! by `RUST_LOG`, and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an
-//! OpenTelemetry layer that exports spans over OTLP/gRPC. Without an
-//! endpoint no exporter runs, so a laptop without a collector stays quiet.
+//! [`init`] installs the `tracing` subscriber: logs filtered by `RUST_LOG`
+//! ([`LogFormat`]: human-readable, coloured only on a terminal, or one JSON
+//! object a line with the trace and span ids, for clusters), and an
+//! OpenTelemetry layer that gives every span a trace id (so logs of one
+//! vote can be found across services even without a collector) and, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exports spans over OTLP/gRPC.
+//! Without an endpoint no exporter runs, so a laptop without a collector
+//! stays quiet.
 //!
 //! A vote's trace crosses every hop through W3C `traceparent` context:
 //! - gRPC clients add it to request metadata ([`inject_trace_context`]);
@@ -12,7 +16,7 @@
 //! - the vote service writes it into the queued vote and the worker links
 //!   its batch span to it ([`current_context_carrier`], [`context_from_carrier`]).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, io::IsTerminal};
 
 use clap::Args;
 use opentelemetry::{
@@ -64,6 +68,32 @@ pub struct TelemetryArgs {
     /// Service name on exported spans (default: the component's name).
     #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME")]
     pub otel_service_name: Option<String>,
+    /// Log format: `text` (human-readable; coloured only on a terminal) or
+    /// `json` (one object a line, with trace and span ids).
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written (to standard output).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line an event, coloured when standard output is a
+    /// terminal, plain otherwise (a file, a pipe, a pod's log).
+    #[default]
+    Text,
+    /// For log pipelines: one JSON object a line with `timestamp`, `level`,
+    /// `target`, `message`, the event's fields, and `openTelemetry`
+    /// `traceId`/`spanId` when inside a span.
+    Json,
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
 }
 
 /// Telemetry could not be set up.
@@ -106,29 +136,39 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let rust_log = std::env::var(LOG_FILTER_ENV).ok();
     let log_filter = EnvFilter::builder().parse_lossy(log_filter(rust_log.as_deref()));
-    let logs = tracing_subscriber::fmt::layer().with_filter(log_filter);
-
-    let Some(endpoint) = args.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()) else {
-        tracing_subscriber::registry().with(logs).try_init()?;
-        return Ok(TelemetryGuard { provider: None });
+    let logs = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_filter(log_filter)
+            .boxed(),
+        LogFormat::Json => json_subscriber::layer()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_opentelemetry_ids(true)
+            .with_filter(log_filter)
+            .boxed(),
     };
 
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint.clone())
-        .build()
-        .map_err(|source| TelemetryError::Exporter {
-            endpoint: endpoint.clone(),
-            source,
-        })?;
+    let endpoint = args.otlp_endpoint.clone().filter(|e| !e.trim().is_empty());
     let service_name = args
         .otel_service_name
         .clone()
         .unwrap_or_else(|| format!("votemesh-{component}"));
-    let provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service_name).build())
-        .with_batch_exporter(exporter)
-        .build();
+    let mut provider = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name(service_name).build());
+    if let Some(endpoint) = &endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|source| TelemetryError::Exporter {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
     let tracer = provider.tracer("votemesh");
     // The exporter speaks gRPC itself: keep its own transport out of the traces.
     let traced = Targets::new()
@@ -153,10 +193,20 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
         .with(logs)
         .with(traces)
         .try_init()?;
-    tracing::info!(%endpoint, "exporting traces over OTLP");
+    if let Some(endpoint) = &endpoint {
+        tracing::info!(%endpoint, "exporting traces over OTLP");
+    }
     Ok(TelemetryGuard {
         provider: Some(provider),
     })
+}
+
+/// Where `listener` listens, for a log line (`0.0.0.0:5000`; `unknown`
+/// if the system cannot say).
+pub fn local_addr(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string())
 }
 
 /// The current span's trace context as `traceparent`/`tracestate` entries,

@@ -233,7 +233,7 @@ impl AppState {
 /// requests in flight finish (SSE streams end), for at most
 /// [`votemesh::shutdown::DRAIN_TIMEOUT`].
 pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), GatewayError> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
+    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "gateway listening");
     let shutdown = state.shutdown.clone();
     let server = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

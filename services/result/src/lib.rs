@@ -61,7 +61,7 @@ pub async fn run(
         shutdown.clone(),
     );
     let api = server::ResultApi::new(db, poll, feed, shutdown.clone());
-    tracing::info!(addr = ?listener.local_addr().ok(), "result service listening");
+    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "result service listening");
     let (served, polled) = tokio::join!(
         grpc::serve(
             listener,

@@ -62,7 +62,7 @@ pub async fn run<Q: VoteSink>(
         },
     );
     let api = VoteApi::new(queue, poll, served_by, health.clone());
-    tracing::info!(addr = ?listener.local_addr().ok(), "vote service listening");
+    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "vote service listening");
     let (served, probed) = tokio::join!(
         grpc::serve(
             listener,

@@ -87,7 +87,7 @@ pub async fn run<S: VoteSource>(
             .run(shutdown.clone()),
     );
 
-    tracing::info!(addr = ?listener.local_addr().ok(), %worker_id, "worker listening");
+    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), %worker_id, "worker listening");
     let api = server::WorkerApi::new(source, stats, worker_id);
     let (served, drained) = tokio::join!(
         grpc::serve(
