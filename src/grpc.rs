@@ -4,6 +4,7 @@
 //! ```text
 //! TCP ─► per-request span (trace context from the caller) ─► load shedding
 //!     ─► concurrency limit per connection ─► request timeout
+//!     ─► GET /metrics (HTTP/1.1 too) | RPC metrics
 //!     ─► grpc.health.v1 | reflection v1 + v1alpha | the business service
 //! ```
 //!
@@ -28,6 +29,7 @@ use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 use crate::{
     client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT},
     health::Health,
+    metrics,
     proto::FILE_DESCRIPTOR_SET,
     shutdown, telemetry,
 };
@@ -98,6 +100,13 @@ where
         .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // Prometheus scrapes GET /metrics on this same port over HTTP/1.1.
+        .accept_http1(true)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(metrics::MetricsEndpointLayer)
+                .layer(metrics::RpcMetricsLayer::new(metrics::Side::Server)),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

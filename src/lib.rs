@@ -20,6 +20,8 @@
 //!   descriptor set that server reflection serves.
 //! - [`config`]: command-line flags and environment variables shared by the
 //!   binaries (Redis, database, poll options, listen addresses).
+//! - [`metrics`]: Prometheus metrics: the recorder, the layers measuring
+//!   every RPC and HTTP request, and `/metrics`.
 //! - [`poll`]: the poll's options and lookups by option id.
 //! - [`backoff`]: how long loops wait before retrying a failed dependency.
 //! - [`ballot`]: what makes a vote well-formed (voter id and option id rules).
@@ -50,6 +52,7 @@ pub mod client;
 pub mod config;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod poll;
 pub mod proto;
 pub mod queue;

@@ -120,15 +120,48 @@ pub async fn results_stream(
             )
             .with_retry_after()
         })?;
+    let open = OpenStream::new(permit);
     let events = WatchStream::new(state.fanout.subscribe())
         .filter_map(move |tally| {
-            // The stream holds its permit until it ends.
-            let _open = &permit;
+            // The stream holds its permit (and its place in the gauge)
+            // until it ends.
+            let _open = &open;
             let event = Event::default().event("tally").retry(SSE_RETRY);
             std::future::ready(tally.and_then(|tally| event.json_data(&tally).ok()).map(Ok))
         })
         .take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /metrics`: every metric of this gateway, Prometheus text format.
+pub async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            votemesh::metrics::CONTENT_TYPE,
+        )],
+        votemesh::metrics::render(),
+    )
+        .into_response()
+}
+
+/// One open SSE stream: holds its permit and counts in the
+/// `votemesh_sse_clients` gauge while it lives.
+struct OpenStream {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl OpenStream {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("votemesh_sse_clients").increment(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!("votemesh_sse_clients").decrement(1.0);
+    }
 }
 
 /// `GET /healthz`: the process is up.

@@ -138,6 +138,8 @@ async fn hold_stream(
             Ok(mut stream) => {
                 stream_state.opened.fetch_add(1, Ordering::Relaxed);
                 stream_state.open.store(true, Ordering::Relaxed);
+                metrics::counter!("votemesh_results_stream_opens_total").increment(1);
+                metrics::gauge!("votemesh_results_stream_open").set(1.0);
                 failing = false;
                 tracing::info!("results stream open");
                 loop {
@@ -168,6 +170,7 @@ async fn hold_stream(
             Err(status) => tracing::debug!(%status, "cannot open the results stream yet"),
         }
         stream_state.open.store(false, Ordering::Relaxed);
+        metrics::gauge!("votemesh_results_stream_open").set(0.0);
         let pause = delays.next().unwrap_or(MAX_RECONNECT_DELAY);
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -15,6 +15,7 @@
 //!
 //! - [`upstream`]: the gRPC clients of the vote and result services.
 //! - [`fanout`]: one upstream WatchResults stream shared by every browser.
+//! - [`http_metrics`]: the layer measuring every request for `/metrics`.
 //! - [`view`]: the tally as pages and JSON show it (with percentages).
 //! - [`voter`]: the `voter_id` cookie.
 //! - [`error`]: the one mapping of gRPC statuses and bad requests to HTTP.
@@ -28,6 +29,7 @@ pub mod assets;
 pub mod cli;
 pub mod error;
 pub mod fanout;
+pub mod http_metrics;
 pub mod pages;
 pub mod readiness;
 pub mod upstream;
@@ -121,7 +123,8 @@ pub fn app(state: AppState) -> Router {
     // upstream calls is overloaded, not dead, and must not be restarted.
     let probes = Router::new()
         .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz));
+        .route("/readyz", get(api::readyz))
+        .route(votemesh::metrics::METRICS_PATH, get(api::metrics));
 
     let security_headers = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -151,6 +154,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http().make_span_with(telemetry::server_span))
+                .layer(axum::middleware::from_fn(http_metrics::measure))
                 .layer(security_headers)
                 .layer(CatchPanicLayer::new())
                 .layer(HandleErrorLayer::new(layer_error))

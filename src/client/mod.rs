@@ -6,7 +6,7 @@
 //!   vote and result). Reading it tells the whole outbound path:
 //!
 //! ```text
-//! call ─► TracedRequests (trace context) ─► retry::CollectBody
+//! call ─► TracedRequests (trace context) ─► RPC metrics ─► retry::CollectBody
 //!      ─► Retry<retry::RetrySafeCalls> ─► balance: p2c over every address
 //!         the name resolves to ─► FailFast ─► one tonic Channel per address
 //! ```
@@ -107,6 +107,9 @@ pub fn channel_to(
 ) -> TracedChannel {
     let retrying = ServiceBuilder::new()
         .map_err(CallError)
+        .layer(crate::metrics::RpcMetricsLayer::new(
+            crate::metrics::Side::Client,
+        ))
         .layer(retry::CollectBodyLayer)
         .layer(RetryLayer::new(retry::RetrySafeCalls::default()))
         .map_request(retry::into_body)

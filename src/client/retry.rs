@@ -133,6 +133,13 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
         }
         attempts.made += 1;
         let attempt = attempts.made;
+        let (service, method_name) = crate::metrics::rpc_labels(request.uri().path());
+        metrics::counter!(
+            "rpc_client_retries_total",
+            "rpc_service" => service,
+            "rpc_method" => method_name
+        )
+        .increment(1);
         let (method, error) = describe(request, result);
         tracing::debug!(%method, %error, attempt, "retrying a call");
         Some(pause)

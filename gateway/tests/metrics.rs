@@ -1,0 +1,148 @@
+//! `/metrics` as Prometheus reads it, on the gateway and on a gRPC
+//! server's own port, against the real services: the text parses, and the
+//! counters and histograms moved by exactly the requests made. One test in
+//! its own binary: the registry is per process.
+
+mod support;
+
+use prometheus_parse::{Sample, Scrape, Value};
+use support::{System, get, request};
+
+const JSON: Option<&str> = Some("application/json");
+
+fn scrape(text: &str) -> Scrape {
+    Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text")
+}
+
+/// The value of `metric` whose labels include all of `labels`.
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<&Sample> = scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == metric)
+        .filter(|sample| {
+            labels
+                .iter()
+                .all(|(name, value)| sample.labels.get(name) == Some(*value))
+        })
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "one {metric}{labels:?} in {:#?}",
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .collect::<Vec<_>>()
+    );
+    match &matching[0].value {
+        Value::Counter(value) | Value::Gauge(value) | Value::Untyped(value) => *value,
+        Value::Histogram(buckets) => buckets
+            .iter()
+            .find(|bucket| bucket.less_than == f64::INFINITY)
+            .map_or(0.0, |bucket| bucket.count),
+        Value::Summary(_) => panic!("{metric} is a summary"),
+    }
+}
+
+#[tokio::test]
+async fn counters_move_by_exactly_the_requests_made() {
+    let system = System::start(true).await;
+    for voter in 0..3 {
+        let body = format!(r#"{{"option":"a","voter_id":"m{voter}"}}"#);
+        let answer = request("POST", &system.url("/api/vote"), JSON, body, &[]).await;
+        assert_eq!(answer.status, 200);
+    }
+    for _ in 0..2 {
+        let answer = request(
+            "POST",
+            &system.url("/api/vote"),
+            JSON,
+            r#"{"option":"zebra"}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, 400);
+    }
+    for _ in 0..4 {
+        assert_eq!(get(&system.url("/api/results"), &[]).await.status, 200);
+    }
+
+    let gateway = get(&system.url("/metrics"), &[]).await;
+    assert_eq!(gateway.status, 200);
+    assert!(
+        gateway
+            .header("content-type")
+            .is_some_and(|kind| kind.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        gateway.header("content-type")
+    );
+    let metrics = scrape(&gateway.body);
+    let vote = [("http_request_method", "POST"), ("http_route", "/api/vote")];
+    assert_eq!(
+        value(
+            &metrics,
+            "http_server_requests_total",
+            &[vote[0], vote[1], ("http_response_status_code", "200")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "http_server_requests_total",
+            &[vote[0], vote[1], ("http_response_status_code", "400")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&metrics, "http_server_request_duration_seconds", &vote),
+        5.0
+    );
+    let results = [
+        ("http_request_method", "GET"),
+        ("http_route", "/api/results"),
+    ];
+    assert_eq!(
+        value(&metrics, "http_server_request_duration_seconds", &results),
+        4.0
+    );
+    let cast = [
+        ("rpc_service", "votemesh.v1.VoteService"),
+        ("rpc_method", "CastVote"),
+    ];
+    assert_eq!(
+        value(
+            &metrics,
+            "rpc_client_requests_total",
+            &[cast[0], cast[1], ("rpc_grpc_status_code", "0")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "rpc_client_requests_total",
+            &[cast[0], cast[1], ("rpc_grpc_status_code", "3")]
+        ),
+        2.0,
+        "INVALID_ARGUMENT"
+    );
+    assert_eq!(value(&metrics, "rpc_client_active_requests", &cast), 0.0);
+
+    // The vote service answers /metrics on its gRPC port, over HTTP/1.1.
+    let vote_metrics = get(&format!("http://{}/metrics", system.vote_addr), &[]).await;
+    assert_eq!(vote_metrics.status, 200);
+    let served = scrape(&vote_metrics.body);
+    assert_eq!(
+        value(
+            &served,
+            "rpc_server_requests_total",
+            &[cast[0], cast[1], ("rpc_grpc_status_code", "0")]
+        ),
+        3.0
+    );
+    assert_eq!(value(&served, "rpc_server_duration_seconds", &cast), 5.0);
+    system.stop().await;
+}

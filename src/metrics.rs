@@ -1,0 +1,254 @@
+//! Prometheus metrics: one process-wide registry, the tower layers that
+//! measure every RPC and every HTTP request, and the `/metrics` text.
+//!
+//! Code anywhere records through the `metrics` facade (`counter!`,
+//! `gauge!`, `histogram!`); [`install`] puts the Prometheus recorder behind
+//! it once per process, and [`render`] writes the Prometheus text format.
+//! Why this crate pair: the facade keeps instrumentation a one-line call at
+//! the place something happens, with no registry to thread through, and the
+//! exporter renders the standard text format without an HTTP server of its
+//! own (votemesh serves `/metrics` itself: on the gateway's port, and on
+//! each gRPC server's own port over HTTP/1.1, see [`MetricsEndpointLayer`]).
+//!
+//! Names follow the OpenTelemetry semantic conventions for RPC and HTTP,
+//! in Prometheus form (`_total`, `_seconds`):
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `rpc_server_requests_total` | `rpc_service`, `rpc_method`, `rpc_grpc_status_code` | calls answered |
+//! | `rpc_server_duration_seconds` | `rpc_service`, `rpc_method` | time to the response (for streams: to its headers) |
+//! | `rpc_server_active_requests` | `rpc_service`, `rpc_method` | calls in flight |
+//! | `rpc_client_requests_total`, `rpc_client_duration_seconds`, `rpc_client_active_requests` | the same | calls made, retries included |
+//! | `rpc_client_retries_total` | `rpc_service`, `rpc_method` | attempts made again ([`crate::client::retry`]) |
+//! | `http_server_requests_total` | `http_request_method`, `http_route`, `http_response_status_code` | the gateway's requests |
+//! | `http_server_request_duration_seconds` | `http_request_method`, `http_route` | their time (SSE: to the headers) |
+//! | `http_server_active_requests` | `http_request_method`, `http_route` | in flight |
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::OnceLock,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http_body_util::Full;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tonic::{
+    body::Body,
+    codegen::http::{self, HeaderValue, header},
+};
+use tower::{Layer, Service};
+
+/// Where every process serves its metrics.
+pub const METRICS_PATH: &str = "/metrics";
+/// The content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Histogram buckets of every `_seconds` metric: 1 ms to 10 s.
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls do
+/// nothing). Until it is installed, recording is a no-op.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .and_then(|builder| builder.set_buckets(&SECONDS_BUCKETS));
+        match builder.map(PrometheusBuilder::install_recorder) {
+            Ok(Ok(handle)) => Some(handle),
+            Ok(Err(error)) | Err(error) => {
+                tracing::warn!(%error, "cannot install the metrics recorder; /metrics stays empty");
+                None
+            }
+        }
+    });
+}
+
+/// Every metric recorded so far, in the Prometheus text format.
+pub fn render() -> String {
+    install();
+    HANDLE
+        .get()
+        .and_then(Option::as_ref)
+        .map(|handle| {
+            handle.run_upkeep();
+            handle.render()
+        })
+        .unwrap_or_default()
+}
+
+/// Which side of a call a layer measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Calls a server answers.
+    Server,
+    /// Calls a client makes.
+    Client,
+}
+
+impl Side {
+    fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Server => (
+                "rpc_server_requests_total",
+                "rpc_server_duration_seconds",
+                "rpc_server_active_requests",
+            ),
+            Self::Client => (
+                "rpc_client_requests_total",
+                "rpc_client_duration_seconds",
+                "rpc_client_active_requests",
+            ),
+        }
+    }
+}
+
+/// The service and method of a gRPC path (`/votemesh.v1.VoteService/CastVote`).
+pub fn rpc_labels(path: &str) -> (String, String) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = parts.next().unwrap_or_default().to_owned();
+    let method = parts.next().unwrap_or_default().to_owned();
+    (service, method)
+}
+
+/// Measures every gRPC call through a server or a client.
+#[derive(Clone, Copy, Debug)]
+pub struct RpcMetricsLayer {
+    side: Side,
+}
+
+impl RpcMetricsLayer {
+    /// A layer measuring calls on `side`.
+    pub fn new(side: Side) -> Self {
+        install();
+        Self { side }
+    }
+}
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics {
+            inner,
+            side: self.side,
+        }
+    }
+}
+
+/// See [`RpcMetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct RpcMetrics<S> {
+    inner: S,
+    side: Side,
+}
+
+impl<S, B, ResponseBody> Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    ResponseBody: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let (requests, duration, active) = self.side.names();
+        let (service, method) = rpc_labels(request.uri().path());
+        let labels = [("rpc_service", service), ("rpc_method", method)];
+        let in_flight = metrics::gauge!(active, &labels);
+        in_flight.increment(1.0);
+        let started = Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let result = call.await;
+            in_flight.decrement(1.0);
+            metrics::histogram!(duration, &labels).record(started.elapsed().as_secs_f64());
+            // A failed call's status travels in the response headers
+            // (trailers-only); an answered one's in its trailers, as 0.
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|code| code.to_str().ok())
+                    .unwrap_or("0")
+                    .to_owned(),
+                Err(_) => "14".to_owned(),
+            };
+            let [service, method] = labels;
+            metrics::counter!(requests, &[service, method, ("rpc_grpc_status_code", code)])
+                .increment(1);
+            result
+        })
+    }
+}
+
+/// Answers `GET /metrics` on a gRPC server's own port (HTTP/1.1 or h2),
+/// so Prometheus scrapes each server where it already listens; every
+/// other request goes through to gRPC.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetricsEndpointLayer;
+
+impl<S> Layer<S> for MetricsEndpointLayer {
+    type Service = MetricsEndpoint<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsEndpoint { inner }
+    }
+}
+
+/// See [`MetricsEndpointLayer`].
+#[derive(Clone, Debug)]
+pub struct MetricsEndpoint<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for MetricsEndpoint<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.method() == http::Method::GET && request.uri().path() == METRICS_PATH {
+            let mut response = http::Response::new(Body::new(Full::from(render())));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_paths_become_labels() {
+        assert_eq!(
+            rpc_labels("/votemesh.v1.VoteService/CastVote"),
+            ("votemesh.v1.VoteService".into(), "CastVote".into())
+        );
+        assert_eq!(rpc_labels("/"), (String::new(), String::new()));
+    }
+}
