@@ -59,9 +59,12 @@ PROBE_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 1}
 REDIS_MAXMEMORY_SHARE = 0.75
 # The gateway's upstream settings and the component each names.
 UPSTREAMS = {"VOTE_ADDR": "vote", "RESULT_ADDR": "result"}
-# How long (seconds) a DNS answer for a headless name may be cached: the
-# TTL of CoreDNS' kubernetes plugin, which its cache keeps.
-DNS_TTL = 5
+# How long (seconds) the cluster DNS may keep answering a headless name
+# with a pod that left: the default TTL of CoreDNS' kubernetes plugin, for
+# a Corefile that caches with it (kubeadm 1.32+ does not cache the cluster
+# domain; older kubeadm Corefiles cache it 30 s, beyond any preStop, and
+# there the client's retry on another pod covers the rest).
+DNS_CACHE = 5
 NAME_LABEL = "app.kubernetes.io/name"
 
 failures = []
@@ -234,7 +237,7 @@ def check_upstreams(objects, components):
     if not gateway or "gateway" not in components:
         return
     [container] = gateway["spec"]["template"]["spec"]["containers"]
-    lag = DNS_TTL + components["gateway"].get("resolve_interval", 0)
+    lag = DNS_CACHE + components["gateway"].get("resolve_interval", 0)
     for variable, upstream in UPSTREAMS.items():
         where = f"deployment/gateway: {variable}"
         address = env_value(container, variable, configmaps)
@@ -260,7 +263,7 @@ def check_upstreams(objects, components):
             if pre_stop < lag:
                 fail(
                     f"deployment/{upstream}: preStop {pre_stop} s is shorter than the {lag} s the gateway may still choose"
-                    f" a leaving pod (DNS TTL {DNS_TTL} s + lookup every {lag - DNS_TTL} s)"
+                    f" a leaving pod (DNS cache {DNS_CACHE} s + lookup every {lag - DNS_CACHE} s)"
                 )
 
 
