@@ -6,17 +6,22 @@ RENDERED_YAML is `kubectl kustomize` of k8s/ (FLAVOUR base), of
 k8s/overlays/dev (dev) or of k8s/overlays/prod (prod). COMPONENTS_JSON maps
 each component (vote, worker, result, gateway) to what its binary really
 does, taken from its clap definition by the Rust test: {"env": [names it
-reads], "port": listen port, "protocol": "grpc"|"http"}. VERSION is the
-workspace version, the tag CI publishes the images under.
+reads], "port": listen port, "protocol": "grpc"|"http"}, and for the
+gateway "resolve_interval": how often (seconds) its client looks the
+upstream names up again. VERSION is the workspace version, the tag CI
+publishes the images under.
 
-Every flavour keeps the base's promises (probes, resources, security
-contexts, env names, secrets, policies, generated config); then
+Every flavour keeps the base's promises (probes with timeouts that outlast
+CPU throttling, resources, security contexts, env names, secrets, policies,
+disruption budgets that let a drain evict unready pods, each component
+spread over nodes, Redis refusing writes below its memory limit, the
+gateway calling vote and result through headless names, generated config);
+then
 - base: production replica counts and autoscalers, the published images,
   the gateway on a LoadBalancer with NodePort 31000;
 - dev: one replica each, no autoscaler, local images, writable root for
   the app containers only, the gateway on NodePort 31000;
-- prod: the base's counts and autoscalers, pods spread over zones and
-  nodes, the namespace enforcing the restricted Pod Security Standard, an
+- prod: the base's counts and autoscalers, pods spread over zones too, the namespace enforcing the restricted Pod Security Standard, an
   Ingress to the gateway with SSE-friendly timeouts, and no Secret in the
   output (db-credentials comes from outside the repository).
 Prints every broken promise and exits 1 if there is any.
@@ -39,8 +44,28 @@ GATEWAY_NODE_PORT = 31000
 GENERATED = r"{}-[a-z0-9]{{10}}"
 # A live results stream must outlive this (seconds) at the Ingress.
 SSE_MIN_TIMEOUT = 300
-# Who may reach each data store (NetworkPolicy ingress).
+# Who may reach each data store and component (NetworkPolicy ingress;
+# "*" is anyone).
 STORE_CLIENTS = {"postgres": {"worker", "result"}, "redis": {"vote", "worker"}}
+COMPONENT_CLIENTS = {"vote": {"gateway"}, "result": {"gateway"}, "worker": set(), "gateway": {"*"}}
+# The shortest probe timeout (seconds) a CPU-throttled pod answers within;
+# Kubernetes' default is 1 s.
+MIN_PROBE_TIMEOUT = 3
+# The probe fields Kubernetes defaults when they are left out.
+PROBE_DEFAULTS = {"periodSeconds": 10, "timeoutSeconds": 1}
+# Redis' maxmemory may use at most this share of its container's memory
+# limit: the rest is for client and AOF buffers and an AOF rewrite's
+# copy-on-write pages, which maxmemory does not count.
+REDIS_MAXMEMORY_SHARE = 0.75
+# The gateway's upstream settings and the component each names.
+UPSTREAMS = {"VOTE_ADDR": "vote", "RESULT_ADDR": "result"}
+# How long (seconds) the cluster DNS may keep answering a headless name
+# with a pod that left: the default TTL of CoreDNS' kubernetes plugin, for
+# a Corefile that caches with it (kubeadm 1.32+ does not cache the cluster
+# domain; older kubeadm Corefiles cache it 30 s, beyond any preStop, and
+# there the client's retry on another pod covers the rest).
+DNS_CACHE = 5
+NAME_LABEL = "app.kubernetes.io/name"
 
 failures = []
 
@@ -76,6 +101,170 @@ def check_container_basics(owner, pod, container, writable_root=False):
     seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}
     if seccomp.get("type") != "RuntimeDefault":
         fail(f"{where}: seccompProfile is not RuntimeDefault")
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        probe = container.get(kind)
+        if not probe:
+            continue
+        timeout = probe.get("timeoutSeconds", PROBE_DEFAULTS["timeoutSeconds"])
+        period = probe.get("periodSeconds", PROBE_DEFAULTS["periodSeconds"])
+        if timeout < MIN_PROBE_TIMEOUT:
+            fail(f"{where}: {kind} timeoutSeconds {timeout} is under {MIN_PROBE_TIMEOUT} s: a CPU-throttled pod fails it")
+        if timeout > period:
+            fail(f"{where}: {kind} timeoutSeconds {timeout} is longer than its periodSeconds {period}")
+
+
+def selects(selector, labels):
+    """Whether a label selector (matchLabels, matchExpressions) selects
+    pods labelled `labels`; an empty selector selects every pod."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        present = key in labels
+        if not {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]:
+            return False
+    return True
+
+
+def check_spread(name, pod, labels, flavour):
+    """Each component's pods spread over nodes (zones too in prod), counted
+    per component, and only as a preference where a one-node cluster runs
+    them."""
+    where = f"deployment/{name}"
+    constraints = pod.get("topologySpreadConstraints", [])
+    keys = [c.get("topologyKey") for c in constraints]
+    for key in sorted(set(keys)):
+        if keys.count(key) > 1:
+            fail(f"{where}: more than one spread over {key}")
+    for c in constraints:
+        selector = c.get("labelSelector") or {}
+        named = set(selector.get("matchLabels") or {}) | {e["key"] for e in selector.get("matchExpressions") or []}
+        for key in c.get("matchLabelKeys", []):
+            if key in named:
+                fail(f"{where}: {key} exists in both matchLabelKeys and labelSelector (the API server rejects it)")
+    wanted = ["kubernetes.io/hostname"] + (["topology.kubernetes.io/zone"] if flavour == "prod" else [])
+    for key in wanted:
+        found = [c for c in constraints if c.get("topologyKey") == key]
+        if not found:
+            fail(f"{where}: pods are not spread over {key} per component")
+            continue
+        c = found[0]
+        selector = c.get("labelSelector") or {}
+        own = (selector.get("matchLabels") or {}).get(NAME_LABEL) == labels.get(NAME_LABEL)
+        if not selects(selector, labels) or not (own or NAME_LABEL in c.get("matchLabelKeys", [])):
+            fail(f"{where}: pods are not spread over {key} per component: {c}")
+        if c.get("whenUnsatisfiable") != "ScheduleAnyway":
+            fail(f"{where}: spread over {key} is {c.get('whenUnsatisfiable')}, not ScheduleAnyway (a one-node cluster could not schedule)")
+
+
+def check_disruption_budget(name, pdb, labels):
+    where = f"poddisruptionbudget/{name}"
+    spec = pdb.get("spec", {})
+    if not selects(spec.get("selector", {}), labels):
+        fail(f"{where}: does not select the pods of deployment/{name}")
+    policy = spec.get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+    if policy != "AlwaysAllow":
+        fail(f"{where}: unhealthyPodEvictionPolicy {policy}, not AlwaysAllow (pods made unready by a dependency's outage would block every node drain)")
+
+
+def parse_quantity(text):
+    """A Kubernetes memory quantity (256Mi, 1G, 134217728) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    match = re.fullmatch(r"(\d+)([A-Za-z]*)", str(text))
+    if not match or (match.group(2) and match.group(2) not in units):
+        raise ValueError(f"memory quantity {text!r}")
+    return int(match.group(1)) * units.get(match.group(2), 1)
+
+
+def parse_redis_bytes(text):
+    """A Redis memory size (180mb, 1gb, 100m, 1048576) in bytes, by Redis'
+    rules: k, m, g are powers of 1000; kb, mb, gb powers of 1024."""
+    units = {"": 1, "k": 10**3, "kb": 2**10, "m": 10**6, "mb": 2**20, "g": 10**9, "gb": 2**30}
+    match = re.fullmatch(r"(\d+)([a-z]*)", str(text).lower())
+    if not match or match.group(2) not in units:
+        raise ValueError(f"Redis memory size {text!r}")
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def check_redis_memory(statefulset):
+    """A full queue makes Redis refuse writes, below the memory limit at
+    which the kernel would kill it."""
+    [container] = statefulset["spec"]["template"]["spec"]["containers"]
+    where = f"statefulset/redis/{container['name']}"
+    args = container.get("args", [])
+    options = {args[i]: args[i + 1] for i in range(len(args) - 1) if str(args[i]).startswith("--")}
+    policy = options.get("--maxmemory-policy")
+    if policy != "noeviction":
+        fail(f"{where}: maxmemory-policy {policy}, not noeviction (queued votes must be refused, never evicted)")
+    limit = container.get("resources", {}).get("limits", {}).get("memory")
+    if "--maxmemory" not in options or limit is None:
+        fail(f"{where}: no --maxmemory below the container's memory limit ({limit}): a full queue gets Redis OOM-killed")
+        return
+    maxmemory, limit_bytes = parse_redis_bytes(options["--maxmemory"]), parse_quantity(limit)
+    if not 0 < maxmemory <= REDIS_MAXMEMORY_SHARE * limit_bytes:
+        fail(
+            f"{where}: maxmemory {options['--maxmemory']} is over {REDIS_MAXMEMORY_SHARE:.0%} of the {limit} limit:"
+            " it leaves no room for buffers and the AOF rewrite's fork"
+        )
+
+
+def env_value(container, name, configmaps):
+    """The value a container gets for `name`, directly or from a rendered
+    ConfigMap; None if it does not get one."""
+    for entry in container.get("env", []):
+        if entry["name"] != name:
+            continue
+        if "value" in entry:
+            return entry["value"]
+        ref = entry.get("valueFrom", {}).get("configMapKeyRef", {})
+        return configmaps.get(ref.get("name"), {}).get("data", {}).get(ref.get("key"))
+    return None
+
+
+def check_upstreams(objects, components):
+    """The gateway calls vote and result through headless names that
+    resolve to every ready pod, on the pods' own ports, and a pod leaving
+    waits in preStop until the gateway has stopped choosing it."""
+    deployments = by_kind(objects, "Deployment")
+    services = by_kind(objects, "Service")
+    configmaps = by_kind(objects, "ConfigMap")
+    gateway = deployments.get("gateway")
+    if not gateway or "gateway" not in components:
+        return
+    [container] = gateway["spec"]["template"]["spec"]["containers"]
+    lag = DNS_CACHE + components["gateway"].get("resolve_interval", 0)
+    for variable, upstream in UPSTREAMS.items():
+        where = f"deployment/gateway: {variable}"
+        address = env_value(container, variable, configmaps)
+        match = re.fullmatch(r"http://([a-z0-9-]+)(\.[a-z0-9.-]+)?:(\d+)/?", address or "")
+        if not match:
+            fail(f"{where} {address!r} is not http://<service>:<port>")
+            continue
+        name, port = match.group(1), int(match.group(3))
+        service = services.get(name, {}).get("spec", {})
+        pods = deployments.get(upstream, {}).get("spec", {}).get("template", {})
+        labels = pods.get("metadata", {}).get("labels", {})
+        if service.get("clusterIP") != "None":
+            fail(f"{where} names service/{name}, which is not headless: every call would go to one {upstream} pod per connection")
+        elif not service.get("selector") or not selects({"matchLabels": service["selector"]}, labels) or service["selector"].get(NAME_LABEL) != upstream:
+            fail(f"{where} names service/{name}, which does not select the {upstream} pods")
+        elif service.get("publishNotReadyAddresses"):
+            fail(f"{where} names service/{name}, which publishes pods that are not ready")
+        if port != components[upstream]["port"]:
+            fail(f"{where} calls port {port}; a headless name does not translate ports and {upstream} listens on {components[upstream]['port']}")
+        if upstream in deployments:
+            pod_container = deployments[upstream]["spec"]["template"]["spec"]["containers"][0]
+            pre_stop = pod_container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+            if pre_stop < lag:
+                fail(
+                    f"deployment/{upstream}: preStop {pre_stop} s is shorter than the {lag} s the gateway may still choose"
+                    f" a leaving pod (DNS cache {DNS_CACHE} s + lookup every {lag - DNS_CACHE} s)"
+                )
 
 
 def check_service_account(owner, pod, accounts):
@@ -104,12 +293,7 @@ def check_component(name, spec, deployment, flavour, version):
             fail(f"{where}: sets replicas although its HorizontalPodAutoscaler owns them")
     elif replicas != REPLICAS[name]:
         fail(f"{where}: {replicas} replicas, expected {REPLICAS[name]}")
-    if flavour == "prod":
-        spread = {c.get("topologyKey"): c for c in pod.get("topologySpreadConstraints", [])}
-        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname"):
-            keys = spread.get(key, {}).get("matchLabelKeys", [])
-            if "app.kubernetes.io/name" not in keys:
-                fail(f"{where}: pods are not spread over {key} per component")
+    check_spread(name, pod, deployment["spec"]["template"]["metadata"].get("labels", {}), flavour)
     ports = [p["containerPort"] for p in container.get("ports", [])]
     if ports != [spec["port"]]:
         fail(f"{where}: container ports {ports}, the binary listens on {spec['port']}")
@@ -220,19 +404,22 @@ def check_secrets_stay_secret(objects):
                     fail(f"{obj['kind'].lower()}/{obj['metadata']['name']}: holds a Secret value")
 
 
-def allowed_clients(policies, store):
-    """The component names allowed to reach pods named `store`."""
+def allowed_clients(policies, target, port=None):
+    """The component names allowed to reach pods named `target` (on `port`,
+    if given; "*" is anyone)."""
     clients = set()
     for policy in policies.values():
-        selector = policy["spec"]["podSelector"].get("matchLabels", {})
-        if selector.get("app.kubernetes.io/name") != store:
+        if not selects(policy["spec"]["podSelector"], {NAME_LABEL: target}):
             continue
         for rule in policy["spec"].get("ingress", []):
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            if port is not None and ports and port not in ports:
+                continue
             sources = rule.get("from")
             if not sources:
                 clients.add("*")
             for source in sources or []:
-                name = source.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+                name = source.get("podSelector", {}).get("matchLabels", {}).get(NAME_LABEL)
                 clients.add(name or "*")
     return clients
 
@@ -273,12 +460,22 @@ def main(rendered_path, components_path, flavour, version):
         clients = allowed_clients(policies, store)
         if clients != expected:
             fail(f"{store} is reachable from {sorted(clients)}, expected only {sorted(expected)}")
+    for name, expected in COMPONENT_CLIENTS.items():
+        if name not in components:
+            continue
+        clients = allowed_clients(policies, name, components[name]["port"])
+        if clients != expected:
+            fail(f"{name} is reachable on port {components[name]['port']} from {sorted(clients)}, expected only {sorted(expected)}")
 
     pdbs = by_kind(objects, "PodDisruptionBudget")
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
     for name in components:
         if name not in pdbs:
             fail(f"deployment/{name}: no PodDisruptionBudget")
+        elif name in deployments:
+            check_disruption_budget(name, pdbs[name], deployments[name]["spec"]["template"]["metadata"].get("labels", {}))
+    if "redis" in statefulsets:
+        check_redis_memory(statefulsets["redis"])
     if flavour == "dev":
         if hpas:
             fail(f"dev: HorizontalPodAutoscalers {sorted(hpas)} would scale past one replica")
@@ -301,6 +498,7 @@ def main(rendered_path, components_path, flavour, version):
         for port in service["spec"].get("ports", []):
             if port.get("port") in grpc_ports and port.get("appProtocol") != "kubernetes.io/h2c":
                 fail(f"service/{name}: gRPC port {port.get('port')} has appProtocol {port.get('appProtocol')!r}, not kubernetes.io/h2c")
+    check_upstreams(objects, components)
     check_exposure(objects, flavour)
     check_generated_config(objects, flavour)
     check_secrets_stay_secret(objects)

@@ -19,7 +19,7 @@ use std::{
 
 use clap::CommandFactory;
 use serde_json::{Value, json};
-use votemesh::{config, shutdown, telemetry};
+use votemesh::{client::balance, config, shutdown, telemetry};
 
 /// The kustomizations and the flavour of promises each keeps.
 const KUSTOMIZATIONS: [(&str, &str); 3] = [
@@ -136,7 +136,9 @@ fn rendered(kustomization: &str, dir: &Path) -> PathBuf {
     path
 }
 
-/// What each component's binary reads and listens on, from its clap definition.
+/// What each component's binary reads and listens on, from its clap
+/// definition, and how often the gateway's client looks its upstreams'
+/// names up again.
 fn components(dir: &Path) -> PathBuf {
     let describe = |command: clap::Command, protocol: &str| {
         let mut env = config::env_names(&command);
@@ -150,11 +152,13 @@ fn components(dir: &Path) -> PathBuf {
             .expect("every component has a --listen default");
         json!({ "env": env, "port": listen.port(), "protocol": protocol })
     };
+    let mut gateway = describe(votemesh_gateway::cli::Cli::command(), "http");
+    gateway["resolve_interval"] = json!(balance::RESOLVE_INTERVAL.as_secs());
     let spec = json!({
         "vote": describe(votemesh_vote::cli::Cli::command(), "grpc"),
         "worker": describe(votemesh_worker::cli::Cli::command(), "grpc"),
         "result": describe(votemesh_result::cli::Cli::command(), "grpc"),
-        "gateway": describe(votemesh_gateway::cli::Cli::command(), "http"),
+        "gateway": gateway,
     });
     let path = dir.join("components.json");
     std::fs::write(&path, spec.to_string()).unwrap();
@@ -278,6 +282,90 @@ fn every_kustomization_keeps_its_promises() {
             "is not ghcr.io/votemesh/",
         ),
         (
+            "base",
+            broken(
+                &base,
+                "unhealthyPodEvictionPolicy: AlwaysAllow",
+                "unhealthyPodEvictionPolicy: IfHealthyBudget",
+            ),
+            "not AlwaysAllow",
+        ),
+        (
+            "base",
+            broken(&base, "timeoutSeconds: 3", "timeoutSeconds: 1"),
+            "a CPU-throttled pod fails it",
+        ),
+        (
+            "base",
+            broken(&base, "timeoutSeconds: 5", "timeoutSeconds: 12"),
+            "is longer than its periodSeconds",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "whenUnsatisfiable: ScheduleAnyway",
+                "whenUnsatisfiable: DoNotSchedule",
+            ),
+            "not ScheduleAnyway (a one-node cluster could not schedule)",
+        ),
+        (
+            "base",
+            broken(&base, "- pod-template-hash", "- app.kubernetes.io/name"),
+            "exists in both matchLabelKeys and labelSelector",
+        ),
+        (
+            "base",
+            broken(&base, "- 180mb", "- 200mb"),
+            "leaves no room for buffers",
+        ),
+        (
+            "base",
+            broken(&base, "- noeviction", "- allkeys-lru"),
+            "not noeviction",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "VOTE_ADDR: http://vote-pods:5000",
+                "VOTE_ADDR: http://vote:5000",
+            ),
+            "names service/vote, which is not headless",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "RESULT_ADDR: http://result-pods:5001",
+                "RESULT_ADDR: http://result-pods:5002",
+            ),
+            "a headless name does not translate ports",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "clusterIP: None\n  ports:\n  - appProtocol",
+                "ports:\n  - appProtocol",
+            ),
+            "which is not headless",
+        ),
+        (
+            "base",
+            broken(&base, "seconds: 10", "seconds: 5"),
+            "the gateway may still choose a leaving pod",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "- port: 5001\n      protocol: TCP",
+                "- port: 5002\n      protocol: TCP",
+            ),
+            "result is reachable on port 5001 from []",
+        ),
+        (
             "dev",
             broken(&dev, "replicas: 1\n", "replicas: 3\n"),
             "expected 1 on a laptop",
@@ -310,6 +398,15 @@ fn every_kustomization_keeps_its_promises() {
                 "topologyKey: kubernetes.io/arch",
             ),
             "not spread over kubernetes.io/hostname",
+        ),
+        (
+            "prod",
+            broken(
+                &prod,
+                "topologyKey: topology.kubernetes.io/zone",
+                "topologyKey: kubernetes.io/hostname",
+            ),
+            "more than one spread over kubernetes.io/hostname",
         ),
         (
             "prod",
