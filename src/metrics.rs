@@ -50,6 +50,11 @@ const SECONDS_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
+/// Histogram buckets of every `_size` metric (batch sizes): 1 to 4096.
+const SIZE_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once; later calls do
@@ -58,6 +63,9 @@ pub fn install() {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZE_BUCKETS)
+            })
             .and_then(|builder| builder.set_buckets(&SECONDS_BUCKETS));
         match builder.map(PrometheusBuilder::install_recorder) {
             Ok(Ok(handle)) => Some(handle),

@@ -5,46 +5,10 @@
 
 mod support;
 
-use prometheus_parse::{Sample, Scrape, Value};
+use votemesh_testing::metrics::{parse, scrape, value};
 use support::{System, get, request};
 
 const JSON: Option<&str> = Some("application/json");
-
-fn scrape(text: &str) -> Scrape {
-    Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text")
-}
-
-/// The value of `metric` whose labels include all of `labels`.
-fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    let matching: Vec<&Sample> = scrape
-        .samples
-        .iter()
-        .filter(|sample| sample.metric == metric)
-        .filter(|sample| {
-            labels
-                .iter()
-                .all(|(name, value)| sample.labels.get(name) == Some(*value))
-        })
-        .collect();
-    assert_eq!(
-        matching.len(),
-        1,
-        "one {metric}{labels:?} in {:#?}",
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == metric)
-            .collect::<Vec<_>>()
-    );
-    match &matching[0].value {
-        Value::Counter(value) | Value::Gauge(value) | Value::Untyped(value) => *value,
-        Value::Histogram(buckets) => buckets
-            .iter()
-            .find(|bucket| bucket.less_than == f64::INFINITY)
-            .map_or(0.0, |bucket| bucket.count),
-        Value::Summary(_) => panic!("{metric} is a summary"),
-    }
-}
 
 #[tokio::test]
 async fn counters_move_by_exactly_the_requests_made() {
@@ -78,7 +42,7 @@ async fn counters_move_by_exactly_the_requests_made() {
         "{:?}",
         gateway.header("content-type")
     );
-    let metrics = scrape(&gateway.body);
+    let metrics = parse(&gateway.body).unwrap();
     let vote = [("http_request_method", "POST"), ("http_route", "/api/vote")];
     assert_eq!(
         value(
@@ -132,9 +96,7 @@ async fn counters_move_by_exactly_the_requests_made() {
     assert_eq!(value(&metrics, "rpc_client_active_requests", &cast), 0.0);
 
     // The vote service answers /metrics on its gRPC port, over HTTP/1.1.
-    let vote_metrics = get(&format!("http://{}/metrics", system.vote_addr), &[]).await;
-    assert_eq!(vote_metrics.status, 200);
-    let served = scrape(&vote_metrics.body);
+    let served = scrape(system.vote_addr).await.unwrap();
     assert_eq!(
         value(
             &served,

@@ -22,10 +22,13 @@
 //!   every test does.
 //! - [`endpoints`]: a headless Service's address list, which tests change
 //!   as replicas come and go.
+//! - [`metrics`]: a component's `/metrics`, fetched and parsed as
+//!   Prometheus does.
 //! - [`probe`]: client-side checks (health, reflection) and [`wait_for`].
 //! - [`process`]: finding server binaries and waiting for them to start.
 
 pub mod endpoints;
+pub mod metrics;
 pub mod postgres;
 pub mod probe;
 pub mod process;

@@ -72,7 +72,13 @@ pub async fn run<S: VoteSource>(
             shutdown.clone(),
             move || {
                 let (source, db) = (source.clone(), db.clone());
-                async move { source.ping().await.is_ok() && votemesh::store::ping(&db).await.is_ok() }
+                async move {
+                    // The probe also samples the queue for /metrics.
+                    if let Ok(depth) = source.depth().await {
+                        metrics::gauge!("votemesh_queue_depth").set(depth as f64);
+                    }
+                    source.ping().await.is_ok() && votemesh::store::ping(&db).await.is_ok()
+                }
             },
         )
     };

@@ -1,4 +1,5 @@
-//! Counters of what this worker has done since it started.
+//! Counters of what this worker has done since it started, behind GetStats
+//! and, as the same numbers, in Prometheus (`votemesh_worker_*`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,6 +19,11 @@ pub struct Stats {
 impl Stats {
     /// Adds one committed batch's numbers.
     pub fn record_batch(&self, votes: usize, superseded: usize, dead_lettered: usize) {
+        metrics::counter!("votemesh_worker_batches_total").increment(1);
+        metrics::histogram!("votemesh_worker_batch_size").record((votes + dead_lettered) as f64);
+        metrics::counter!("votemesh_worker_votes_committed_total").increment(votes as u64);
+        metrics::counter!("votemesh_worker_votes_superseded_total").increment(superseded as u64);
+        metrics::counter!("votemesh_worker_dead_lettered_total").increment(dead_lettered as u64);
         self.batches_committed.fetch_add(1, Ordering::Relaxed);
         self.votes_committed
             .fetch_add(votes as u64, Ordering::Relaxed);
