@@ -53,7 +53,7 @@ impl BatchError {
         match self {
             Self::Apply(error) => error.is_transient(),
             Self::Timeout => true,
-            Self::Queue(error) => matches!(error, QueueError::Unavailable(_)),
+            Self::Queue(error) => error.is_transient(),
         }
     }
 }
@@ -226,7 +226,7 @@ impl<S: VoteSource> Drainer<S> {
                 })
                 .collect();
             self.source
-                .ack_batch(messages.len(), &dead_letters)
+                .ack_batch(messages, &dead_letters)
                 .await
                 .map_err(BatchError::Queue)?;
             self.stats
