@@ -574,7 +574,10 @@ async fn a_late_move_into_a_reclaimed_list_survives_the_acknowledgement_and_coun
         .command(&["LRANGE", &slow_list, "0", "-1"])
         .await
         .unwrap();
-    assert!(left.contains("v3"), "the late vote survives the ack: {left}");
+    assert!(
+        left.contains("v3"),
+        "the late vote survives the ack: {left}"
+    );
 
     // The slow worker goes on (here: starts again under its id) and counts v3.
     let worker = start_worker(&redis, &postgres, worker_settings("slow")).await;
@@ -606,5 +609,9 @@ async fn the_acknowledgement_moves_only_the_dead_letters_it_removed() {
         .command(&["LRANGE", DEAD_LETTER_KEY, "0", "-1"])
         .await
         .unwrap();
-    assert_eq!(dead_letters.matches("not a vote").count(), 1, "{dead_letters}");
+    assert_eq!(
+        dead_letters.matches("not a vote").count(),
+        1,
+        "{dead_letters}"
+    );
 }
