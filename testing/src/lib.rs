@@ -21,8 +21,10 @@
 //! - [`services`]: starting the vote, worker and result services the way
 //!   every test does.
 //! - [`probe`]: client-side checks (health, reflection) and [`wait_for`].
+//! - [`logs`]: capturing the log events of code under test.
 //! - [`process`]: finding server binaries and waiting for them to start.
 
+pub mod logs;
 pub mod postgres;
 pub mod probe;
 pub mod process;

@@ -61,3 +61,52 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
     );
     service.stop().await;
 }
+
+#[tokio::test]
+async fn tally_read_failures_are_a_warning_per_outage_and_so_is_the_recovery() {
+    use tracing::Level;
+    // A current-thread test: the poller task logs to this capture.
+    let (logs, _guard) = votemesh_testing::logs::capture();
+    let mut postgres = PostgresServer::start().await.unwrap();
+    let db = votemesh::store::connect(&postgres.url()).await.unwrap();
+    votemesh::store::migrate(&db).await.unwrap();
+    let (health, _health_service) = votemesh::health::Health::new(&["test"]).await;
+    let shutdown = votemesh::shutdown::CancellationToken::new();
+    let (_feed, poller) = votemesh_result::feed::spawn(
+        db,
+        votemesh_testing::services::cats_and_dogs(),
+        Duration::from_millis(50),
+        health.clone(),
+        shutdown.clone(),
+    );
+    for outage in 1..=2 {
+        probe::wait_for("the tally reads", WAIT, || async { health.is_ready() }).await;
+        postgres.stop().await;
+        // Reads fail (readiness says so), again and again.
+        probe::wait_for("a failed read", WAIT, || async { !health.is_ready() }).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        postgres.restart().await.unwrap();
+        probe::wait_for("the recovery logged", WAIT, || async {
+            logs.count(Level::WARN, "the tally reads again") == outage
+        })
+        .await;
+    }
+    shutdown.cancel();
+    poller.await.unwrap();
+    let warnings: Vec<String> = logs
+        .own(Level::WARN)
+        .into_iter()
+        .map(|event| event.message)
+        .filter(|message| !message.contains("readiness"))
+        .collect();
+    assert_eq!(
+        logs.count(Level::WARN, "cannot read the tally"),
+        2,
+        "{warnings:?}"
+    );
+    assert_eq!(
+        warnings.len(),
+        4,
+        "one warning when it fails, one when it recovers, per outage: {warnings:?}"
+    );
+}
