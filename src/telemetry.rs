@@ -59,7 +59,7 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
 #[derive(Args, Clone, Debug, Default)]
 pub struct TelemetryArgs {
     /// OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317. Unset: no trace export.
-    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = crate::config::parse_endpoint)]
     pub otlp_endpoint: Option<String>,
     /// Service name on exported spans (default: the component's name).
     #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME")]
@@ -126,7 +126,11 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
         .clone()
         .unwrap_or_else(|| format!("votemesh-{component}"));
     let provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service_name).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name.clone())
+                .build(),
+        )
         .with_batch_exporter(exporter)
         .build();
     let tracer = provider.tracer("votemesh");
@@ -153,7 +157,7 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
         .with(logs)
         .with(traces)
         .try_init()?;
-    tracing::info!(%endpoint, "exporting traces over OTLP");
+    tracing::info!(%endpoint, %service_name, "exporting traces over OTLP");
     Ok(TelemetryGuard {
         provider: Some(provider),
     })
