@@ -459,7 +459,7 @@ async fn redis_full_refuses_votes_with_resource_exhausted_loses_none_and_takes_t
     let mut acknowledged = BTreeMap::<String, String>::new();
     let refused = loop {
         let voter = format!("voter-{}", acknowledged.len());
-        let option = if acknowledged.len() % 3 == 0 {
+        let option = if acknowledged.len().is_multiple_of(3) {
             "b"
         } else {
             "a"
