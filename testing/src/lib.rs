@@ -22,7 +22,8 @@
 //!   every test does.
 //! - [`probe`]: client-side checks (health, reflection) and [`wait_for`].
 //! - [`logs`]: capturing the log events of code under test.
-//! - [`process`]: finding server binaries and waiting for them to start.
+//! - [`process`]: finding server binaries, waiting for them to start, and
+//!   reading what a binary under test prints as it starts.
 
 pub mod logs;
 pub mod postgres;

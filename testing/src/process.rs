@@ -1,5 +1,5 @@
-//! Server processes: finding their binaries, free ports, and waiting until
-//! they accept work.
+//! Server processes: finding their binaries, free ports, waiting until
+//! they accept work, and reading what a binary prints as it starts.
 
 use std::{
     future::Future,

@@ -478,6 +478,10 @@ async fn redis_full_refuses_votes_with_resource_exhausted_loses_none_and_takes_t
         "{refused:?}"
     );
     assert!(acknowledged.len() > 100, "{} votes fit", acknowledged.len());
+    println!(
+        "maxmemory {limit} bytes (start + {HEADROOM}): {} votes acknowledged, then RESOURCE_EXHAUSTED",
+        acknowledged.len()
+    );
     // Still full for the next voter, and the service stays ready: it
     // answers, and the refusal is the answer.
     let again = client.cast_vote(cast("late-voter", "a")).await.unwrap_err();
