@@ -55,7 +55,9 @@ impl CapturedLogs {
 
 /// Installs a subscriber capturing every event on this thread until the
 /// guard drops. In a current-thread tokio test (`#[tokio::test]`), that
-/// includes the tasks it spawns.
+/// includes the tasks it spawns. Put such a test alone in its test binary:
+/// tracing caches per callsite whether anyone listens, across threads, so
+/// a test running in parallel on another thread can hide events from it.
 pub fn capture() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
     let logs = CapturedLogs::default();
     let subscriber = tracing_subscriber::registry().with(Capture(logs.clone()));
