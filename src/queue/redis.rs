@@ -9,7 +9,7 @@
 //! writes that may grow its memory once full: pushing a vote is refused
 //! ([`QueueError::Full`]), while the worker's scripts, which only move or
 //! remove messages, are declared `allow-oom` so the queue can still drain.
-//! Errors are sorted by [`classify`]: refused before anything ran, or sent
+//! Errors are sorted by `classify`: refused before anything ran, or sent
 //! and unanswered (the command may have taken effect).
 
 use std::time::Duration;
@@ -264,8 +264,10 @@ impl VoteSource for RedisWorkerQueue {
         if committed.is_empty() {
             return Ok(0);
         }
+        // Oldest first: each removal then finds its message at the tail.
         let (dead, applied): (Vec<&String>, Vec<&String>) = committed
             .iter()
+            .rev()
             .partition(|message| dead_letters.contains(message));
         let mut connection = self.queue.connection().await?;
         self.ack_script
