@@ -90,6 +90,16 @@ impl Poll {
         self.options.iter().find(|option| option.id == id)
     }
 
+    /// The options as `id=label` pairs, comma-separated, for logs.
+    pub fn labels(&self) -> String {
+        let pairs: Vec<String> = self
+            .options
+            .iter()
+            .map(|o| format!("{}={}", o.id, o.label))
+            .collect();
+        pairs.join(", ")
+    }
+
     /// The ids, comma-separated, for error messages.
     pub fn ids(&self) -> String {
         let ids: Vec<&str> = self.options.iter().map(|o| o.id.as_str()).collect();

@@ -63,7 +63,7 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
 #[derive(Args, Clone, Debug, Default)]
 pub struct TelemetryArgs {
     /// OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317. Unset: no trace export.
-    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = crate::config::parse_endpoint)]
     pub otlp_endpoint: Option<String>,
     /// Service name on exported spans (default: the component's name).
     #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME")]
@@ -155,8 +155,11 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
         .otel_service_name
         .clone()
         .unwrap_or_else(|| format!("votemesh-{component}"));
-    let mut provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service_name).build());
+    let mut provider = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service_name.clone())
+            .build(),
+    );
     if let Some(endpoint) = &endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -194,7 +197,7 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
         .with(traces)
         .try_init()?;
     if let Some(endpoint) = &endpoint {
-        tracing::info!(%endpoint, "exporting traces over OTLP");
+        tracing::info!(%endpoint, %service_name, "exporting traces over OTLP");
     }
     Ok(TelemetryGuard {
         provider: Some(provider),

@@ -5,13 +5,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use votemesh::{client::selfcheck, shutdown, telemetry};
 use votemesh_gateway::cli::Cli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli: Cli = votemesh::config::parse_cli();
     if cli.self_check.health_check {
         return Ok(selfcheck::report(
             votemesh_gateway::readiness::check(cli.listen).await,

@@ -5,8 +5,8 @@
 
 mod support;
 
-use votemesh_testing::metrics::{parse, scrape, value};
 use support::{System, get, request};
+use votemesh_testing::metrics::{parse, scrape, value};
 
 const JSON: Option<&str> = Some("application/json");
 

@@ -42,7 +42,10 @@ pub async fn grpc(listen: SocketAddr, service: &str) -> Result<(), String> {
         match check_health(addr, service).await {
             Ok(ServingStatus::Serving) => Ok(()),
             Ok(status) => Err(format!("{addr} reports {}", status.as_str_name())),
-            Err(status) => Err(format!("health check failed: {}", status.message())),
+            Err(status) => Err(format!(
+                "health check of {addr} failed: {}",
+                status.message()
+            )),
         }
     };
     tokio::time::timeout(TIMEOUT, check)

@@ -111,12 +111,24 @@ impl VoteSource for MemoryQueue {
         Ok(take())
     }
 
-    async fn ack_batch(&self, taken: usize, dead_letters: &[String]) -> Result<(), QueueError> {
+    async fn ack_batch(
+        &self,
+        committed: &[String],
+        dead_letters: &[String],
+    ) -> Result<usize, QueueError> {
         let mut state = self.state();
-        state.dead_letters.extend_from_slice(dead_letters);
-        let taken = taken.min(state.in_flight.len());
-        state.in_flight.drain(..taken);
-        Ok(())
+        let mut removed = 0;
+        for message in committed {
+            let Some(at) = state.in_flight.iter().position(|held| held == message) else {
+                continue;
+            };
+            let message = state.in_flight.remove(at);
+            removed += 1;
+            if dead_letters.contains(&message) {
+                state.dead_letters.push(message);
+            }
+        }
+        Ok(removed)
     }
 
     async fn reclaim_orphans(&self) -> Result<usize, QueueError> {

@@ -129,13 +129,31 @@ pub enum MessageError {
 /// The queue failed.
 #[derive(Debug, Error)]
 pub enum QueueError {
-    /// The queue cannot be reached or is not ready (down, restarting,
-    /// loading); retrying later may succeed.
+    /// The queue could not be reached or refused the command before doing
+    /// anything (down, restarting, loading its data): nothing changed, and
+    /// retrying later may succeed.
     #[error("the vote queue is unavailable: {0}")]
     Unavailable(String),
+    /// The command was sent but no answer came (a timeout, the connection
+    /// dropped mid-call): it may or may not have taken effect. Retrying
+    /// later may succeed.
+    #[error("the vote queue did not answer in time: {0}")]
+    Unconfirmed(String),
+    /// The queue is full: Redis refuses writes at its `maxmemory`. Nothing
+    /// changed; retrying once the worker has drained the queue succeeds.
+    #[error("the vote queue is full: {0}")]
+    Full(String),
     /// The queue answered with an error that retrying will not fix.
     #[error("the vote queue failed: {0}")]
     Failed(String),
+}
+
+impl QueueError {
+    /// Whether retrying later may succeed (the queue was unreachable, slow
+    /// or full) rather than something that needs a person.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
 }
 
 /// Where the vote service puts votes.
@@ -159,16 +177,20 @@ pub trait VoteSource: Send + Sync + 'static {
         wait: Duration,
     ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
 
-    /// Removes the in-flight batch of `taken` messages (as
-    /// [`VoteSource::take_batch`] returned it) once it is committed, moving
-    /// `dead_letters` (messages of the batch that could not be parsed) to
-    /// the dead-letter list, in one atomic step. Messages that entered the
-    /// processing list after the take stay there for the next take.
+    /// Removes exactly the `committed` messages (the batch as
+    /// [`VoteSource::take_batch`] returned it, once the database committed
+    /// it) from the processing list, moving `dead_letters` (messages of the
+    /// batch that could not be parsed) to the dead-letter list, in one
+    /// atomic step. It acknowledges by content, not by count: any other
+    /// message in the processing list (one moved in after the take, by a
+    /// blocking move that landed late) stays there for the next take, and
+    /// a committed message no longer there (a peer reclaimed the list
+    /// meanwhile) is skipped. Returns how many messages it removed.
     fn ack_batch(
         &self,
-        taken: usize,
+        committed: &[String],
         dead_letters: &[String],
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    ) -> impl Future<Output = Result<usize, QueueError>> + Send;
 
     /// Marks this worker alive and returns to the queue the in-flight
     /// batches of workers that stopped marking themselves alive. Returns how

@@ -1,8 +1,16 @@
 //! The vote queue on Redis, through a bb8 connection pool.
 //!
 //! Every multi-step operation is one Lua script, so it is atomic on the
-//! Redis server: stamping and pushing a vote, topping up a batch, returning
-//! an orphaned batch. Keys are in [`super`] (`votes`, `votes:processing:*`, ...).
+//! Redis server: stamping and pushing a vote, topping up a batch,
+//! acknowledging a batch, returning an orphaned batch. Keys are in
+//! [`super`] (`votes`, `votes:processing:*`, ...).
+//!
+//! Redis run with `maxmemory` and `maxmemory-policy noeviction` refuses
+//! writes that may grow its memory once full: pushing a vote is refused
+//! ([`QueueError::Full`]), while the worker's scripts, which only move or
+//! remove messages, are declared `allow-oom` so the queue can still drain.
+//! Errors are sorted by `classify`: refused before anything ran, or sent
+//! and unanswered (the command may have taken effect).
 
 use std::time::Duration;
 
@@ -49,8 +57,10 @@ return seq_text
 "#;
 
 /// Tops the processing list up to ARGV[1] messages from the queue and
-/// returns all of it. KEYS: queue, processing list.
-const TAKE_BATCH_SCRIPT: &str = r#"
+/// returns all of it. KEYS: queue, processing list. Moving a message does
+/// not grow Redis' memory, so it runs at `maxmemory` too (`allow-oom`):
+/// draining is how a full queue makes room.
+const TAKE_BATCH_SCRIPT: &str = r#"#!lua flags=allow-oom
 local n = redis.call('LLEN', KEYS[2])
 local max = tonumber(ARGV[1])
 while n < max do
@@ -61,11 +71,42 @@ end
 return redis.call('LRANGE', KEYS[2], 0, -1)
 "#;
 
+/// Removes exactly the committed messages of a batch from the processing
+/// list and moves the dead letters among them to the dead-letter list.
+/// Each message is removed once, nearest the consuming (right) end, where
+/// the batch sits; a message that is no longer there (a peer reclaimed the
+/// list meanwhile) is skipped, and a message that is not part of the batch
+/// (moved in after the take) stays. Runs at `maxmemory` (`allow-oom`): it
+/// frees memory. KEYS: processing list, dead-letter list. ARGV: the number
+/// of dead letters `d`, the `d` dead letters, then the batch's other
+/// messages. Returns the number of messages removed.
+const ACK_SCRIPT: &str = r#"#!lua flags=allow-oom
+local dead = tonumber(ARGV[1])
+local removed = 0
+for i = 2, #ARGV do
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+    removed = removed + 1
+    if i <= dead + 1 then redis.call('LPUSH', KEYS[2], ARGV[i]) end
+  end
+end
+return removed
+"#;
+
+/// Marks a worker alive for ARGV[1] seconds. A script only to run at
+/// `maxmemory` too (`allow-oom`, which a plain SET is not): a worker that
+/// cannot mark itself alive would have its batch taken away while it works.
+/// KEYS: the worker's heartbeat key.
+const HEARTBEAT_SCRIPT: &str = r#"#!lua flags=allow-oom
+redis.call('SET', KEYS[1], 'alive', 'EX', ARGV[1])
+return 1
+"#;
+
 /// Returns an orphaned processing list to the consuming end of the queue,
-/// oldest first, unless its worker marked itself alive meanwhile.
+/// oldest first, unless its worker marked itself alive meanwhile. Runs at
+/// `maxmemory` (`allow-oom`): it moves messages, it does not add any.
 /// KEYS: processing list, its worker's heartbeat key, queue. Returns the
 /// number of messages moved.
-const RECLAIM_SCRIPT: &str = r#"
+const RECLAIM_SCRIPT: &str = r#"#!lua flags=allow-oom
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local moved = 0
 while redis.call('LMOVE', KEYS[1], KEYS[3], 'LEFT', 'RIGHT') do
@@ -104,13 +145,18 @@ impl RedisQueue {
             processing_key: super::processing_key(worker_id),
             heartbeat_key: format!("{HEARTBEAT_KEY_PREFIX}{worker_id}"),
             take_script: Script::new(TAKE_BATCH_SCRIPT),
+            ack_script: Script::new(ACK_SCRIPT),
+            heartbeat_script: Script::new(HEARTBEAT_SCRIPT),
             reclaim_script: Script::new(RECLAIM_SCRIPT),
         }
     }
 
+    /// A pooled connection. Nothing has been sent when this fails (a new
+    /// connection could not be opened, or none came free in time), so the
+    /// error is always [`QueueError::Unavailable`].
     async fn connection(&self) -> Result<PooledConnection<'_, RedisConnectionManager>, QueueError> {
         self.pool.get().await.map_err(|error| match error {
-            RunError::User(error) => classify(error),
+            RunError::User(error) => QueueError::Unavailable(error.to_string()),
             RunError::TimedOut => {
                 QueueError::Unavailable("no Redis connection within the timeout".into())
             }
@@ -160,6 +206,8 @@ pub struct RedisWorkerQueue {
     processing_key: String,
     heartbeat_key: String,
     take_script: Script,
+    ack_script: Script,
+    heartbeat_script: Script,
     reclaim_script: Script,
 }
 
@@ -208,31 +256,38 @@ impl VoteSource for RedisWorkerQueue {
         self.top_up(&mut connection, max).await
     }
 
-    async fn ack_batch(&self, taken: usize, dead_letters: &[String]) -> Result<(), QueueError> {
-        let mut connection = self.queue.connection().await?;
-        let mut transaction = redis::pipe();
-        transaction.atomic();
-        if !dead_letters.is_empty() {
-            transaction.lpush(DEAD_LETTER_KEY, dead_letters).ignore();
+    async fn ack_batch(
+        &self,
+        committed: &[String],
+        dead_letters: &[String],
+    ) -> Result<usize, QueueError> {
+        if committed.is_empty() {
+            return Ok(0);
         }
-        // The batch is the `taken` oldest messages, at the right end; a
-        // message moved in after the take (a late BLMOVE) is at the left
-        // and stays for the next take.
-        let keep_until = -1 - isize::try_from(taken).unwrap_or(isize::MAX - 1);
-        transaction
-            .ltrim(&self.processing_key, 0, keep_until)
-            .ignore();
-        let () = transaction
-            .query_async(&mut *connection)
+        // Oldest first: each removal then finds its message at the tail.
+        let (dead, applied): (Vec<&String>, Vec<&String>) = committed
+            .iter()
+            .rev()
+            .partition(|message| dead_letters.contains(message));
+        let mut connection = self.queue.connection().await?;
+        self.ack_script
+            .key(&self.processing_key)
+            .key(DEAD_LETTER_KEY)
+            .arg(dead.len())
+            .arg(dead)
+            .arg(applied)
+            .invoke_async(&mut *connection)
             .await
-            .map_err(classify)?;
-        Ok(())
+            .map_err(classify)
     }
 
     async fn reclaim_orphans(&self) -> Result<usize, QueueError> {
         let mut connection = self.queue.connection().await?;
-        let () = connection
-            .set_ex(&self.heartbeat_key, "alive", HEARTBEAT_TTL.as_secs())
+        let _: i64 = self
+            .heartbeat_script
+            .key(&self.heartbeat_key)
+            .arg(HEARTBEAT_TTL.as_secs())
+            .invoke_async(&mut *connection)
             .await
             .map_err(classify)?;
         let processing_lists: Vec<String> = {
@@ -289,21 +344,43 @@ impl VoteSource for RedisWorkerQueue {
     }
 }
 
-/// Sorts a Redis error into "try again later" (connection trouble, Redis
-/// restarting or loading its data) and real failures.
+/// Sorts the error of a command that was sent to Redis:
+/// - no answer (a timeout, the connection dropped mid-call): the command
+///   may have run, [`QueueError::Unconfirmed`];
+/// - Redis answered that it is not ready (loading its data) and ran
+///   nothing: [`QueueError::Unavailable`];
+/// - Redis refused a write at `maxmemory` (`OOM`), also before running
+///   anything: [`QueueError::Full`];
+/// - anything else: [`QueueError::Failed`].
+///
+/// Errors before a command is sent (no pooled connection) never come here:
+/// they are [`QueueError::Unavailable`] ([`RedisQueue::connection`]).
 fn classify(error: RedisError) -> QueueError {
-    let transient = error.is_io_error()
+    let unanswered = error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
-        || error.is_unrecoverable_error()
-        || matches!(
-            error.kind(),
-            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
-        );
-    if transient {
+        || error.is_unrecoverable_error();
+    if unanswered {
+        QueueError::Unconfirmed(error.to_string())
+    } else if matches!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+    ) {
         QueueError::Unavailable(error.to_string())
+    } else if is_out_of_memory(&error) {
+        QueueError::Full(error.to_string())
     } else {
         QueueError::Failed(error.to_string())
     }
+}
+
+/// Whether Redis refused a command at `maxmemory` (`-OOM command not
+/// allowed when used memory > 'maxmemory'`), directly or from inside a
+/// script.
+fn is_out_of_memory(error: &RedisError) -> bool {
+    error.code() == Some("OOM")
+        || error
+            .detail()
+            .is_some_and(|detail| detail.contains("OOM command not allowed"))
 }

@@ -5,7 +5,6 @@
 //! `votemesh.sqlite` in the current directory.
 
 use anyhow::Context;
-use clap::Parser;
 use votemesh::{
     config::{self, ConnectionUrl},
     shutdown, telemetry,
@@ -23,14 +22,17 @@ fn browser_url(addr: std::net::SocketAddr) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = config::parse_cli();
     let _telemetry = telemetry::init("standalone", &cli.telemetry)?;
-    let poll = cli.poll.poll().context("bad poll options")?;
+    let poll = cli
+        .poll
+        .poll()
+        .context("bad poll options (OPTION_A, OPTION_B, EXTRA_OPTIONS)")?;
     let backends = Backends {
         redis: cli.redis.configured(),
         database: cli
             .database
-            .configured()
+            .configured()?
             .unwrap_or_else(|| ConnectionUrl::new(config::DEFAULT_SQLITE_URL)),
     };
     let listeners = Listeners::bind(
@@ -45,7 +47,17 @@ async fn main() -> anyhow::Result<()> {
         .redis
         .as_ref()
         .map_or_else(|| "in-process queue".to_owned(), ToString::to_string);
-    tracing::info!(%queue, database = %backends.database, options = %poll.ids(), "votemesh starting");
+    tracing::info!(
+        %queue,
+        database = %backends.database,
+        options = %poll.labels(),
+        refresh_interval = ?cli.refresh.interval(),
+        gateway = %addrs.gateway,
+        vote = %addrs.vote,
+        worker = %addrs.worker,
+        result = %addrs.result,
+        "votemesh starting"
+    );
     println!("votemesh is running (Ctrl-C to stop):");
     println!("  vote in a browser  {}/", browser_url(addrs.gateway));
     println!(

@@ -25,9 +25,12 @@
 //! - [`metrics`]: a component's `/metrics`, fetched and parsed as
 //!   Prometheus does.
 //! - [`probe`]: client-side checks (health, reflection) and [`wait_for`].
-//! - [`process`]: finding server binaries and waiting for them to start.
+//! - [`logs`]: capturing the log events of code under test.
+//! - [`process`]: finding server binaries, waiting for them to start, and
+//!   reading what a binary under test prints as it starts.
 
 pub mod endpoints;
+pub mod logs;
 pub mod metrics;
 pub mod postgres;
 pub mod probe;

@@ -115,6 +115,27 @@ pub async fn reflected_file(addr: SocketAddr, filename: &str) -> Result<usize, t
     }
 }
 
+/// Polls `check` every 50 ms until it answers a value, and returns it;
+/// panics with `what` after `timeout` (a bound on a hang, not a
+/// performance assertion).
+pub async fn wait_for_value<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `check` every 50 ms until it answers true; panics with `what`
 /// after `timeout`. The timeout bounds a hang; it is not a performance
 /// assertion.

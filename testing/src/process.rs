@@ -1,5 +1,5 @@
-//! Server processes: finding their binaries, free ports, and waiting until
-//! they accept work.
+//! Server processes: finding their binaries, free ports, waiting until
+//! they accept work, and reading what a binary prints as it starts.
 
 use std::{
     future::Future,
@@ -95,4 +95,71 @@ pub async fn run_health_check(binary: &str, addr: std::net::SocketAddr) -> std::
         .output()
         .await
         .unwrap_or_else(|error| panic!("cannot run {binary}: {error}"))
+}
+
+/// What a process printed (stdout and stderr, colours removed) until it
+/// printed `until`, exited, or [`START_TIMEOUT`] passed; and its exit code
+/// if it exited by itself. A process still running is killed.
+pub async fn output_until(
+    mut command: tokio::process::Command,
+    until: &str,
+) -> (Option<i32>, String) {
+    use tokio::io::AsyncReadExt;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        panic!("no pipes to {command:?}");
+    };
+    let (mut raw, mut text) = (String::new(), String::new());
+    let (mut out_buf, mut err_buf) = ([0u8; 4096], [0u8; 4096]);
+    let (mut out_open, mut err_open) = (true, true);
+    let deadline = Instant::now() + START_TIMEOUT;
+    while (out_open || err_open) && !text.contains(until) && Instant::now() < deadline {
+        tokio::select! {
+            read = stdout.read(&mut out_buf), if out_open => match read {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => raw.push_str(&String::from_utf8_lossy(&out_buf[..n])),
+            },
+            read = stderr.read(&mut err_buf), if err_open => match read {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => raw.push_str(&String::from_utf8_lossy(&err_buf[..n])),
+            },
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        text = strip_colours(&raw);
+    }
+    let code = if text.contains(until) {
+        let _ = child.kill().await;
+        None
+    } else {
+        tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|status| status.code())
+    };
+    (code, text)
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+fn strip_colours(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }

@@ -5,6 +5,7 @@
 //! newest tally.
 //!
 //! The poller is also the readiness probe: SERVING while the tally reads.
+//! It logs at warn when reading starts failing and when it recovers.
 
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set while reads fail: each change of state is logged once, at
+        // warn (the first failure, then the recovery), not every interval.
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -36,6 +40,9 @@ pub fn spawn(
             }
             match tally::read(&db, &poll).await {
                 Ok(latest) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::warn!(failed_for = ?since.elapsed(), "the tally reads again");
+                    }
                     health.set_ready(true).await;
                     sender.send_if_modified(|current| {
                         let changed = current
@@ -48,8 +55,11 @@ pub fn spawn(
                     });
                 }
                 Err(error) => {
-                    if health.is_ready() {
-                        tracing::warn!(%error, "cannot read the tally");
+                    if failing_since.is_none() {
+                        failing_since = Some(tokio::time::Instant::now());
+                        tracing::warn!(%error, "cannot read the tally; retrying every interval");
+                    } else {
+                        tracing::debug!(%error, "still cannot read the tally");
                     }
                     health.set_ready(false).await;
                 }

@@ -5,20 +5,22 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use votemesh::{client::selfcheck, shutdown, store, telemetry};
+use votemesh::{client::selfcheck, config, shutdown, store, telemetry};
 use votemesh_result::cli::Cli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli: Cli = config::parse_cli();
     if cli.self_check.health_check {
         return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
     }
     let _telemetry = telemetry::init("result", &cli.telemetry)?;
-    let poll = cli.poll.poll().context("bad poll options")?;
-    let database_url = cli.database.url_or_local();
-    tracing::info!(database = %database_url, options = %poll.ids(), "starting the result service");
+    let poll = cli
+        .poll
+        .poll()
+        .context("bad poll options (OPTION_A, OPTION_B, EXTRA_OPTIONS)")?;
+    let database_url = cli.database.url_or_local()?;
+    tracing::info!(database = %database_url, options = %poll.labels(), refresh_interval = ?cli.refresh.interval(), "starting the result service");
     let db = store::connect(&database_url).await?;
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

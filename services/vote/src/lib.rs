@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! CastVote ─► ballot: validate, stamp (id, time, trace) ─► queue.push (Redis LPUSH)
-//!          ◄─ OK only after the queue accepted the vote; UNAVAILABLE otherwise
+//!          ◄─ OK only after the queue accepted the vote; UNAVAILABLE when
+//!             Redis cannot be reached or did not answer, RESOURCE_EXHAUSTED
+//!             when it is full
 //! ```
 //!
 //! ## Layout
@@ -39,8 +41,8 @@ pub const SERVICE_NAME: &str = "votemesh.v1.VoteService";
 
 /// Serves the vote service on `listener` with `queue` until `shutdown`.
 ///
-/// Readiness follows the queue: it is checked every `probe_interval`, and a
-/// failed push turns it NOT_SERVING at once.
+/// Readiness follows the queue: it is checked every `probe_interval`. A
+/// failed push does not change it (see [`server`]).
 pub async fn run<Q: VoteSink>(
     listener: TcpListener,
     queue: Q,
@@ -61,7 +63,7 @@ pub async fn run<Q: VoteSink>(
             async move { queue.ping().await.is_ok() }
         },
     );
-    let api = VoteApi::new(queue, poll, served_by, health.clone());
+    let api = VoteApi::new(queue, poll, served_by);
     tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "vote service listening");
     let (served, probed) = tokio::join!(
         grpc::serve(

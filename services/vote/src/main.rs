@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use votemesh::{
     client::selfcheck, config, health::DEFAULT_PROBE_INTERVAL, queue::redis::RedisQueue, shutdown,
     telemetry,
@@ -14,14 +13,17 @@ use votemesh_vote::cli::Cli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli: Cli = config::parse_cli();
     if cli.self_check.health_check {
         return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
     }
     let _telemetry = telemetry::init("vote", &cli.telemetry)?;
-    let poll = cli.poll.poll().context("bad poll options")?;
+    let poll = cli
+        .poll
+        .poll()
+        .context("bad poll options (OPTION_A, OPTION_B, EXTRA_OPTIONS)")?;
     let redis_url = cli.redis.url_or_local();
-    tracing::info!(redis = %redis_url, options = %poll.ids(), "starting the vote service");
+    tracing::info!(redis = %redis_url, options = %poll.labels(), "starting the vote service");
     let queue = RedisQueue::new(&redis_url)?;
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await

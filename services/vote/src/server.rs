@@ -1,12 +1,16 @@
 //! The gRPC handler of `votemesh.v1.VoteService`: translates requests to
 //! [`crate::ballot`] and the queue, and maps every error to a `Status` in
 //! one place ([`status_of`]).
+//!
+//! A failed push does not touch readiness: one request's failure (a pool
+//! wait under load, a slow answer) says little about Redis, and turning
+//! NOT_SERVING then would take pods out of their Service exactly when load
+//! is highest. Readiness follows the periodic probe ([`crate::run`]).
 
 use std::{sync::Arc, time::SystemTime};
 
 use tonic::{Request, Response, Status};
 use votemesh::{
-    health::Health,
     poll::Poll,
     proto::v1::{
         CastVoteRequest, CastVoteResponse, ListOptionsRequest, ListOptionsResponse,
@@ -24,17 +28,15 @@ pub struct VoteApi<Q> {
     queue: Arc<Q>,
     poll: Poll,
     served_by: String,
-    health: Health,
 }
 
 impl<Q: VoteSink> VoteApi<Q> {
-    /// A handler pushing to `queue`, reporting queue failures to `health`.
-    pub fn new(queue: Arc<Q>, poll: Poll, served_by: String, health: Health) -> Self {
+    /// A handler pushing to `queue`.
+    pub fn new(queue: Arc<Q>, poll: Poll, served_by: String) -> Self {
         Self {
             queue,
             poll,
             served_by,
-            health,
         }
     }
 }
@@ -63,10 +65,7 @@ impl<Q: VoteSink> VoteService for VoteApi<Q> {
                 }))
             }
             Err(error) => {
-                if matches!(error, QueueError::Unavailable(_)) {
-                    self.health.set_ready(false).await;
-                }
-                tracing::warn!(%error, vote_id = %vote.vote_id, "vote not queued");
+                tracing::warn!(%error, vote_id = %vote.vote_id, "vote not acknowledged");
                 Err(status_of(&VoteError::Queue(error)))
             }
         }
@@ -89,8 +88,14 @@ pub fn status_of(error: &VoteError) -> Status {
             Status::invalid_argument(error.to_string())
         }
         VoteError::Queue(QueueError::Unavailable(_)) => Status::unavailable(
-            "the vote queue is unavailable and did not confirm the vote; please retry \
-             (retrying is safe: a voter's last vote wins)",
+            "the vote queue is unavailable; the vote was not queued and retrying is safe",
+        ),
+        VoteError::Queue(QueueError::Unconfirmed(_)) => Status::unavailable(
+            "the vote queue did not answer in time; the vote may or may not have been \
+             queued, and retrying is safe: a voter's last vote wins",
+        ),
+        VoteError::Queue(QueueError::Full(_)) => Status::resource_exhausted(
+            "the vote queue is full; the vote was not queued, please retry later",
         ),
         VoteError::Queue(QueueError::Failed(_)) => {
             Status::internal("the vote queue failed; the vote was not taken")

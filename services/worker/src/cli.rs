@@ -19,7 +19,7 @@ pub struct Cli {
     pub listen: std::net::SocketAddr,
     /// This worker's id (names its processing list); unique among running
     /// workers. Default: host name and process id.
-    #[arg(long, env = "WORKER_ID")]
+    #[arg(long, env = "WORKER_ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub worker_id: Option<String>,
     /// Most votes written per transaction.
     #[arg(long, env = "BATCH_SIZE", default_value_t = crate::DEFAULT_BATCH_SIZE)]

@@ -53,7 +53,7 @@ impl BatchError {
         match self {
             Self::Apply(error) => error.is_transient(),
             Self::Timeout => true,
-            Self::Queue(error) => matches!(error, QueueError::Unavailable(_)),
+            Self::Queue(error) => error.is_transient(),
         }
     }
 }
@@ -226,7 +226,7 @@ impl<S: VoteSource> Drainer<S> {
                 })
                 .collect();
             self.source
-                .ack_batch(messages.len(), &dead_letters)
+                .ack_batch(messages, &dead_letters)
                 .await
                 .map_err(BatchError::Queue)?;
             self.stats
@@ -271,18 +271,33 @@ impl<S: VoteSource> Drainer<S> {
 
 /// Marks the worker alive and returns dead workers' batches to the queue,
 /// every `interval` until `shutdown`.
+///
+/// A failing heartbeat matters: once the last one is older than
+/// [`votemesh::queue::redis::HEARTBEAT_TTL`], other workers take this
+/// worker's batch away. So the first failure is a warning, as is the
+/// recovery; the failures in between (one per tick) are only at debug.
 pub async fn heartbeat<S: VoteSource>(
     source: Arc<S>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval);
+    let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {
-                if let Err(error) = source.reclaim_orphans().await {
-                    tracing::debug!(%error, "heartbeat failed; will retry");
+                match source.reclaim_orphans().await {
+                    Ok(_) => {
+                        if let Some(since) = failing_since.take() {
+                            tracing::warn!(failed_for = ?since.elapsed(), "heartbeat works again");
+                        }
+                    }
+                    Err(error) if failing_since.is_none() => {
+                        failing_since = Some(tokio::time::Instant::now());
+                        tracing::warn!(%error, "heartbeat failed; other workers reclaim this worker's batch if it keeps failing; retrying");
+                    }
+                    Err(error) => tracing::debug!(%error, "heartbeat still failing"),
                 }
             }
         }

@@ -5,13 +5,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use votemesh::{client::selfcheck, queue::redis::RedisQueue, shutdown, store, telemetry};
+use votemesh::{client::selfcheck, config, queue::redis::RedisQueue, shutdown, store, telemetry};
 use votemesh_worker::{DrainSettings, cli::Cli};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli: Cli = config::parse_cli();
     if cli.self_check.health_check {
         return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
     }
@@ -20,8 +19,8 @@ async fn main() -> anyhow::Result<ExitCode> {
         .worker_id
         .unwrap_or_else(votemesh_worker::default_worker_id);
     let redis_url = cli.redis.url_or_local();
-    let database_url = cli.database.url_or_local();
-    tracing::info!(%worker_id, redis = %redis_url, database = %database_url, "starting the worker");
+    let database_url = cli.database.url_or_local()?;
+    tracing::info!(%worker_id, redis = %redis_url, database = %database_url, batch_size = cli.batch_size, "starting the worker");
 
     let shutdown = shutdown::on_signal();
     let db = store::connect(&database_url).await?;

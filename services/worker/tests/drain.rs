@@ -506,12 +506,112 @@ async fn a_blocking_move_that_lands_late_is_part_of_the_next_batch_not_lost() {
         "the batch is the whole processing list: {batch:?}"
     );
     let source = queue.for_worker("late");
-    source.ack_batch(batch.len(), &[]).await.unwrap();
+    assert_eq!(source.ack_batch(&batch, &[]).await.unwrap(), 2);
     assert!(
         redis
             .command(&["LLEN", &processing])
             .await
             .unwrap()
             .starts_with(":0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_move_into_a_reclaimed_list_survives_the_acknowledgement_and_counts() {
+    let redis = RedisServer::start().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
+    let db = database(&postgres).await;
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    queue.push(&new_vote("v1", "a")).await.unwrap();
+    queue.push(&new_vote("v2", "b")).await.unwrap();
+
+    // The slow worker takes v1 and v2 and starts committing them.
+    let slow = queue.for_worker("slow");
+    let batch = slow.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    // Meanwhile its heartbeat lapses: a peer returns its batch to the queue,
+    // takes it, commits it and acknowledges it.
+    let peer = queue.for_worker("peer");
+    assert_eq!(peer.reclaim_orphans().await.unwrap(), 2);
+    let peer_batch = peer.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(peer_batch.len(), 2);
+    let votes: Vec<QueuedVote> = peer_batch
+        .iter()
+        .map(|message| QueuedVote::parse(message).unwrap())
+        .collect();
+    apply_batch(&db, &votes).await.unwrap();
+    assert_eq!(peer.ack_batch(&peer_batch, &[]).await.unwrap(), 2);
+    // An earlier blocking move of the slow worker (its client gave up
+    // waiting, Redis did not) lands the next vote, v3, in its list.
+    let slow_list = votemesh::queue::processing_key("slow");
+    let abandoned = {
+        let (port, slow_list) = (redis.port(), slow_list.clone());
+        tokio::spawn(async move {
+            RedisServer::command_on(
+                port,
+                &["BLMOVE", QUEUE_KEY, &slow_list, "RIGHT", "LEFT", "5"],
+            )
+            .await
+            .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    queue.push(&new_vote("v3", "a")).await.unwrap();
+    assert!(abandoned.await.unwrap().contains("v3"));
+
+    // The slow worker's commit of v1 and v2 finishes; it acknowledges them.
+    let votes: Vec<QueuedVote> = batch
+        .iter()
+        .map(|message| QueuedVote::parse(message).unwrap())
+        .collect();
+    apply_batch(&db, &votes).await.unwrap();
+    assert_eq!(
+        slow.ack_batch(&batch, &[]).await.unwrap(),
+        0,
+        "v1 and v2 left its list with the reclaim"
+    );
+    let left = redis
+        .command(&["LRANGE", &slow_list, "0", "-1"])
+        .await
+        .unwrap();
+    assert!(
+        left.contains("v3"),
+        "the late vote survives the ack: {left}"
+    );
+
+    // The slow worker goes on (here: starts again under its id) and counts v3.
+    let worker = start_worker(&redis, &postgres, worker_settings("slow")).await;
+    wait_for_tally(&db, &counts(&[("a", 2), ("b", 1)])).await;
+    assert_eq!(recount(&db).await, counts(&[("a", 2), ("b", 1)]));
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn the_acknowledgement_moves_only_the_dead_letters_it_removed() {
+    let redis = RedisServer::start().await.unwrap();
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let source = queue.for_worker("dl");
+    queue.push(&new_vote("v1", "a")).await.unwrap();
+    redis
+        .command(&["LPUSH", QUEUE_KEY, "not a vote"])
+        .await
+        .unwrap();
+    let batch = source.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    let dead = vec!["not a vote".to_owned()];
+    assert_eq!(source.ack_batch(&batch, &dead).await.unwrap(), 2);
+    assert_eq!(
+        source.ack_batch(&batch, &dead).await.unwrap(),
+        0,
+        "acknowledging again removes nothing more"
+    );
+    let dead_letters = redis
+        .command(&["LRANGE", DEAD_LETTER_KEY, "0", "-1"])
+        .await
+        .unwrap();
+    assert_eq!(
+        dead_letters.matches("not a vote").count(),
+        1,
+        "{dead_letters}"
     );
 }

@@ -30,8 +30,12 @@ impl VoteSource for PanicsOnThirdTake {
         self.queue.take_batch(max, wait).await
     }
 
-    async fn ack_batch(&self, taken: usize, dead_letters: &[String]) -> Result<(), QueueError> {
-        self.queue.ack_batch(taken, dead_letters).await
+    async fn ack_batch(
+        &self,
+        committed: &[String],
+        dead_letters: &[String],
+    ) -> Result<usize, QueueError> {
+        self.queue.ack_batch(committed, dead_letters).await
     }
 
     async fn reclaim_orphans(&self) -> Result<usize, QueueError> {
