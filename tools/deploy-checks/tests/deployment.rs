@@ -136,6 +136,24 @@ fn rendered(kustomization: &str, dir: &Path) -> PathBuf {
     path
 }
 
+/// A kustomization in `dir` that is the base plus the observability
+/// component (the dev overlay has it too; this is it on production
+/// counts), as a path `kubectl kustomize` takes from the repository.
+fn base_with_observability(dir: &Path) -> String {
+    let kustomization = dir.join("base-with-observability");
+    // kustomize takes only relative paths to other kustomizations.
+    let up = "../".repeat(kustomization.components().count() - 1);
+    let k8s = format!("{up}{}", repo().join("k8s").display()).replace("//", "/");
+    write(
+        kustomization.join("kustomization.yaml"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [{k8s}/base]\ncomponents: [{k8s}/components/observability]\n"
+        ),
+    );
+    kustomization.display().to_string()
+}
+
 /// What each component's binary reads and listens on, from its clap
 /// definition, and how often the gateway's client looks its upstreams'
 /// names up again.
@@ -185,7 +203,12 @@ fn every_kustomization_validates_against_the_kubernetes_schemas() {
             .output()
             .unwrap()
     };
-    for (kustomization, _) in KUSTOMIZATIONS {
+    let with_observability = base_with_observability(dir.path());
+    for kustomization in KUSTOMIZATIONS
+        .map(|(k, _)| k)
+        .iter()
+        .chain([&with_observability.as_str()])
+    {
         let rendered = rendered(kustomization, dir.path());
         assert_success(
             &format!("kubernetes-validate --strict {kustomization}"),
@@ -209,10 +232,16 @@ fn every_kustomization_validates_against_the_kubernetes_schemas() {
 fn every_kustomization_keeps_its_promises() {
     let dir = tempfile::tempdir().unwrap();
     let components = components(dir.path());
-    for (kustomization, flavour) in KUSTOMIZATIONS {
+    // The base and prod without the observability component, dev and the
+    // base with it.
+    let with_observability = base_with_observability(dir.path());
+    for (kustomization, flavour) in KUSTOMIZATIONS
+        .into_iter()
+        .chain([(with_observability.as_str(), "base")])
+    {
         let rendered = rendered(kustomization, dir.path());
         assert_success(
-            &format!("check_manifests.py {flavour}"),
+            &format!("check_manifests.py {flavour} ({kustomization})"),
             &check_manifests(&rendered, &components, flavour),
         );
     }
@@ -346,8 +375,8 @@ fn every_kustomization_keeps_its_promises() {
             "base",
             broken(
                 &base,
-                "clusterIP: None\n  ports:\n  - appProtocol",
-                "ports:\n  - appProtocol",
+                "clusterIP: None\n  ports:\n  - appProtocol: kubernetes.io/h2c",
+                "ports:\n  - appProtocol: kubernetes.io/h2c",
             ),
             "which is not headless",
         ),
@@ -416,6 +445,76 @@ fn every_kustomization_keeps_its_promises() {
                 "proxy-read-timeout: \"60\"",
             ),
             "cuts the live results stream",
+        ),
+        // Metrics and the observability component.
+        (
+            "base",
+            broken(
+                &base,
+                "prometheus.io/port: \"5000\"",
+                "prometheus.io/port: \"5050\"",
+            ),
+            "pod annotation prometheus.io/port",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "publishNotReadyAddresses: true",
+                "publishNotReadyAddresses: false",
+            ),
+            "leaves out pods that are not ready",
+        ),
+        (
+            "base",
+            broken(&base, "name: metrics", "name: scrape"),
+            "no port named metrics",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "OTEL_EXPORTER_OTLP_ENDPOINT: http://otel-collector:4317",
+                "OTEL_EXPORTER_OTLP_ENDPOINT: \"\"",
+            ),
+            "not the collector's http://otel-collector:4317",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "image: prom/prometheus:v3.5.0",
+                "image: prom/prometheus",
+            ),
+            "not pinned to a version",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "app.kubernetes.io/name: vote\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: worker\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: result\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: gateway\n    ports:\n    - port: 4317",
+                "app.kubernetes.io/name: jaeger\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: worker\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: result\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: gateway\n    ports:\n    - port: 4317",
+            ),
+            "not from every component",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "          app.kubernetes.io/name: prometheus\n    ports:\n    - port: 5000",
+                "          app.kubernetes.io/name: grafana\n    ports:\n    - port: 5000",
+            ),
+            "vote is reachable on port 5000 from ['gateway', 'grafana'], expected only ['gateway', 'prometheus']",
+        ),
+        (
+            "dev",
+            broken(&dev, "_metrics._tcp.worker-metrics", "_metrics._tcp.worker"),
+            "not the SRV records of service/worker-metrics",
+        ),
+        (
+            "dev",
+            broken(&dev, "Votes accepted /s", "Votes /s"),
+            "does not hold the votemesh dashboard",
         ),
         // The base in prod: an example Secret, no Ingress.
         ("prod", base.clone(), "must not come from the repository"),
