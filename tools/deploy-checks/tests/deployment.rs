@@ -890,9 +890,55 @@ fn the_compose_file_keeps_its_promises() {
             broken(&original, "target: worker", "target: wroker"),
             "builds target 'wroker'",
         ),
+        // The observability profile.
+        (
+            broken(&original, "  profiles: [observability]\n", ""),
+            "grafana: profiles None, expected only ['observability']",
+        ),
+        (
+            broken(
+                &original,
+                "image: grafana/grafana:12.1.1",
+                "image: grafana/grafana",
+            ),
+            "grafana: image 'grafana/grafana' is not pinned",
+        ),
+        (
+            broken(
+                &original,
+                "      result: {condition: service_healthy}\n    healthcheck:\n      test: [\"CMD\", \"/usr/local/bin/votemesh-gateway\"",
+                "      result: {condition: service_healthy}\n      otel-collector: {condition: service_healthy}\n    healthcheck:\n      test: [\"CMD\", \"/usr/local/bin/votemesh-gateway\"",
+            ),
+            "gateway: depends on otel-collector, which only the observability profile starts",
+        ),
+        (
+            broken(
+                &original,
+                "OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT: \"\"",
+            ),
+            "vote: OTEL_EXPORTER_OTLP_ENDPOINT is not taken from the environment",
+        ),
+        (
+            broken(
+                &original,
+                "votemesh-dashboard.json:/var",
+                "votemesh-dashbord.json:/var",
+            ),
+            "votemesh-dashbord.json, which does not exist",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(repo().join("Dockerfile"), dir.path().join("Dockerfile")).unwrap();
+    // The files the observability profile mounts, as they are.
+    let config = "k8s/components/observability";
+    for file in std::fs::read_dir(repo().join(config)).unwrap() {
+        let file = file.unwrap();
+        write(
+            dir.path().join(config).join(file.file_name()),
+            &read(file.path()),
+        );
+    }
     for (compose, expected) in cases {
         write(dir.path().join("docker-compose.yml"), &compose);
         assert_failure(
@@ -901,6 +947,18 @@ fn the_compose_file_keeps_its_promises() {
             expected,
         );
     }
+    // Prometheus that misses a component.
+    write(dir.path().join("docker-compose.yml"), &original);
+    let scrape = dir.path().join(config).join("prometheus-compose.yml");
+    write(
+        &scrape,
+        &broken(&read(&scrape), "worker:8080", "worker:8081"),
+    );
+    assert_failure(
+        "compose with a Prometheus that misses the worker",
+        &check_compose(dir.path()),
+        "prometheus: does not scrape worker:8080 as job worker",
+    );
 }
 
 #[test]
