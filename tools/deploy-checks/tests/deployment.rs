@@ -588,6 +588,10 @@ fn tilt_promises(summary: &Value, docker_build: bool) -> Vec<String> {
         "vote": ["15000:5000"],
         "result": ["15001:5001"],
         "worker": ["18080:8080"],
+        // The observability component's UIs (k8s/components/observability).
+        "grafana": ["13000:3000"],
+        "jaeger": ["16686:16686"],
+        "prometheus": ["19090:9090"],
     });
     if summary["port_forwards"] != forwards {
         broken.push(format!("port forwards {}", summary["port_forwards"]));
@@ -597,9 +601,23 @@ fn tilt_promises(summary: &Value, docker_build: bool) -> Vec<String> {
         "http://localhost:3000",
         "http://localhost:3000/results",
         "http://localhost:10350",
+        "http://localhost:13000/d/votemesh/votemesh",
+        "http://localhost:16686/search?service=votemesh-gateway",
     ] {
         if !links.contains(&format!("\"{url}\"")) {
             broken.push(format!("no link to {url} on the gateway"));
+        }
+    }
+    for (name, port) in [("grafana", 13000), ("jaeger", 16686), ("prometheus", 19090)] {
+        let own = summary["links"][name].to_string();
+        if !own.contains(&format!("\"http://localhost:{port}/")) {
+            broken.push(format!("no link to localhost:{port} on {name}"));
+        }
+        if summary["labels"][name] != json!(["observability"]) {
+            broken.push(format!(
+                "{name}: labels {}, not observability",
+                summary["labels"][name]
+            ));
         }
     }
     let test = &summary["local_resources"]["cargo-test"];
@@ -684,6 +702,18 @@ fn the_tiltfile_runs_with_tilt_builtins_in_every_mode() {
             ),
             "tilt/Dockerfile.built does not exist",
         ),
+        (
+            broken(&original, "labels=['observability'],", ""),
+            "resource grafana: no label",
+        ),
+        (
+            broken(
+                &original,
+                "objects=owned.get(name, []),\n        resource_deps=['config'],\n        labels=['observability'],",
+                "objects=[],\n        resource_deps=['config'],\n        labels=['observability'],",
+            ),
+            "uncategorized: ServiceAccount grafana",
+        ),
     ];
     for (tiltfile, expected) in cases {
         let path = dir.path().join("Tiltfile");
@@ -703,6 +733,14 @@ fn the_tiltfile_runs_with_tilt_builtins_in_every_mode() {
         (
             broken(&original, "target=name, only=SOURCES)", "target=name)"),
             "the whole repository is its build context",
+        ),
+        (
+            broken(&original, "'13000:3000'", "'3000:3000'"),
+            "port forwards",
+        ),
+        (
+            broken(&original, "'/d/votemesh/votemesh'", "'/'"),
+            "no link to http://localhost:13000/d/votemesh/votemesh on the gateway",
         ),
     ];
     for (tiltfile, expected) in cases {
@@ -1015,6 +1053,11 @@ fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
                 "port-forward svc/vote 5000:5000",
             ),
             "which macOS's AirPlay Receiver holds",
+        ),
+        (
+            "docker-compose.yml",
+            ("\"127.0.0.1:13000:3000\"", "\"127.0.0.1:13001:3000\""),
+            "grafana: Tilt forwards ['13000:3000'], compose publishes ['13001:3000']",
         ),
         (
             "k8s/kind/ctlptl.yaml",
