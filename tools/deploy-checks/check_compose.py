@@ -10,6 +10,15 @@ the binaries' drain (DRAIN_SECONDS, votemesh::shutdown::DRAIN_TIMEOUT) to
 stop before compose kills it. Networks as in the original app: Redis and
 Postgres only on `back`, the gateway only on `front`. No port is published
 on a host port that macOS takes (AirPlay Receiver: 5000, 7000).
+
+The `observability` profile: the collector, Jaeger, Prometheus and Grafana
+only in that profile, each image pinned to a version, every file they mount
+from the repository present; no service outside the profile depends on
+one inside it (compose refuses to start it without the profile); every
+service built here takes OTEL_EXPORTER_OTLP_ENDPOINT from the environment
+(empty by default) and shares a network with the collector; Prometheus
+scrapes every service built here on the port it listens on, from a network
+it shares with it; Grafana is given the data source and the dashboard.
 """
 
 import os
@@ -78,6 +87,72 @@ for name, service in services.items():
             problems.append(f"{name}: port {mapping} publishes on a random host port")
         elif host in TAKEN_ON_MACOS:
             problems.append(f"{name}: host port {host} is taken on macOS (AirPlay Receiver)")
+PROFILE = "observability"
+STACK = ("otel-collector", "jaeger", "prometheus", "grafana")
+
+
+def nets(service):
+    networks = service.get("networks") or []
+    return set(networks if isinstance(networks, list) else networks.keys())
+
+
+def mounts(service):
+    """(host path, container path) of each bind mount."""
+    found = []
+    for volume in service.get("volumes", []):
+        parts = str(volume).split(":")
+        if parts[0].startswith("./"):
+            found.append((parts[0], parts[1]))
+    return found
+
+
+for name in STACK:
+    service = services.get(name)
+    if service is None:
+        problems.append(f"observability profile: no service {name}")
+        continue
+    if service.get("profiles") != [PROFILE]:
+        problems.append(f"{name}: profiles {service.get('profiles')}, expected only [{PROFILE!r}]")
+    image = service.get("image", "")
+    tag = image.rpartition(":")[2] if ":" in image.rpartition("/")[2] else ""
+    if not tag or tag == "latest":
+        problems.append(f"{name}: image {image!r} is not pinned to a version")
+for name, service in services.items():
+    for source, _ in mounts(service):
+        if not os.path.isfile(os.path.join(root, source)):
+            problems.append(f"{name}: mounts {source}, which does not exist")
+    if PROFILE not in (service.get("profiles") or []):
+        for dependency in service.get("depends_on") or {}:
+            if PROFILE in (services.get(dependency, {}).get("profiles") or []):
+                problems.append(f"{name}: depends on {dependency}, which only the {PROFILE} profile starts")
+built = {name: s for name, s in services.items() if s.get("build") is not None}
+collector = nets(services.get("otel-collector", {}))
+prometheus = services.get("prometheus", {})
+targets = set()
+for source, target in mounts(prometheus):
+    if target == "/etc/prometheus/prometheus.yml" and os.path.isfile(os.path.join(root, source)):
+        with open(os.path.join(root, source)) as f:
+            scrape = yaml.safe_load(f) or {}
+        for job in scrape.get("scrape_configs", []):
+            for static in job.get("static_configs", []):
+                targets.update((job["job_name"], t) for t in static.get("targets", []))
+for name, service in built.items():
+    environment = service.get("environment") or {}
+    if str(environment.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")) != "${OTEL_EXPORTER_OTLP_ENDPOINT:-}":
+        problems.append(f"{name}: OTEL_EXPORTER_OTLP_ENDPOINT is not taken from the environment (${{OTEL_EXPORTER_OTLP_ENDPOINT:-}})")
+    if not nets(service) & collector:
+        problems.append(f"{name}: shares no network with otel-collector")
+    listens = [int(str(m).split(":")[-1]) for m in service.get("ports", [])]
+    for port in listens:
+        if (name, f"{name}:{port}") not in targets:
+            problems.append(f"prometheus: does not scrape {name}:{port} as job {name} ({sorted(targets)})")
+    if not nets(service) & nets(prometheus):
+        problems.append(f"prometheus: shares no network with {name}")
+grafana_mounts = {target for _, target in mounts(services.get("grafana", {}))}
+for needed in ("/etc/grafana/provisioning/datasources/", "/etc/grafana/provisioning/dashboards/", "/var/lib/votemesh/dashboards/"):
+    if not any(t.startswith(needed) for t in grafana_mounts):
+        problems.append(f"grafana: nothing mounted in {needed}")
+
 for store in ("postgres", "redis"):
     mounts = services.get(store, {}).get("volumes", [])
     if not any(m.split(":")[0] in volumes for m in mounts):

@@ -7,7 +7,9 @@ ports, the kind cluster's port mappings and the README's Kubernetes, Tilt
 and Compose sections must give each component the same host port, and
 forward it to the port its binary listens on (COMPONENTS_JSON). No host
 port may be one a stock macOS holds (AirPlay Receiver: 5000 and 7000). The
-kind mapping must publish the dev overlay's gateway NodePort, and
+observability UIs (Grafana, Jaeger, Prometheus) must have the same host
+port from Tilt and compose, apart from the components'. The kind mapping
+must publish the dev overlay's gateway NodePort, and
 k8s/kind/ctlptl.yaml must describe the same cluster as k8s/kind/cluster.yaml.
 In those README sections, every localhost:PORT must be one of these ports,
 every `kubectl port-forward svc/NAME HOST:CONTAINER` must match, and every
@@ -25,7 +27,10 @@ root, summary_path, dev_path, components_path = sys.argv[1:5]
 problems = []
 TAKEN_ON_MACOS = {5000, 7000}
 TILT_UI = 10350
-README_SECTIONS = ("Run it on Kubernetes", "Develop with Tilt", "Run it with Docker Compose")
+README_SECTIONS = ("Run it on Kubernetes", "Develop with Tilt", "Run it with Docker Compose", "See a vote in traces and metrics")
+# The observability stack's UIs: the same host port from Tilt and compose,
+# to the same container port.
+UIS = ("grafana", "jaeger", "prometheus")
 SERVES = {"votemesh.v1.VoteService": "vote", "votemesh.v1.ResultService": "result", "votemesh.v1.WorkerService": "worker"}
 
 with open(summary_path) as f:
@@ -60,6 +65,18 @@ for component in components:
         parts = str(mapping).split(":")
         claim(component, int(parts[-2]), int(parts[-1]), "compose")
 
+ui_ports = {}
+for ui in UIS:
+    tilt = summary["port_forwards"].get(ui, [])
+    published = [":".join(str(m).split(":")[-2:]) for m in compose["services"].get(ui, {}).get("ports", [])]
+    if not tilt or tilt != published:
+        problems.append(f"{ui}: Tilt forwards {tilt}, compose publishes {published}")
+    for forward in tilt:
+        host = int(forward.partition(":")[0])
+        if host in TAKEN_ON_MACOS or host in host_ports.values():
+            problems.append(f"{ui}: host port {host} is taken by macOS or a component")
+        ui_ports[ui] = host
+
 with open(os.path.join(root, "k8s/kind/cluster.yaml")) as f:
     kind = yaml.safe_load(f)
 with open(os.path.join(root, "k8s/kind/ctlptl.yaml")) as f:
@@ -86,7 +103,7 @@ sections = {}
 for block in re.split(r"^## ", readme, flags=re.MULTILINE)[1:]:
     title, _, body = block.partition("\n")
     sections[title.strip()] = body
-allowed = set(host_ports.values()) | kind_ports | {TILT_UI}
+allowed = set(host_ports.values()) | set(ui_ports.values()) | kind_ports | {TILT_UI}
 by_port = {port: component for component, port in host_ports.items()}
 for title in README_SECTIONS:
     body = sections.get(title)

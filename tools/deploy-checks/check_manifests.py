@@ -24,11 +24,20 @@ then
 - prod: the base's counts and autoscalers, pods spread over zones too, the namespace enforcing the restricted Pod Security Standard, an
   Ingress to the gateway with SSE-friendly timeouts, and no Secret in the
   output (db-credentials comes from outside the repository).
+Every flavour also gives each component scrape annotations and a headless
+`<component>-metrics` Service whose port is named `metrics` (what a
+ServiceMonitor selects). Where the observability component is included
+(k8s/components/observability: the dev overlay), its workloads keep the
+same hardening, Prometheus may scrape every component and scrapes each
+one's `-metrics` Service, every component sends traces to the collector
+(OTEL_EXPORTER_OTLP_ENDPOINT) and may reach it, Grafana gets the
+dashboard, and every image of the stack is pinned to a version.
 Prints every broken promise and exits 1 if there is any.
 """
 
 import base64
 import json
+import os
 import re
 import sys
 
@@ -66,6 +75,10 @@ UPSTREAMS = {"VOTE_ADDR": "vote", "RESULT_ADDR": "result"}
 # there the client's retry on another pod covers the rest).
 DNS_CACHE = 5
 NAME_LABEL = "app.kubernetes.io/name"
+# The observability component's workloads (k8s/components/observability),
+# and where the components send their traces when it is included.
+OBSERVABILITY = ("otel-collector", "jaeger", "prometheus", "grafana")
+OTLP_ENDPOINT = "http://otel-collector:4317"
 
 failures = []
 
@@ -424,7 +437,87 @@ def allowed_clients(policies, target, port=None):
     return clients
 
 
-def main(rendered_path, components_path, flavour, version):
+def check_metrics(objects, components):
+    """Each component's pods say where their metrics are (the prometheus.io
+    annotations) and are selected, ready or not, by a headless Service
+    `<component>-metrics` whose port `metrics` is the port the binary
+    listens on, spoken as HTTP/1.1."""
+    deployments = by_kind(objects, "Deployment")
+    services = by_kind(objects, "Service")
+    for name, spec in components.items():
+        template = deployments.get(name, {}).get("spec", {}).get("template", {})
+        notes = template.get("metadata", {}).get("annotations", {})
+        wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec["port"]), "prometheus.io/path": "/metrics"}
+        for key, value in wanted.items():
+            if notes.get(key) != value:
+                fail(f"deployment/{name}: pod annotation {key} is {notes.get(key)!r}, not {value!r}")
+        service = services.get(f"{name}-metrics", {}).get("spec", {})
+        labels = template.get("metadata", {}).get("labels", {})
+        ports = [p for p in service.get("ports", []) if p.get("name") == "metrics"]
+        if not service or service.get("clusterIP") != "None" or not selects({"matchLabels": service.get("selector") or {"-": "-"}}, labels):
+            fail(f"service/{name}-metrics: missing, not headless, or not selecting the {name} pods")
+        elif not service.get("publishNotReadyAddresses"):
+            fail(f"service/{name}-metrics: leaves out pods that are not ready, the ones whose metrics matter most")
+        elif len(ports) != 1 or ports[0].get("port") != spec["port"] or ports[0].get("appProtocol") != "http":
+            fail(f"service/{name}-metrics: no port named metrics on {spec['port']} with appProtocol http: {service.get('ports')}")
+
+
+def check_observability(objects, components, dashboard_path):
+    """The observability component's promises (see the module doc)."""
+    deployments = by_kind(objects, "Deployment")
+    services = by_kind(objects, "Service")
+    configmaps = by_kind(objects, "ConfigMap")
+    policies = by_kind(objects, "NetworkPolicy")
+    for name in OBSERVABILITY:
+        deployment = deployments.get(name)
+        if not deployment:
+            fail(f"observability: no deployment/{name}")
+            continue
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            image = container["image"]
+            tag = image.rpartition(":")[2] if ":" in image.rpartition("/")[2] else ""
+            if not tag or tag == "latest":
+                fail(f"deployment/{name}: image {image} is not pinned to a version")
+        service = services.get(name, {}).get("spec", {})
+        if service.get("selector", {}).get(NAME_LABEL) != name:
+            fail(f"observability: no service/{name} selecting its pods")
+    if 4317 not in [p.get("port") for p in services.get("otel-collector", {}).get("spec", {}).get("ports", [])]:
+        fail("service/otel-collector: no OTLP/gRPC port 4317")
+    for name in components:
+        if name not in deployments:
+            continue
+        [container] = deployments[name]["spec"]["template"]["spec"]["containers"]
+        endpoint = env_value(container, "OTEL_EXPORTER_OTLP_ENDPOINT", configmaps)
+        if endpoint != OTLP_ENDPOINT:
+            fail(f"deployment/{name}: OTEL_EXPORTER_OTLP_ENDPOINT is {endpoint!r}, not the collector's {OTLP_ENDPOINT}")
+    senders = allowed_clients(policies, "otel-collector", 4317)
+    if not set(components) <= senders:
+        fail(f"otel-collector: reachable on 4317 from {sorted(senders)}, not from every component")
+    if "otel-collector" not in allowed_clients(policies, "jaeger", 4317) and "*" not in allowed_clients(policies, "jaeger", 4317):
+        fail("jaeger: the collector cannot reach it on 4317")
+    if not allowed_clients(policies, "prometheus", 9090) & {"grafana", "*"}:
+        fail("prometheus: Grafana cannot reach it on 9090")
+    scrape = next((c.get("data", {}).get("prometheus.yml", "") for n, c in configmaps.items() if re.fullmatch(GENERATED.format("prometheus-config"), n)), None)
+    if scrape is None:
+        fail("configmap prometheus-config: not generated with a content hash")
+    else:
+        jobs = {job["job_name"]: job for job in (yaml.safe_load(scrape) or {}).get("scrape_configs", [])}
+        for name in components:
+            names = [n for sd in jobs.get(name, {}).get("dns_sd_configs", []) for n in sd.get("names", [])]
+            if names != [f"_metrics._tcp.{name}-metrics"]:
+                fail(f"prometheus: job {name} scrapes {names}, not the SRV records of service/{name}-metrics")
+    dashboards = [c for n, c in configmaps.items() if re.fullmatch(GENERATED.format("grafana-dashboards"), n)]
+    with open(dashboard_path) as f:
+        dashboard = json.load(f)
+    if not dashboards or json.loads(dashboards[0].get("data", {}).get("votemesh.json", "{}")) != dashboard:
+        fail("configmap grafana-dashboards: does not hold the votemesh dashboard")
+
+
+# The dashboard Grafana must be given (also the compose profile's).
+DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../k8s/components/observability/votemesh-dashboard.json")
+
+
+def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBOARD):
     if flavour not in ("base", "dev", "prod"):
         fail(f"unknown flavour {flavour}")
     with open(rendered_path) as f:
@@ -453,6 +546,7 @@ def main(rendered_path, components_path, flavour, version):
         if not statefulsets.get(store, {}).get("spec", {}).get("volumeClaimTemplates"):
             fail(f"statefulset/{store}: no PersistentVolumeClaim")
 
+    observed = "prometheus" in deployments
     policies = by_kind(objects, "NetworkPolicy")
     if not any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies.values()):
         fail("no default-deny ingress NetworkPolicy")
@@ -464,6 +558,8 @@ def main(rendered_path, components_path, flavour, version):
         if name not in components:
             continue
         clients = allowed_clients(policies, name, components[name]["port"])
+        if observed:
+            expected = expected | {"prometheus"}
         if clients != expected:
             fail(f"{name} is reachable on port {components[name]['port']} from {sorted(clients)}, expected only {sorted(expected)}")
 
@@ -496,9 +592,15 @@ def main(rendered_path, components_path, flavour, version):
     grpc_ports = {spec["port"] for spec in components.values() if spec["protocol"] == "grpc"}
     for name, service in services.items():
         for port in service["spec"].get("ports", []):
+            if port.get("name") == "metrics":
+                # Prometheus reads /metrics over HTTP/1.1 (check_metrics).
+                continue
             if port.get("port") in grpc_ports and port.get("appProtocol") != "kubernetes.io/h2c":
                 fail(f"service/{name}: gRPC port {port.get('port')} has appProtocol {port.get('appProtocol')!r}, not kubernetes.io/h2c")
     check_upstreams(objects, components)
+    check_metrics(objects, components)
+    if observed:
+        check_observability(objects, components, dashboard_path)
     check_exposure(objects, flavour)
     check_generated_config(objects, flavour)
     check_secrets_stay_secret(objects)

@@ -11,6 +11,9 @@
 //!
 //! - `tests/deployment.rs`: every check, each also shown to fail on a
 //!   broken copy of the file it checks.
+//! - `tests/dashboard.rs`: the Grafana dashboard's PromQL against a live
+//!   scrape of the real services (started in process on real Redis and
+//!   PostgreSQL by `votemesh-testing`).
 //! - `check_manifests.py`: the promises of each rendered kustomization
 //!   (base, `overlays/dev`, `overlays/prod`).
 //! - `run_tiltfile.py`: runs the Tiltfile against stubs with Tilt's

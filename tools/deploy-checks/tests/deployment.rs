@@ -136,6 +136,24 @@ fn rendered(kustomization: &str, dir: &Path) -> PathBuf {
     path
 }
 
+/// A kustomization in `dir` that is the base plus the observability
+/// component (the dev overlay has it too; this is it on production
+/// counts), as a path `kubectl kustomize` takes from the repository.
+fn base_with_observability(dir: &Path) -> String {
+    let kustomization = dir.join("base-with-observability");
+    // kustomize takes only relative paths to other kustomizations.
+    let up = "../".repeat(kustomization.components().count() - 1);
+    let k8s = format!("{up}{}", repo().join("k8s").display()).replace("//", "/");
+    write(
+        kustomization.join("kustomization.yaml"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [{k8s}/base]\ncomponents: [{k8s}/components/observability]\n"
+        ),
+    );
+    kustomization.display().to_string()
+}
+
 /// What each component's binary reads and listens on, from its clap
 /// definition, and how often the gateway's client looks its upstreams'
 /// names up again.
@@ -185,7 +203,12 @@ fn every_kustomization_validates_against_the_kubernetes_schemas() {
             .output()
             .unwrap()
     };
-    for (kustomization, _) in KUSTOMIZATIONS {
+    let with_observability = base_with_observability(dir.path());
+    for kustomization in KUSTOMIZATIONS
+        .map(|(k, _)| k)
+        .iter()
+        .chain([&with_observability.as_str()])
+    {
         let rendered = rendered(kustomization, dir.path());
         assert_success(
             &format!("kubernetes-validate --strict {kustomization}"),
@@ -209,10 +232,16 @@ fn every_kustomization_validates_against_the_kubernetes_schemas() {
 fn every_kustomization_keeps_its_promises() {
     let dir = tempfile::tempdir().unwrap();
     let components = components(dir.path());
-    for (kustomization, flavour) in KUSTOMIZATIONS {
+    // The base and prod without the observability component, dev and the
+    // base with it.
+    let with_observability = base_with_observability(dir.path());
+    for (kustomization, flavour) in KUSTOMIZATIONS
+        .into_iter()
+        .chain([(with_observability.as_str(), "base")])
+    {
         let rendered = rendered(kustomization, dir.path());
         assert_success(
-            &format!("check_manifests.py {flavour}"),
+            &format!("check_manifests.py {flavour} ({kustomization})"),
             &check_manifests(&rendered, &components, flavour),
         );
     }
@@ -346,8 +375,8 @@ fn every_kustomization_keeps_its_promises() {
             "base",
             broken(
                 &base,
-                "clusterIP: None\n  ports:\n  - appProtocol",
-                "ports:\n  - appProtocol",
+                "clusterIP: None\n  ports:\n  - appProtocol: kubernetes.io/h2c",
+                "ports:\n  - appProtocol: kubernetes.io/h2c",
             ),
             "which is not headless",
         ),
@@ -416,6 +445,76 @@ fn every_kustomization_keeps_its_promises() {
                 "proxy-read-timeout: \"60\"",
             ),
             "cuts the live results stream",
+        ),
+        // Metrics and the observability component.
+        (
+            "base",
+            broken(
+                &base,
+                "prometheus.io/port: \"5000\"",
+                "prometheus.io/port: \"5050\"",
+            ),
+            "pod annotation prometheus.io/port",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "publishNotReadyAddresses: true",
+                "publishNotReadyAddresses: false",
+            ),
+            "leaves out pods that are not ready",
+        ),
+        (
+            "base",
+            broken(&base, "name: metrics", "name: scrape"),
+            "no port named metrics",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "OTEL_EXPORTER_OTLP_ENDPOINT: http://otel-collector:4317",
+                "OTEL_EXPORTER_OTLP_ENDPOINT: \"\"",
+            ),
+            "not the collector's http://otel-collector:4317",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "image: prom/prometheus:v3.5.0",
+                "image: prom/prometheus",
+            ),
+            "not pinned to a version",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "app.kubernetes.io/name: vote\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: worker\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: result\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: gateway\n    ports:\n    - port: 4317",
+                "app.kubernetes.io/name: jaeger\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: worker\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: result\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: gateway\n    ports:\n    - port: 4317",
+            ),
+            "not from every component",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "          app.kubernetes.io/name: prometheus\n    ports:\n    - port: 5000",
+                "          app.kubernetes.io/name: grafana\n    ports:\n    - port: 5000",
+            ),
+            "vote is reachable on port 5000 from ['gateway', 'grafana'], expected only ['gateway', 'prometheus']",
+        ),
+        (
+            "dev",
+            broken(&dev, "_metrics._tcp.worker-metrics", "_metrics._tcp.worker"),
+            "not the SRV records of service/worker-metrics",
+        ),
+        (
+            "dev",
+            broken(&dev, "Votes accepted /s", "Votes /s"),
+            "does not hold the votemesh dashboard",
         ),
         // The base in prod: an example Secret, no Ingress.
         ("prod", base.clone(), "must not come from the repository"),
@@ -489,6 +588,10 @@ fn tilt_promises(summary: &Value, docker_build: bool) -> Vec<String> {
         "vote": ["15000:5000"],
         "result": ["15001:5001"],
         "worker": ["18080:8080"],
+        // The observability component's UIs (k8s/components/observability).
+        "grafana": ["13000:3000"],
+        "jaeger": ["16686:16686"],
+        "prometheus": ["19090:9090"],
     });
     if summary["port_forwards"] != forwards {
         broken.push(format!("port forwards {}", summary["port_forwards"]));
@@ -498,9 +601,23 @@ fn tilt_promises(summary: &Value, docker_build: bool) -> Vec<String> {
         "http://localhost:3000",
         "http://localhost:3000/results",
         "http://localhost:10350",
+        "http://localhost:13000/d/votemesh/votemesh",
+        "http://localhost:16686/search?service=votemesh-gateway",
     ] {
         if !links.contains(&format!("\"{url}\"")) {
             broken.push(format!("no link to {url} on the gateway"));
+        }
+    }
+    for (name, port) in [("grafana", 13000), ("jaeger", 16686), ("prometheus", 19090)] {
+        let own = summary["links"][name].to_string();
+        if !own.contains(&format!("\"http://localhost:{port}/")) {
+            broken.push(format!("no link to localhost:{port} on {name}"));
+        }
+        if summary["labels"][name] != json!(["observability"]) {
+            broken.push(format!(
+                "{name}: labels {}, not observability",
+                summary["labels"][name]
+            ));
         }
     }
     let test = &summary["local_resources"]["cargo-test"];
@@ -585,6 +702,18 @@ fn the_tiltfile_runs_with_tilt_builtins_in_every_mode() {
             ),
             "tilt/Dockerfile.built does not exist",
         ),
+        (
+            broken(&original, "labels=['observability'],", ""),
+            "resource grafana: no label",
+        ),
+        (
+            broken(
+                &original,
+                "objects=owned.get(name, []),\n        resource_deps=['config'],\n        labels=['observability'],",
+                "objects=[],\n        resource_deps=['config'],\n        labels=['observability'],",
+            ),
+            "uncategorized: ServiceAccount grafana",
+        ),
     ];
     for (tiltfile, expected) in cases {
         let path = dir.path().join("Tiltfile");
@@ -604,6 +733,14 @@ fn the_tiltfile_runs_with_tilt_builtins_in_every_mode() {
         (
             broken(&original, "target=name, only=SOURCES)", "target=name)"),
             "the whole repository is its build context",
+        ),
+        (
+            broken(&original, "'13000:3000'", "'3000:3000'"),
+            "port forwards",
+        ),
+        (
+            broken(&original, "'/d/votemesh/votemesh'", "'/'"),
+            "no link to http://localhost:13000/d/votemesh/votemesh on the gateway",
         ),
     ];
     for (tiltfile, expected) in cases {
@@ -791,9 +928,55 @@ fn the_compose_file_keeps_its_promises() {
             broken(&original, "target: worker", "target: wroker"),
             "builds target 'wroker'",
         ),
+        // The observability profile.
+        (
+            broken(&original, "  profiles: [observability]\n", ""),
+            "grafana: profiles None, expected only ['observability']",
+        ),
+        (
+            broken(
+                &original,
+                "image: grafana/grafana:12.1.1",
+                "image: grafana/grafana",
+            ),
+            "grafana: image 'grafana/grafana' is not pinned",
+        ),
+        (
+            broken(
+                &original,
+                "      result: {condition: service_healthy}\n    healthcheck:\n      test: [\"CMD\", \"/usr/local/bin/votemesh-gateway\"",
+                "      result: {condition: service_healthy}\n      otel-collector: {condition: service_healthy}\n    healthcheck:\n      test: [\"CMD\", \"/usr/local/bin/votemesh-gateway\"",
+            ),
+            "gateway: depends on otel-collector, which only the observability profile starts",
+        ),
+        (
+            broken(
+                &original,
+                "OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT: \"\"",
+            ),
+            "vote: OTEL_EXPORTER_OTLP_ENDPOINT is not taken from the environment",
+        ),
+        (
+            broken(
+                &original,
+                "votemesh-dashboard.json:/var",
+                "votemesh-dashbord.json:/var",
+            ),
+            "votemesh-dashbord.json, which does not exist",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(repo().join("Dockerfile"), dir.path().join("Dockerfile")).unwrap();
+    // The files the observability profile mounts, as they are.
+    let config = "k8s/components/observability";
+    for file in std::fs::read_dir(repo().join(config)).unwrap() {
+        let file = file.unwrap();
+        write(
+            dir.path().join(config).join(file.file_name()),
+            &read(file.path()),
+        );
+    }
     for (compose, expected) in cases {
         write(dir.path().join("docker-compose.yml"), &compose);
         assert_failure(
@@ -802,6 +985,18 @@ fn the_compose_file_keeps_its_promises() {
             expected,
         );
     }
+    // Prometheus that misses a component.
+    write(dir.path().join("docker-compose.yml"), &original);
+    let scrape = dir.path().join(config).join("prometheus-compose.yml");
+    write(
+        &scrape,
+        &broken(&read(&scrape), "worker:8080", "worker:8081"),
+    );
+    assert_failure(
+        "compose with a Prometheus that misses the worker",
+        &check_compose(dir.path()),
+        "prometheus: does not scrape worker:8080 as job worker",
+    );
 }
 
 #[test]
@@ -858,6 +1053,11 @@ fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
                 "port-forward svc/vote 5000:5000",
             ),
             "which macOS's AirPlay Receiver holds",
+        ),
+        (
+            "docker-compose.yml",
+            ("\"127.0.0.1:13000:3000\"", "\"127.0.0.1:13001:3000\""),
+            "grafana: Tilt forwards ['13000:3000'], compose publishes ['13001:3000']",
         ),
         (
             "k8s/kind/ctlptl.yaml",
