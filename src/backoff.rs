@@ -1,7 +1,8 @@
 //! How every votemesh loop waits before trying a failed dependency again:
 //! exponential delays with jitter, without end, capped. The drain loop
 //! uses it while Redis or Postgres is down, the gateway's results stream
-//! while the result service is away. Jitter keeps many replicas that failed
+//! while the result service is away, and the client retry layer between
+//! attempts of a call. Jitter keeps many replicas (or calls) that failed
 //! together from retrying in step.
 
 use std::time::Duration;
@@ -14,8 +15,17 @@ pub const FIRST_DELAY: Duration = Duration::from_millis(100);
 /// Endless delays growing from [`FIRST_DELAY`] to `max`, with jitter.
 /// Start a fresh one after a success.
 pub fn delays(max: Duration) -> impl Iterator<Item = Duration> + Send + use<> {
+    delays_between(FIRST_DELAY, max)
+}
+
+/// Endless delays growing from `first` to `max`, with jitter: each pause
+/// is drawn anew, so callers that failed together do not retry in step.
+pub fn delays_between(
+    first: Duration,
+    max: Duration,
+) -> impl Iterator<Item = Duration> + Send + use<> {
     ExponentialBuilder::default()
-        .with_min_delay(FIRST_DELAY)
+        .with_min_delay(first)
         .with_max_delay(max)
         .with_jitter()
         .without_max_times()

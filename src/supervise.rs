@@ -9,6 +9,9 @@
 //! caller then returns [`TaskEnded`], `main` exits non-zero, and the
 //! orchestrator (Kubernetes, compose) restarts the process clean.
 
+use std::future::Future;
+
+use futures_util::future::join_all;
 use thiserror::Error;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +56,34 @@ pub async fn critical(
     Err(TaskEnded { task: name, reason })
 }
 
+/// Runs a component: its server (`serve`) beside the background tasks it
+/// needs, until both are done. The server stopping, for shutdown or
+/// because it failed, stops the tasks too (a server gone must not leave
+/// the process running); a task ending early stops the server (see
+/// [`critical`]). Returns the server's error, else the first task's.
+pub async fn serve_with<E: From<TaskEnded>>(
+    serve: impl Future<Output = Result<(), E>>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    shutdown: CancellationToken,
+) -> Result<(), E> {
+    let serve = async {
+        let served = serve.await;
+        shutdown.cancel();
+        served
+    };
+    let watched = join_all(
+        tasks
+            .into_iter()
+            .map(|(name, task)| critical(name, task, shutdown.clone())),
+    );
+    let (served, watched) = tokio::join!(serve, watched);
+    served?;
+    watched
+        .into_iter()
+        .collect::<Result<Vec<()>, TaskEnded>>()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +105,29 @@ mod tests {
             .unwrap_err();
         assert!(shutdown.is_cancelled());
         assert_eq!(ended.reason, "it returned");
+    }
+
+    #[tokio::test]
+    async fn a_failed_server_stops_its_tasks_and_says_why() {
+        let shutdown = CancellationToken::new();
+        let task = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { shutdown.cancelled().await })
+        };
+        let failed = async {
+            Err::<(), TaskEnded>(TaskEnded {
+                task: "server",
+                reason: "bind".into(),
+            })
+        };
+        let outcome = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            serve_with(failed, vec![("loop", task)], shutdown.clone()),
+        )
+        .await
+        .expect("the tasks stop with the server");
+        assert_eq!(outcome.unwrap_err().reason, "bind");
+        assert!(shutdown.is_cancelled());
     }
 
     #[tokio::test]

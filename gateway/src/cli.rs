@@ -8,6 +8,8 @@ use votemesh::{client::selfcheck::SelfCheckArgs, config, telemetry::TelemetryArg
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
+    /// `--health-check`: ask the running server instead of starting one.
+    /// `--health-check`: ask the running server instead of starting one.
     #[command(flatten)]
     pub self_check: SelfCheckArgs,
     /// Address to serve HTTP on.
@@ -19,6 +21,8 @@ pub struct Cli {
     /// The result service.
     #[arg(long, env = "RESULT_ADDR", default_value = crate::DEFAULT_RESULT_ADDR)]
     pub result_addr: String,
+    /// Logs and traces.
+    /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

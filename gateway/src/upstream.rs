@@ -14,6 +14,9 @@ use votemesh::{
     },
 };
 
+/// Longest the gateway waits for an upstream's health (for `/readyz`).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Clients of both services; cheap to clone (they share connections).
 #[derive(Clone, Debug)]
 pub struct Upstream {
@@ -100,16 +103,23 @@ impl Upstream {
 
     /// The health status (`SERVING`, `NOT_SERVING`) of the vote and the
     /// result service, or `None` for one that does not answer.
+    ///
+    /// Each check has [`HEALTH_TIMEOUT`], far less than a call's: `/readyz`
+    /// answers in time for the kubelet's probe even while an upstream has
+    /// no address at all (a fresh deploy, every pod replaced).
     pub async fn health(&self) -> (Option<String>, Option<String>) {
-        let check = |mut client: HealthClient<Traced>, timeout: Duration| async move {
+        let check = |mut client: HealthClient<Traced>| async move {
             let mut request = Request::new(HealthCheckRequest::default());
-            request.set_timeout(timeout);
-            let response = client.check(request).await.ok()?;
+            request.set_timeout(HEALTH_TIMEOUT);
+            let response = tokio::time::timeout(HEALTH_TIMEOUT, client.check(request))
+                .await
+                .ok()?
+                .ok()?;
             Some(response.into_inner().status().as_str_name().to_owned())
         };
         tokio::join!(
-            check(self.vote_health.clone(), self.timeout),
-            check(self.result_health.clone(), self.timeout)
+            check(self.vote_health.clone()),
+            check(self.result_health.clone())
         )
     }
 }

@@ -427,3 +427,50 @@ async fn result_service_down_serves_the_last_tally_marked_stale_and_recovers() {
     );
     system.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_out_of_time_is_a_504_and_the_gateway_stays_ready() {
+    let postgres = PostgresServer::start().await.unwrap();
+    let result = start_result(&postgres, ANY_PORT).await;
+    // A vote "service" that takes connections and never answers, and then
+    // a vote name with no address at all (a headless Service before any
+    // pod is ready).
+    let silent = tokio::net::TcpListener::bind(ANY_PORT).await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let vote = Endpoints::new("vote", [silent_addr]);
+    let gateway =
+        start_balanced_gateway(vote.clone(), Endpoints::new("result", [result.addr])).await;
+    let base = format!("http://{}", gateway.addr);
+
+    for upstream in ["silent", "without an address"] {
+        let late = request(
+            "POST",
+            &format!("{base}/api/vote"),
+            JSON,
+            r#"{"option":"a"}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(late.status, 504, "{upstream}: {}", late.body);
+        let ready = get(&format!("{base}/readyz"), &[]).await;
+        assert_eq!(ready.status, 200, "{upstream}: the gateway stays ready");
+        assert_eq!(ready.json()["vote"], "UNREACHABLE", "{upstream}");
+        assert_eq!(ready.json()["result"], "SERVING", "{upstream}");
+        assert_eq!(
+            get(&format!("{base}/api/results"), &[]).await.status,
+            200,
+            "{upstream}: the results need no vote service"
+        );
+        vote.remove(silent_addr);
+        tokio::time::sleep(RESOLVE_INTERVAL * 3).await;
+    }
+    holding.abort();
+    gateway.stop().await;
+    result.stop().await;
+}

@@ -64,8 +64,8 @@ pub type TracedChannel = InterceptedService<
 /// reads its source to pick the status (UNAVAILABLE, CANCELLED, …). A
 /// concrete error type, not a boxed one, keeps the client futures `Send`.
 #[derive(Debug, Error)]
-#[error(transparent)]
-pub struct CallError(BoxError);
+#[error("{0}")]
+pub struct CallError(#[source] BoxError);
 
 /// A client channel to `address` (such as `http://vote:5000`): calls are
 /// spread over every address the name resolves to (re-resolved as they

@@ -12,8 +12,10 @@
 //! refused, reset, or closed by a server recycling it with GOAWAY: the
 //! call never reached a handler or its outcome is lost) or the server
 //! answered UNAVAILABLE; never for any other status. Retries wait a
-//! jittered, growing pause, stay inside the caller's deadline (each
-//! attempt gets only the time left), and draw on a budget shared by every
+//! jittered, growing pause ([`crate::backoff`]), stay inside the caller's
+//! deadline (each attempt gets only the time left, and the whole call,
+//! waiting for a replica included, ends at the deadline with
+//! DEADLINE_EXCEEDED), and draw on a budget shared by every
 //! call of the client (at least [`MIN_RETRIES_PER_SECOND`], plus
 //! [`RETRY_PERCENT`] of recent calls), so a real outage is not multiplied
 //! into a retry storm.
@@ -38,10 +40,8 @@ use tower::{
     BoxError, Layer, Service, ServiceExt,
     retry::{
         Policy,
-        backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff},
         budget::{Budget, TpsBudget},
     },
-    util::rng::HasherRng,
 };
 
 /// Most attempts of one call, the first included.
@@ -54,35 +54,27 @@ pub const RETRY_PERCENT: f32 = 0.2;
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(20);
 /// Longest pause before a retry.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Least time worth giving another attempt before the caller's deadline.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
 /// How far back the budget remembers calls.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 /// The gRPC status code UNAVAILABLE, as it appears in `grpc-status`.
 const UNAVAILABLE: &str = "14";
 
-/// The retry policy; clones share one budget.
+/// The retry policy; clones (one per call) share one budget.
 #[derive(Clone)]
 pub struct RetrySafeCalls {
     budget: Arc<TpsBudget>,
-    backoff: ExponentialBackoff,
 }
 
 impl Default for RetrySafeCalls {
     fn default() -> Self {
-        let backoff = ExponentialBackoffMaker::new(
-            FIRST_RETRY_DELAY,
-            MAX_RETRY_DELAY,
-            1.0,
-            HasherRng::default(),
-        )
-        .map(|mut maker| maker.make_backoff())
-        .unwrap_or_else(|_| ExponentialBackoffMaker::default().make_backoff());
         Self {
             budget: Arc::new(TpsBudget::new(
                 BUDGET_WINDOW,
                 MIN_RETRIES_PER_SECOND,
                 RETRY_PERCENT,
             )),
-            backoff,
         }
     }
 }
@@ -119,11 +111,15 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
         if !retriable || attempts.made >= MAX_ATTEMPTS {
             return None;
         }
-        let pause = self.backoff.next_backoff();
-        if let Some(deadline) = attempts.deadline {
+        // A fresh draw for every pause: calls that failed together spread.
+        let pause = crate::backoff::delays_between(FIRST_RETRY_DELAY, MAX_RETRY_DELAY)
+            .nth(attempts.made as usize - 1)
+            .unwrap_or(MAX_RETRY_DELAY);
+        let deadline = attempts.deadline;
+        if let Some(deadline) = deadline {
             // Leave the next attempt some of the caller's time.
             let left = deadline.saturating_duration_since(Instant::now());
-            if left <= MAX_RETRY_DELAY * 2 {
+            if left <= pause + MIN_ATTEMPT_TIME {
                 return None;
             }
         }
@@ -133,6 +129,13 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
         }
         attempts.made += 1;
         let attempt = attempts.made;
+        if let Some(deadline) = deadline {
+            // The next attempt gets the time left once the pause is over.
+            let left = deadline.saturating_duration_since(Instant::now() + pause);
+            if let Ok(value) = HeaderValue::from_str(&grpc_timeout(left)) {
+                request.headers_mut().insert("grpc-timeout", value);
+            }
+        }
         let (service, method_name) = crate::metrics::rpc_labels(request.uri().path());
         metrics::counter!(
             "rpc_client_retries_total",
@@ -142,7 +145,7 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
         .increment(1);
         let (method, error) = describe(request, result);
         tracing::debug!(%method, %error, attempt, "retrying a call");
-        Some(pause)
+        Some(tokio::time::sleep(pause))
     }
 
     fn clone_request(&mut self, request: &http::Request<Bytes>) -> Option<http::Request<Bytes>> {
@@ -151,20 +154,15 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
             // The call's first attempt: it earns retries for later calls.
             self.budget.deposit();
         }
+        // Everything the attempt needs, extensions (tonic's, and the
+        // attempt count with the deadline) included; `retry` updates the
+        // copy's `grpc-timeout` before it is sent.
         let mut clone = http::Request::new(request.body().clone());
         *clone.method_mut() = request.method().clone();
         *clone.uri_mut() = request.uri().clone();
         *clone.version_mut() = request.version();
         *clone.headers_mut() = request.headers().clone();
-        if let Some(attempts) = attempts {
-            if let Some(deadline) = attempts.deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if let Ok(value) = HeaderValue::from_str(&grpc_timeout(left)) {
-                    clone.headers_mut().insert("grpc-timeout", value);
-                }
-            }
-            clone.extensions_mut().insert(attempts);
-        }
+        *clone.extensions_mut() = request.extensions().clone();
         Some(clone)
     }
 }
@@ -230,9 +228,29 @@ where
             request
                 .extensions_mut()
                 .insert(Attempts { made: 1, deadline });
-            inner.oneshot(request).await
+            let call = inner.oneshot(request);
+            let Some(deadline) = deadline else {
+                return call.await;
+            };
+            // The whole call, waiting for an address and retries included,
+            // ends at the caller's deadline: what runs out of time is
+            // DEADLINE_EXCEEDED, whichever layer noticed first.
+            let outcome = tokio::time::timeout_at(deadline.into(), call).await;
+            match outcome {
+                Ok(Err(_)) | Err(_) if Instant::now() >= deadline => Err(deadline_exceeded()),
+                Ok(result) => result,
+                Err(_) => Err(deadline_exceeded()),
+            }
         })
     }
+}
+
+/// The error of a call that ran out of its caller's time; tonic reads the
+/// status from it.
+fn deadline_exceeded() -> BoxError {
+    Box::new(tonic::Status::deadline_exceeded(
+        "the call did not finish within its deadline",
+    ))
 }
 
 /// A request whose body is bytes again becomes one tonic can send.

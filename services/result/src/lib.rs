@@ -62,16 +62,12 @@ pub async fn run(
     );
     let api = server::ResultApi::new(db, poll, feed, shutdown.clone());
     tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "result service listening");
-    let (served, polled) = tokio::join!(
-        grpc::serve(
-            listener,
-            ResultServiceServer::new(api),
-            health,
-            health_service,
-            shutdown.clone(),
-        ),
-        supervise::critical("tally poller", poller, shutdown),
+    let server = grpc::serve(
+        listener,
+        ResultServiceServer::new(api),
+        health,
+        health_service,
+        shutdown.clone(),
     );
-    polled?;
-    served
+    supervise::serve_with(server, vec![("tally poller", poller)], shutdown).await
 }

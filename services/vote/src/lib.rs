@@ -65,16 +65,12 @@ pub async fn run<Q: VoteSink>(
     );
     let api = VoteApi::new(queue, poll, served_by);
     tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "vote service listening");
-    let (served, probed) = tokio::join!(
-        grpc::serve(
-            listener,
-            VoteServiceServer::new(api),
-            health,
-            health_service,
-            shutdown.clone(),
-        ),
-        supervise::critical("readiness probe", probe, shutdown),
+    let server = grpc::serve(
+        listener,
+        VoteServiceServer::new(api),
+        health,
+        health_service,
+        shutdown.clone(),
     );
-    probed?;
-    served
+    supervise::serve_with(server, vec![("readiness probe", probe)], shutdown).await
 }

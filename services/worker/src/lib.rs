@@ -95,20 +95,19 @@ pub async fn run<S: VoteSource>(
 
     tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), %worker_id, "worker listening");
     let api = server::WorkerApi::new(source, stats, worker_id);
-    let (served, drained) = tokio::join!(
-        grpc::serve(
-            listener,
-            WorkerServiceServer::new(api),
-            health,
-            health_service,
-            shutdown.clone(),
-        ),
-        supervise::critical("drain loop", drainer, shutdown),
+    let server = grpc::serve(
+        listener,
+        WorkerServiceServer::new(api),
+        health,
+        health_service,
+        shutdown.clone(),
     );
-    probe.abort();
-    heartbeat.abort();
-    drained?;
-    served
+    let tasks = vec![
+        ("drain loop", drainer),
+        ("heartbeat", heartbeat),
+        ("readiness probe", probe),
+    ];
+    supervise::serve_with(server, tasks, shutdown).await
 }
 
 /// The worker id of this process on the instance (host or pod) named
