@@ -272,7 +272,8 @@ impl TypedValueParser for ConnectionUrlParser {
     }
 }
 
-/// Parses an OTLP collector endpoint: an `http://` or `https://` URL.
+/// Parses the address of a gRPC server (an OTLP collector, the vote or
+/// result service): an `http://` or `https://` URL with a host.
 pub fn parse_endpoint(raw: &str) -> Result<String, String> {
     match Url::parse(raw.trim()) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {

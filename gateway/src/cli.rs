@@ -9,19 +9,17 @@ use votemesh::{client::selfcheck::SelfCheckArgs, config, telemetry::TelemetryArg
 #[command(version)]
 pub struct Cli {
     /// `--health-check`: ask the running server instead of starting one.
-    /// `--health-check`: ask the running server instead of starting one.
     #[command(flatten)]
     pub self_check: SelfCheckArgs,
     /// Address to serve HTTP on.
     #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = crate::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
     /// The vote service.
-    #[arg(long, env = "VOTE_ADDR", default_value = crate::DEFAULT_VOTE_ADDR)]
+    #[arg(long, env = "VOTE_ADDR", default_value = crate::DEFAULT_VOTE_ADDR, value_parser = config::parse_endpoint)]
     pub vote_addr: String,
     /// The result service.
-    #[arg(long, env = "RESULT_ADDR", default_value = crate::DEFAULT_RESULT_ADDR)]
+    #[arg(long, env = "RESULT_ADDR", default_value = crate::DEFAULT_RESULT_ADDR, value_parser = config::parse_endpoint)]
     pub result_addr: String,
-    /// Logs and traces.
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

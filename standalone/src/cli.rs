@@ -24,20 +24,17 @@ pub struct Cli {
     #[arg(long, env = "RESULT_LISTEN_ADDR", default_value = config::DEFAULT_RESULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub result_listen: std::net::SocketAddr,
     /// Where the Redis queue is.
-    /// Where the Redis queue is.
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// The poll's options.
-    /// The poll's options.
     #[command(flatten)]
     pub poll: PollArgs,
     /// How often the tally is read for live watchers.
     #[command(flatten)]
     pub refresh: votemesh_result::cli::RefreshArgs,
-    /// Logs and traces.
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

@@ -15,20 +15,17 @@ use votemesh::{
 #[command(version)]
 pub struct Cli {
     /// `--health-check`: ask the running server instead of starting one.
-    /// `--health-check`: ask the running server instead of starting one.
     #[command(flatten)]
     pub self_check: SelfCheckArgs,
     /// Address to serve gRPC on.
     #[arg(long, env = "RESULT_LISTEN_ADDR", default_value = config::DEFAULT_RESULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
     /// How often the tally is read for live watchers.
-    /// How often the tally is read for live watchers.
     #[command(flatten)]
     pub refresh: RefreshArgs,
     /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// The poll's options.
     /// The poll's options.
     #[command(flatten)]
     pub poll: PollArgs,

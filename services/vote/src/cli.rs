@@ -13,20 +13,17 @@ use votemesh::{
 #[command(version)]
 pub struct Cli {
     /// `--health-check`: ask the running server instead of starting one.
-    /// `--health-check`: ask the running server instead of starting one.
     #[command(flatten)]
     pub self_check: SelfCheckArgs,
     /// Address to serve gRPC on.
     #[arg(long, env = "VOTE_LISTEN_ADDR", default_value = config::DEFAULT_VOTE_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
     /// Where the Redis queue is.
-    /// Where the Redis queue is.
     #[command(flatten)]
     pub redis: RedisArgs,
     /// The poll's options.
     #[command(flatten)]
     pub poll: PollArgs,
-    /// Logs and traces.
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

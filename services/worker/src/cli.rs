@@ -13,7 +13,6 @@ use votemesh::{
 #[command(version)]
 pub struct Cli {
     /// `--health-check`: ask the running server instead of starting one.
-    /// `--health-check`: ask the running server instead of starting one.
     #[command(flatten)]
     pub self_check: SelfCheckArgs,
     /// Address to serve gRPC health and stats on.
@@ -27,13 +26,11 @@ pub struct Cli {
     #[arg(long, env = "BATCH_SIZE", default_value_t = crate::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Where the Redis queue is.
-    /// Where the Redis queue is.
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Logs and traces.
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
