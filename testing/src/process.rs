@@ -163,3 +163,36 @@ fn strip_colours(text: &str) -> String {
     }
     plain
 }
+
+/// A command for `binary` as a settings test runs it: none of `settings`
+/// (the variables the binary reads) inherited from this process, then
+/// `env` set in order (later pairs win), and `RUST_LOG=info`.
+pub fn settings_command<'a>(
+    binary: &str,
+    settings: Vec<String>,
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command.env("RUST_LOG", "info");
+    for name in settings {
+        command.env_remove(name);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+/// `output` up to the end of the first line holding `marker` (all of it if
+/// none does): what a binary printed while starting, without what its
+/// running later adds (a dependency's retry warnings, say).
+pub fn through_line<'a>(output: &'a str, marker: &str) -> &'a str {
+    output
+        .find(marker)
+        .map(|start| {
+            output[start..]
+                .find('\n')
+                .map_or(output, |end| &output[..start + end])
+        })
+        .unwrap_or(output)
+}
