@@ -23,6 +23,17 @@
 //! | `http_server_requests_total` | `http_request_method`, `http_route`, `http_response_status_code` | the gateway's requests |
 //! | `http_server_request_duration_seconds` | `http_request_method`, `http_route` | their time (SSE: to the headers) |
 //! | `http_server_active_requests` | `http_request_method`, `http_route` | in flight |
+//!
+//! The vote path (recorded where it happens):
+//!
+//! | metric | labels | where |
+//! |---|---|---|
+//! | `votemesh_votes_accepted_total` | | vote service: acknowledged votes |
+//! | `votemesh_votes_rejected_total` | `reason` (`invalid_ballot`, `unknown_option`, `queue_unavailable`, `queue_unconfirmed`, `queue_full`, `queue_failed`) | vote service |
+//! | `votemesh_queue_depth` | | worker: votes waiting, sampled with its readiness probe |
+//! | `votemesh_worker_batches_total`, `votemesh_worker_batch_size` (histogram) | | worker: committed batches |
+//! | `votemesh_worker_votes_committed_total`, `votemesh_worker_votes_superseded_total`, `votemesh_worker_dead_lettered_total` | | worker |
+//! | `votemesh_sse_clients`, `votemesh_results_stream_open`, `votemesh_results_stream_opens_total` | | gateway: browsers' streams and its one upstream stream |
 
 use std::{
     convert::Infallible,

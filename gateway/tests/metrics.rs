@@ -106,5 +106,15 @@ async fn counters_move_by_exactly_the_requests_made() {
         3.0
     );
     assert_eq!(value(&served, "rpc_server_duration_seconds", &cast), 5.0);
+    // The vote path: accepted, and refused by reason.
+    assert_eq!(value(&served, "votemesh_votes_accepted_total", &[]), 3.0);
+    assert_eq!(
+        value(
+            &served,
+            "votemesh_votes_rejected_total",
+            &[("reason", "unknown_option")]
+        ),
+        2.0
+    );
     system.stop().await;
 }

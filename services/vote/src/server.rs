@@ -54,9 +54,10 @@ impl<Q: VoteSink> VoteService for VoteApi<Q> {
             &self.poll,
             telemetry::current_context_carrier(),
         )
-        .map_err(|error| status_of(&error))?;
+        .map_err(|error| refused(&error))?;
         match self.queue.push(&vote).await {
             Ok(queued) => {
+                metrics::counter!("votemesh_votes_accepted_total").increment(1);
                 tracing::debug!(vote_id = %queued.vote_id, option_id = %queued.option_id, sequence = queued.sequence, "vote queued");
                 Ok(Response::new(CastVoteResponse {
                     vote_id: queued.vote_id.to_string(),
@@ -66,7 +67,7 @@ impl<Q: VoteSink> VoteService for VoteApi<Q> {
             }
             Err(error) => {
                 tracing::warn!(%error, vote_id = %vote.vote_id, "vote not acknowledged");
-                Err(status_of(&VoteError::Queue(error)))
+                Err(refused(&VoteError::Queue(error)))
             }
         }
     }
@@ -78,6 +79,25 @@ impl<Q: VoteSink> VoteService for VoteApi<Q> {
         Ok(Response::new(ListOptionsResponse {
             options: self.poll.options().iter().map(Into::into).collect(),
         }))
+    }
+}
+
+/// A vote refused: counted by reason (`votemesh_votes_rejected_total`),
+/// answered with its status.
+fn refused(error: &VoteError) -> Status {
+    metrics::counter!("votemesh_votes_rejected_total", "reason" => reason_of(error)).increment(1);
+    status_of(error)
+}
+
+/// A short, fixed label for why a vote was refused.
+pub fn reason_of(error: &VoteError) -> &'static str {
+    match error {
+        VoteError::BadBallot(_) => "invalid_ballot",
+        VoteError::UnknownOption { .. } => "unknown_option",
+        VoteError::Queue(QueueError::Unavailable(_)) => "queue_unavailable",
+        VoteError::Queue(QueueError::Unconfirmed(_)) => "queue_unconfirmed",
+        VoteError::Queue(QueueError::Full(_)) => "queue_full",
+        VoteError::Queue(QueueError::Failed(_)) => "queue_failed",
     }
 }
 
