@@ -163,13 +163,7 @@ async fn follow(
 
 /// One address's lazily connected channel, with its load and failure pause.
 fn endpoint(scheme: &str, addr: SocketAddr) -> Backend {
-    let uri = http::Uri::builder()
-        .scheme(scheme)
-        .authority(addr.to_string())
-        .path_and_query("/")
-        .build()
-        .unwrap_or_default();
-    let channel = Endpoint::from(uri)
+    let channel = Endpoint::from(super::address_uri(scheme, addr))
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

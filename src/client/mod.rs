@@ -120,16 +120,20 @@ pub fn channel_to(
 /// A plain channel to the server at `addr`, connected now (for checks of a
 /// known server: `--health-check` and tests).
 pub async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
-    let uri = http::Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query("/")
-        .build()
-        .unwrap_or_default();
-    Channel::builder(uri)
+    Channel::builder(address_uri("http", addr))
         .connect_timeout(CONNECT_TIMEOUT)
         .connect()
         .await
+}
+
+/// The URI of the server at `addr` (`http://10.1.2.3:5000/`).
+fn address_uri(scheme: &str, addr: SocketAddr) -> Uri {
+    Uri::builder()
+        .scheme(scheme)
+        .authority(addr.to_string())
+        .path_and_query("/")
+        .build()
+        .unwrap_or_default()
 }
 
 /// Asks the server at `addr` for the status of `service` (`""`: readiness),

@@ -136,15 +136,18 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
                 request.headers_mut().insert("grpc-timeout", value);
             }
         }
-        let (service, method_name) = crate::metrics::rpc_labels(request.uri().path());
+        let (service, method) = crate::metrics::rpc_labels(request.uri().path());
+        let error = match result {
+            Err(error) => error.to_string(),
+            Ok(_) => "UNAVAILABLE".to_owned(),
+        };
+        tracing::debug!(%service, %method, %error, attempt, "retrying a call");
         metrics::counter!(
             "rpc_client_retries_total",
             "rpc_service" => service,
-            "rpc_method" => method_name
+            "rpc_method" => method
         )
         .increment(1);
-        let (method, error) = describe(request, result);
-        tracing::debug!(%method, %error, attempt, "retrying a call");
         Some(tokio::time::sleep(pause))
     }
 
@@ -165,17 +168,6 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
         *clone.extensions_mut() = request.extensions().clone();
         Some(clone)
     }
-}
-
-fn describe<B>(
-    request: &http::Request<Bytes>,
-    result: &Result<http::Response<B>, BoxError>,
-) -> (String, String) {
-    let error = match result {
-        Err(error) => error.to_string(),
-        Ok(_) => "UNAVAILABLE".to_owned(),
-    };
-    (request.uri().path().to_owned(), error)
 }
 
 /// Reads the whole request body (a unary or server-streaming call sends
