@@ -1,12 +1,12 @@
 //! The vote queue inside one process, for the all-in-one local run.
 //!
 //! It keeps the same shape as the Redis queue (a queue, one in-flight
-//! batch, a dead-letter list, per-voter sequences) and the same message
+//! batch, a dead-letter list, one rising sequence) and the same message
 //! format, so the worker cannot tell the two apart. Nothing survives the
 //! process: it is for trying votemesh out, not for keeping votes.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -37,8 +37,8 @@ struct State {
     in_flight: Vec<String>,
     /// Messages the worker could not parse.
     dead_letters: Vec<String>,
-    /// Each voter's last sequence.
-    sequences: HashMap<String, i64>,
+    /// The last sequence given out (to any voter).
+    last_sequence: Option<i64>,
 }
 
 impl MemoryQueue {
@@ -73,9 +73,8 @@ impl VoteSink for MemoryQueue {
     async fn push(&self, vote: &NewVote) -> Result<QueuedVote, QueueError> {
         let queued = {
             let mut state = self.state();
-            let last = state.sequences.get(&vote.voter_id).copied();
-            let sequence = next_sequence(last, Utc::now().timestamp_micros());
-            state.sequences.insert(vote.voter_id.clone(), sequence);
+            let sequence = next_sequence(state.last_sequence, Utc::now().timestamp_micros());
+            state.last_sequence = Some(sequence);
             let queued = QueuedVote::stamped(vote, sequence);
             let message = serde_json::to_string(&queued)
                 .map_err(|error| QueueError::Failed(format!("cannot encode the vote: {error}")))?;

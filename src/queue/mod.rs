@@ -12,8 +12,10 @@
 //! - [`redis::RedisQueue`] / [`redis::RedisWorkerQueue`]: Redis, through a bb8 pool;
 //! - [`memory::MemoryQueue`]: in-process, for the all-in-one local run.
 //!
-//! The queue also stamps each vote with its per-voter `sequence`, so the
-//! worker can tell which of two votes of one voter is the later one.
+//! The queue also stamps each vote with a `sequence`: one stamp for the
+//! whole queue, rising in the order the queue accepted the votes, so the
+//! worker can tell which of two votes of one voter is the later one. It
+//! keeps no state per voter (docs/DESIGN.md, "Ordering and its limit").
 
 pub mod memory;
 pub mod redis;
@@ -31,8 +33,8 @@ use crate::ballot::{BallotError, check_option_id, check_voter_id};
 pub const QUEUE_KEY: &str = "votes";
 /// The list that receives messages the worker cannot parse.
 pub const DEAD_LETTER_KEY: &str = "votes:dead";
-/// Hash of each voter's last sequence number.
-pub const VOTER_SEQUENCE_KEY: &str = "votes:voter-sequence";
+/// The last sequence the queue gave out (one number for all voters).
+pub const CLOCK_KEY: &str = "votes:clock";
 /// Prefix of each worker's processing list (`votes:processing:<worker id>`).
 pub const PROCESSING_KEY_PREFIX: &str = "votes:processing:";
 /// Prefix of each worker's heartbeat key (`votes:worker:<worker id>`).
@@ -63,8 +65,8 @@ pub struct NewVote {
 /// A vote as it travels through the queue: a [`NewVote`] plus its sequence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedVote {
-    /// Per-voter order: of two votes of one voter, the one with the higher
-    /// sequence is the later one and wins.
+    /// Order of acceptance by the queue: of two votes of one voter, the one
+    /// with the higher sequence was accepted later and wins.
     pub sequence: i64,
     /// Unique id of the vote.
     pub vote_id: Uuid,
@@ -104,10 +106,10 @@ impl QueuedVote {
     }
 }
 
-/// The next sequence for a voter whose last one was `last`, at `now_micros`
-/// microseconds since the epoch: later than both, so a vote stays ordered
-/// after the last one even if the queue forgot it (a Redis restart without
-/// persistence) and the clock is behind.
+/// The next sequence after `last` (the last one the queue gave out, to any
+/// voter), at `now_micros` microseconds since the epoch: above both, so the
+/// sequence rises even when the clock steps back, and it restarts from the
+/// clock when the queue forgot `last` (a Redis restart without persistence).
 pub fn next_sequence(last: Option<i64>, now_micros: i64) -> i64 {
     match last {
         Some(last) if last >= now_micros => last + 1,

@@ -21,8 +21,8 @@ use bb8_redis::{
 };
 
 use super::{
-    DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY, QueueError,
-    QueuedVote, VOTER_SEQUENCE_KEY, VoteSink, VoteSource,
+    CLOCK_KEY, DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY,
+    QueueError, QueuedVote, VoteSink, VoteSource,
 };
 use crate::config::ConnectionUrl;
 
@@ -38,22 +38,27 @@ pub const HEARTBEAT_TTL: Duration = Duration::from_secs(30);
 /// timeout (500 ms), so waiting never reads as a dead connection.
 const MAX_BLOCKING_WAIT: Duration = Duration::from_millis(300);
 
-/// Stamps a vote with its per-voter sequence and pushes it, atomically.
-/// The sequence is `max(last + 1, now in µs)` by the Redis server's clock, so
-/// every vote service replica agrees on the order of one voter's votes.
+/// Stamps votes with consecutive sequences and pushes them, atomically.
+/// The first sequence is `max(last + 1, now in µs)`, where `last` is the
+/// one number the queue keeps (`votes:clock`, the last sequence given out)
+/// and `now` the Redis server's clock: sequences rise in the order Redis
+/// runs the script, whichever vote service replica sent it, even if the
+/// clock steps back; and if Redis lost `votes:clock` (restarted without
+/// its AOF), they carry on from the clock, above those given out before.
 ///
-/// KEYS: queue, voter-sequence hash. ARGV: voter id, vote JSON without the
-/// sequence. Returns the sequence.
+/// KEYS: queue, clock. ARGV: each vote's JSON without the sequence, in
+/// order. Returns the first vote's sequence (the others follow it by one).
 const PUSH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local seq = now
-if last >= now then seq = last + 1 end
-local seq_text = string.format('%d', seq)
-redis.call('HSET', KEYS[2], ARGV[1], seq_text)
-redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[2], 2))
-return seq_text
+local first = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
+if first < now then first = now end
+for i = 1, #ARGV do
+  local seq_text = string.format('%d', first + i - 1)
+  redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[i], 2))
+end
+redis.call('SET', KEYS[2], string.format('%d', first + #ARGV - 1))
+return string.format('%d', first)
 "#;
 
 /// Tops the processing list up to ARGV[1] messages from the queue and
@@ -181,8 +186,7 @@ impl VoteSink for RedisQueue {
         let sequence: String = self
             .push_script
             .key(QUEUE_KEY)
-            .key(VOTER_SEQUENCE_KEY)
-            .arg(&vote.voter_id)
+            .key(CLOCK_KEY)
             .arg(json)
             .invoke_async(&mut *connection)
             .await
