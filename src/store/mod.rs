@@ -15,7 +15,9 @@ pub mod migration;
 use std::time::Duration;
 
 pub use sea_orm::DatabaseConnection;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DbBackend, DbErr, RuntimeErr, TransactionTrait, sqlx,
+};
 use sea_orm_migration::MigratorTrait;
 use thiserror::Error;
 use url::Url;
@@ -45,29 +47,69 @@ pub enum StoreError {
     Query(#[from] DbErr),
 }
 
-/// Whether a database error is about reaching the database (or a lost race)
-/// rather than about the query itself.
+/// The PostgreSQL notification channel on which the worker announces, in
+/// the transaction that moved the tally, that the tally changed (delivered
+/// only when that transaction commits).
+pub const TALLY_CHANNEL: &str = "votemesh_tally";
+
+/// Whether a database error is about reaching the database or a lost race
+/// (retrying may succeed) rather than about the query itself. Sorted by
+/// what the driver reports, never by words in the message: the error kind
+/// (I/O, pool), PostgreSQL's SQLSTATE, SQLite's result code.
 pub fn is_transient(error: &DbErr) -> bool {
     match error {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        other => {
-            let text = other.to_string().to_ascii_lowercase();
-            [
-                "connection",
-                "pool timed out",
-                "deadlock",
-                "could not serialize",
-                "database is locked",
-                "shutting down",
-                "terminating",
-                "broken pipe",
-                "io error",
-                "starting up",
-            ]
-            .iter()
-            .any(|needle| text.contains(needle))
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            is_transient_sqlx(error)
         }
+        _ => false,
     }
+}
+
+fn is_transient_sqlx(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => {
+            if error
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
+                error
+                    .code()
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .is_some_and(is_transient_sqlite_code)
+            } else {
+                error
+                    .code()
+                    .is_some_and(|code| is_transient_sqlstate(&code))
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs after which the same transaction may succeed:
+/// class 08 (connection exception), 40001 (serialization failure), 40P01
+/// (deadlock), class 53 (insufficient resources: too many connections,
+/// disk full), 55P03 (lock not available), 57P01..57P03 (the server is
+/// shutting down, crashed, or not accepting connections yet).
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+        )
+}
+
+/// SQLite's busy and locked results (`SQLITE_BUSY` 5, `SQLITE_LOCKED` 6,
+/// with any extended code): another connection holds the lock.
+fn is_transient_sqlite_code(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6)
 }
 
 /// Opens a connection pool to `url` (`postgres://…` or `sqlite://…`).
@@ -131,6 +173,21 @@ fn connect_error(url: &ConnectionUrl, error: &DbErr) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transient_sqlstates_are_about_reaching_the_database_or_a_lost_race() {
+        for code in [
+            "08006", "08001", "40001", "40P01", "53300", "57P01", "57P03",
+        ] {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        // Syntax error, undefined table, unique violation, raised by a function.
+        for code in ["42601", "42P01", "23505", "P0001"] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
+        assert!(is_transient_sqlite_code(5) && is_transient_sqlite_code(517));
+        assert!(!is_transient_sqlite_code(19));
+    }
 
     #[test]
     fn a_connection_error_hides_the_password_encoded_or_not() {

@@ -615,3 +615,101 @@ async fn the_acknowledgement_moves_only_the_dead_letters_it_removed() {
         "{dead_letters}"
     );
 }
+
+#[tokio::test]
+async fn database_errors_are_sorted_by_sqlstate_not_by_their_words() {
+    use sea_orm::ConnectionTrait;
+    let postgres = PostgresServer::start().await.unwrap();
+    let db = database(&postgres).await;
+    let transient = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let error = db.execute_unprepared(sql).await.unwrap_err();
+            (store::is_transient(&error), error.to_string())
+        }
+    };
+    // Errors in the query, whatever words they hold.
+    for sql in [
+        "SELECT * FROM connection_timeout",
+        "DO $$ BEGIN RAISE EXCEPTION 'deadlock: connection terminating'; END $$",
+    ] {
+        let (is_transient, error) = transient(sql).await;
+        assert!(!is_transient, "{error}");
+    }
+    // A deadlock and a connection the server ended, whatever their words.
+    for sql in [
+        "DO $$ BEGIN RAISE EXCEPTION 'no reason' USING ERRCODE = '40P01'; END $$",
+        "SELECT pg_terminate_backend(pg_backend_pid())",
+    ] {
+        let (is_transient, error) = transient(sql).await;
+        assert!(is_transient, "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_voter_another_worker_inserts_meanwhile_is_retried_not_counted_twice() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use votemesh_worker::store::ApplyError;
+    let postgres = PostgresServer::start().await.unwrap();
+    let db = database(&postgres).await;
+
+    // Another worker's transaction inserts voter x (and counts it), not
+    // committed yet.
+    let other = db.begin().await.unwrap();
+    apply_batch_in(&other, "x", "a", 1).await;
+
+    // This worker's batch has a newer vote of x: its lock finds no row, its
+    // upsert waits for the other transaction's insert.
+    let newer = QueuedVote::stamped(&new_vote("x", "b"), 2);
+    let applying = tokio::spawn({
+        let db = db.clone();
+        let newer = newer.clone();
+        async move { apply_batch(&db, std::slice::from_ref(&newer)).await }
+    });
+    probe::wait_for("the upsert waits for the other insert", WAIT, || async {
+        let waiting = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) AS n FROM pg_locks WHERE NOT granted",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        waiting.try_get::<i64>("", "n").unwrap() > 0
+    })
+    .await;
+    other.commit().await.unwrap();
+    assert!(matches!(
+        applying.await.unwrap(),
+        Err(ApplyError::ConcurrentInsert)
+    ));
+    assert_eq!(tally_of(&db).await, counts(&[("a", 1)]));
+
+    // Retried, it sees the row and moves the count.
+    apply_batch(&db, std::slice::from_ref(&newer))
+        .await
+        .unwrap();
+    assert_eq!(tally_of(&db).await, counts(&[("b", 1)]));
+    assert_eq!(recount(&db).await, counts(&[("b", 1)]));
+}
+
+/// Inserts a vote and counts it inside `transaction`, as another worker's
+/// uncommitted batch would.
+async fn apply_batch_in(
+    transaction: &sea_orm::DatabaseTransaction,
+    voter: &str,
+    option: &str,
+    sequence: i64,
+) {
+    use sea_orm::ConnectionTrait;
+    transaction
+        .execute_unprepared(&format!(
+            "INSERT INTO votes (voter_id, option_id, vote_id, sequence, cast_at, counted_at) \
+             VALUES ('{voter}', '{option}', '{}', {sequence}, now(), now()); \
+             INSERT INTO tally (option_id, count) VALUES ('{option}', 1) \
+             ON CONFLICT (option_id) DO UPDATE SET count = tally.count + 1",
+            Uuid::new_v4()
+        ))
+        .await
+        .unwrap();
+}
