@@ -5,16 +5,18 @@
 //! the votes:
 //!
 //! ```text
-//! GetResults ─────────────► read tally table ─► label with the poll ─► Tally
-//! tally poller (1 per process) ─► watch channel ─► every WatchResults stream
+//! worker's NOTIFY, or every interval ─► tally reader (1 per process)
+//!     ─► read tally table ─► label with the poll ─► watch channel
+//!     ─► every WatchResults stream, and GetResults (latest in memory)
 //! ```
 //!
 //! ## Layout
 //!
 //! - [`cli`]: the binary's flags and environment variables.
 //! - [`tally`]: the domain: stored counts become a labelled [`tally::Tally`].
-//! - [`feed`]: polls the tally and publishes it when it changes; its
-//!   success or failure is the service's readiness.
+//! - [`feed`]: reads the tally when a worker notifies a commit (and every
+//!   interval as a fallback) and publishes it when it changes; its success
+//!   or failure is the service's readiness.
 //! - [`server`]: the gRPC handler and the mapping of errors to `Status`.
 //! - [`run`]: wires them together.
 
@@ -38,7 +40,12 @@ use votemesh::{
 
 /// The business service name, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "votemesh.v1.ResultService";
-/// Default pause between two reads of the tally by the feed.
+/// GetResults answers from the feed's tally while it was confirmed within
+/// this many refresh intervals; an older one (the feed is failing) makes
+/// it read the database itself.
+pub const MAX_AGE_IN_INTERVALS: u32 = 2;
+/// Default pause between two reads of the tally by the feed (a fallback on
+/// PostgreSQL, where a worker's commit wakes the feed at once).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// Shortest pause between two reads of the tally, whatever is configured.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
@@ -60,7 +67,13 @@ pub async fn run(
         health.clone(),
         shutdown.clone(),
     );
-    let api = server::ResultApi::new(db, poll, feed, shutdown.clone());
+    let api = server::ResultApi::new(
+        db,
+        poll,
+        feed,
+        refresh_interval * MAX_AGE_IN_INTERVALS,
+        shutdown.clone(),
+    );
     tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "result service listening");
     let server = grpc::serve(
         listener,

@@ -1,6 +1,6 @@
 //! The gRPC handler of `votemesh.v1.ResultService`.
 
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 
 use futures_util::{Stream, StreamExt};
 use sea_orm::DatabaseConnection;
@@ -14,29 +14,38 @@ use votemesh::{
     shutdown::CancellationToken,
 };
 
-use crate::{feed::TallyFeed, tally};
+use crate::{
+    feed::{self, TallyFeed},
+    tally,
+};
 
-/// Answers GetResults from the database and WatchResults from the feed.
+/// Answers GetResults and WatchResults from the feed (GetResults reads
+/// the database itself only when the feed's tally is older than
+/// `max_age`: the feed is failing, or has not read yet).
 #[derive(Debug)]
 pub struct ResultApi {
     db: DatabaseConnection,
     poll: Poll,
     feed: TallyFeed,
+    max_age: Duration,
     shutdown: CancellationToken,
 }
 
 impl ResultApi {
-    /// A handler over `db`, streaming from `feed` until `shutdown`.
+    /// A handler over `db`, answering from `feed` while its tally is at
+    /// most `max_age` old, streaming from it until `shutdown`.
     pub fn new(
         db: DatabaseConnection,
         poll: Poll,
         feed: TallyFeed,
+        max_age: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             db,
             poll,
             feed,
+            max_age,
             shutdown,
         }
     }
@@ -51,10 +60,18 @@ impl ResultService for ResultApi {
         &self,
         _request: Request<GetResultsRequest>,
     ) -> Result<Response<v1::Tally>, Status> {
-        let tally = tally::read(&self.db, &self.poll).await.map_err(|error| {
-            tracing::warn!(%error, "GetResults: cannot read the tally");
-            Status::unavailable("the results database is unavailable; please retry")
-        })?;
+        let latest = self
+            .feed
+            .borrow()
+            .clone()
+            .filter(|tally| feed::is_fresh(tally, self.max_age));
+        let tally = match latest {
+            Some(tally) => tally,
+            None => tally::read(&self.db, &self.poll).await.map_err(|error| {
+                tracing::warn!(%error, "GetResults: cannot read the tally");
+                Status::unavailable("the results database is unavailable; please retry")
+            })?,
+        };
         Ok(Response::new((&tally).into()))
     }
 

@@ -37,8 +37,18 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
     assert!(binary_health_check(addr).await.status.success());
 
     postgres.stop().await;
-    let status = client.get_results(GetResultsRequest {}).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable);
+    // Once the feed's tally is older than two refresh intervals, GetResults
+    // reads the database itself, and says it cannot.
+    probe::wait_for("GetResults UNAVAILABLE", WAIT, || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_results(GetResultsRequest {})
+                .await
+                .is_err_and(|status| status.code() == Code::Unavailable)
+        }
+    })
+    .await;
     probe::wait_for("readiness NOT_SERVING", WAIT, || async {
         probe::health(addr, votemesh_result::SERVICE_NAME).await == Ok(ServingStatus::NotServing)
     })

@@ -1,0 +1,96 @@
+//! Results are pushed, not polled: with the fallback poll set to a minute,
+//! a vote the worker commits still reaches WatchResults (through the
+//! worker's NOTIFY and the result service's LISTEN), also after PostgreSQL
+//! restarted under the listener. Real redis-server and PostgreSQL.
+
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use votemesh::proto::v1::{
+    CastVoteRequest, GetResultsRequest, Tally, WatchResultsRequest,
+    result_service_client::ResultServiceClient, vote_service_client::VoteServiceClient,
+};
+use votemesh_testing::{
+    PostgresServer, RedisServer, TestServer,
+    services::{ANY_PORT, cats_and_dogs, start_vote, start_worker, worker_settings},
+};
+
+/// Far longer than the test waits for a tally: only a push delivers it.
+const POLL_INTERVAL: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn start_result_polling_rarely(postgres: &PostgresServer) -> TestServer {
+    let db = votemesh::store::connect(&postgres.url()).await.unwrap();
+    votemesh::store::migrate(&db).await.unwrap();
+    TestServer::spawn(ANY_PORT, |listener, shutdown| {
+        votemesh_result::run(listener, db, cats_and_dogs(), POLL_INTERVAL, shutdown)
+    })
+    .await
+    .ready()
+    .await
+}
+
+/// The next tally on `stream` whose total is `total`, within [`WAIT`].
+async fn until_total(stream: &mut tonic::Streaming<Tally>, total: i64) -> Tally {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let tally = stream.next().await.unwrap().unwrap();
+            if tally.total == total {
+                return tally;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no tally with {total} votes within {WAIT:?}"))
+}
+
+#[tokio::test]
+async fn a_committed_vote_reaches_watch_results_without_waiting_for_the_poll() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut postgres = PostgresServer::start().await.unwrap();
+    let result = start_result_polling_rarely(&postgres).await;
+    let vote = start_vote(&redis, ANY_PORT).await;
+    let worker = start_worker(&redis, &postgres, worker_settings("w1")).await;
+    let mut results =
+        ResultServiceClient::new(votemesh::client::connect(result.addr).await.unwrap());
+    let mut votes = VoteServiceClient::new(votemesh::client::connect(vote.addr).await.unwrap());
+    let mut stream = results
+        .watch_results(WatchResultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    until_total(&mut stream, 0).await;
+
+    for (voter_id, total) in [("v1", 1), ("v2", 2)] {
+        votes
+            .cast_vote(CastVoteRequest {
+                voter_id: voter_id.into(),
+                option: "a".into(),
+            })
+            .await
+            .unwrap();
+        until_total(&mut stream, total).await;
+    }
+    let tally = results
+        .get_results(GetResultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tally.total, 2, "GetResults answers the latest tally");
+
+    // The listener's connection dies with PostgreSQL; it comes back by
+    // itself and pushes again.
+    postgres.restart().await.unwrap();
+    votes
+        .cast_vote(CastVoteRequest {
+            voter_id: "v3".into(),
+            option: "b".into(),
+        })
+        .await
+        .unwrap();
+    until_total(&mut stream, 3).await;
+
+    worker.stop().await;
+    vote.stop().await;
+    result.stop().await;
+}
