@@ -9,7 +9,8 @@
 //! back is returned to `votes` by the others ([`VoteSource::reclaim_orphans`]).
 //!
 //! Two implementations sit behind the same traits:
-//! - [`redis::RedisQueue`] / [`redis::RedisWorkerQueue`]: Redis, through a bb8 pool;
+//! - [`redis::RedisQueue`] / [`redis::RedisWorkerQueue`]: Redis (votes pushed
+//!   in batches over one multiplexed connection, the worker through a bb8 pool);
 //! - [`memory::MemoryQueue`]: in-process, for the all-in-one local run.
 //!
 //! The queue also stamps each vote with a `sequence`: one stamp for the
@@ -18,6 +19,7 @@
 //! keeps no state per voter (docs/DESIGN.md, "Ordering and its limit").
 
 pub mod memory;
+pub mod pusher;
 pub mod redis;
 
 use std::{collections::HashMap, future::Future, time::Duration};
@@ -129,7 +131,7 @@ pub enum MessageError {
 }
 
 /// The queue failed.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum QueueError {
     /// The queue could not be reached or refused the command before doing
     /// anything (down, restarting, loading its data): nothing changed, and

@@ -1,4 +1,8 @@
-//! The vote queue on Redis, through a bb8 connection pool.
+//! The vote queue on Redis. Votes are pushed by the [`super::pusher`] task
+//! over one multiplexed connection, in batches; everything else (the
+//! readiness probe's PING, the worker's commands, including its blocking
+//! move) goes through a bb8 pool, whose connections are exclusive while
+//! checked out, so a blocking command never stalls a shared socket.
 //!
 //! Every multi-step operation is one Lua script, so it is atomic on the
 //! Redis server: stamping and pushing a vote, topping up a batch,
@@ -12,7 +16,7 @@
 //! Errors are sorted by `classify`: refused before anything ran, or sent
 //! and unanswered (the command may have taken effect).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bb8_redis::{
     RedisConnectionManager,
@@ -20,9 +24,12 @@ use bb8_redis::{
     redis::{self, AsyncCommands, RedisError, Script},
 };
 
+use tokio::sync::OnceCell;
+
+use super::pusher::Pusher;
 use super::{
-    CLOCK_KEY, DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY,
-    QueueError, QueuedVote, VoteSink, VoteSource,
+    DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY, QueueError,
+    QueuedVote, VoteSink, VoteSource,
 };
 use crate::config::ConnectionUrl;
 
@@ -48,7 +55,7 @@ const MAX_BLOCKING_WAIT: Duration = Duration::from_millis(300);
 ///
 /// KEYS: queue, clock. ARGV: each vote's JSON without the sequence, in
 /// order. Returns the first vote's sequence (the others follow it by one).
-const PUSH_SCRIPT: &str = r#"
+pub(super) const PUSH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local first = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
@@ -124,7 +131,9 @@ return moved
 #[derive(Clone, Debug)]
 pub struct RedisQueue {
     pool: Pool<RedisConnectionManager>,
-    push_script: Script,
+    url: ConnectionUrl,
+    /// Started by the first push (it needs the runtime), shared by clones.
+    pusher: Arc<OnceCell<Pusher>>,
 }
 
 impl RedisQueue {
@@ -133,13 +142,17 @@ impl RedisQueue {
     pub fn new(url: &ConnectionUrl) -> Result<Self, QueueError> {
         let manager = RedisConnectionManager::new(url.expose())
             .map_err(|error| QueueError::Failed(format!("bad Redis URL {url}: {error}")))?;
+        // Every check-out PINGs the connection first (bb8's default): the
+        // pool cannot otherwise tell a connection Redis closed, and its
+        // users (the probe, the worker's per-batch commands) are few.
         let pool = bb8::Pool::builder()
             .max_size(POOL_SIZE)
             .connection_timeout(POOL_CHECKOUT_TIMEOUT)
             .build_unchecked(manager);
         Ok(Self {
             pool,
-            push_script: Script::new(PUSH_SCRIPT),
+            url: url.clone(),
+            pusher: Arc::new(OnceCell::new()),
         })
     }
 
@@ -182,18 +195,11 @@ impl VoteSink for RedisQueue {
     async fn push(&self, vote: &NewVote) -> Result<QueuedVote, QueueError> {
         let json = serde_json::to_string(vote)
             .map_err(|error| QueueError::Failed(format!("cannot encode the vote: {error}")))?;
-        let mut connection = self.connection().await?;
-        let sequence: String = self
-            .push_script
-            .key(QUEUE_KEY)
-            .key(CLOCK_KEY)
-            .arg(json)
-            .invoke_async(&mut *connection)
-            .await
-            .map_err(classify)?;
-        let sequence = sequence
-            .parse()
-            .map_err(|_| QueueError::Failed(format!("bad sequence {sequence:?} from Redis")))?;
+        let pusher = self
+            .pusher
+            .get_or_try_init(|| async { Pusher::spawn(self.url.expose()) })
+            .await?;
+        let sequence = pusher.push(json).await?;
         Ok(QueuedVote::stamped(vote, sequence))
     }
 
@@ -359,7 +365,7 @@ impl VoteSource for RedisWorkerQueue {
 ///
 /// Errors before a command is sent (no pooled connection) never come here:
 /// they are [`QueueError::Unavailable`] ([`RedisQueue::connection`]).
-fn classify(error: RedisError) -> QueueError {
+pub(super) fn classify(error: RedisError) -> QueueError {
     let unanswered = error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()

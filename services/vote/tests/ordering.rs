@@ -118,14 +118,13 @@ async fn the_vote_redis_accepted_last_wins_across_two_replicas_and_a_redis_resta
 }
 
 #[tokio::test]
-async fn a_drained_queue_leaves_nothing_per_voter_in_redis() {
+async fn concurrent_votes_share_script_calls_and_a_drained_queue_leaves_nothing_per_voter() {
     const DISTINCT_VOTERS: usize = 2_000;
     let redis = RedisServer::start().await.unwrap();
     let postgres = PostgresServer::start().await.unwrap();
     let db = store::connect(&postgres.url()).await.unwrap();
     store::migrate(&db).await.unwrap();
     let queue = RedisQueue::new(&redis.url()).unwrap();
-    let worker = start_worker(&redis, &postgres, worker_settings("w1")).await;
 
     let mut pushes = tokio::task::JoinSet::new();
     for voter in 0..DISTINCT_VOTERS {
@@ -138,12 +137,37 @@ async fn a_drained_queue_leaves_nothing_per_voter_in_redis() {
                 cast_at: chrono::Utc::now(),
                 trace_context: Default::default(),
             };
-            queue.push(&vote).await.unwrap();
+            queue.push(&vote).await.unwrap().sequence
         });
     }
+    let mut sequences = std::collections::BTreeSet::new();
     while let Some(pushed) = pushes.join_next().await {
-        pushed.unwrap();
+        sequences.insert(pushed.unwrap());
     }
+    assert_eq!(
+        sequences.len(),
+        DISTINCT_VOTERS,
+        "every vote its own sequence"
+    );
+    // Votes that arrived together shared script calls (round trips).
+    let stats = redis.command(&["INFO", "commandstats"]).await.unwrap();
+    let script_calls: u64 = stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        (1..=DISTINCT_VOTERS as u64 / 10).contains(&script_calls),
+        "{DISTINCT_VOTERS} concurrent votes took {script_calls} script calls"
+    );
+    let worker = start_worker(&redis, &postgres, worker_settings("w1")).await;
     let expected = BTreeMap::from([("a".to_owned(), DISTINCT_VOTERS as i64)]);
     wait_for_tally(&db, &expected, "once drained").await;
 

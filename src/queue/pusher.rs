@@ -1,0 +1,216 @@
+//! The producer's side of the Redis queue: votes that arrive together share
+//! round trips.
+//!
+//! ```text
+//! CastVote ─┐
+//! CastVote ─┼─► channel ─► pusher task ─► one push script call per batch ─► Redis
+//! CastVote ─┘        (takes what waits,      (up to MAX_PUSHES_IN_FLIGHT calls
+//!                     up to MAX_PUSH_BATCH)    pipelined on one connection)
+//! ```
+//!
+//! One task per process owns one multiplexed Redis connection. It takes the
+//! first waiting vote and whatever else is waiting (up to
+//! [`MAX_PUSH_BATCH`]), stamps and pushes them in one script call, and
+//! answers each caller once Redis answered. A lone vote goes out at once;
+//! under load, votes gather while earlier calls are on the wire, so the
+//! cost per vote falls as load rises. Nothing is acknowledged before Redis
+//! accepted it.
+//!
+//! The connection speaks RESP3 so the client reports a disconnection as it
+//! happens: a batch is then sent on a new connection, and if none can be
+//! opened the votes are refused as [`QueueError::Unavailable`] (nothing was
+//! sent). A batch that was sent but not answered is
+//! [`QueueError::Unconfirmed`] for each of its votes; the connection is
+//! replaced if it failed, and kept if the answer was only late (the call
+//! may still run, as it would have on a pooled connection).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use bb8_redis::redis::{
+    self, AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, Script,
+    aio::MultiplexedConnection,
+};
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    CLOCK_KEY, QUEUE_KEY, QueueError,
+    redis::{PUSH_SCRIPT, classify},
+};
+
+/// Most votes stamped and pushed by one script call.
+pub const MAX_PUSH_BATCH: usize = 256;
+/// Script calls on the wire at once; further votes wait and gather.
+pub const MAX_PUSHES_IN_FLIGHT: usize = 4;
+/// Votes waiting for the pusher at most; beyond it, callers wait.
+const WAITING_CAPACITY: usize = 8192;
+
+/// One vote waiting to be pushed, and where its answer goes: the sequence
+/// Redis gave it.
+struct Waiting {
+    json: String,
+    answer: oneshot::Sender<Result<i64, QueueError>>,
+}
+
+/// Handle to the pusher task; cheap to clone. The task ends when the last
+/// handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Pusher {
+    waiting: mpsc::Sender<Waiting>,
+}
+
+impl Pusher {
+    /// Starts the pusher task for the Redis at `url` (connecting lazily).
+    /// Must be called inside a tokio runtime.
+    pub fn spawn(url: &str) -> Result<Self, QueueError> {
+        let info = url
+            .into_connection_info()
+            .map_err(|error| QueueError::Failed(format!("bad Redis URL: {error}")))?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(settings))
+            .map_err(|error| QueueError::Failed(format!("bad Redis URL: {error}")))?;
+        let (waiting, queue) = mpsc::channel(WAITING_CAPACITY);
+        tokio::spawn(run(client, queue));
+        Ok(Self { waiting })
+    }
+
+    /// Pushes one vote (its JSON without the sequence) and returns its
+    /// sequence, once Redis accepted it.
+    pub async fn push(&self, json: String) -> Result<i64, QueueError> {
+        let (answer, answered) = oneshot::channel();
+        self.waiting
+            .send(Waiting { json, answer })
+            .await
+            .map_err(|_| QueueError::Unavailable("the vote pusher has stopped".into()))?;
+        answered.await.unwrap_or_else(|_| {
+            Err(QueueError::Unconfirmed(
+                "the vote pusher stopped before Redis answered".into(),
+            ))
+        })
+    }
+}
+
+/// A connection and whether the client saw it close.
+struct Connection {
+    connection: MultiplexedConnection,
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    async fn open(client: &Client) -> Result<Self, QueueError> {
+        let closed = Arc::new(AtomicBool::new(false));
+        let on_push = {
+            let closed = closed.clone();
+            move |info: PushInfo| {
+                if info.kind == redis::PushKind::Disconnection {
+                    closed.store(true, Ordering::Relaxed);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            }
+        };
+        let config = AsyncConnectionConfig::new().set_push_sender(on_push);
+        let connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|error| QueueError::Unavailable(error.to_string()))?;
+        Ok(Self { connection, closed })
+    }
+
+    fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Relaxed)
+    }
+}
+
+/// The pusher task: gathers waiting votes into batches and keeps up to
+/// [`MAX_PUSHES_IN_FLIGHT`] script calls on the wire.
+async fn run(client: Client, mut queue: mpsc::Receiver<Waiting>) {
+    let script = Script::new(PUSH_SCRIPT);
+    let mut connection: Option<Connection> = None;
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(lost) = in_flight.next(), if !in_flight.is_empty() => {
+                if lost {
+                    connection = None;
+                }
+            }
+            first = queue.recv(), if in_flight.len() < MAX_PUSHES_IN_FLIGHT => {
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                while batch.len() < MAX_PUSH_BATCH {
+                    match queue.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                if !connection.as_ref().is_some_and(Connection::is_open) {
+                    connection = match Connection::open(&client).await {
+                        Ok(opened) => Some(opened),
+                        Err(error) => {
+                            answer_all(batch, &error);
+                            continue;
+                        }
+                    };
+                }
+                if let Some(open) = &connection {
+                    in_flight.push(push_batch(script.clone(), open.connection.clone(), batch));
+                }
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// Stamps and pushes `batch` in one script call and answers each vote.
+/// Returns whether the connection is to be replaced (it failed under the
+/// call, which may or may not have run).
+async fn push_batch(
+    script: Script,
+    mut connection: MultiplexedConnection,
+    batch: Vec<Waiting>,
+) -> bool {
+    let mut invocation = script.prepare_invoke();
+    invocation.key(QUEUE_KEY).key(CLOCK_KEY);
+    for waiting in &batch {
+        invocation.arg(&waiting.json);
+    }
+    let outcome: Result<String, _> = invocation.invoke_async(&mut connection).await;
+    // A timeout leaves the connection as it is: the call may still run
+    // (Redis is slow, not gone), and its late answer is discarded.
+    let mut lost = false;
+    let first = match outcome {
+        Ok(first) => first
+            .parse::<i64>()
+            .map_err(|_| QueueError::Failed(format!("bad sequence {first:?} from Redis"))),
+        Err(error) => {
+            lost = !error.is_timeout();
+            Err(classify(error))
+        }
+    };
+    match first {
+        Ok(first) => {
+            for (offset, waiting) in (0..).zip(batch) {
+                let _ = waiting.answer.send(Ok(first + offset));
+            }
+            false
+        }
+        Err(error) => {
+            lost &= matches!(error, QueueError::Unconfirmed(_));
+            answer_all(batch, &error);
+            lost
+        }
+    }
+}
+
+fn answer_all(batch: Vec<Waiting>, error: &QueueError) {
+    for waiting in batch {
+        let _ = waiting.answer.send(Err(error.clone()));
+    }
+}
