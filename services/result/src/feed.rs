@@ -6,6 +6,10 @@
 //!
 //! The poller is also the readiness probe: SERVING while the tally reads.
 //! It logs at warn when reading starts failing and when it recovers.
+//!
+//! For `/metrics`: `votemesh_result_tally_read_timestamp_seconds` (when
+//! the served tally was read: its freshness is `time()` minus it),
+//! `votemesh_result_tally_read_failures_total`, and the database pool.
 
 use std::time::Duration;
 
@@ -27,6 +31,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (TallyFeed, JoinHandle<()>) {
     let (sender, feed) = watch::channel::<Option<Tally>>(None);
+    metrics::counter!("votemesh_result_tally_read_failures_total").increment(0);
     let task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -38,8 +43,12 @@ pub fn spawn(
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            match tally::read(&db, &poll).await {
+            let read = tally::read(&db, &poll).await;
+            votemesh::store::record_pool_metrics(&db);
+            match read {
                 Ok(latest) => {
+                    metrics::gauge!("votemesh_result_tally_read_timestamp_seconds")
+                        .set(latest.as_of.timestamp_micros() as f64 / 1e6);
                     if let Some(since) = failing_since.take() {
                         tracing::warn!(failed_for = ?since.elapsed(), "the tally reads again");
                     }
@@ -55,6 +64,7 @@ pub fn spawn(
                     });
                 }
                 Err(error) => {
+                    metrics::counter!("votemesh_result_tally_read_failures_total").increment(1);
                     if failing_since.is_none() {
                         failing_since = Some(tokio::time::Instant::now());
                         tracing::warn!(%error, "cannot read the tally; retrying every interval");
