@@ -30,10 +30,25 @@
 //! |---|---|---|
 //! | `votemesh_votes_accepted_total` | | vote service: acknowledged votes |
 //! | `votemesh_votes_rejected_total` | `reason` (`invalid_ballot`, `unknown_option`, `queue_unavailable`, `queue_unconfirmed`, `queue_full`, `queue_failed`) | vote service |
-//! | `votemesh_queue_depth` | | worker: votes waiting, sampled with its readiness probe |
+//! | `votemesh_queue_depth`, `votemesh_queue_oldest_age_seconds` | | worker: votes waiting and how long the oldest has waited, sampled with its readiness probe |
 //! | `votemesh_worker_batches_total`, `votemesh_worker_batch_size` (histogram) | | worker: committed batches |
 //! | `votemesh_worker_votes_committed_total`, `votemesh_worker_votes_superseded_total`, `votemesh_worker_dead_lettered_total` | | worker |
+//! | `votemesh_worker_reclaimed_total` | | worker: votes returned to the queue from workers presumed dead |
+//! | `votemesh_worker_drain_lag_seconds` (histogram) | | worker: per vote, from the vote service's acknowledgement to the commit |
+//! | `votemesh_worker_batch_failures_total` | `cause` | worker: batches not done (retried), by failing dependency |
+//! | `votemesh_result_tally_read_timestamp_seconds` | | result: when the served tally was read (freshness: `time()` minus it) |
+//! | `votemesh_result_tally_read_failures_total` | | result |
 //! | `votemesh_sse_clients`, `votemesh_results_stream_open`, `votemesh_results_stream_opens_total` | | gateway: browsers' streams and its one upstream stream |
+//!
+//! Dependencies (sampled by each component's readiness probe):
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `votemesh_redis_pool_connections` | `state` (`idle`, `busy`) | the Redis pool (vote, worker) |
+//! | `votemesh_redis_pool_checkouts_total` | `outcome` (`direct`, `waited`, `timed_out`) | how check-outs went |
+//! | `votemesh_redis_pool_connections_closed_total` | `reason` (`broken`) | connections found broken |
+//! | `votemesh_db_pool_connections` | `state` (`idle`, `busy`) | the database pool (worker, result) |
+//! | `votemesh_trace_spans_exported_total`, `votemesh_trace_spans_dropped_total` | `reason` (`queue_full`, `export_failed`) | every process: trace export ([`crate::telemetry::export`]) |
 
 use std::{
     convert::Infallible,
@@ -79,7 +94,10 @@ pub fn install() {
             })
             .and_then(|builder| builder.set_buckets(&SECONDS_BUCKETS));
         match builder.map(PrometheusBuilder::install_recorder) {
-            Ok(Ok(handle)) => Some(handle),
+            Ok(Ok(handle)) => {
+                crate::telemetry::export::register_metrics();
+                Some(handle)
+            }
             Ok(Err(error)) | Err(error) => {
                 tracing::warn!(%error, "cannot install the metrics recorder; /metrics stays empty");
                 None

@@ -43,6 +43,7 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
         ),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", STARTED, "exporting traces"),
         ("OTEL_SERVICE_NAME", STARTED, "invalid value"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", STARTED, "invalid value"),
         ("LOG_FORMAT", " INFO ", "\"level\""),
     ];
     let covered: BTreeSet<String> = cases.iter().map(|case| case.0.to_owned()).collect();
@@ -67,6 +68,7 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("VOTE_ADDR", "vote:5000"),
         ("RESULT_ADDR", "ftp://result"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
         ("LOG_FORMAT", "xml"),
     ];
     // Any text is a valid service name (and empty is unset).

@@ -14,7 +14,7 @@ use std::{
 use chrono::Utc;
 use tokio::sync::Notify;
 
-use super::{NewVote, QueueError, QueuedVote, VoteSink, VoteSource, next_sequence};
+use super::{Backlog, NewVote, QueueError, QueuedVote, VoteSink, VoteSource, next_sequence};
 
 /// An in-process queue; clones share it.
 #[derive(Clone, Debug, Default)]
@@ -135,8 +135,12 @@ impl VoteSource for MemoryQueue {
         Ok(0)
     }
 
-    async fn depth(&self) -> Result<u64, QueueError> {
-        Ok(self.state().queued.len() as u64)
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        let state = self.state();
+        Ok(Backlog::of(
+            state.queued.len() as u64,
+            state.queued.front().map(String::as_str),
+        ))
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

@@ -168,6 +168,10 @@ pub trait VoteSink: Send + Sync + 'static {
 
     /// Answers `Ok` while the queue can take votes.
     fn ping(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Publishes the state of the queue's connection pool for `/metrics`
+    /// (the readiness probe calls it). Nothing for a queue without one.
+    fn record_pool_metrics(&self) {}
 }
 
 /// Where the worker takes votes from, one in-flight batch at a time.
@@ -201,11 +205,64 @@ pub trait VoteSource: Send + Sync + 'static {
     /// many messages were returned.
     fn reclaim_orphans(&self) -> impl Future<Output = Result<usize, QueueError>> + Send;
 
-    /// Votes waiting in the queue (not counting in-flight batches).
-    fn depth(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
+    /// What waits in the queue (not counting in-flight batches).
+    fn backlog(&self) -> impl Future<Output = Result<Backlog, QueueError>> + Send;
 
     /// Answers `Ok` while the queue answers.
     fn ping(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Publishes the state of the queue's connection pool for `/metrics`
+    /// (the readiness probe calls it). Nothing for a queue without one.
+    fn record_pool_metrics(&self) {}
+}
+
+/// What waits in the queue: how much, and since when.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Votes waiting (not counting in-flight batches).
+    pub depth: u64,
+    /// When the vote service accepted the oldest waiting vote; `None` when
+    /// nothing waits (or the oldest message is not a vote).
+    pub oldest_cast_at: Option<DateTime<Utc>>,
+}
+
+impl Backlog {
+    /// The backlog of `depth` messages whose oldest (next to be taken) is
+    /// `oldest`.
+    pub fn of(depth: u64, oldest: Option<&str>) -> Self {
+        Self {
+            depth,
+            oldest_cast_at: oldest.and_then(cast_at_of),
+        }
+    }
+
+    /// How long the oldest waiting vote has waited at `now`: zero when
+    /// nothing waits (or clocks disagree).
+    pub fn oldest_age(&self, now: DateTime<Utc>) -> Duration {
+        self.oldest_cast_at
+            .and_then(|cast_at| (now - cast_at).to_std().ok())
+            .unwrap_or_default()
+    }
+
+    /// Sets the `votemesh_queue_depth` and
+    /// `votemesh_queue_oldest_age_seconds` gauges.
+    pub fn record(&self) {
+        metrics::gauge!("votemesh_queue_depth").set(self.depth as f64);
+        metrics::gauge!("votemesh_queue_oldest_age_seconds")
+            .set(self.oldest_age(Utc::now()).as_secs_f64());
+    }
+}
+
+/// When the vote in `message` was accepted, if the message is a vote (read
+/// without checking the rest: only the age is wanted).
+fn cast_at_of(message: &str) -> Option<DateTime<Utc>> {
+    #[derive(Deserialize)]
+    struct CastAt {
+        cast_at: DateTime<Utc>,
+    }
+    serde_json::from_str::<CastAt>(message)
+        .ok()
+        .map(|vote| vote.cast_at)
 }
 
 #[cfg(test)]
@@ -218,6 +275,32 @@ mod tests {
         assert_eq!(next_sequence(Some(10), 1_000), 1_000);
         assert_eq!(next_sequence(Some(1_000), 1_000), 1_001);
         assert_eq!(next_sequence(Some(5_000), 1_000), 5_001);
+    }
+
+    #[test]
+    fn backlog_age_is_that_of_the_oldest_vote() {
+        let now = Utc::now();
+        let vote = NewVote {
+            vote_id: Uuid::new_v4(),
+            voter_id: "v1".into(),
+            option_id: "a".into(),
+            cast_at: now - chrono::Duration::seconds(90),
+            trace_context: HashMap::new(),
+        };
+        let message = serde_json::to_string(&QueuedVote::stamped(&vote, 1)).unwrap();
+        let backlog = Backlog::of(3, Some(&message));
+        assert_eq!(backlog.depth, 3);
+        assert_eq!(backlog.oldest_age(now), Duration::from_secs(90));
+        assert_eq!(Backlog::of(0, None).oldest_age(now), Duration::ZERO);
+        assert_eq!(
+            Backlog::of(1, Some("not json")).oldest_age(now),
+            Duration::ZERO
+        );
+        // A clock behind the vote's: no negative age.
+        assert_eq!(
+            backlog.oldest_age(now - chrono::Duration::seconds(100)),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@ use tokio::sync::OnceCell;
 
 use super::pusher::Pusher;
 use super::{
-    DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY, QueueError,
-    QueuedVote, VoteSink, VoteSource,
+    Backlog, DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY,
+    QueueError, QueuedVote, VoteSink, VoteSource,
 };
 use crate::config::ConnectionUrl;
 
@@ -181,6 +181,27 @@ impl RedisQueue {
         })
     }
 
+    /// Publishes the pool's state for `/metrics`: connections idle and
+    /// busy, check-outs by how they went, connections closed as broken.
+    pub fn record_pool_metrics(&self) {
+        let state = self.pool.state();
+        let busy = state.connections.saturating_sub(state.idle_connections);
+        metrics::gauge!("votemesh_redis_pool_connections", "state" => "idle")
+            .set(f64::from(state.idle_connections));
+        metrics::gauge!("votemesh_redis_pool_connections", "state" => "busy").set(f64::from(busy));
+        let stats = &state.statistics;
+        for (outcome, count) in [
+            ("direct", stats.get_direct),
+            ("waited", stats.get_waited),
+            ("timed_out", stats.get_timed_out),
+        ] {
+            metrics::counter!("votemesh_redis_pool_checkouts_total", "outcome" => outcome)
+                .absolute(count);
+        }
+        metrics::counter!("votemesh_redis_pool_connections_closed_total", "reason" => "broken")
+            .absolute(stats.connections_closed_broken);
+    }
+
     async fn ping_redis(&self) -> Result<(), QueueError> {
         let mut connection = self.connection().await?;
         let _: String = redis::cmd("PING")
@@ -205,6 +226,10 @@ impl VoteSink for RedisQueue {
 
     async fn ping(&self) -> Result<(), QueueError> {
         self.ping_redis().await
+    }
+
+    fn record_pool_metrics(&self) {
+        RedisQueue::record_pool_metrics(self);
     }
 }
 
@@ -344,13 +369,24 @@ impl VoteSource for RedisWorkerQueue {
         Ok(reclaimed)
     }
 
-    async fn depth(&self) -> Result<u64, QueueError> {
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
         let mut connection = self.queue.connection().await?;
-        connection.llen(QUEUE_KEY).await.map_err(classify)
+        // The oldest vote sits at the consuming (right) end.
+        let (depth, oldest): (u64, Option<String>) = redis::pipe()
+            .llen(QUEUE_KEY)
+            .lindex(QUEUE_KEY, -1)
+            .query_async(&mut *connection)
+            .await
+            .map_err(classify)?;
+        Ok(Backlog::of(depth, oldest.as_deref()))
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
         self.queue.ping_redis().await
+    }
+
+    fn record_pool_metrics(&self) {
+        self.queue.record_pool_metrics();
     }
 }
 

@@ -151,6 +151,27 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), StoreError> {
     db.ping().await.map_err(StoreError::from)
 }
 
+/// Publishes the connection pool's state for `/metrics`:
+/// `votemesh_db_pool_connections{state="idle"|"busy"}` (the readiness
+/// probes call it).
+pub fn record_pool_metrics(db: &DatabaseConnection) {
+    let (size, idle) = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => return,
+    };
+    let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+    metrics::gauge!("votemesh_db_pool_connections", "state" => "idle").set(f64::from(idle));
+    metrics::gauge!("votemesh_db_pool_connections", "state" => "busy")
+        .set(f64::from(size.saturating_sub(idle)));
+}
+
 /// A connection error whose text cannot leak the password, even if the
 /// driver quotes the URL.
 fn connect_error(url: &ConnectionUrl, error: &DbErr) -> StoreError {

@@ -42,6 +42,7 @@ fn base(redis_port: u16, db_port: u16) -> Vec<(&'static str, String)> {
             format!("http://127.0.0.1:{redis_port}"),
         ),
         ("OTEL_SERVICE_NAME", "all-under-test".into()),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "64".into()),
     ]
 }
 
@@ -151,6 +152,11 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
             "service_name=votemesh-standalone".into(),
             "error",
         ),
+        (
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            "queue_size=2048".into(),
+            "invalid value",
+        ),
     ];
     let covered: BTreeSet<String> = cases.iter().map(|case| case.0.to_owned()).collect();
     assert_eq!(covered, every_setting(), "every setting has a case");
@@ -206,6 +212,7 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("REFRESH_INTERVAL_MS", "fast"),
         ("LOG_FORMAT", "xml"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
     ];
     // Any text is a valid value of these (and empty is unset).
     let free_text = ["DB_NAME", "DB_USER", "DB_PASSWORD", "OTEL_SERVICE_NAME"];

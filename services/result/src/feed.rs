@@ -21,6 +21,10 @@
 //!
 //! The reader is also the readiness probe: SERVING while the tally reads.
 //! It logs at warn when reading starts failing and when it recovers.
+//!
+//! For `/metrics`: `votemesh_result_tally_read_timestamp_seconds` (when
+//! the served tally was read: its freshness is `time()` minus it),
+//! `votemesh_result_tally_read_failures_total`, and the database pool.
 
 use std::{sync::Arc, time::Duration};
 
@@ -53,6 +57,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (TallyFeed, JoinHandle<()>) {
     let (sender, feed) = watch::channel::<Option<Tally>>(None);
+    metrics::counter!("votemesh_result_tally_read_failures_total").increment(0);
     let wake = Arc::new(Notify::new());
     let listener = (db.get_database_backend() == DbBackend::Postgres)
         .then(|| listen(db.clone(), wake.clone(), shutdown.clone()));
@@ -89,8 +94,12 @@ async fn read_loop(
             _ = ticker.tick() => {}
             () = wake.notified() => {}
         }
-        match tally::read(&db, &poll).await {
+        let read = tally::read(&db, &poll).await;
+        votemesh::store::record_pool_metrics(&db);
+        match read {
             Ok(latest) => {
+                metrics::gauge!("votemesh_result_tally_read_timestamp_seconds")
+                    .set(latest.as_of.timestamp_micros() as f64 / 1e6);
                 if let Some(since) = failing_since.take() {
                     tracing::warn!(failed_for = ?since.elapsed(), "the tally reads again");
                 }
@@ -109,6 +118,7 @@ async fn read_loop(
                 });
             }
             Err(error) => {
+                metrics::counter!("votemesh_result_tally_read_failures_total").increment(1);
                 if failing_since.is_none() {
                     failing_since = Some(tokio::time::Instant::now());
                     tracing::warn!(%error, "cannot read the tally; retrying every interval");

@@ -1,6 +1,7 @@
 //! The result service against a real PostgreSQL: answers from the tally
 //! table, UNAVAILABLE while the database is down, and the binary's own
-//! health check.
+//! health check; its `/metrics` shows the tally's freshness and the read
+//! failures.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -8,12 +9,16 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::proto::v1::{GetResultsRequest, result_service_client::ResultServiceClient};
 use votemesh_testing::{
-    PostgresServer, probe,
+    PostgresServer,
+    metrics::{scrape, value},
+    probe,
     process::run_health_check,
     services::{ANY_PORT, start_result},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
+/// When the served tally was read (its age is the time since).
+const FRESHNESS: &str = "votemesh_result_tally_read_timestamp_seconds";
 
 /// `votemesh-result --health-check` against the service on `addr`: what Docker's
 /// HEALTHCHECK runs in the image.
@@ -35,6 +40,20 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
     assert_eq!(tally.total, 0);
     assert_eq!(tally.options.len(), 2);
     assert!(binary_health_check(addr).await.status.success());
+    let metrics = scrape(addr).await.unwrap();
+    let read_at = value(&metrics, FRESHNESS, &[]);
+    assert!(
+        read_at > 1.7e9,
+        "the tally's read time, in Unix seconds: {read_at}"
+    );
+    let pool = |state| {
+        value(
+            &metrics,
+            "votemesh_db_pool_connections",
+            &[("state", state)],
+        )
+    };
+    assert!(pool("idle") + pool("busy") >= 1.0, "the pool's connections");
 
     postgres.stop().await;
     // Once the feed's tally is older than two refresh intervals, GetResults
@@ -54,10 +73,18 @@ async fn database_down_is_unavailable_and_not_ready_and_comes_back() {
     })
     .await;
     assert!(!binary_health_check(addr).await.status.success());
+    // The failures are counted, and the served tally ages.
+    let metrics = scrape(addr).await.unwrap();
+    assert!(value(&metrics, "votemesh_result_tally_read_failures_total", &[]) >= 1.0);
+    let last_read_while_down = value(&metrics, FRESHNESS, &[]);
 
     postgres.restart().await.unwrap();
     probe::wait_for("readiness SERVING again", WAIT, || async {
         probe::health(addr, "").await == Ok(ServingStatus::Serving)
+    })
+    .await;
+    probe::wait_for("a fresh tally again", WAIT, || async {
+        value(&scrape(addr).await.unwrap(), FRESHNESS, &[]) > last_read_while_down
     })
     .await;
     assert_eq!(

@@ -60,7 +60,11 @@ pub async fn run<Q: VoteSink>(
         shutdown.clone(),
         move || {
             let queue = probe_queue.clone();
-            async move { queue.ping().await.is_ok() }
+            async move {
+                // The probe also samples the pool for /metrics.
+                queue.record_pool_metrics();
+                queue.ping().await.is_ok()
+            }
         },
     );
     let api = VoteApi::new(queue, poll, served_by);

@@ -9,6 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::Utc;
 use sea_orm::DatabaseConnection;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -54,6 +55,33 @@ impl BatchError {
             Self::Apply(error) => error.is_transient(),
             Self::Timeout => true,
             Self::Queue(error) => error.is_transient(),
+        }
+    }
+
+    /// Every value of [`BatchError::cause`].
+    pub const CAUSES: [&'static str; 8] = [
+        "database_conflict",
+        "database_unavailable",
+        "database_failed",
+        "database_timeout",
+        "queue_unavailable",
+        "queue_unconfirmed",
+        "queue_full",
+        "queue_failed",
+    ];
+
+    /// The `cause` label of `votemesh_worker_batch_failures_total`: which
+    /// dependency failed, and how.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::Apply(ApplyError::ConcurrentInsert) => "database_conflict",
+            Self::Apply(error) if error.is_transient() => "database_unavailable",
+            Self::Apply(_) => "database_failed",
+            Self::Timeout => "database_timeout",
+            Self::Queue(QueueError::Unavailable(_)) => "queue_unavailable",
+            Self::Queue(QueueError::Unconfirmed(_)) => "queue_unconfirmed",
+            Self::Queue(QueueError::Full(_)) => "queue_full",
+            Self::Queue(QueueError::Failed(_)) => "queue_failed",
         }
     }
 }
@@ -128,6 +156,11 @@ impl<S: VoteSource> Drainer<S> {
     /// hand is finished first (and, with
     /// [`DrainSettings::finish_queue_on_shutdown`], every queued vote).
     pub async fn run(self, shutdown: CancellationToken) {
+        // Every failure series exists from the start, at zero.
+        for cause in BatchError::CAUSES {
+            metrics::counter!("votemesh_worker_batch_failures_total", "cause" => cause)
+                .increment(0);
+        }
         if !self.migrate(&shutdown).await {
             return;
         }
@@ -160,6 +193,8 @@ impl<S: VoteSource> Drainer<S> {
                 backoff = self.backoff();
                 continue;
             };
+            metrics::counter!("votemesh_worker_batch_failures_total", "cause" => error.cause())
+                .increment(1);
             self.health.set_ready(false).await;
             if draining {
                 tracing::error!(%error, "stopping with votes still queued");
@@ -231,6 +266,7 @@ impl<S: VoteSource> Drainer<S> {
                 .map_err(BatchError::Queue)?;
             self.stats
                 .record_batch(parsed.votes.len(), applied.superseded, dead_letters.len());
+            record_drain_lag(&parsed.votes);
             self.health.set_ready(true).await;
             tracing::debug!(
                 votes = parsed.votes.len(),
@@ -288,7 +324,9 @@ pub async fn heartbeat<S: VoteSource>(
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {
                 match source.reclaim_orphans().await {
-                    Ok(_) => {
+                    Ok(reclaimed) => {
+                        metrics::counter!("votemesh_worker_reclaimed_total")
+                            .increment(reclaimed as u64);
                         if let Some(since) = failing_since.take() {
                             tracing::warn!(failed_for = ?since.elapsed(), "heartbeat works again");
                         }
@@ -301,6 +339,18 @@ pub async fn heartbeat<S: VoteSource>(
                 }
             }
         }
+    }
+}
+
+/// Records, for each vote of a committed batch, how long it took from its
+/// acceptance by the vote service to its commit here
+/// (`votemesh_worker_drain_lag_seconds`).
+fn record_drain_lag(votes: &[QueuedVote]) {
+    let committed_at = Utc::now();
+    let lag = metrics::histogram!("votemesh_worker_drain_lag_seconds");
+    for vote in votes {
+        let waited = (committed_at - vote.cast_at).to_std().unwrap_or_default();
+        lag.record(waited.as_secs_f64());
     }
 }
 

@@ -73,10 +73,12 @@ pub async fn run<S: VoteSource>(
             move || {
                 let (source, db) = (source.clone(), db.clone());
                 async move {
-                    // The probe also samples the queue for /metrics.
-                    if let Ok(depth) = source.depth().await {
-                        metrics::gauge!("votemesh_queue_depth").set(depth as f64);
+                    // The probe also samples the queue and the pools for /metrics.
+                    if let Ok(backlog) = source.backlog().await {
+                        backlog.record();
                     }
+                    source.record_pool_metrics();
+                    votemesh::store::record_pool_metrics(&db);
                     source.ping().await.is_ok() && votemesh::store::ping(&db).await.is_ok()
                 }
             },

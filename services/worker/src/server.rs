@@ -35,8 +35,8 @@ impl<S: VoteSource> WorkerService for WorkerApi<S> {
         &self,
         _request: Request<GetStatsRequest>,
     ) -> Result<Response<WorkerStats>, Status> {
-        let queue_depth = match self.source.depth().await {
-            Ok(depth) => i64::try_from(depth).unwrap_or(i64::MAX),
+        let queue_depth = match self.source.backlog().await {
+            Ok(backlog) => i64::try_from(backlog.depth).unwrap_or(i64::MAX),
             Err(_) => -1,
         };
         Ok(Response::new(WorkerStats {

@@ -463,7 +463,7 @@ async fn with_the_in_process_queue_shutdown_drains_every_queued_vote_first() {
                 counted, 700,
                 "every queued vote counted before the worker stopped"
             );
-            assert_eq!(queue.depth().await.unwrap(), 0);
+            assert_eq!(queue.backlog().await.unwrap().depth, 0);
         } else {
             assert_eq!(
                 counted, 0,

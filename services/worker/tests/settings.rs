@@ -34,6 +34,7 @@ fn base(redis_port: u16, db_port: u16) -> Vec<(&'static str, String)> {
             format!("http://127.0.0.1:{redis_port}"),
         ),
         ("OTEL_SERVICE_NAME", "worker-under-test".into()),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "64".into()),
     ]
 }
 
@@ -142,6 +143,12 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
             "service_name=votemesh-worker".into(),
             "error",
         ),
+        (
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            &[],
+            "queue_size=2048".into(),
+            "invalid value",
+        ),
         // The listen address: asking a running worker at the default.
         (
             "WORKER_LISTEN_ADDR",
@@ -190,6 +197,7 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("LOG_FORMAT", "xml"),
         ("WORKER_LISTEN_ADDR", "nope"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "many"),
     ];
     // Any text is a valid value of these (and empty is unset).
     let free_text = [

@@ -9,7 +9,7 @@ use std::{
 
 use votemesh::{
     grpc::GrpcError,
-    queue::{QueueError, VoteSource, redis::RedisWorkerQueue},
+    queue::{Backlog, QueueError, VoteSource, redis::RedisWorkerQueue},
     store,
 };
 use votemesh_testing::{PostgresServer, RedisServer, TestServer, services::ANY_PORT};
@@ -42,8 +42,8 @@ impl VoteSource for PanicsOnThirdTake {
         self.queue.reclaim_orphans().await
     }
 
-    async fn depth(&self) -> Result<u64, QueueError> {
-        self.queue.depth().await
+    async fn backlog(&self) -> Result<Backlog, QueueError> {
+        self.queue.backlog().await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

@@ -7,7 +7,9 @@
 //! vote can be found across services even without a collector) and, when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exports spans over OTLP/gRPC.
 //! Without an endpoint no exporter runs, so a laptop without a collector
-//! stays quiet.
+//! stays quiet. Export is bounded and batched, and a collector that is down
+//! or slow costs the services nothing but the spans, which are counted
+//! ([`export`]).
 //!
 //! A vote's trace crosses every hop through W3C `traceparent` context:
 //! - gRPC clients add it to request metadata ([`inject_trace_context`]);
@@ -16,7 +18,9 @@
 //! - the vote service writes it into the queued vote and the worker links
 //!   its batch span to it ([`current_context_carrier`], [`context_from_carrier`]).
 
-use std::{collections::HashMap, io::IsTerminal};
+pub mod export;
+
+use std::{collections::HashMap, io::IsTerminal, num::NonZeroUsize};
 
 use clap::Args;
 use opentelemetry::{
@@ -42,8 +46,11 @@ pub const LOG_FILTER_ENV: &str = "RUST_LOG";
 /// The log filter every component starts from: `info`, with the chattiest
 /// dependencies at `warn`. `RUST_LOG` adds to it (see [`log_filter`]); this
 /// is its one definition, so deployment files set only what they change.
-pub const DEFAULT_LOG_FILTER: &str =
-    "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,h2=warn,hyper=warn,tower=warn";
+/// The OpenTelemetry SDK and exporter are off: they would log an error for
+/// every batch a missing collector refuses, and [`export`] reports that
+/// once, with a counter.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,\
+    h2=warn,hyper=warn,tower=warn,opentelemetry_sdk=off,opentelemetry_otlp=off";
 
 /// The filter directives in force: [`DEFAULT_LOG_FILTER`], then those of
 /// `RUST_LOG` (when set and not empty). A later directive for the same
@@ -68,6 +75,10 @@ pub struct TelemetryArgs {
     /// Service name on exported spans (default: the component's name).
     #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME")]
     pub otel_service_name: Option<String>,
+    /// Most spans waiting for export (default 2048); more are dropped and
+    /// counted in votemesh_trace_spans_dropped_total, never waited for.
+    #[arg(long = "otel-queue-size", env = "OTEL_BSP_MAX_QUEUE_SIZE")]
+    pub otel_queue_size: Option<NonZeroUsize>,
     /// Log format: `text` (human-readable; coloured only on a terminal) or
     /// `json` (one object a line, with trace and span ids).
     #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t)]
@@ -94,6 +105,12 @@ impl std::fmt::Display for LogFormat {
             Self::Json => "json",
         })
     }
+}
+
+/// Most spans waiting for export, as configured.
+fn queue_size(args: &TelemetryArgs) -> usize {
+    args.otel_queue_size
+        .map_or(export::DEFAULT_QUEUE_SIZE, NonZeroUsize::get)
 }
 
 /// Telemetry could not be set up.
@@ -169,7 +186,10 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
                 endpoint: endpoint.clone(),
                 source,
             })?;
-        provider = provider.with_batch_exporter(exporter);
+        let settings = export::ExportSettings {
+            queue_size: queue_size(args),
+        };
+        provider = provider.with_span_processor(export::processor(exporter, settings));
     }
     let provider = provider.build();
     let tracer = provider.tracer("votemesh");
@@ -197,7 +217,8 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
         .with(traces)
         .try_init()?;
     if let Some(endpoint) = &endpoint {
-        tracing::info!(%endpoint, %service_name, "exporting traces over OTLP");
+        let queue_size = queue_size(args);
+        tracing::info!(%endpoint, %service_name, queue_size, "exporting traces over OTLP");
     }
     Ok(TelemetryGuard {
         provider: Some(provider),
