@@ -44,7 +44,7 @@ fn vote(i: u64) -> NewVote {
     NewVote {
         vote_id: Uuid::new_v4(),
         voter_id: format!("voter-{i}"),
-        option_id: if i % 2 == 0 { "a" } else { "b" }.into(),
+        option_id: if i.is_multiple_of(2) { "a" } else { "b" }.into(),
         cast_at: Utc::now(),
         trace_context: Default::default(),
     }
