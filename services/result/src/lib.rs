@@ -26,7 +26,6 @@ pub mod tally;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
 use votemesh::{
     grpc::{self, GrpcError},
     health::Health,
@@ -46,7 +45,7 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
 /// Serves the result service on `listener` until `shutdown`; open
 /// WatchResults streams end when it comes.
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Into<grpc::Listener>,
     db: DatabaseConnection,
     poll: Poll,
     refresh_interval: Duration,
@@ -61,7 +60,8 @@ pub async fn run(
         shutdown.clone(),
     );
     let api = server::ResultApi::new(db, poll, feed, shutdown.clone());
-    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "result service listening");
+    let listener = listener.into();
+    tracing::info!(addr = %listener, "result service listening");
     let server = grpc::serve(
         listener,
         ResultServiceServer::new(api),
