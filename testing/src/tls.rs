@@ -71,13 +71,17 @@ impl TestCa {
         params.subject_alt_names = names
             .iter()
             .map(|name| {
-                let value = (*name)
-                    .try_into()
-                    .unwrap_or_else(|error| panic!("{name:?} as a SAN: {error}"));
-                if name.contains("://") {
-                    SanType::URI(value)
+                let value = || {
+                    (*name)
+                        .try_into()
+                        .unwrap_or_else(|error| panic!("{name:?} as a SAN: {error}"))
+                };
+                if let Ok(ip) = name.parse() {
+                    SanType::IpAddress(ip)
+                } else if name.contains("://") {
+                    SanType::URI(value())
                 } else {
-                    SanType::DnsName(value)
+                    SanType::DnsName(value())
                 }
             })
             .collect();
@@ -99,6 +103,36 @@ impl TestCa {
             key_pem: key.serialize_pem(),
         }
     }
+}
+
+/// The certificate the TLS server at `addr` presents to a new connection
+/// made with `tls`'s identity, verified for `server_name`.
+pub async fn server_certificate(
+    addr: std::net::SocketAddr,
+    tls: &votemesh::tls::Tls,
+    server_name: &str,
+) -> std::io::Result<Vec<u8>> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let stream = tokio_rustls::TlsConnector::from(tls.client_config())
+        .connect(name, tcp)
+        .await?;
+    let (_, session) = stream.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.to_vec())
+        .ok_or_else(|| std::io::Error::other("no server certificate"))
+}
+
+/// The DER bytes of a PEM certificate, to compare with what a server
+/// presents.
+pub fn der_of(cert_pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .unwrap_or_else(|error| panic!("not a PEM certificate: {error}"))
+        .to_vec()
 }
 
 /// Counts versions of mounted identities, so each has its own directory.
