@@ -325,3 +325,58 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     let status = health.check(HealthCheckRequest::default()).await.unwrap();
     assert_eq!(status.into_inner().status(), ServingStatus::Serving);
 }
+
+#[tokio::test]
+async fn the_dev_script_makes_identities_the_binaries_accept() {
+    let redis = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/mtls-dev-certs.sh");
+    let made = Command::new("sh")
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let files = |name: &str| votemesh::tls::TlsFiles {
+        cert: dir.path().join(name).join("tls.crt"),
+        key: dir.path().join(name).join("tls.key"),
+        ca: dir.path().join(name).join("ca.crt"),
+    };
+    let vote_files = files("vote");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port().await.unwrap()).into();
+    let health: SocketAddr = ([127, 0, 0, 1], free_port().await.unwrap()).into();
+    let _vote = Command::new(env!("CARGO_BIN_EXE_votemesh-vote"))
+        .env("VOTE_LISTEN_ADDR", addr.to_string())
+        .env("HEALTH_LISTEN_ADDR", health.to_string())
+        .env("REDIS_URL", redis.url().expose())
+        .env("TLS_ALLOWED_CLIENTS", ALLOWED)
+        .env("TLS_CERT_FILE", &vote_files.cert)
+        .env("TLS_KEY_FILE", &vote_files.key)
+        .env("TLS_CA_FILE", &vote_files.ca)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for("vote ready", WAIT, || async {
+        probe::health(health, "").await == Ok(ServingStatus::Serving)
+    })
+    .await;
+
+    // The operator's identity votes, as grpcurl -cert/-key/-cacert would,
+    // verifying the name a local run uses.
+    let operator = Tls::load(files("operator")).unwrap();
+    let channel = client::connect_tls(addr, operator, "localhost").await.unwrap();
+    VoteServiceClient::new(channel)
+        .cast_vote(cast("operator-vote"))
+        .await
+        .unwrap();
+    // The worker's identity is from the same CA but may not vote.
+    let worker = Tls::load(files("worker")).unwrap();
+    let channel = client::connect_tls(addr, worker, "vote-pods").await.unwrap();
+    let denied = VoteServiceClient::new(channel)
+        .cast_vote(cast("worker-vote"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}
