@@ -366,14 +366,18 @@ async fn the_dev_script_makes_identities_the_binaries_accept() {
     // The operator's identity votes, as grpcurl -cert/-key/-cacert would,
     // verifying the name a local run uses.
     let operator = Tls::load(files("operator")).unwrap();
-    let channel = client::connect_tls(addr, operator, "localhost").await.unwrap();
+    let channel = client::connect_tls(addr, operator, "localhost")
+        .await
+        .unwrap();
     VoteServiceClient::new(channel)
         .cast_vote(cast("operator-vote"))
         .await
         .unwrap();
     // The worker's identity is from the same CA but may not vote.
     let worker = Tls::load(files("worker")).unwrap();
-    let channel = client::connect_tls(addr, worker, "vote-pods").await.unwrap();
+    let channel = client::connect_tls(addr, worker, "vote-pods")
+        .await
+        .unwrap();
     let denied = VoteServiceClient::new(channel)
         .cast_vote(cast("worker-vote"))
         .await
