@@ -214,41 +214,47 @@ where
             health.shut_down().await;
         }
     };
+    // Both servers' futures are large; on the heap they keep the caller's
+    // (the all-in-one binary joins four servers in one task) small.
     let health_only = health_listener.map(|listener| {
-        Server::builder()
-            .accept_http1(true)
-            .timeout(REQUEST_TIMEOUT)
-            .layer(metrics::MetricsEndpointLayer)
-            .add_service(health_service.clone())
-            .serve_with_incoming_shutdown(
-                tls::server::incoming(listener, None),
-                shutdown.clone().cancelled_owned(),
-            )
-    });
-    let server = Server::builder()
-        .trace_fn(telemetry::server_span)
-        .load_shed(true)
-        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-        .timeout(REQUEST_TIMEOUT)
-        // Clients reconnect now and then, so connections (which Kubernetes
-        // balances, not calls) spread over new replicas too.
-        .max_connection_age(MAX_CONNECTION_AGE)
-        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        // Prometheus scrapes GET /metrics on this same port over HTTP/1.1.
-        .accept_http1(true)
-        .layer(
-            tower::ServiceBuilder::new()
+        Box::pin(
+            Server::builder()
+                .accept_http1(true)
+                .timeout(REQUEST_TIMEOUT)
                 .layer(metrics::MetricsEndpointLayer)
-                .layer(metrics::RpcMetricsLayer::new(metrics::Side::Server))
-                .layer(AuthorizeLayer::new(S::NAME, &allowed)),
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(
+                    tls::server::incoming(listener, None),
+                    shutdown.clone().cancelled_owned(),
+                ),
         )
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(service)
-        .serve_with_incoming_shutdown(tls::server::incoming(tcp, tls), drain);
+    });
+    let server = Box::pin(
+        Server::builder()
+            .trace_fn(telemetry::server_span)
+            .load_shed(true)
+            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+            .timeout(REQUEST_TIMEOUT)
+            // Clients reconnect now and then, so connections (which Kubernetes
+            // balances, not calls) spread over new replicas too.
+            .max_connection_age(MAX_CONNECTION_AGE)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            // Prometheus scrapes GET /metrics on this same port over HTTP/1.1.
+            .accept_http1(true)
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(metrics::MetricsEndpointLayer)
+                    .layer(metrics::RpcMetricsLayer::new(metrics::Side::Server))
+                    .layer(AuthorizeLayer::new(S::NAME, &allowed)),
+            )
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(service)
+            .serve_with_incoming_shutdown(tls::server::incoming(tcp, tls), drain),
+    );
     let both = async {
         match health_only {
             Some(health_only) => tokio::try_join!(server, health_only).map(|_| ()),
