@@ -14,7 +14,7 @@
 //! Secrets (`DB_PASSWORD`, passwords inside URLs) are kept in [`Secret`] and
 //! never reach `Debug` output, logs, `--help` or a parse error.
 
-use std::{ffi::OsStr, fmt, net::SocketAddr};
+use std::{ffi::OsStr, fmt, net::SocketAddr, path::PathBuf};
 
 use clap::{Arg, Args, Command, CommandFactory, builder::TypedValueParser};
 use thiserror::Error;
@@ -36,6 +36,9 @@ pub const DEFAULT_VOTE_LISTEN: &str = "0.0.0.0:5000";
 pub const DEFAULT_RESULT_LISTEN: &str = "0.0.0.0:5001";
 /// Default listen address of the worker's health and stats server.
 pub const DEFAULT_WORKER_LISTEN: &str = "0.0.0.0:8080";
+/// Default listen address of the plaintext health listener a gRPC server
+/// opens when mutual TLS is on (the kubelet's gRPC probes speak no TLS).
+pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:8081";
 /// SQLite database used by the all-in-one run when no database is set.
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://votemesh.sqlite?mode=rwc";
 
@@ -400,6 +403,67 @@ impl DatabaseArgs {
                 .map_err(|()| bad_host())?;
         }
         Ok(ConnectionUrl::new(url.to_string()))
+    }
+}
+
+/// This component's identity for mutual TLS: its certificate and key (used
+/// as server and as client) and the CA it trusts. All three or none: unset
+/// means plaintext. See [`crate::tls`].
+#[derive(Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// This component's certificate chain (PEM), as server and as client.
+    #[arg(long = "tls-cert-file", env = "TLS_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of that certificate (PEM).
+    #[arg(long = "tls-key-file", env = "TLS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The CA certificates this component trusts for its peers (PEM).
+    #[arg(long = "tls-ca-file", env = "TLS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A gRPC server's mutual TLS: its identity, who may call its API, and the
+/// plaintext health listener for the kubelet.
+#[derive(Args, Clone, Debug)]
+pub struct TlsServerArgs {
+    /// Certificate, key and CA.
+    #[command(flatten)]
+    pub identity: TlsArgs,
+    /// Identities (DNS or URI SANs, e.g. spiffe://votemesh/gateway) allowed
+    /// to call this component's API, comma-separated; empty: any
+    /// certificate from the CA. Health and reflection stay open.
+    #[arg(
+        long = "tls-allowed-clients",
+        env = "TLS_ALLOWED_CLIENTS",
+        value_delimiter = ','
+    )]
+    pub allowed_clients: Vec<String>,
+    /// With TLS on: address of the plaintext listener that serves only
+    /// gRPC health (and /metrics) for the kubelet's probes.
+    #[arg(long = "health-listen", env = "HEALTH_LISTEN_ADDR", default_value = DEFAULT_HEALTH_LISTEN, value_parser = parse_listen_addr)]
+    pub health_listen: SocketAddr,
+}
+
+impl Default for TlsServerArgs {
+    fn default() -> Self {
+        Self {
+            identity: TlsArgs::default(),
+            allowed_clients: Vec::new(),
+            health_listen: DEFAULT_HEALTH_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8081))),
+        }
+    }
+}
+
+impl TlsServerArgs {
+    /// The allowed identities, blanks (a trailing comma) left out.
+    pub fn allowed(&self) -> Vec<String> {
+        self.allowed_clients
+            .iter()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .collect()
     }
 }
 

@@ -2,21 +2,26 @@
 //! [`crate::client`]). Reading [`serve`] tells the whole inbound path of every service:
 //!
 //! ```text
-//! TCP ─► per-request span (trace context from the caller) ─► load shedding
+//! TCP ─► TLS when configured (client certificate required; tls::server)
+//!     ─► per-request span (trace context from the caller) ─► load shedding
 //!     ─► concurrency limit per connection ─► request timeout
 //!     ─► GET /metrics (HTTP/1.1 too) | RPC metrics
+//!     ─► authorization by identity (the business service only)
 //!     ─► grpc.health.v1 | reflection v1 + v1alpha | the business service
 //! ```
+//!
+//! With mutual TLS on, a second, plaintext listener serves only
+//! `grpc.health.v1` and `/metrics`: the kubelet's gRPC probes speak no TLS
+//! (see [`Listener`]).
 //!
 //! On shutdown the readiness names turn NOT_SERVING, the listener closes,
 //! and in-flight calls finish before [`serve`] returns (at most
 //! [`shutdown::DRAIN_TIMEOUT`] later).
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, fmt, net::SocketAddr, time::Duration};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     body::Body,
@@ -28,10 +33,12 @@ use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 
 use crate::{
     client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT},
+    config::TlsServerArgs,
     health::Health,
     metrics,
     proto::FILE_DESCRIPTOR_SET,
     shutdown, telemetry,
+    tls::{self, Tls, TlsError, authorize::AuthorizeLayer},
 };
 
 /// Longest a unary call may take before it fails with CANCELLED.
@@ -60,10 +67,119 @@ pub enum GrpcError {
     TaskEnded(#[from] crate::supervise::TaskEnded),
 }
 
+/// A listener could not be set up.
+#[derive(Debug, Error)]
+pub enum ListenError {
+    /// The TLS settings make no identity.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// An address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where a gRPC server listens, and how: plaintext (no TLS configured), or
+/// mutual TLS with a plaintext health-only listener beside it. The kubelet's
+/// gRPC probes cannot present a certificate (they speak no TLS at all), so
+/// they go to that listener, which serves `grpc.health.v1` and `/metrics`
+/// and never the business API.
+pub struct Listener {
+    /// The business port.
+    tcp: TcpListener,
+    /// Mutual TLS, when configured.
+    tls: Option<ServerTls>,
+}
+
+/// The mutual TLS part of a [`Listener`].
+struct ServerTls {
+    tls: Tls,
+    /// Identities allowed to call the business service; empty: any.
+    allowed: Vec<String>,
+    /// The plaintext health-only listener.
+    health: TcpListener,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
+impl Listener {
+    /// Mutual TLS on `tcp` with `tls`'s identity; only `allowed` identities
+    /// (empty: any from the CA) may call the business service; probes use
+    /// `health`.
+    pub fn mutual_tls(
+        tcp: TcpListener,
+        tls: Tls,
+        allowed: Vec<String>,
+        health: TcpListener,
+    ) -> Self {
+        Self {
+            tcp,
+            tls: Some(ServerTls {
+                tls,
+                allowed,
+                health,
+            }),
+        }
+    }
+
+    /// Binds `listen` as a binary does: with mutual TLS (and the health
+    /// listener) when `args` name an identity, plaintext otherwise. Call
+    /// inside a tokio runtime (the identity is reloaded by a task).
+    pub async fn bind(listen: SocketAddr, args: &TlsServerArgs) -> Result<Self, ListenError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ListenError::Bind { addr, source })
+        };
+        let tls = Tls::from_args(&args.identity)?;
+        let tcp = bind(listen).await?;
+        Ok(match tls {
+            None => Self::from(tcp),
+            Some(tls) => {
+                Self::mutual_tls(tcp, tls, args.allowed(), bind(args.health_listen).await?)
+            }
+        })
+    }
+
+    /// The business port's address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// The health-only listener's address, when TLS is on.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.tls
+            .as_ref()
+            .and_then(|tls| tls.health.local_addr().ok())
+    }
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", telemetry::local_addr(&self.tcp))?;
+        if let Some(tls) = &self.tls {
+            write!(
+                f,
+                " (mutual TLS; plaintext health on {})",
+                telemetry::local_addr(&tls.health)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Serves `service` with health and reflection on `listener` until
 /// `shutdown` is cancelled, then reports NOT_SERVING and drains.
 pub async fn serve<S>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     service: S,
     health: Health,
     health_service: HealthServer<impl HealthApi>,
@@ -82,6 +198,15 @@ where
     // grpcurl releases before 1.9 only speak v1alpha.
     let reflection_v1alpha = reflection(S::NAME).build_v1alpha()?;
 
+    let Listener { tcp, tls } = listener.into();
+    let (tls, allowed, health_listener) = match tls {
+        Some(ServerTls {
+            tls,
+            allowed,
+            health,
+        }) => (Some(tls), allowed, Some(health)),
+        None => (None, Vec::new(), None),
+    };
     let drain = {
         let shutdown = shutdown.clone();
         async move {
@@ -89,30 +214,54 @@ where
             health.shut_down().await;
         }
     };
-    let server = Server::builder()
-        .trace_fn(telemetry::server_span)
-        .load_shed(true)
-        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-        .timeout(REQUEST_TIMEOUT)
-        // Clients reconnect now and then, so connections (which Kubernetes
-        // balances, not calls) spread over new replicas too.
-        .max_connection_age(MAX_CONNECTION_AGE)
-        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        // Prometheus scrapes GET /metrics on this same port over HTTP/1.1.
-        .accept_http1(true)
-        .layer(
-            tower::ServiceBuilder::new()
+    // Both servers' futures are large; on the heap they keep the caller's
+    // (the all-in-one binary joins four servers in one task) small.
+    let health_only = health_listener.map(|listener| {
+        Box::pin(
+            Server::builder()
+                .accept_http1(true)
+                .timeout(REQUEST_TIMEOUT)
                 .layer(metrics::MetricsEndpointLayer)
-                .layer(metrics::RpcMetricsLayer::new(metrics::Side::Server)),
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(
+                    tls::server::incoming(listener, None),
+                    shutdown.clone().cancelled_owned(),
+                ),
         )
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
-    shutdown::with_drain_deadline(server, &shutdown, Ok(())).await?;
+    });
+    let server = Box::pin(
+        Server::builder()
+            .trace_fn(telemetry::server_span)
+            .load_shed(true)
+            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+            .timeout(REQUEST_TIMEOUT)
+            // Clients reconnect now and then, so connections (which Kubernetes
+            // balances, not calls) spread over new replicas too.
+            .max_connection_age(MAX_CONNECTION_AGE)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            // Prometheus scrapes GET /metrics on this same port over HTTP/1.1.
+            .accept_http1(true)
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(metrics::MetricsEndpointLayer)
+                    .layer(metrics::RpcMetricsLayer::new(metrics::Side::Server))
+                    .layer(AuthorizeLayer::new(S::NAME, &allowed)),
+            )
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(service)
+            .serve_with_incoming_shutdown(tls::server::incoming(tcp, tls), drain),
+    );
+    let both = async {
+        match health_only {
+            Some(health_only) => tokio::try_join!(server, health_only).map(|_| ()),
+            None => server.await,
+        }
+    };
+    shutdown::with_drain_deadline(both, &shutdown, Ok(())).await?;
     Ok(())
 }
 

@@ -34,6 +34,8 @@
 //!   tracing, limits).
 //! - [`client`]: the client side: traced channels between components, the
 //!   health Check a probe makes, and `--health-check`.
+//! - [`tls`]: mutual TLS: the identity files (reloaded when they change),
+//!   the TLS listener and connector, and authorization by identity.
 //! - [`supervise`]: a critical background task that ends stops its
 //!   component, so it is restarted instead of serving with nothing behind it.
 //! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
@@ -60,3 +62,4 @@ pub mod shutdown;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
+pub mod tls;

@@ -20,6 +20,12 @@ pub struct Cli {
     /// The result service.
     #[arg(long, env = "RESULT_ADDR", default_value = crate::DEFAULT_RESULT_ADDR, value_parser = config::parse_endpoint)]
     pub result_addr: String,
+    /// Mutual TLS towards the services (unset: plaintext).
+    #[command(flatten)]
+    pub tls: config::TlsArgs,
+    /// Limits on votes at the edge.
+    #[command(flatten)]
+    pub edge: crate::edge::EdgeArgs,
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

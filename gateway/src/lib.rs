@@ -18,6 +18,8 @@
 //! - [`http_metrics`]: the layer measuring every request for `/metrics`.
 //! - [`view`]: the tally as pages and JSON show it (with percentages).
 //! - [`voter`]: the `voter_id` cookie.
+//! - [`edge`]: limits on abuse of the vote routes (cross-site posts, votes
+//!   per client address).
 //! - [`error`]: the one mapping of gRPC statuses and bad requests to HTTP.
 //! - [`api`]: JSON and SSE handlers; [`pages`]: HTML handlers; [`assets`]:
 //!   CSS and JS compiled into the binary.
@@ -27,6 +29,7 @@
 pub mod api;
 pub mod assets;
 pub mod cli;
+pub mod edge;
 pub mod error;
 pub mod fanout;
 pub mod http_metrics;
@@ -36,7 +39,7 @@ pub mod upstream;
 pub mod view;
 pub mod voter;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -53,7 +56,11 @@ use tower_http::{
     catch_panic::CatchPanicLayer, compression::CompressionLayer,
     set_header::SetResponseHeaderLayer, trace::TraceLayer,
 };
-use votemesh::{client::ClientError, shutdown::CancellationToken, telemetry};
+use votemesh::{
+    client::{ClientError, Transport},
+    shutdown::CancellationToken,
+    telemetry,
+};
 
 pub use fanout::Fanout;
 pub use upstream::Upstream;
@@ -104,16 +111,26 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// One permit per open SSE stream.
     pub event_streams: Arc<Semaphore>,
+    /// Limits on the vote routes (none by default).
+    pub edge: Arc<edge::Edge>,
 }
 
 /// The gateway's routes behind its tower stack: reading this function
 /// tells a request's whole path.
 pub fn app(state: AppState) -> Router {
+    // Votes: refused when another site posts them, limited per client.
+    let votes = Router::new()
+        .route("/vote", post(pages::submit_vote))
+        .route("/api/vote", post(api::cast_vote))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::limit_votes,
+        ))
+        .route_layer(axum::middleware::from_fn(edge::refuse_cross_site));
     let routes = Router::new()
         .route("/", get(pages::voting_page))
-        .route("/vote", post(pages::submit_vote))
         .route("/results", get(pages::results_page))
-        .route("/api/vote", post(api::cast_vote))
+        .merge(votes)
         .route("/api/results", get(api::results))
         .route("/api/results/stream", get(api::results_stream))
         .route("/api/options", get(api::options))
@@ -199,8 +216,24 @@ impl AppState {
         result_addr: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, GatewayError> {
-        let upstream = Upstream::connect(vote_addr, result_addr, UPSTREAM_TIMEOUT)?;
+        Self::connect_over(vote_addr, result_addr, Transport::Plaintext, shutdown)
+    }
+
+    /// [`AppState::connect`] over `transport` (mutual TLS or plaintext).
+    pub fn connect_over(
+        vote_addr: &str,
+        result_addr: &str,
+        transport: Transport,
+        shutdown: CancellationToken,
+    ) -> Result<Self, GatewayError> {
+        let upstream = Upstream::connect(vote_addr, result_addr, transport, UPSTREAM_TIMEOUT)?;
         Ok(Self::with_upstream(upstream, shutdown))
+    }
+
+    /// The same state with `edge`'s limits on the vote routes.
+    pub fn with_edge(mut self, edge: edge::Edge) -> Self {
+        self.edge = Arc::new(edge);
+        self
     }
 
     /// The state over clients already made; starts the results fan-out.
@@ -211,6 +244,7 @@ impl AppState {
             fanout,
             shutdown,
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+            edge: Arc::default(),
         }
     }
 
@@ -239,23 +273,27 @@ impl AppState {
 pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), GatewayError> {
     tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "gateway listening");
     let shutdown = state.shutdown.clone();
-    let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    // The peer's address keys the vote limit.
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .into_future();
     votemesh::shutdown::with_drain_deadline(server, &shutdown, Ok(())).await?;
     Ok(())
 }
 
-/// [`AppState::connect`] then [`serve`].
+/// [`AppState::connect_over`] `transport`, with `edge`'s limits, then
+/// [`serve`].
 pub async fn run(
     listener: TcpListener,
     vote_addr: &str,
     result_addr: &str,
+    transport: Transport,
+    edge: edge::Edge,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
-    serve(
-        listener,
-        AppState::connect(vote_addr, result_addr, shutdown)?,
-    )
-    .await
+    let state = AppState::connect_over(vote_addr, result_addr, transport, shutdown)?;
+    serve(listener, state.with_edge(edge)).await
 }

@@ -5,7 +5,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use votemesh::{client::selfcheck, shutdown, telemetry};
+use votemesh::{
+    client::{Transport, selfcheck},
+    shutdown, telemetry,
+    tls::Tls,
+};
 use votemesh_gateway::cli::Cli;
 
 #[tokio::main]
@@ -21,10 +25,13 @@ async fn main() -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let tls = Tls::from_args(&cli.tls).context("bad TLS settings")?;
     votemesh_gateway::run(
         listener,
         &cli.vote_addr,
         &cli.result_addr,
+        Transport::from_tls(tls.as_ref()),
+        votemesh_gateway::edge::Edge::new(&cli.edge),
         shutdown::on_signal(),
     )
     .await?;

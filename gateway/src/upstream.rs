@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::{Request, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use votemesh::{
-    client::{self, ClientError, TracedChannel as Traced},
+    client::{self, ClientError, TracedChannel as Traced, Transport},
     proto::v1::{
         CastVoteRequest, CastVoteResponse, GetResultsRequest, ListOptionsRequest, PollOption,
         Tally, WatchResultsRequest, result_service_client::ResultServiceClient,
@@ -28,16 +28,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Clients for `vote_addr` and `result_addr`; connects lazily and
-    /// reconnects by itself.
+    /// Clients for `vote_addr` and `result_addr` over `transport`;
+    /// connects lazily and reconnects by itself.
     pub fn connect(
         vote_addr: &str,
         result_addr: &str,
+        transport: Transport,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
         Ok(Self::new(
-            client::channel(vote_addr)?,
-            client::channel(result_addr)?,
+            client::channel(vote_addr, transport.clone())?,
+            client::channel(result_addr, transport)?,
             timeout,
         ))
     }

@@ -163,8 +163,8 @@ async fn shown_tally(base: &str) -> BTreeMap<String, i64> {
 async fn start_balanced_gateway(vote: Endpoints, result: Endpoints) -> TestServer {
     TestServer::spawn(ANY_PORT, |listener, shutdown| {
         let upstream = Upstream::new(
-            client::channel_to("http", vote, RESOLVE_INTERVAL),
-            client::channel_to("http", result, RESOLVE_INTERVAL),
+            client::channel_to(client::Connector::Plaintext, vote, RESOLVE_INTERVAL),
+            client::channel_to(client::Connector::Plaintext, result, RESOLVE_INTERVAL),
             UPSTREAM_TIMEOUT,
         );
         votemesh_gateway::serve(listener, AppState::with_upstream(upstream, shutdown))

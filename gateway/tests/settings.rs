@@ -45,6 +45,13 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
         ("OTEL_SERVICE_NAME", STARTED, "invalid value"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", STARTED, "invalid value"),
         ("LOG_FORMAT", " INFO ", "\"level\""),
+        // One file of three set to "" is unset like the others: plaintext.
+        ("TLS_CERT_FILE", STARTED, "invalid value"),
+        ("TLS_KEY_FILE", STARTED, "invalid value"),
+        ("TLS_CA_FILE", STARTED, "invalid value"),
+        ("VOTE_RATE_LIMIT", STARTED, "invalid value"),
+        ("VOTE_RATE_BURST", STARTED, "invalid value"),
+        ("TRUSTED_PROXIES", STARTED, "invalid value"),
     ];
     let covered: BTreeSet<String> = cases.iter().map(|case| case.0.to_owned()).collect();
     assert_eq!(covered, every_setting(), "every setting has a case");
@@ -70,9 +77,18 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
         ("LOG_FORMAT", "xml"),
+        ("VOTE_RATE_LIMIT", "many"),
+        ("VOTE_RATE_BURST", "-1"),
+        ("TRUSTED_PROXIES", "10.0.0.1,proxy.example"),
     ];
-    // Any text is a valid service name (and empty is unset).
-    let free_text = ["OTEL_SERVICE_NAME"];
+    // Any text is a valid service name (and empty is unset); the TLS
+    // files are paths, checked when read (the test below).
+    let free_text = [
+        "OTEL_SERVICE_NAME",
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
+        "TLS_CA_FILE",
+    ];
     let covered: BTreeSet<String> = cases
         .iter()
         .map(|case| case.0)
@@ -89,4 +105,36 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         );
         assert!(!output.contains(STARTED), "{name}={value}: nothing started");
     }
+}
+
+#[tokio::test]
+async fn a_partial_or_unreadable_tls_identity_stops_the_binary_naming_it() {
+    let port = free_port().await.unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let listen = ("GATEWAY_LISTEN_ADDR", listen.as_str());
+    let (code, output) = run(
+        &[listen, ("TLS_CERT_FILE", "/nonexistent/tls.crt")],
+        "never",
+    )
+    .await;
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("TLS_KEY_FILE, TLS_CA_FILE"),
+        "names what is missing: {output}"
+    );
+    let (code, output) = run(
+        &[
+            listen,
+            ("TLS_CERT_FILE", "/nonexistent/tls.crt"),
+            ("TLS_KEY_FILE", "/nonexistent/tls.key"),
+            ("TLS_CA_FILE", "/nonexistent/ca.crt"),
+        ],
+        "never",
+    )
+    .await;
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("cannot read /nonexistent/tls.crt"),
+        "{output}"
+    );
 }

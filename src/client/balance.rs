@@ -94,12 +94,16 @@ impl Resolve for Dns {
 /// A channel balancing over the addresses `resolver` gives, looked up
 /// again every `interval` by a task that ends with the last clone. Must be
 /// called inside a tokio runtime.
-pub fn channel(scheme: &str, resolver: impl Resolve, interval: Duration) -> BalancedChannel {
+pub fn channel(
+    connector: super::Connector,
+    resolver: impl Resolve,
+    interval: Duration,
+) -> BalancedChannel {
     let (changes, discovered) = mpsc::channel(64);
     let discover = ReceiverStream::new(discovered).map(Ok::<_, BoxError>);
     let balance = Balance::new(discover);
     let buffered = Buffer::new(balance, BUFFER_CAPACITY);
-    tokio::spawn(follow(scheme.to_owned(), resolver, interval, changes));
+    tokio::spawn(follow(connector, resolver, interval, changes));
     BoxCloneSyncService::new(buffered)
 }
 
@@ -109,7 +113,7 @@ type Backend = PendingRequests<FailFast<Channel>, CompleteOnResponse>;
 /// Resolves now and every `interval`, and tells the balancer which
 /// addresses came and went, until the balancer is gone.
 async fn follow(
-    scheme: String,
+    connector: super::Connector,
     resolver: impl Resolve,
     interval: Duration,
     changes: mpsc::Sender<Change<SocketAddr, Backend>>,
@@ -129,7 +133,7 @@ async fn follow(
                     sent.push(Change::Remove(*gone));
                 }
                 for new in found.difference(&current) {
-                    sent.push(Change::Insert(*new, endpoint(&scheme, *new)));
+                    sent.push(Change::Insert(*new, endpoint(&connector, *new)));
                 }
                 if !sent.is_empty() {
                     let addresses: Vec<String> = found.iter().map(ToString::to_string).collect();
@@ -162,14 +166,14 @@ async fn follow(
 }
 
 /// One address's lazily connected channel, with its load and failure pause.
-fn endpoint(scheme: &str, addr: SocketAddr) -> Backend {
-    let channel = Endpoint::from(super::address_uri(scheme, addr))
+fn endpoint(connector: &super::Connector, addr: SocketAddr) -> Backend {
+    let endpoint = Endpoint::from(super::address_uri(connector.scheme(), addr))
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+        .keep_alive_while_idle(true);
+    let channel = connector.lazy(endpoint);
     PendingRequests::new(FailFast::new(channel), CompleteOnResponse::default())
 }
 

@@ -10,7 +10,8 @@ use std::{
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use super::check_health;
+use super::check_health_over;
+use crate::{config::TlsArgs, tls::Tls};
 
 /// The `--health-check` flag every binary has.
 #[derive(clap::Args, Clone, Copy, Debug, Default)]
@@ -35,11 +36,14 @@ pub fn loopback(listen: SocketAddr) -> SocketAddr {
 }
 
 /// Asks the gRPC server on `listen` for the health of `service` (`""`:
-/// readiness). `Ok` if SERVING; otherwise why not.
-pub async fn grpc(listen: SocketAddr, service: &str) -> Result<(), String> {
+/// readiness), over mutual TLS when `tls` names an identity (the server's
+/// certificate must name what ours names first). `Ok` if SERVING;
+/// otherwise why not.
+pub async fn grpc(listen: SocketAddr, service: &str, tls: &TlsArgs) -> Result<(), String> {
     let addr = loopback(listen);
+    let tls = Tls::from_args(tls).map_err(|error| error.to_string())?;
     let check = async {
-        match check_health(addr, service).await {
+        match check_health_over(addr, service, tls.as_ref()).await {
             Ok(ServingStatus::Serving) => Ok(()),
             Ok(status) => Err(format!("{addr} reports {}", status.as_str_name())),
             Err(status) => Err(format!(

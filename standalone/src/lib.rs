@@ -230,8 +230,15 @@ async fn run_with<Q: VoteSink, S: VoteSource>(
         local_url("http", addrs.vote),
         local_url("http", addrs.result),
     );
-    let gateway =
-        votemesh_gateway::run(listeners.gateway, &vote_url, &result_url, shutdown.clone());
+    // The all-in-one run stays plaintext and unlimited (zero-config, local).
+    let gateway = votemesh_gateway::run(
+        listeners.gateway,
+        &vote_url,
+        &result_url,
+        votemesh::client::Transport::Plaintext,
+        votemesh_gateway::edge::Edge::default(),
+        shutdown.clone(),
+    );
     // A component that fails stops the others at once (a process that runs
     // three quarters of the system would look healthy and lose work).
     let (gateway, vote, worker, result) = tokio::join!(

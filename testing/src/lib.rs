@@ -26,6 +26,8 @@
 //!   Prometheus does.
 //! - [`probe`]: client-side checks (health, reflection) and [`wait_for`].
 //! - [`logs`]: capturing the log events of code under test.
+//! - [`tls`]: a throwaway CA and the certificates it issues (rcgen),
+//!   mounted and rotated the way Kubernetes does a Secret.
 //! - [`process`]: finding server binaries, waiting for them to start, and
 //!   reading what a binary under test prints as it starts.
 
@@ -38,6 +40,7 @@ pub mod process;
 pub mod redis;
 pub mod server;
 pub mod services;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -28,7 +28,6 @@ pub mod tally;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
 use votemesh::{
     grpc::{self, GrpcError},
     health::Health,
@@ -53,7 +52,7 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
 /// Serves the result service on `listener` until `shutdown`; open
 /// WatchResults streams end when it comes.
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Into<grpc::Listener>,
     db: DatabaseConnection,
     poll: Poll,
     refresh_interval: Duration,
@@ -74,7 +73,8 @@ pub async fn run(
         refresh_interval * MAX_AGE_IN_INTERVALS,
         shutdown.clone(),
     );
-    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "result service listening");
+    let listener = listener.into();
+    tracing::info!(addr = %listener, "result service listening");
     let server = grpc::serve(
         listener,
         ResultServiceServer::new(api),

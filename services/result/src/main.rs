@@ -12,7 +12,9 @@ use votemesh_result::cli::Cli;
 async fn main() -> anyhow::Result<ExitCode> {
     let cli: Cli = config::parse_cli();
     if cli.self_check.health_check {
-        return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
+        return Ok(selfcheck::report(
+            selfcheck::grpc(cli.listen, "", &cli.tls.identity).await,
+        ));
     }
     let _telemetry = telemetry::init("result", &cli.telemetry)?;
     let poll = cli
@@ -22,9 +24,9 @@ async fn main() -> anyhow::Result<ExitCode> {
     let database_url = cli.database.url_or_local()?;
     tracing::info!(database = %database_url, options = %poll.labels(), refresh_interval = ?cli.refresh.interval(), "starting the result service");
     let db = store::connect(&database_url).await?;
-    let listener = tokio::net::TcpListener::bind(cli.listen)
+    let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)
         .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+        .context("cannot set up the gRPC listener")?;
     votemesh_result::run(
         listener,
         db,

@@ -24,6 +24,10 @@ pub struct Cli {
     /// The poll's options.
     #[command(flatten)]
     pub poll: PollArgs,
+    /// Mutual TLS (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE; unset:
+    /// plaintext), who may call, and the plaintext health listener.
+    #[command(flatten)]
+    pub tls: config::TlsServerArgs,
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

@@ -23,7 +23,6 @@ pub mod server;
 
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use votemesh::{
     grpc::{self, GrpcError},
     health::{self, Health},
@@ -44,7 +43,7 @@ pub const SERVICE_NAME: &str = "votemesh.v1.VoteService";
 /// Readiness follows the queue: it is checked every `probe_interval`. A
 /// failed push does not change it (see [`server`]).
 pub async fn run<Q: VoteSink>(
-    listener: TcpListener,
+    listener: impl Into<grpc::Listener>,
     queue: Q,
     poll: Poll,
     served_by: String,
@@ -68,7 +67,8 @@ pub async fn run<Q: VoteSink>(
         },
     );
     let api = VoteApi::new(queue, poll, served_by);
-    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "vote service listening");
+    let listener = listener.into();
+    tracing::info!(addr = %listener, "vote service listening");
     let server = grpc::serve(
         listener,
         VoteServiceServer::new(api),

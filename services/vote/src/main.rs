@@ -15,7 +15,9 @@ use votemesh_vote::cli::Cli;
 async fn main() -> anyhow::Result<ExitCode> {
     let cli: Cli = config::parse_cli();
     if cli.self_check.health_check {
-        return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
+        return Ok(selfcheck::report(
+            selfcheck::grpc(cli.listen, "", &cli.tls.identity).await,
+        ));
     }
     let _telemetry = telemetry::init("vote", &cli.telemetry)?;
     let poll = cli
@@ -25,9 +27,9 @@ async fn main() -> anyhow::Result<ExitCode> {
     let redis_url = cli.redis.url_or_local();
     tracing::info!(redis = %redis_url, options = %poll.labels(), "starting the vote service");
     let queue = RedisQueue::new(&redis_url)?;
-    let listener = tokio::net::TcpListener::bind(cli.listen)
+    let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)
         .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+        .context("cannot set up the gRPC listener")?;
     votemesh_vote::run(
         listener,
         queue,

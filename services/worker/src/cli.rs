@@ -31,6 +31,10 @@ pub struct Cli {
     /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Mutual TLS (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE; unset:
+    /// plaintext), who may call, and the plaintext health listener.
+    #[command(flatten)]
+    pub tls: config::TlsServerArgs,
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

@@ -33,7 +33,6 @@ pub mod store;
 use std::{sync::Arc, time::Duration};
 
 use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
 use votemesh::{
     grpc::{self, GrpcError},
     health::{self, Health},
@@ -54,7 +53,7 @@ pub const SERVICE_NAME: &str = "votemesh.v1.WorkerService";
 /// The server answers at once; the drain loop first runs the database
 /// migrations, retrying until the database answers.
 pub async fn run<S: VoteSource>(
-    listener: TcpListener,
+    listener: impl Into<grpc::Listener>,
     source: S,
     db: DatabaseConnection,
     settings: DrainSettings,
@@ -95,7 +94,8 @@ pub async fn run<S: VoteSource>(
             .run(shutdown.clone()),
     );
 
-    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), %worker_id, "worker listening");
+    let listener = listener.into();
+    tracing::info!(addr = %listener, %worker_id, "worker listening");
     let api = server::WorkerApi::new(source, stats, worker_id);
     let server = grpc::serve(
         listener,

@@ -12,7 +12,9 @@ use votemesh_worker::{DrainSettings, cli::Cli};
 async fn main() -> anyhow::Result<ExitCode> {
     let cli: Cli = config::parse_cli();
     if cli.self_check.health_check {
-        return Ok(selfcheck::report(selfcheck::grpc(cli.listen, "").await));
+        return Ok(selfcheck::report(
+            selfcheck::grpc(cli.listen, "", &cli.tls.identity).await,
+        ));
     }
     let _telemetry = telemetry::init("worker", &cli.telemetry)?;
     let worker_id = cli
@@ -25,9 +27,9 @@ async fn main() -> anyhow::Result<ExitCode> {
     let shutdown = shutdown::on_signal();
     let db = store::connect(&database_url).await?;
     let queue = RedisQueue::new(&redis_url)?.for_worker(&worker_id);
-    let listener = tokio::net::TcpListener::bind(cli.listen)
+    let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)
         .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+        .context("cannot set up the gRPC listener")?;
     let mut settings = DrainSettings::new(worker_id);
     settings.batch_size = cli.batch_size.max(1);
     votemesh_worker::run(listener, queue, db, settings, shutdown).await?;

@@ -149,6 +149,18 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
             "queue_size=2048".into(),
             "invalid value",
         ),
+        // Mutual TLS: one file of three set to "" is unset like the others
+        // (plaintext); the health listener is only used with TLS.
+        ("TLS_CERT_FILE", &[], "batch_size=7".into(), "error"),
+        ("TLS_KEY_FILE", &[], "batch_size=7".into(), "error"),
+        ("TLS_CA_FILE", &[], "batch_size=7".into(), "error"),
+        ("TLS_ALLOWED_CLIENTS", &[], "batch_size=7".into(), "error"),
+        (
+            "HEALTH_LISTEN_ADDR",
+            &[],
+            "batch_size=7".into(),
+            "invalid value",
+        ),
         // The listen address: asking a running worker at the default.
         (
             "WORKER_LISTEN_ADDR",
@@ -196,6 +208,7 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("BATCH_SIZE", "-1"),
         ("LOG_FORMAT", "xml"),
         ("WORKER_LISTEN_ADDR", "nope"),
+        ("HEALTH_LISTEN_ADDR", "nope"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "many"),
     ];
@@ -206,6 +219,12 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         "DB_PASSWORD",
         "WORKER_ID",
         "OTEL_SERVICE_NAME",
+        // Paths and names: what they hold is checked when they are read
+        // (gateway/tests/settings.rs has the cases).
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
+        "TLS_CA_FILE",
+        "TLS_ALLOWED_CLIENTS",
     ];
     let covered: BTreeSet<String> = cases
         .iter()

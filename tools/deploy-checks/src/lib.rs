@@ -16,6 +16,9 @@
 //!   PostgreSQL by `votemesh-testing`).
 //! - `check_manifests.py`: the promises of each rendered kustomization
 //!   (base, `overlays/dev`, `overlays/prod`).
+//! - `check_mtls.py`: the mtls components (certificates from cert-manager,
+//!   mounts, settings, probes on the plaintext health port) in a rendered
+//!   kustomization; it also hands the built-in kinds to kubernetes-validate.
 //! - `run_tiltfile.py`: runs the Tiltfile against stubs with Tilt's
 //!   builtin signatures and Tilt's rules for grouping objects.
 //! - `check_compose.py`: the compose file against the Dockerfile, the

@@ -1120,3 +1120,155 @@ fn the_ci_workflow_passes_actionlint() {
         assert_failure("a broken workflow", &output, expected);
     }
 }
+
+/// A copy of `k8s/` in `dir`, to break.
+fn k8s_copy(dir: &Path) -> PathBuf {
+    let copy = dir.join("k8s");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("k8s"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success(), "copying k8s/");
+    copy
+}
+
+/// A kustomization in `dir` that is `overlay` (under `k8s`) plus the mtls
+/// components (mounts and settings, certificates from cert-manager), as a
+/// path `kubectl kustomize` takes.
+fn with_mtls(dir: &Path, k8s: &Path, overlay: &str) -> String {
+    with_components(dir, k8s, overlay, &["mtls", "mtls-cert-manager"])
+}
+
+/// A kustomization in `dir` that is `overlay` (under `k8s`) plus
+/// `components` (under `k8s/components`).
+fn with_components(dir: &Path, k8s: &Path, overlay: &str, components: &[&str]) -> String {
+    let kustomization = dir.join(format!(
+        "{}-{}",
+        overlay.replace('/', "-"),
+        components.join("-")
+    ));
+    // kustomize takes only relative paths to other kustomizations.
+    let up = "../".repeat(kustomization.components().count() - 1);
+    let k8s = format!("{up}{}", k8s.display()).replace("//", "/");
+    let components: Vec<String> = components
+        .iter()
+        .map(|component| format!("{k8s}/components/{component}"))
+        .collect();
+    write(
+        kustomization.join("kustomization.yaml"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [{k8s}/{overlay}]\ncomponents: [{}]\n",
+            components.join(", ")
+        ),
+    );
+    kustomization.display().to_string()
+}
+
+/// `check_mtls.py` on a rendered kustomization; it writes the objects of
+/// built-in kinds to `builtin`.
+fn check_mtls(rendered: &Path, components: &Path, builtin: &Path) -> Output {
+    script("check_mtls.py")
+        .arg(rendered)
+        .arg(components)
+        .arg(builtin)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_mtls_component_issues_mounts_and_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let components = components(dir.path());
+    let k8s = repo().join("k8s");
+    for overlay in ["overlays/prod", "overlays/dev", "base"] {
+        let kustomization = with_mtls(dir.path(), &k8s, overlay);
+        let rendered = rendered(&kustomization, dir.path());
+        let builtin = dir.path().join("builtin.yaml");
+        assert_success(
+            &format!("check_mtls.py {overlay} + mtls"),
+            &check_mtls(&rendered, &components, &builtin),
+        );
+        // cert-manager's kinds have no schema in kubernetes-validate: the
+        // built-in kinds are validated strictly, the rest by check_mtls.py.
+        let validated = tool("kubernetes-validate")
+            .args(["--strict", "--quiet"])
+            .arg(&builtin)
+            .output()
+            .unwrap();
+        assert_success(
+            &format!("kubernetes-validate --strict {overlay} + mtls"),
+            &validated,
+        );
+    }
+
+    // The path without cert-manager (the Secrets made by
+    // tools/mtls-dev-certs.sh): the mtls component alone, built-in kinds
+    // only, validated strictly.
+    let dev = with_components(dir.path(), &k8s, "overlays/dev", &["mtls"]);
+    let rendered_dev = rendered(&dev, dir.path());
+    assert!(!read(&rendered_dev).contains("cert-manager.io"));
+    let validated = tool("kubernetes-validate")
+        .args(["--strict", "--quiet"])
+        .arg(&rendered_dev)
+        .output()
+        .unwrap();
+    assert_success(
+        "kubernetes-validate --strict overlays/dev + mtls alone",
+        &validated,
+    );
+
+    // Broken copies of the components fail the check.
+    for (file, from, to, expected) in [
+        (
+            "certificates.yaml",
+            "    - vote-pods\n",
+            "",
+            "does not name vote-pods",
+        ),
+        (
+            "certificates.yaml",
+            "  dnsNames:",
+            "  dnsName:",
+            "unknown fields",
+        ),
+        ("certificates.yaml", "  isCA: true\n", "", "isCA"),
+        (
+            "workloads.yaml",
+            "          readinessProbe:\n            grpc: {port: 8081}",
+            "          readinessProbe:\n            grpc: {port: 5000}",
+            "readinessProbe asks port 5000",
+        ),
+        (
+            "workloads.yaml",
+            "value: /var/run/votemesh/tls/ca.crt",
+            "value: /var/run/votemesh/ca.crt",
+            "TLS_CA_FILE",
+        ),
+        (
+            "workloads.yaml",
+            "value: \"spiffe://votemesh/gateway,spiffe://votemesh/operator\"",
+            "value: \"spiffe://votemesh/operator\"",
+            "does not allow the gateway",
+        ),
+    ] {
+        let scratch = tempfile::tempdir().unwrap();
+        let copy = k8s_copy(scratch.path());
+        let component = if file == "certificates.yaml" {
+            "mtls-cert-manager"
+        } else {
+            "mtls"
+        };
+        let path = copy.join("components").join(component).join(file);
+        write(&path, &broken(&read(&path), from, to));
+        let kustomization = with_mtls(scratch.path(), &copy, "overlays/prod");
+        let rendered = rendered(&kustomization, scratch.path());
+        assert_failure(
+            &format!("check_mtls.py with {file}: {to:?}"),
+            &check_mtls(&rendered, &components, &scratch.path().join("builtin.yaml")),
+            expected,
+        );
+    }
+}

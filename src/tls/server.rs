@@ -1,0 +1,196 @@
+//! The server side of mutual TLS: a stream of accepted connections for
+//! tonic's `serve_with_incoming`. Each TCP connection is handshaken in its
+//! own task (a slow or hostile client holds up no one else), with the
+//! server configuration current at that moment ([`Tls::server_config`],
+//! so a rotated certificate applies to new connections). A client that
+//! presents no certificate, or one the CA did not issue, or an expired
+//! one, fails the handshake and never reaches gRPC.
+//!
+//! Plaintext connections go through the same type ([`ServerIo::Plain`]),
+//! so a server is assembled one way whether TLS is on or off. Every
+//! request carries a [`PeerInfo`] in its extensions: the caller's address
+//! and, over TLS, the names in its verified certificate, which
+//! [`super::authorize`] reads.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::{Tls, certificate_names};
+
+/// Longest a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshaken connections waiting for the server to take them.
+const ACCEPTED_BACKLOG: usize = 128;
+/// Pause after a failed accept (out of file descriptors, say).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Who is calling: in every request's extensions.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The TCP addresses of the connection.
+    pub tcp: TcpConnectInfo,
+    /// The DNS and URI names of the caller's verified certificate; empty
+    /// over plaintext.
+    pub names: Arc<[String]>,
+}
+
+/// One accepted connection, plaintext or TLS.
+#[derive(Debug)]
+pub enum ServerIo {
+    /// A plaintext connection (TLS not configured).
+    Plain(TcpStream),
+    /// A TLS connection whose client certificate was verified.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connected for ServerIo {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        match self {
+            Self::Plain(tcp) => PeerInfo {
+                tcp: tcp.connect_info(),
+                names: Arc::new([]),
+            },
+            Self::Tls(tls) => {
+                let (tcp, session) = tls.get_ref();
+                let names = session
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(certificate_names)
+                    .unwrap_or_default();
+                PeerInfo {
+                    tcp: tcp.connect_info(),
+                    names: names.into(),
+                }
+            }
+        }
+    }
+}
+
+/// The accepted connections of `listener`: plaintext when `tls` is `None`,
+/// TLS-handshaken otherwise. The listener closes when the stream is
+/// dropped (tonic drops it when shutdown begins).
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Tls>,
+) -> Pin<Box<dyn Stream<Item = io::Result<ServerIo>> + Send>> {
+    match tls {
+        None => Box::pin(
+            tokio_stream::wrappers::TcpListenerStream::new(listener)
+                .map(|accepted| accepted.map(ServerIo::Plain)),
+        ),
+        Some(tls) => {
+            let (accepted, handshaken) = mpsc::channel(ACCEPTED_BACKLOG);
+            tokio::spawn(accept(listener, tls, accepted));
+            Box::pin(ReceiverStream::new(handshaken).map(Ok))
+        }
+    }
+}
+
+/// Accepts connections and handshakes each in its own task, until the
+/// server stops taking them.
+async fn accept(listener: TcpListener, tls: Tls, accepted: mpsc::Sender<ServerIo>) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = accepted.closed() => return,
+            result = listener.accept() => match result {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = TlsAcceptor::from(tls.server_config());
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = accepted.send(ServerIo::Tls(Box::new(stream))).await;
+                }
+                Ok(Err(error)) => log_refused(peer, &error),
+                Err(_) => log_refused(peer, &"no handshake within the timeout"),
+            }
+        });
+    }
+}
+
+fn log_refused(peer: SocketAddr, reason: &dyn std::fmt::Display) {
+    tracing::info!(%peer, %reason, "TLS handshake failed: connection refused");
+}
+
+impl AsyncRead for ServerIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ServerIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(io) => io.is_write_vectored(),
+            Self::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_flush(cx),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
