@@ -8,6 +8,8 @@
 //! 100,000) and `BENCH_READ_VOTES` (default 10,000,000) change its size;
 //! `BENCH_OUT` writes the report elsewhere.
 
+// The smoke test's tiny size goes unused here.
+#[allow(dead_code)]
 mod figures;
 
 use std::{path::PathBuf, time::Instant};

@@ -517,8 +517,14 @@ impl Suite {
         ));
         self.line("| c | CastVote calls/s | p50 ms | p99 ms | max ms | no-op calls/s | no-op p99 ms | ratio to no-op | redis-benchmark EVAL LPUSH req/s | ratio to Redis |");
         self.line("|---|---|---|---|---|---|---|---|---|---|");
-        let mut direct64 = None;
-        let mut noop64 = None;
+        // The middle concurrency (64 at full size) is the one the
+        // sustained, drain and gateway figures use, against its floor.
+        let c_mid = if size.concurrencies.contains(&64) {
+            64
+        } else {
+            size.concurrencies.last().copied().unwrap_or(1)
+        };
+        let mut floor_mid = 0.0;
         for &c in &size.concurrencies {
             let real = self
                 .load(Load {
@@ -561,15 +567,10 @@ impl Suite {
                 redis_rps,
                 ratio(real.throughput, redis_rps),
             ));
-            if c == 64 || (noop64.is_none() && c == *size.concurrencies.last().unwrap_or(&c)) {
-                noop64 = Some(floor);
+            if c == c_mid {
+                floor_mid = floor.throughput;
             }
         }
-        let c_mid = if size.concurrencies.contains(&64) {
-            64
-        } else {
-            size.concurrencies.last().copied().unwrap_or(1)
-        };
 
         // Sustained: the worker drains while votes arrive.
         let worker = self.worker("bench-live").await;
@@ -589,7 +590,7 @@ impl Suite {
         let caught_up = self
             .wait_counted(self.expected_total(), Duration::from_secs(600))
             .await;
-        let floor = noop64.clone().map_or(0.0, |s| s.throughput);
+        let floor = floor_mid;
         self.line(format!(
             "\n## Sustained: CastVote with the worker draining\n\n\
              | c | CastVote calls/s | p50 ms | p99 ms | no-op calls/s (above) | ratio | worker caught up after the run |\n|---|---|---|---|---|---|---|\n\
@@ -671,7 +672,6 @@ impl Suite {
             })
             .await;
         self.counted(&direct);
-        direct64 = direct64.or(Some(direct.clone()));
         for mode in ["grpc", "form", "json"] {
             let summary = if mode == "grpc" {
                 direct.clone()
@@ -706,7 +706,6 @@ impl Suite {
             ));
         }
         let loaded = [&vote, &result, &gateway].map(|p| (p.name.clone(), p.memory()));
-        let gateway_idle_note = gateway.memory().1;
         self.wait_counted(self.expected_total(), Duration::from_secs(600))
             .await;
 
@@ -791,13 +790,11 @@ impl Suite {
                 .unwrap_or_else(|_| "-".into())
         );
         self.line(line);
-        let _ = gateway_idle_note;
         let idle_redis_line = format!(
             "\nRedis `used_memory` at start: {} (the drain table above has it before and after each backlog).",
             mib(idle_redis)
         );
         self.line(idle_redis_line);
-        let _ = direct64;
 
         for process in [gateway, vote, result, noop] {
             process.stop().await;
@@ -806,9 +803,8 @@ impl Suite {
     }
 
     async fn redis_benchmark(&mut self, c: usize) -> f64 {
-        let payload = format!(
-            "{{\"vote_id\":\"00000000-0000-0000-0000-000000000000\",\"voter_id\":\"bench-voter-123456\",\"option_id\":\"a\",\"cast_at\":\"2026-01-01T00:00:00.000000Z\",\"sequence\":1234567,\"trace_context\":{{}}}}"
-        );
+        // The size of a queued vote: what the vote service pushes.
+        let payload = r#"{"vote_id":"00000000-0000-0000-0000-000000000000","voter_id":"bench-voter-123456","option_id":"a","cast_at":"2026-01-01T00:00:00.000000Z","sequence":1234567,"trace_context":{}}"#;
         let output = Command::new("redis-benchmark")
             .args(["-h", "127.0.0.1", "-p", &self.redis.port().to_string()])
             .args([
@@ -823,7 +819,7 @@ impl Suite {
                 "return redis.call('LPUSH', KEYS[1], ARGV[1])",
                 "1",
                 "bench:votes",
-                &payload,
+                payload,
             ])
             .output()
             .await;
@@ -844,16 +840,20 @@ impl Suite {
                 return 0.0;
             }
         };
-        // `"EVAL ...","<rps>",...`: the last line's second field.
-        String::from_utf8_lossy(&output.stdout)
+        // `"<the command>","<rps>",` then six latency columns: the command
+        // may hold commas, so count from the end of the last line.
+        let rps = String::from_utf8_lossy(&output.stdout)
             .lines()
-            .rev()
-            .find_map(|line| {
-                line.split("\",\"")
-                    .nth(1)
-                    .and_then(|rps| rps.trim_matches('"').parse().ok())
-            })
-            .unwrap_or(0.0)
+            .last()
+            .and_then(|line| line.rsplit(',').nth(6))
+            .and_then(|rps| rps.trim_matches('"').parse().ok());
+        rps.unwrap_or_else(|| {
+            self.problems.push(format!(
+                "redis-benchmark printed no rate: {}",
+                String::from_utf8_lossy(&output.stdout)
+            ));
+            0.0
+        })
     }
 
     /// Votes from new voters at a steady rate; for each, the time from its
@@ -1064,10 +1064,23 @@ pub async fn machine() -> String {
                 .unwrap_or_default()
         }
     };
+    // Paths relative to this crate: the workspace's product code.
+    let product = [
+        "../../src",
+        "../../services",
+        "../../gateway",
+        "../../proto",
+    ];
     let commit = git(&["log", "-1", "--format=%h %s"]).await;
-    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"])
-        .await
-        .is_empty();
+    let product_commit =
+        git(&[&["log", "-1", "--format=%h %s", "--"][..], &product[..]].concat()).await;
+    let dirty = !git(&[
+        &["status", "--porcelain", "--untracked-files=no", "--"][..],
+        &product[..],
+    ]
+    .concat())
+    .await
+    .is_empty();
     let redis = Command::new("redis-server")
         .arg("--version")
         .output()
@@ -1078,9 +1091,10 @@ pub async fn machine() -> String {
     let _ = writeln!(text, "- Machine: {cores} cores, {model}, {memory} memory");
     let _ = writeln!(
         text,
-        "- Code: commit `{commit}`{}",
+        "- Code measured: the services at commit `{product_commit}` (the last one touching \
+         `src/`, `services/`, `gateway/`, `proto/`){}; the suite and the generator at `{commit}`",
         if dirty {
-            " (with uncommitted changes)"
+            ", with uncommitted changes there"
         } else {
             ""
         }
