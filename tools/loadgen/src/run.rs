@@ -222,10 +222,8 @@ impl Open {
             // milliseconds; a high rate sends several per tick).
             let now = Instant::now();
             while due_at(next) <= now
-                && !self.limit.is_some_and(|limit| next >= limit)
-                && !self
-                    .deadline
-                    .is_some_and(|deadline| due_at(next) >= deadline)
+                && self.limit.is_none_or(|limit| next < limit)
+                && self.deadline.is_none_or(|deadline| due_at(next) < deadline)
             {
                 let intended = due_at(next);
                 let permit = tokio::select! {

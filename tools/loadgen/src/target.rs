@@ -108,8 +108,8 @@ pub enum Target {
     Results(Vec<ResultServiceClient<TracedChannel>>),
     /// The gateway.
     Http {
-        /// The pooled client.
-        client: HttpClient,
+        /// The pooled client (boxed: it is large, and callers clone the target).
+        client: Box<HttpClient>,
         /// `POST` here.
         vote_uri: Uri,
         /// Form or JSON.
@@ -398,7 +398,7 @@ async fn connect_http(mode: Mode, address: &str) -> Result<(Target, Vec<String>)
     };
     Ok((
         Target::Http {
-            client,
+            client: Box::new(client),
             vote_uri: uri(path)?,
             mode,
         },
