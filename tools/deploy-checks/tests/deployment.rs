@@ -174,6 +174,8 @@ fn components(dir: &Path) -> PathBuf {
     };
     let mut gateway = describe(votemesh_gateway::cli::Cli::command(), "http");
     gateway["resolve_interval"] = json!(balance::RESOLVE_INTERVAL.as_secs());
+    let mut bot_env = config::env_names(&votemesh_loadgen::cli::Cli::command());
+    bot_env.push(telemetry::LOG_FILTER_ENV.to_owned());
     let spec = json!({
         "vote": describe(votemesh_vote::cli::Cli::command(), "grpc"),
         "worker": describe(votemesh_worker::cli::Cli::command(), "grpc"),
@@ -181,7 +183,7 @@ fn components(dir: &Path) -> PathBuf {
         "gateway": gateway,
         // The vote bot (k8s/components/vote-bot): a client, no server.
         "vote-bot": {
-            "env": config::env_names(&votemesh_loadgen::cli::Cli::command()),
+            "env": bot_env,
             "client": true,
         },
     });
