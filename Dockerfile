@@ -5,6 +5,7 @@
 #   docker build --target worker  -t votemesh-worker .
 #   docker build --target result  -t votemesh-result .
 #   docker build --target gateway -t votemesh-gateway .
+#   docker build --target loadgen -t votemesh-loadgen .   (load generator and vote bot)
 # Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 --target vote .
 # The build stages run on the build machine's own platform and cross-compile
 # for the target one (no emulation). Dependencies are compiled in their own
@@ -45,9 +46,9 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --target "$(cat /rust-target)" --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --target "$(cat /rust-target)" \
-      -p votemesh-vote -p votemesh-worker -p votemesh-result -p votemesh-gateway \
+      -p votemesh-vote -p votemesh-worker -p votemesh-result -p votemesh-gateway -p votemesh-loadgen \
  && mkdir /out \
- && cp "target/$(cat /rust-target)/release/"votemesh-{vote,worker,result,gateway} /out/
+ && cp "target/$(cat /rust-target)/release/"votemesh-{vote,worker,result,gateway,loadgen} /out/
 
 # glibc and libgcc, nothing else: no shell, no package manager; runs as
 # the unprivileged user 65532 ("nonroot").
@@ -81,3 +82,10 @@ EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/votemesh-gateway", "--health-check"]
 ENTRYPOINT ["/usr/local/bin/votemesh-gateway"]
+
+# The load generator: the vote bot in compose (profile "bot"), Tilt and
+# k8s/components/vote-bot, or a one-off load run. It serves nothing, so no
+# HEALTHCHECK.
+FROM runtime AS loadgen
+COPY --from=builder /out/votemesh-loadgen /usr/local/bin/votemesh-loadgen
+ENTRYPOINT ["/usr/local/bin/votemesh-loadgen"]

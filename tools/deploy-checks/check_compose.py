@@ -5,7 +5,9 @@ Usage: check_compose.py REPO_ROOT DRAIN_SECONDS
 The compose file must parse; every service built from the repository must
 use a target the Dockerfile has, and its healthcheck must run its own
 binary's --health-check; dependencies must wait for health; Postgres and
-Redis keep their data in volumes. Each service built here gets longer than
+Redis keep their data in volumes. The vote bot (built, but serving
+nothing) runs only in the `bot` profile, from the `loadgen` target, with
+its health check disabled and no port. Each service built here gets longer than
 the binaries' drain (DRAIN_SECONDS, votemesh::shutdown::DRAIN_TIMEOUT) to
 stop before compose kills it. Networks as in the original app: Redis and
 Postgres only on `back`, the gateway only on `front`. No port is published
@@ -32,7 +34,10 @@ drain_seconds = float(sys.argv[2])
 problems = []
 # Host ports a stock macOS holds (AirPlay Receiver).
 TAKEN_ON_MACOS = {5000, 7000}
-NETWORKS = {"redis": {"back"}, "postgres": {"back"}, "gateway": {"front"}}
+NETWORKS = {"redis": {"back"}, "postgres": {"back"}, "gateway": {"front"}, "vote-bot": {"front"}}
+# Built services that serve nothing (the vote bot: votemesh-loadgen), so
+# have no --health-check; each only in its own profile, health check off.
+CLIENTS_ONLY = {"vote-bot": ("loadgen", "bot")}
 
 
 def seconds(duration):
@@ -57,10 +62,21 @@ for name, service in services.items():
         target = build.get("target") if isinstance(build, dict) else None
         if target not in stages:
             problems.append(f"{name}: builds target {target!r}, which the Dockerfile does not have ({sorted(stages)})")
-        test = service.get("healthcheck", {}).get("test", [])
-        expected = ["CMD", f"/usr/local/bin/votemesh-{target}", "--health-check"]
-        if test != expected:
-            problems.append(f"{name}: healthcheck {test} is not {expected}")
+        if name in CLIENTS_ONLY:
+            wanted_target, profile = CLIENTS_ONLY[name]
+            if target != wanted_target:
+                problems.append(f"{name}: builds target {target!r}, not {wanted_target!r}")
+            if service.get("profiles") != [profile]:
+                problems.append(f"{name}: profiles {service.get('profiles')}, expected only [{profile!r}]")
+            if service.get("healthcheck") != {"disable": True}:
+                problems.append(f"{name}: serves nothing, so its healthcheck must be disabled, not {service.get('healthcheck')}")
+            if service.get("ports"):
+                problems.append(f"{name}: serves nothing, yet publishes {service.get('ports')}")
+        else:
+            test = service.get("healthcheck", {}).get("test", [])
+            expected = ["CMD", f"/usr/local/bin/votemesh-{target}", "--health-check"]
+            if test != expected:
+                problems.append(f"{name}: healthcheck {test} is not {expected}")
     elif "healthcheck" not in service:
         problems.append(f"{name}: no healthcheck")
     for dependency, condition in (service.get("depends_on") or {}).items():

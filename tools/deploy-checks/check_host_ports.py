@@ -36,7 +36,8 @@ SERVES = {"votemesh.v1.VoteService": "vote", "votemesh.v1.ResultService": "resul
 with open(summary_path) as f:
     summary = json.load(f)
 with open(components_path) as f:
-    components = json.load(f)
+    # The vote bot is a client ("client": true): it has no port to forward.
+    components = {n: s for n, s in json.load(f).items() if not s.get("client")}
 with open(os.path.join(root, "docker-compose.yml")) as f:
     compose = yaml.safe_load(f)
 with open(dev_path) as f:

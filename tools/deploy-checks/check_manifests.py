@@ -8,14 +8,18 @@ each component (vote, worker, result, gateway) to what its binary really
 does, taken from its clap definition by the Rust test: {"env": [names it
 reads], "port": listen port, "protocol": "grpc"|"http"}, and for the
 gateway "resolve_interval": how often (seconds) its client looks the
-upstream names up again. VERSION is the workspace version, the tag CI
+upstream names up again; and the vote bot to {"env": [...], "client":
+true} (votemesh-loadgen's settings; it serves nothing). VERSION is the workspace version, the tag CI
 publishes the images under.
 
 Every flavour keeps the base's promises (probes with timeouts that outlast
 CPU throttling, resources, security contexts, env names, secrets, policies,
 disruption budgets that let a drain evict unready pods, each component
 spread over nodes, Redis refusing writes below its memory limit, the
-gateway calling vote and result through headless names, generated config);
+gateway calling vote and result through headless names, generated config,
+and, where an overlay includes k8s/components/vote-bot, the bot reading
+only loadgen settings, calling the gateway Service and allowed to reach
+nothing else);
 then
 - base: production replica counts and autoscalers, the published images,
   the gateway on a LoadBalancer with NodePort 31000;
@@ -345,6 +349,53 @@ def check_component(name, spec, deployment, flavour, version):
         fail(f"{where}: terminationGracePeriodSeconds {grace} leaves under 15 s to drain after a {pre_stop} s preStop")
 
 
+def check_bots(objects, bots, components):
+    """The vote bot (k8s/components/vote-bot), where an overlay includes it:
+    it reads only settings votemesh-loadgen has, calls the gateway by its
+    Service on the gateway's port, serves nothing, and a NetworkPolicy lets
+    it reach only the gateway's port (and DNS)."""
+    deployments = by_kind(objects, "Deployment")
+    policies = by_kind(objects, "NetworkPolicy")
+    gateway_port = components["gateway"]["port"]
+    for name, spec in bots.items():
+        deployment = deployments.get(name)
+        if deployment is None:
+            continue
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        for entry in container.get("env", []):
+            if entry["name"] not in spec["env"]:
+                fail(f"{name}: sets {entry['name']}, which votemesh-loadgen does not read")
+        url = next((e.get("value") for e in container.get("env", []) if e["name"] == "GATEWAY_URL"), None)
+        if url != f"http://gateway:{gateway_port}":
+            fail(f"{name}: GATEWAY_URL {url!r} is not the gateway Service on its port (http://gateway:{gateway_port})")
+        if container.get("ports"):
+            fail(f"{name}: serves nothing, yet declares ports {container['ports']}")
+        labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+        egress = [
+            p for p in policies.values()
+            if selects(p["spec"].get("podSelector", {}), labels) and "Egress" in p["spec"].get("policyTypes", [])
+        ]
+        if not egress:
+            fail(f"{name}: no NetworkPolicy limits where it may connect")
+        reaches_gateway = False
+        for policy in egress:
+            for rule in policy["spec"].get("egress", []):
+                ports = [p.get("port") for p in rule.get("ports", [])]
+                if ports and all(port == 53 for port in ports):
+                    continue
+                to_gateway = rule.get("to") and all(
+                    peer.get("podSelector", {}).get("matchLabels") == {NAME_LABEL: "gateway"} and "namespaceSelector" not in peer
+                    for peer in rule["to"]
+                )
+                if to_gateway and ports == [gateway_port]:
+                    reaches_gateway = True
+                else:
+                    fail(f"{name}: NetworkPolicy {policy['metadata']['name']} lets it reach {rule.get('to')} on {ports}, beyond the gateway's port {gateway_port} and DNS")
+        if egress and not reaches_gateway:
+            fail(f"{name}: its NetworkPolicy does not let it reach the gateway on port {gateway_port}")
+
+
 def check_generated_config(objects, flavour):
     """app-config (and, but in prod, db-credentials) carry a content hash in
     their names, and the pods refer to exactly the objects rendered."""
@@ -524,6 +575,9 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
         objects = [o for o in yaml.safe_load_all(f) if o]
     with open(components_path) as f:
         components = json.load(f)
+    # Clients only (the vote bot): checked by check_bots, not as components.
+    bots = {n: s for n, s in components.items() if s.get("client")}
+    components = {n: s for n, s in components.items() if not s.get("client")}
 
     deployments = by_kind(objects, "Deployment")
     statefulsets = by_kind(objects, "StatefulSet")
@@ -598,6 +652,7 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
             if port.get("port") in grpc_ports and port.get("appProtocol") != "kubernetes.io/h2c":
                 fail(f"service/{name}: gRPC port {port.get('port')} has appProtocol {port.get('appProtocol')!r}, not kubernetes.io/h2c")
     check_upstreams(objects, components)
+    check_bots(objects, bots, components)
     check_metrics(objects, components)
     if observed:
         check_observability(objects, components, dashboard_path)

@@ -30,7 +30,7 @@ const KUSTOMIZATIONS: [(&str, &str); 3] = [
 
 /// The cargo command of `tilt/Dockerfile.build`, which the Tilt dev loop runs
 /// inside Debian 12's Rust image.
-const TILT_DEV_BUILD: [&str; 13] = [
+const TILT_DEV_BUILD: [&str; 15] = [
     "build",
     "--locked",
     "--config",
@@ -43,6 +43,8 @@ const TILT_DEV_BUILD: [&str; 13] = [
     "votemesh-result",
     "-p",
     "votemesh-gateway",
+    "-p",
+    "votemesh-loadgen",
     "--quiet",
 ];
 
@@ -172,11 +174,18 @@ fn components(dir: &Path) -> PathBuf {
     };
     let mut gateway = describe(votemesh_gateway::cli::Cli::command(), "http");
     gateway["resolve_interval"] = json!(balance::RESOLVE_INTERVAL.as_secs());
+    let mut bot_env = config::env_names(&votemesh_loadgen::cli::Cli::command());
+    bot_env.push(telemetry::LOG_FILTER_ENV.to_owned());
     let spec = json!({
         "vote": describe(votemesh_vote::cli::Cli::command(), "grpc"),
         "worker": describe(votemesh_worker::cli::Cli::command(), "grpc"),
         "result": describe(votemesh_result::cli::Cli::command(), "grpc"),
         "gateway": gateway,
+        // The vote bot (k8s/components/vote-bot): a client, no server.
+        "vote-bot": {
+            "env": bot_env,
+            "client": true,
+        },
     });
     let path = dir.join("components.json");
     std::fs::write(&path, spec.to_string()).unwrap();
@@ -401,6 +410,34 @@ fn every_kustomization_keeps_its_promises() {
         ),
         // The base's autoscalers in dev.
         ("dev", base.clone(), "would scale past one replica"),
+        // The vote bot (k8s/components/vote-bot, in dev).
+        (
+            "dev",
+            broken(
+                &dev,
+                "value: http://gateway:3000",
+                "value: http://vote:5000",
+            ),
+            "vote-bot: GATEWAY_URL 'http://vote:5000' is not the gateway Service",
+        ),
+        (
+            "dev",
+            broken(&dev, "name: LOADGEN_VOTERS", "name: LOADGEN_VOTRES"),
+            "vote-bot: sets LOADGEN_VOTRES, which votemesh-loadgen does not read",
+        ),
+        (
+            "dev",
+            broken(
+                &dev,
+                "    - port: 3000
+      protocol: TCP
+    to:",
+                "    - port: 5432
+      protocol: TCP
+    to:",
+            ),
+            "beyond the gateway's port 3000 and DNS",
+        ),
         (
             "dev",
             broken(
@@ -627,9 +664,17 @@ fn tilt_promises(summary: &Value, docker_build: bool) -> Vec<String> {
     {
         broken.push(format!("no manual `cargo test` resource: {test}"));
     }
+    // The vote bot (k8s/components/vote-bot, in the dev overlay).
+    if summary["labels"]["vote-bot"] != json!(["load"]) {
+        broken.push(format!(
+            "vote-bot: labels {}, not load",
+            summary["labels"]["vote-bot"]
+        ));
+    }
+    // The four components' and the load generator's.
     let images = summary["images"].as_object().cloned().unwrap_or_default();
-    if images.len() != 4 {
-        broken.push(format!("{} images, expected 4", images.len()));
+    if images.len() != 5 {
+        broken.push(format!("{} images, expected 5", images.len()));
     }
     for (name, image) in &images {
         if docker_build {
@@ -705,6 +750,10 @@ fn the_tiltfile_runs_with_tilt_builtins_in_every_mode() {
         (
             broken(&original, "labels=['observability'],", ""),
             "resource grafana: no label",
+        ),
+        (
+            broken(&original, "labels=['load'],", ""),
+            "resource vote-bot: no label",
         ),
         (
             broken(
@@ -846,7 +895,7 @@ fn the_tilt_dev_build_runs_in_the_image_it_is_synced_into() {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target"));
-    let binaries: Vec<PathBuf> = ["vote", "worker", "result", "gateway"]
+    let binaries: Vec<PathBuf> = ["vote", "worker", "result", "gateway", "loadgen"]
         .iter()
         .map(|c| target.join("debug").join(format!("votemesh-{c}")))
         .collect();
@@ -927,6 +976,19 @@ fn the_compose_file_keeps_its_promises() {
         (
             broken(&original, "target: worker", "target: wroker"),
             "builds target 'wroker'",
+        ),
+        // The vote bot serves nothing: only in its profile, no health check.
+        (
+            broken(&original, "    profiles: [bot]\n", ""),
+            "vote-bot: profiles None, expected only ['bot']",
+        ),
+        (
+            broken(
+                &original,
+                "    healthcheck:\n      disable: true\n\n  # --profile observability",
+                "    healthcheck:\n      test: [\"CMD\", \"true\"]\n\n  # --profile observability",
+            ),
+            "vote-bot: serves nothing, so its healthcheck must be disabled",
         ),
         // The observability profile.
         (

@@ -1,0 +1,38 @@
+//! # votemesh-loadgen
+//!
+//! votemesh's load generator, vote bot and gRPC floor, in one crate:
+//!
+//! ```text
+//! Voters (who votes for what) ─► run: closed loop (c callers) or open loop (fixed rate)
+//!     ─► Target: CastVote over gRPC | gateway POST /vote (form) | POST /api/vote (JSON)
+//!     ─► Recorder: HDR histogram of latencies, counts, errors by kind ─► Summary (text / JSON)
+//! ```
+//!
+//! The same binary runs as a long-lived vote bot at a gentle rate
+//! (`run --rate 5 --forever`), and as `noop-server`: a tonic server
+//! answering the same `votemesh.v1.VoteService` at once, the ceiling a
+//! CastVote figure is compared with (the same generator drives both).
+//!
+//! ## Layout
+//!
+//! - [`cli`]: the binary's flags and environment variables.
+//! - [`voters`]: the simulated voters: ids, choices, who changes their vote,
+//!   and the tally their acknowledged votes add up to.
+//! - [`target`]: where votes go (gRPC or the gateway's HTTP routes), with a
+//!   check first that it is a votemesh server at all.
+//! - [`recorder`]: latencies and counts shared by the callers.
+//! - [`run`]: the closed and open loops, and the progress line.
+//! - [`summary`]: what a run measured, as text and JSON.
+//! - [`noop`]: the no-op VoteService.
+//!
+//! The benchmark suite (`cargo bench -p votemesh-loadgen`) lives in
+//! `benches/` (`suite.rs`, the figures in `figures/`); it starts real Redis, PostgreSQL and the services'
+//! release binaries, and drives them with this crate.
+
+pub mod cli;
+pub mod noop;
+pub mod recorder;
+pub mod run;
+pub mod summary;
+pub mod target;
+pub mod voters;
