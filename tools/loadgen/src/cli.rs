@@ -84,6 +84,10 @@ pub struct Cli {
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Mutual TLS for the gRPC modes: the identity presented to a vote or
+    /// result service that requires it (unset: plaintext).
+    #[command(flatten)]
+    pub tls: votemesh::config::TlsArgs,
 }
 
 impl Cli {

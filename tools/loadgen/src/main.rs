@@ -5,7 +5,7 @@
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use votemesh::{config, shutdown, telemetry};
+use votemesh::{client::Transport, config, shutdown, telemetry, tls::Tls};
 use votemesh_loadgen::{
     cli::Cli,
     noop,
@@ -47,8 +47,10 @@ async fn run() -> anyhow::Result<ExitCode> {
     }
 
     let address = cli.target_address().to_owned();
+    let tls = Tls::from_args(&cli.tls).context("bad TLS settings")?;
+    let transport = Transport::from_tls(tls.as_ref());
     let (target, options) = loop {
-        match Target::connect(cli.mode, &address, cli.connections as usize).await {
+        match Target::connect(cli.mode, &address, cli.connections as usize, &transport).await {
             Ok(connected) => break connected,
             Err(error @ TargetError::Unreachable { .. }) if cli.wait_for_target => {
                 tracing::warn!(%error, "target not answering yet; retrying");

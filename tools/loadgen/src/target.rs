@@ -23,7 +23,7 @@ use hyper_util::{
 use thiserror::Error;
 use tonic::Code;
 use votemesh::{
-    client::{self, TracedChannel},
+    client::{self, TracedChannel, Transport},
     proto::v1::{
         CastVoteRequest, GetResultsRequest, ListOptionsRequest,
         result_service_client::ResultServiceClient, vote_service_client::VoteServiceClient,
@@ -125,14 +125,15 @@ impl Target {
         mode: Mode,
         address: &str,
         connections: usize,
+        transport: &Transport,
     ) -> Result<(Self, Vec<String>), TargetError> {
         votemesh::config::parse_endpoint(address).map_err(|reason| TargetError::BadAddress {
             address: address.to_owned(),
             reason,
         })?;
         match mode {
-            Mode::Grpc => connect_grpc(address, connections.max(1)).await,
-            Mode::Results => connect_results(address, connections.max(1)).await,
+            Mode::Grpc => connect_grpc(address, connections.max(1), transport).await,
+            Mode::Results => connect_results(address, connections.max(1), transport).await,
             Mode::Form | Mode::Json => connect_http(mode, address).await,
         }
     }
@@ -218,9 +219,10 @@ impl Target {
 async fn connect_grpc(
     address: &str,
     connections: usize,
+    transport: &Transport,
 ) -> Result<(Target, Vec<String>), TargetError> {
     let clients = (0..connections)
-        .map(|_| client::channel(address).map(VoteServiceClient::new))
+        .map(|_| client::channel(address, transport.clone()).map(VoteServiceClient::new))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TargetError::BadAddress {
             address: address.to_owned(),
@@ -263,9 +265,10 @@ async fn connect_grpc(
 async fn connect_results(
     address: &str,
     connections: usize,
+    transport: &Transport,
 ) -> Result<(Target, Vec<String>), TargetError> {
     let clients = (0..connections)
-        .map(|_| client::channel(address).map(ResultServiceClient::new))
+        .map(|_| client::channel(address, transport.clone()).map(ResultServiceClient::new))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TargetError::BadAddress {
             address: address.to_owned(),
