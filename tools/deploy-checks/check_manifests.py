@@ -87,6 +87,11 @@ OTLP_ENDPOINT = "http://otel-collector:4317"
 failures = []
 
 
+# Where every votemesh object lives, and the kinds that live in none.
+NAMESPACE = "votemesh"
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "StorageClass"}
+
+
 def fail(message):
     failures.append(message)
 
@@ -578,6 +583,13 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
     # Clients only (the vote bot): checked by check_bots, not as components.
     bots = {n: s for n, s in components.items() if s.get("client")}
     components = {n: s for n, s in components.items() if not s.get("client")}
+
+    # One namespace for everything: an object outside it (a component added
+    # at an overlay that sets no namespace) lands in the current context's
+    # namespace, where the services' short DNS names do not reach it.
+    for o in objects:
+        if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != NAMESPACE:
+            fail(f"{o['kind']}/{o['metadata']['name']}: namespace {o['metadata'].get('namespace')!r}, not {NAMESPACE}")
 
     deployments = by_kind(objects, "Deployment")
     statefulsets = by_kind(objects, "StatefulSet")
