@@ -73,6 +73,15 @@ pub enum TlsError {
         /// What was looked for ("PEM certificate", "PEM private key").
         what: &'static str,
     },
+    /// A PEM block is malformed (a truncated bundle, say): refused rather
+    /// than loaded in part.
+    #[error("{path} holds a malformed PEM block: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        reason: String,
+    },
     /// rustls refused the certificate, the key or the CA.
     #[error("{what}: {source}")]
     Rustls {
@@ -302,9 +311,12 @@ impl Loaded {
 }
 
 fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect();
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| TlsError::Malformed {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        })?;
     if certs.is_empty() {
         return Err(TlsError::Missing {
             path: path.to_owned(),
@@ -324,5 +336,24 @@ pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
             .map(str::to_owned)
             .collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_pem_bundle_is_refused_not_loaded_in_part() {
+        let path = Path::new("ca.pem");
+        let truncated = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n";
+        assert!(matches!(
+            certificates(path, truncated),
+            Err(TlsError::Malformed { .. })
+        ));
+        assert!(matches!(
+            certificates(path, b"no PEM here"),
+            Err(TlsError::Missing { .. })
+        ));
     }
 }

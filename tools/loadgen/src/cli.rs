@@ -128,11 +128,15 @@ fn parse_fraction(raw: &str) -> Result<f64, String> {
     }
 }
 
+/// The slowest open-loop rate: one vote every 1,000 s (slower rates would
+/// put the next due time beyond what `Instant` can hold).
+const MIN_RATE: f64 = 0.001;
+
 fn parse_rate(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
-        Ok(value) if value > 0.0 && value.is_finite() => Ok(value),
+        Ok(value) if value >= MIN_RATE && value.is_finite() => Ok(value),
         _ => Err(format!(
-            "{raw:?} is not a positive number of votes per second"
+            "{raw:?} is not a number of votes per second of at least {MIN_RATE}"
         )),
     }
 }
@@ -157,6 +161,8 @@ mod tests {
         assert_eq!(cli.rate, Some(5.0));
         assert!(Cli::try_parse_from(["loadgen", "--rate", "5", "-c", "3"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "--rate", "0"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--rate", "1e-20"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "--rate", "0.001"]).is_ok());
         assert!(Cli::try_parse_from(["loadgen", "--vote-addr", "vote:5000"]).is_err());
     }
 }
