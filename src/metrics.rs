@@ -30,6 +30,8 @@
 //! |---|---|---|
 //! | `votemesh_votes_accepted_total` | | vote service: acknowledged votes |
 //! | `votemesh_votes_rejected_total` | `reason` (`invalid_ballot`, `unknown_option`, `queue_unavailable`, `queue_unconfirmed`, `queue_full`, `queue_failed`) | vote service |
+//! | `votemesh_vote_push_batch_size` (histogram) | | vote service: votes per push to Redis ([`crate::queue::pusher`]) |
+//! | `votemesh_vote_push_abandoned_total` | | vote service: votes dropped before the push because their caller had gone |
 //! | `votemesh_queue_depth`, `votemesh_queue_oldest_age_seconds` | | worker: votes waiting and how long the oldest has waited, sampled with its readiness probe |
 //! | `votemesh_worker_batches_total`, `votemesh_worker_batch_size` (histogram) | | worker: committed batches |
 //! | `votemesh_worker_votes_committed_total`, `votemesh_worker_votes_superseded_total`, `votemesh_worker_dead_lettered_total` | | worker |

@@ -19,10 +19,18 @@
 //! The connection speaks RESP3 so the client reports a disconnection as it
 //! happens: a batch is then sent on a new connection, and if none can be
 //! opened the votes are refused as [`QueueError::Unavailable`] (nothing was
-//! sent). A batch that was sent but not answered is
+//! sent), together with every vote that gathered while the attempt waited.
+//! So when Redis does not answer at all (a host gone, not a port refused),
+//! no vote waits longer than one connection attempt (the client's
+//! connection timeout) before its caller hears UNAVAILABLE, however many
+//! arrive meanwhile. A vote whose caller has already gone (its deadline
+//! passed, the client hung up) is dropped before the push. A batch that was sent but not answered is
 //! [`QueueError::Unconfirmed`] for each of its votes; the connection is
 //! replaced if it failed, and kept if the answer was only late (the call
 //! may still run, as it would have on a pooled connection).
+//!
+//! Metrics: `votemesh_vote_push_batch_size` (votes per script call) and
+//! `votemesh_vote_push_abandoned_total` (votes whose caller left first).
 
 use std::sync::{
     Arc,
@@ -75,6 +83,7 @@ impl Pusher {
             .set_protocol(ProtocolVersion::RESP3);
         let client = Client::open(info.set_redis_settings(settings))
             .map_err(|error| QueueError::Failed(format!("bad Redis URL: {error}")))?;
+        metrics::counter!("votemesh_vote_push_abandoned_total").increment(0);
         let (waiting, queue) = mpsc::channel(WAITING_CAPACITY);
         tokio::spawn(run(client, queue));
         Ok(Self { waiting })
@@ -143,29 +152,54 @@ async fn run(client: Client, mut queue: mpsc::Receiver<Waiting>) {
             }
             first = queue.recv(), if in_flight.len() < MAX_PUSHES_IN_FLIGHT => {
                 let Some(first) = first else { break };
-                let mut batch = vec![first];
-                while batch.len() < MAX_PUSH_BATCH {
-                    match queue.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
+                let batch = gather(first, &mut queue, MAX_PUSH_BATCH);
+                if batch.is_empty() {
+                    continue;
                 }
                 if !connection.as_ref().is_some_and(Connection::is_open) {
                     connection = match Connection::open(&client).await {
                         Ok(opened) => Some(opened),
                         Err(error) => {
+                            // Those who waited through the attempt would
+                            // only wait through the next one too.
                             answer_all(batch, &error);
+                            answer_all(gather_all(&mut queue), &error);
                             continue;
                         }
                     };
                 }
                 if let Some(open) = &connection {
+                    metrics::histogram!("votemesh_vote_push_batch_size").record(batch.len() as f64);
                     in_flight.push(push_batch(script.clone(), open.connection.clone(), batch));
                 }
             }
         }
     }
     while in_flight.next().await.is_some() {}
+}
+
+/// `first` and whatever else waits, up to `max` votes, leaving out votes
+/// whose caller has already gone.
+fn gather(first: Waiting, queue: &mut mpsc::Receiver<Waiting>, max: usize) -> Vec<Waiting> {
+    let mut batch = Vec::with_capacity(max.min(queue.len() + 1));
+    let mut next = Some(first);
+    while let Some(waiting) = next {
+        if waiting.answer.is_closed() {
+            metrics::counter!("votemesh_vote_push_abandoned_total").increment(1);
+        } else {
+            batch.push(waiting);
+        }
+        if batch.len() == max {
+            break;
+        }
+        next = queue.try_recv().ok();
+    }
+    batch
+}
+
+/// Every vote waiting now.
+fn gather_all(queue: &mut mpsc::Receiver<Waiting>) -> Vec<Waiting> {
+    std::iter::from_fn(|| queue.try_recv().ok()).collect()
 }
 
 /// Stamps and pushes `batch` in one script call and answers each vote.

@@ -368,6 +368,150 @@ async fn a_push_cut_off_mid_call_is_unconfirmed_and_readiness_stays() {
     service.stop().await;
 }
 
+/// A Redis host that accepts connections and never answers (gone behind a
+/// firewall that drops packets, not a refused port): every vote hears
+/// UNAVAILABLE within about one connection attempt (the client's 1 s
+/// connection timeout), however many arrive while attempts wait, and never
+/// runs into its caller's deadline.
+#[tokio::test]
+async fn a_redis_that_never_answers_costs_a_vote_one_connection_attempt_not_its_deadline() {
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = votemesh::config::ConnectionUrl::new(format!(
+        "redis://{}/",
+        blackhole.local_addr().unwrap()
+    ));
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = blackhole.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let queue = RedisQueue::new(&url).unwrap();
+    // Not waited ready: readiness is NOT_SERVING, CastVote is still served.
+    let service = TestServer::spawn(ANY_PORT, |listener, shutdown| {
+        votemesh_vote::run(
+            listener,
+            queue,
+            votemesh_testing::services::cats_and_dogs(),
+            SERVED_BY.to_owned(),
+            Duration::from_millis(100),
+            shutdown,
+        )
+    })
+    .await;
+    let client = client(&service).await;
+
+    // 16 callers vote in a closed loop for 3.5 s, each call with a 1.8 s
+    // deadline, each pausing a different time before each call.
+    const DEADLINE: Duration = Duration::from_millis(1800);
+    let until = tokio::time::Instant::now() + Duration::from_millis(3500);
+    let callers: Vec<_> = (0..16)
+        .map(|caller| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                let mut n = 0;
+                while tokio::time::Instant::now() < until {
+                    // Staggered, so votes keep arriving while an attempt waits.
+                    tokio::time::sleep(Duration::from_millis(60 * caller)).await;
+                    let mut request = tonic::Request::new(cast(&format!("v{caller}-{n}"), "a"));
+                    request.set_timeout(DEADLINE);
+                    let started = tokio::time::Instant::now();
+                    let outcome = client.cast_vote(request).await;
+                    outcomes.push((outcome.map(|_| ()), started.elapsed()));
+                    n += 1;
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for caller in callers {
+        outcomes.extend(caller.await.unwrap());
+    }
+    held.abort();
+    assert!(outcomes.len() >= 16, "{outcomes:?}");
+    for (outcome, took) in &outcomes {
+        let status = outcome.as_ref().expect_err("nothing can be queued");
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "after {took:?}: {status:?} (a vote waited through more than one attempt)"
+        );
+        assert!(status.message().contains("not queued"), "{status:?}");
+    }
+    service.stop().await;
+}
+
+/// A vote whose caller gave up while it waited for the pusher (all of
+/// whose calls were on the wire) is dropped, not pushed after the fact.
+#[tokio::test]
+async fn a_vote_whose_caller_left_while_it_waited_is_not_pushed() {
+    let redis = RedisServer::start().await.unwrap();
+    let service = start_vote(&redis, ANY_PORT).await;
+    let client = client(&service).await;
+    client.clone().cast_vote(cast("warm", "a")).await.unwrap();
+
+    // Writes held for 1.5 s: the pusher's 4 script calls wait on the wire
+    // until the client's 500 ms response timeout.
+    let paused = redis
+        .command(&["CLIENT", "PAUSE", "1500", "WRITE"])
+        .await
+        .unwrap();
+    assert!(paused.starts_with("+OK"), "{paused}");
+    let spawn_vote = |voter: String, deadline: Duration| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let mut request = tonic::Request::new(cast(&voter, "a"));
+            request.set_timeout(deadline);
+            client.cast_vote(request).await
+        })
+    };
+    let mut on_the_wire = Vec::new();
+    for n in 0..4 {
+        on_the_wire.push(spawn_vote(format!("wire-{n}"), Duration::from_secs(5)));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // These wait behind them, and their callers leave after 100 ms.
+    let mut left = Vec::new();
+    for n in 0..10 {
+        left.push(spawn_vote(format!("left-{n}"), Duration::from_millis(100)));
+    }
+    for call in left {
+        let status = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "{status:?}"
+        );
+    }
+    for call in on_the_wire {
+        let _ = call.await.unwrap();
+    }
+    // Once Redis takes writes again, a new vote goes through; none of the
+    // abandoned ones was pushed.
+    probe::wait_for("a vote after the pause", WAIT, || async {
+        client.clone().cast_vote(cast("after", "b")).await.is_ok()
+    })
+    .await;
+    let voters: BTreeSet<String> = queued(&redis)
+        .await
+        .into_iter()
+        .map(|vote| vote.voter_id)
+        .collect();
+    assert!(voters.contains("after"), "{voters:?}");
+    assert!(
+        !voters.iter().any(|voter| voter.starts_with("left-")),
+        "votes whose callers had left were pushed: {voters:?}"
+    );
+    let scrape = votemesh_testing::metrics::scrape(service.addr)
+        .await
+        .unwrap();
+    let abandoned =
+        votemesh_testing::metrics::value(&scrape, "votemesh_vote_push_abandoned_total", &[]);
+    assert!(abandoned >= 10.0, "abandoned {abandoned}");
+    service.stop().await;
+}
+
 #[tokio::test]
 async fn a_push_that_times_out_after_it_was_sent_may_still_queue_the_vote() {
     let redis = RedisServer::start().await.unwrap();
