@@ -154,6 +154,12 @@ impl Listener {
         self.tcp.local_addr()
     }
 
+    /// The component's identity when mutual TLS is on, for its own
+    /// clients to present too (the Redis queue, [`crate::queue::connect`]).
+    pub fn tls(&self) -> Option<Tls> {
+        self.tls.as_ref().map(|tls| tls.tls.clone())
+    }
+
     /// The health-only listener's address, when TLS is on.
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.tls

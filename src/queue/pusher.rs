@@ -30,16 +30,17 @@ use std::sync::{
 };
 
 use bb8_redis::redis::{
-    self, AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, Script,
+    self, AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, Script,
     aio::MultiplexedConnection,
 };
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    CLOCK_KEY, QUEUE_KEY, QueueError,
+    CLOCK_KEY, QUEUE_KEY, QueueError, connect,
     redis::{PUSH_SCRIPT, classify},
 };
+use crate::{config::ConnectionUrl, tls::Tls};
 
 /// Most votes stamped and pushed by one script call.
 pub const MAX_PUSH_BATCH: usize = 256;
@@ -63,18 +64,13 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// Starts the pusher task for the Redis at `url` (connecting lazily).
-    /// Must be called inside a tokio runtime.
-    pub fn spawn(url: &str) -> Result<Self, QueueError> {
-        let info = url
-            .into_connection_info()
-            .map_err(|error| QueueError::Failed(format!("bad Redis URL: {error}")))?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings))
-            .map_err(|error| QueueError::Failed(format!("bad Redis URL: {error}")))?;
+    /// Starts the pusher task for the Redis at `url` (connecting lazily;
+    /// `tls` as in [`connect::client`], read once here). Must be called
+    /// inside a tokio runtime.
+    pub fn spawn(url: &ConnectionUrl, tls: Option<&Tls>) -> Result<Self, QueueError> {
+        let client = connect::client(url, tls, ProtocolVersion::RESP3).map_err(|error| {
+            QueueError::Failed(format!("cannot build a Redis client for {url}: {error}"))
+        })?;
         let (waiting, queue) = mpsc::channel(WAITING_CAPACITY);
         tokio::spawn(run(client, queue));
         Ok(Self { waiting })

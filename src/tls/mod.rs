@@ -132,6 +132,24 @@ impl TlsFiles {
     }
 }
 
+/// The PEM text of one version of an identity's files. `Debug` shows no
+/// key.
+#[derive(Clone)]
+pub struct IdentityPem {
+    /// The certificate chain, leaf first.
+    pub cert: Vec<u8>,
+    /// Its private key.
+    pub key: Vec<u8>,
+    /// The trusted CA certificates.
+    pub ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for IdentityPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityPem").finish_non_exhaustive()
+    }
+}
+
 /// A component's TLS identity, kept in step with its files. Cheap to
 /// clone; the reload task ends with the last clone.
 #[derive(Clone, Debug)]
@@ -188,6 +206,14 @@ impl Tls {
     /// The names (DNS and URI SANs) of this component's certificate.
     pub fn names(&self) -> Vec<String> {
         self.current().names.clone()
+    }
+
+    /// The PEM text of the current files, for clients that are configured
+    /// from PEM rather than from a rustls configuration (the Redis client:
+    /// [`crate::queue::connect`]).
+    pub fn pem(&self) -> IdentityPem {
+        let [cert, key, ca] = self.current().raw.clone();
+        IdentityPem { cert, key, ca }
     }
 
     fn current(&self) -> Arc<Loaded> {
