@@ -5,7 +5,7 @@
 //! (`TLS_CERT_FILE`, `TLS_KEY_FILE`) used both as server and as client, and
 //! the CA bundle it trusts (`TLS_CA_FILE`). [`Tls`] holds the rustls
 //! configurations built from those files and re-reads the files every
-//! [`RELOAD_INTERVAL`]: when they change (Kubernetes swaps a mounted
+//! [`RELOAD_INTERVAL`] (with `tokio::fs`, off the runtime's workers): when they change (Kubernetes swaps a mounted
 //! Secret's files in place), connections made afterwards use the new ones;
 //! connections already open keep theirs. Files that do not make a valid
 //! identity (half written, key and certificate not matching) are logged and
@@ -234,7 +234,8 @@ async fn reload(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let Ok(raw) = read_all(&shared.files) else {
+        // Off the runtime's workers: tokio::fs reads on the blocking pool.
+        let Ok(raw) = read_all_async(&shared.files).await else {
             // A file missing for a moment (a swap in progress): next time.
             continue;
         };
@@ -264,6 +265,24 @@ async fn reload(shared: Weak<Shared>) {
     }
 }
 
+/// [`read_all`] for the reload task, without blocking a runtime worker.
+async fn read_all_async(files: &TlsFiles) -> Result<[Vec<u8>; 3], TlsError> {
+    let read = |path: &Path| {
+        let path = path.to_owned();
+        async move {
+            tokio::fs::read(&path)
+                .await
+                .map_err(|source| TlsError::Read { path, source })
+        }
+    };
+    Ok([
+        read(&files.cert).await?,
+        read(&files.key).await?,
+        read(&files.ca).await?,
+    ])
+}
+
+/// The three files' bytes, read at start ([`Tls::load`] is synchronous).
 fn read_all(files: &TlsFiles) -> Result<[Vec<u8>; 3], TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
