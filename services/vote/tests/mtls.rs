@@ -473,3 +473,52 @@ async fn the_health_listener_answers_until_the_drain_has_ended() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn the_server_sees_a_rotated_client_certificate() {
+    let redis = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("votemesh test CA");
+    let vote_identity = MountedIdentity::write(
+        &dir.path().join("vote"),
+        &ca.issue(&VOTE_NAMES),
+        &ca.cert_pem,
+    );
+    let vote = start_vote(&redis, &vote_identity).await;
+
+    // The client starts with an identity vote does not allow...
+    let client_identity = MountedIdentity::write(
+        &dir.path().join("client"),
+        &ca.issue(&["gateway", "spiffe://votemesh/not-yet"]),
+        &ca.cert_pem,
+    );
+    let client_tls = Tls::load(client_identity.files()).unwrap();
+    let denied = cast_with(vote.addr, &client_tls, "before")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // ...and its files are rotated on disk to one naming the gateway: new
+    // connections present it, and vote authorizes the new name.
+    client_identity.rotate(&ca.issue(&["gateway", GATEWAY]), &ca.cert_pem);
+    wait_for(
+        "vote accepts the rotated client certificate",
+        WAIT,
+        || async { cast_with(vote.addr, &client_tls, "after").await.is_ok() },
+    )
+    .await;
+
+    // Rotated back to a name vote does not allow: refused again, so the
+    // server goes by the certificate of each new connection.
+    client_identity.rotate(&ca.issue(&["spiffe://votemesh/not-again"]), &ca.cert_pem);
+    wait_for(
+        "vote refuses the certificate rotated away",
+        WAIT,
+        || async {
+            cast_with(vote.addr, &client_tls, "again")
+                .await
+                .is_err_and(|status| status.code() == Code::PermissionDenied)
+        },
+    )
+    .await;
+}
