@@ -70,9 +70,10 @@ pub fn is_tls(url: &ConnectionUrl) -> bool {
 /// The bb8 connection manager of the Redis pool: like bb8-redis's, but
 /// each new connection is made by a client from [`client`] with the TLS
 /// identity current at that moment, and a failure to connect is logged
-/// once per distinct reason (a certificate Redis' CA does not match, a
-/// plaintext URL sent to a TLS port): the readiness probe only sees that
-/// Redis does not answer.
+/// (at info: the component warns of the outage itself, once) once per
+/// distinct reason, so the reason is on record (a certificate Redis' CA
+/// does not match, a plaintext URL sent to a TLS port) where the readiness
+/// probe only sees that Redis does not answer.
 #[derive(Clone, Debug)]
 pub struct RedisManager {
     url: ConnectionUrl,
@@ -101,7 +102,7 @@ impl RedisManager {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.as_deref() != Some(reason.as_str()) {
-            tracing::warn!(redis = %self.url, %reason, "cannot connect to Redis");
+            tracing::info!(redis = %self.url, %reason, "cannot connect to Redis");
             *last = Some(reason);
         }
     }
