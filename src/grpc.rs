@@ -16,7 +16,8 @@
 //!
 //! On shutdown the readiness names turn NOT_SERVING, the listener closes,
 //! and in-flight calls finish before [`serve`] returns (at most
-//! [`shutdown::DRAIN_TIMEOUT`] later).
+//! [`shutdown::DRAIN_TIMEOUT`] later). The health-only listener keeps
+//! answering (NOT_SERVING) until the business server has drained.
 
 use std::{convert::Infallible, fmt, net::SocketAddr, time::Duration};
 
@@ -154,6 +155,12 @@ impl Listener {
         self.tcp.local_addr()
     }
 
+    /// The component's identity when mutual TLS is on, for its own
+    /// clients to present too (the Redis queue, [`crate::queue::connect`]).
+    pub fn tls(&self) -> Option<Tls> {
+        self.tls.as_ref().map(|tls| tls.tls.clone())
+    }
+
     /// The health-only listener's address, when TLS is on.
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.tls
@@ -214,6 +221,11 @@ where
             health.shut_down().await;
         }
     };
+    // The health-only listener serves until the business server has
+    // drained, not only until the drain starts: the kubelet keeps probing
+    // a pod that is draining, and should read NOT_SERVING, not a refused
+    // connection.
+    let business_drained = CancellationToken::new();
     // Both servers' futures are large; on the heap they keep the caller's
     // (the all-in-one binary joins four servers in one task) small.
     let health_only = health_listener.map(|listener| {
@@ -225,36 +237,39 @@ where
                 .add_service(health_service.clone())
                 .serve_with_incoming_shutdown(
                     tls::server::incoming(listener, None),
-                    shutdown.clone().cancelled_owned(),
+                    business_drained.clone().cancelled_owned(),
                 ),
         )
     });
-    let server = Box::pin(
-        Server::builder()
-            .trace_fn(telemetry::server_span)
-            .load_shed(true)
-            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-            .timeout(REQUEST_TIMEOUT)
-            // Clients reconnect now and then, so connections (which Kubernetes
-            // balances, not calls) spread over new replicas too.
-            .max_connection_age(MAX_CONNECTION_AGE)
-            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-            // Prometheus scrapes GET /metrics on this same port over HTTP/1.1.
-            .accept_http1(true)
-            .layer(
-                tower::ServiceBuilder::new()
-                    .layer(metrics::MetricsEndpointLayer)
-                    .layer(metrics::RpcMetricsLayer::new(metrics::Side::Server))
-                    .layer(AuthorizeLayer::new(S::NAME, &allowed)),
-            )
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(service)
-            .serve_with_incoming_shutdown(tls::server::incoming(tcp, tls), drain),
-    );
+    let server = Server::builder()
+        .trace_fn(telemetry::server_span)
+        .load_shed(true)
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        .timeout(REQUEST_TIMEOUT)
+        // Clients reconnect now and then, so connections (which Kubernetes
+        // balances, not calls) spread over new replicas too.
+        .max_connection_age(MAX_CONNECTION_AGE)
+        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // Prometheus scrapes GET /metrics on this same port over HTTP/1.1.
+        .accept_http1(true)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(metrics::MetricsEndpointLayer)
+                .layer(metrics::RpcMetricsLayer::new(metrics::Side::Server))
+                .layer(AuthorizeLayer::new(S::NAME, &allowed)),
+        )
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(tls::server::incoming(tcp, tls), drain);
+    let server = Box::pin(async move {
+        let served = server.await;
+        business_drained.cancel();
+        served
+    });
     let both = async {
         match health_only {
             Some(health_only) => tokio::try_join!(server, health_only).map(|_| ()),

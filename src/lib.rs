@@ -26,9 +26,11 @@
 //! - [`backoff`]: how long loops wait before retrying a failed dependency.
 //! - [`ballot`]: what makes a vote well-formed (voter id and option id rules).
 //! - [`queue`]: the queue between the vote service and the worker, with a
-//!   Redis implementation and an in-process one behind the same traits.
+//!   Redis implementation (plaintext or TLS, `rediss://`) and an
+//!   in-process one behind the same traits.
 //! - [`store`]: the database schema (SeaORM entities and migrations) and
-//!   connecting to Postgres or SQLite.
+//!   connecting to Postgres (verified TLS with `sslmode=verify-full`) or
+//!   SQLite.
 //! - [`health`]: `grpc.health.v1` wiring: liveness and readiness names.
 //! - [`grpc`]: the one place a gRPC server is assembled (health, reflection,
 //!   tracing, limits).

@@ -50,6 +50,8 @@
 //! | `votemesh_redis_pool_checkouts_total` | `outcome` (`direct`, `waited`, `timed_out`) | how check-outs went |
 //! | `votemesh_redis_pool_connections_closed_total` | `reason` (`broken`) | connections found broken |
 //! | `votemesh_db_pool_connections` | `state` (`idle`, `busy`) | the database pool (worker, result) |
+//! | `votemesh_tls_handshake_failures_total` | `reason` (`refused`, `timeout`) | gRPC servers with mutual TLS: connections refused at the handshake ([`crate::tls::server`]) |
+//! | `votemesh_tls_calls_denied_total` | `rpc_service` | gRPC servers with mutual TLS: calls refused PERMISSION_DENIED because the caller's identity is not allowed ([`crate::tls::authorize`]) |
 //! | `votemesh_trace_spans_exported_total`, `votemesh_trace_spans_dropped_total` | `reason` (`queue_full`, `export_failed`) | every process: trace export ([`crate::telemetry::export`]) |
 
 use std::{

@@ -11,12 +11,17 @@
 //!   a minute (bursts of `VOTE_RATE_BURST`), with governor's GCRA keyed by
 //!   address; over it the answer is 429 with `Retry-After`. The client
 //!   address is the connection's peer, or, when that peer is a trusted
-//!   proxy (`TRUSTED_PROXIES`), the last address in `X-Forwarded-For` that
-//!   is not one: a client cannot pick its own key by sending the header.
-//!   Off by default (local runs, speed tests); on in the prod overlay.
+//!   proxy (`TRUSTED_PROXIES`), found by walking `X-Forwarded-For` from the
+//!   right: hops added by trusted proxies are skipped, and the first one
+//!   that is not trusted is the client (if every hop is trusted, the
+//!   left-most; a hop that is not an address stops the walk at the proxy
+//!   that added it). A client cannot pick its own key by sending the
+//!   header. IPv6 clients are keyed by their /64, which one host or home
+//!   network holds whole (else one client would have 2^64 keys). Off by
+//!   default (local runs, speed tests); on in the prod overlay.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     num::NonZeroU32,
     sync::Arc,
     time::Duration,
@@ -95,20 +100,36 @@ impl Edge {
         if !self.trusted(peer) {
             return peer;
         }
-        let forwarded: Vec<IpAddr> = headers
+        let hops: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .filter_map(|hop| hop.trim().parse().ok())
+            .map(str::trim)
             .collect();
-        forwarded
-            .iter()
-            .rev()
-            .find(|hop| !self.trusted(**hop))
-            .or(forwarded.first())
-            .copied()
-            .unwrap_or(peer)
+        // Right to left; `nearest` is the closest address known so far.
+        let mut nearest = peer;
+        for hop in hops.iter().rev() {
+            let Ok(addr) = hop.parse::<IpAddr>() else {
+                // Garbage the next proxy passed on: what lies left of it
+                // cannot be believed, so the client is what added it.
+                return nearest;
+            };
+            if !self.trusted(addr) {
+                return addr;
+            }
+            nearest = addr;
+        }
+        nearest
+    }
+
+    /// The key a client's votes are counted under: its IPv4 address, or
+    /// its IPv6 /64 (an IPv4-mapped IPv6 address counts as the IPv4 one).
+    pub fn rate_key(client: IpAddr) -> IpAddr {
+        match client.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1_u128 << 64) - 1))),
+            v4 => v4,
+        }
     }
 
     fn trusted(&self, addr: IpAddr) -> bool {
@@ -124,8 +145,13 @@ async fn forget_idle(limiter: std::sync::Weak<DefaultKeyedRateLimiter<IpAddr>>) 
         let Some(limiter) = limiter.upgrade() else {
             return;
         };
-        limiter.retain_recent();
-        limiter.shrink_to_fit();
+        // A walk over every key, with the map's shards locked in turn: on
+        // the blocking pool, so a large map never stalls a runtime worker.
+        let _ = tokio::task::spawn_blocking(move || {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        })
+        .await;
     }
 }
 
@@ -141,7 +167,7 @@ pub async fn limit_votes(State(state): State<AppState>, request: Request, next: 
         return next.run(request).await;
     };
     let client = state.edge.client_address(peer.ip(), request.headers());
-    match limiter.check_key(&client) {
+    match limiter.check_key(&Edge::rate_key(client)) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
@@ -242,6 +268,51 @@ mod tests {
             edge(&["10.0.0.5"]).client_address(peer, &HeaderMap::new()),
             peer
         );
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_from_the_right() {
+        let ip = |raw: &str| raw.parse::<IpAddr>().unwrap();
+        let peer = ip("10.0.0.5");
+        let proxies = edge(&["10.0.0.0/8"]);
+        // Every hop trusted: the left-most is the client.
+        assert_eq!(
+            proxies.client_address(peer, &forwarded("10.1.1.1, 10.2.2.2")),
+            ip("10.1.1.1")
+        );
+        // Several headers read as one list, in order.
+        let mut headers = forwarded("6.6.6.6");
+        headers.append("x-forwarded-for", "198.51.100.4, 10.0.0.9".parse().unwrap());
+        assert_eq!(proxies.client_address(peer, &headers), ip("198.51.100.4"));
+        // A hop that is no address stops the walk: the proxy right of it
+        // is as far as anything can be believed.
+        assert_eq!(
+            proxies.client_address(peer, &forwarded("6.6.6.6, unknown, 10.0.0.9")),
+            ip("10.0.0.9")
+        );
+        assert_eq!(
+            proxies.client_address(peer, &forwarded("6.6.6.6, not-an-ip")),
+            peer
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let ip = |raw: &str| raw.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            Edge::rate_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            Edge::rate_key(ip("2001:db8:1:2::1")),
+            Edge::rate_key(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            Edge::rate_key(ip("2001:db8:1:2::1")),
+            Edge::rate_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(Edge::rate_key(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(Edge::rate_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
     }
 
     fn post(headers: &[(&str, &str)]) -> Request {

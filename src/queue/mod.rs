@@ -13,11 +13,15 @@
 //!   in batches over one multiplexed connection, the worker through a bb8 pool);
 //! - [`memory::MemoryQueue`]: in-process, for the all-in-one local run.
 //!
+//! [`connect`] builds the Redis client of both Redis paths (plaintext, or
+//! TLS for a `rediss://` URL).
+//!
 //! The queue also stamps each vote with a `sequence`: one stamp for the
 //! whole queue, rising in the order the queue accepted the votes, so the
 //! worker can tell which of two votes of one voter is the later one. It
 //! keeps no state per voter (docs/DESIGN.md, "Ordering and its limit").
 
+pub mod connect;
 pub mod memory;
 pub mod pusher;
 pub mod redis;

@@ -38,16 +38,17 @@ use std::sync::{
 };
 
 use bb8_redis::redis::{
-    self, AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, Script,
+    self, AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, RedisError, Script,
     aio::MultiplexedConnection,
 };
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    CLOCK_KEY, QUEUE_KEY, QueueError,
+    CLOCK_KEY, QUEUE_KEY, QueueError, connect,
     redis::{PUSH_SCRIPT, classify},
 };
+use crate::{config::ConnectionUrl, tls::Tls};
 
 /// Most votes stamped and pushed by one script call.
 pub const MAX_PUSH_BATCH: usize = 256;
@@ -71,21 +72,22 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// Starts the pusher task for the Redis at `url` (connecting lazily).
-    /// Must be called inside a tokio runtime.
-    pub fn spawn(url: &str) -> Result<Self, QueueError> {
-        let info = url
-            .into_connection_info()
-            .map_err(|error| QueueError::Failed(format!("bad Redis URL: {error}")))?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings))
-            .map_err(|error| QueueError::Failed(format!("bad Redis URL: {error}")))?;
+    /// Starts the pusher task for the Redis at `url` (connecting lazily;
+    /// `tls` as in [`connect::client`]). Each new connection is made by a
+    /// client built with the identity current then, so a rotated
+    /// certificate reaches the pusher's next connection. A URL that cannot
+    /// make a client is refused here. Must be called inside a tokio runtime.
+    pub fn spawn(url: &ConnectionUrl, tls: Option<&Tls>) -> Result<Self, QueueError> {
+        let build = {
+            let (url, tls) = (url.clone(), tls.cloned());
+            move || connect::client(&url, tls.as_ref(), ProtocolVersion::RESP3)
+        };
+        build().map_err(|error| {
+            QueueError::Failed(format!("cannot build a Redis client for {url}: {error}"))
+        })?;
         metrics::counter!("votemesh_vote_push_abandoned_total").increment(0);
         let (waiting, queue) = mpsc::channel(WAITING_CAPACITY);
-        tokio::spawn(run(client, queue));
+        tokio::spawn(run(build, queue));
         Ok(Self { waiting })
     }
 
@@ -112,7 +114,8 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(client: &Client) -> Result<Self, QueueError> {
+    async fn open(client: Result<Client, RedisError>) -> Result<Self, QueueError> {
+        let client = client.map_err(|error| QueueError::Unavailable(error.to_string()))?;
         let closed = Arc::new(AtomicBool::new(false));
         let on_push = {
             let closed = closed.clone();
@@ -138,7 +141,10 @@ impl Connection {
 
 /// The pusher task: gathers waiting votes into batches and keeps up to
 /// [`MAX_PUSHES_IN_FLIGHT`] script calls on the wire.
-async fn run(client: Client, mut queue: mpsc::Receiver<Waiting>) {
+async fn run(
+    build: impl Fn() -> Result<Client, RedisError> + Send + 'static,
+    mut queue: mpsc::Receiver<Waiting>,
+) {
     let script = Script::new(PUSH_SCRIPT);
     let mut connection: Option<Connection> = None;
     let mut in_flight = FuturesUnordered::new();
@@ -157,7 +163,7 @@ async fn run(client: Client, mut queue: mpsc::Receiver<Waiting>) {
                     continue;
                 }
                 if !connection.as_ref().is_some_and(Connection::is_open) {
-                    connection = match Connection::open(&client).await {
+                    connection = match Connection::open(build()).await {
                         Ok(opened) => Some(opened),
                         Err(error) => {
                             // Those who waited through the attempt would

@@ -19,19 +19,19 @@
 use std::{sync::Arc, time::Duration};
 
 use bb8_redis::{
-    RedisConnectionManager,
     bb8::{self, Pool, PooledConnection, RunError},
     redis::{self, AsyncCommands, RedisError, Script},
 };
 
 use tokio::sync::OnceCell;
 
+use super::connect::RedisManager;
 use super::pusher::Pusher;
 use super::{
     Backlog, DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY,
     QueueError, QueuedVote, VoteSink, VoteSource,
 };
-use crate::config::ConnectionUrl;
+use crate::{config::ConnectionUrl, tls::Tls};
 
 /// How long a caller waits for a pooled connection before the queue counts
 /// as unavailable. Kept short so CastVote answers UNAVAILABLE quickly.
@@ -130,18 +130,30 @@ return moved
 /// Producer side: what the vote service pushes votes through.
 #[derive(Clone, Debug)]
 pub struct RedisQueue {
-    pool: Pool<RedisConnectionManager>,
+    pool: Pool<RedisManager>,
     url: ConnectionUrl,
+    /// The identity a `rediss://` connection verifies Redis with (and
+    /// presents); `None`: the system's CA store.
+    tls: Option<Tls>,
     /// Started by the first push (it needs the runtime), shared by clones.
     pusher: Arc<OnceCell<Pusher>>,
 }
 
 impl RedisQueue {
     /// A queue on the Redis at `url`. Connects lazily: Redis need not be
-    /// up yet, and the pool reconnects after Redis restarts.
+    /// up yet, and the pool reconnects after Redis restarts. A `rediss://`
+    /// URL verifies Redis against the system's CA store.
     pub fn new(url: &ConnectionUrl) -> Result<Self, QueueError> {
-        let manager = RedisConnectionManager::new(url.expose())
-            .map_err(|error| QueueError::Failed(format!("bad Redis URL {url}: {error}")))?;
+        Self::with_tls(url, None)
+    }
+
+    /// [`RedisQueue::new`] where a `rediss://` URL verifies Redis against
+    /// `tls`'s CA (`TLS_CA_FILE`) and presents its certificate if Redis
+    /// asks for one (see [`super::connect`]).
+    pub fn with_tls(url: &ConnectionUrl, tls: Option<Tls>) -> Result<Self, QueueError> {
+        let manager = RedisManager::new(url, tls.clone()).map_err(|error| {
+            QueueError::Failed(format!("cannot build a Redis client for {url}: {error}"))
+        })?;
         // Every check-out PINGs the connection first (bb8's default): the
         // pool cannot otherwise tell a connection Redis closed, and its
         // users (the probe, the worker's per-batch commands) are few.
@@ -152,6 +164,7 @@ impl RedisQueue {
         Ok(Self {
             pool,
             url: url.clone(),
+            tls,
             pusher: Arc::new(OnceCell::new()),
         })
     }
@@ -172,7 +185,7 @@ impl RedisQueue {
     /// A pooled connection. Nothing has been sent when this fails (a new
     /// connection could not be opened, or none came free in time), so the
     /// error is always [`QueueError::Unavailable`].
-    async fn connection(&self) -> Result<PooledConnection<'_, RedisConnectionManager>, QueueError> {
+    async fn connection(&self) -> Result<PooledConnection<'_, RedisManager>, QueueError> {
         self.pool.get().await.map_err(|error| match error {
             RunError::User(error) => QueueError::Unavailable(error.to_string()),
             RunError::TimedOut => {
@@ -218,7 +231,7 @@ impl VoteSink for RedisQueue {
             .map_err(|error| QueueError::Failed(format!("cannot encode the vote: {error}")))?;
         let pusher = self
             .pusher
-            .get_or_try_init(|| async { Pusher::spawn(self.url.expose()) })
+            .get_or_try_init(|| async { Pusher::spawn(&self.url, self.tls.as_ref()) })
             .await?;
         let sequence = pusher.push(json).await?;
         Ok(QueuedVote::stamped(vote, sequence))
@@ -250,7 +263,7 @@ impl RedisWorkerQueue {
     /// Tops the processing list up to `max` and returns all of it.
     async fn top_up(
         &self,
-        connection: &mut PooledConnection<'_, RedisConnectionManager>,
+        connection: &mut PooledConnection<'_, RedisManager>,
         max: usize,
     ) -> Result<Vec<String>, QueueError> {
         self.take_script

@@ -8,6 +8,12 @@
 //!
 //! The worker runs the migrations at start ([`migrate`]); on PostgreSQL they
 //! run under an advisory lock, so several workers starting at once are safe.
+//!
+//! TLS to PostgreSQL is asked for in `DATABASE_URL`, as libpq does
+//! (`?sslmode=verify-full&sslrootcert=/path/ca.crt`); sqlx speaks it with
+//! rustls. [`with_tls_files`] fills in what such a URL leaves out from the
+//! component's own identity (`TLS_CA_FILE`, `TLS_CERT_FILE`,
+//! `TLS_KEY_FILE`).
 
 pub mod entity;
 pub mod migration;
@@ -22,7 +28,7 @@ use sea_orm_migration::MigratorTrait;
 use thiserror::Error;
 use url::Url;
 
-use crate::config::ConnectionUrl;
+use crate::{config::ConnectionUrl, tls::TlsFiles};
 
 /// Connections per process.
 pub const POOL_SIZE: u32 = 10;
@@ -110,6 +116,55 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
 /// with any extended code): another connection holds the lock.
 fn is_transient_sqlite_code(code: i32) -> bool {
     matches!(code & 0xff, 5 | 6)
+}
+
+/// `url` with the component's TLS files filled in where a PostgreSQL URL
+/// asks for a verified TLS connection (`sslmode=verify-ca` or
+/// `verify-full`) but does not name them: `sslrootcert` from the CA file,
+/// and `sslcert` / `sslkey` (presented if PostgreSQL asks for a client
+/// certificate) from the certificate and key. Anything the URL names is
+/// kept; any other URL is returned as it is. sqlx reads the files at each
+/// new connection, so a rotated identity reaches new connections.
+pub fn with_tls_files(url: &ConnectionUrl, files: Option<&TlsFiles>) -> ConnectionUrl {
+    let Some(files) = files else {
+        return url.clone();
+    };
+    let Ok(mut parsed) = Url::parse(url.expose()) else {
+        return url.clone();
+    };
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return url.clone();
+    }
+    let named: Vec<String> = parsed
+        .query_pairs()
+        .map(|(key, _)| key.into_owned())
+        .collect();
+    let verified = parsed.query_pairs().any(|(key, value)| {
+        matches!(key.as_ref(), "sslmode" | "ssl-mode")
+            && matches!(
+                value.to_ascii_lowercase().as_str(),
+                "verify-ca" | "verify-full"
+            )
+    });
+    if !verified {
+        return url.clone();
+    }
+    let is_named = |names: &[&str]| named.iter().any(|key| names.contains(&key.as_str()));
+    let mut missing = Vec::new();
+    if !is_named(&["sslrootcert", "ssl-root-cert", "ssl-ca"]) {
+        missing.push(("sslrootcert", &files.ca));
+    }
+    if !is_named(&["sslcert", "ssl-cert", "sslkey", "ssl-key"]) {
+        missing.push(("sslcert", &files.cert));
+        missing.push(("sslkey", &files.key));
+    }
+    {
+        let mut query = parsed.query_pairs_mut();
+        for (key, path) in missing {
+            query.append_pair(key, &path.to_string_lossy());
+        }
+    }
+    ConnectionUrl::new(parsed.to_string())
 }
 
 /// Opens a connection pool to `url` (`postgres://…` or `sqlite://…`).
@@ -208,6 +263,39 @@ mod tests {
         }
         assert!(is_transient_sqlite_code(5) && is_transient_sqlite_code(517));
         assert!(!is_transient_sqlite_code(19));
+    }
+
+    #[test]
+    fn a_verifying_url_gets_the_component_tls_files_it_does_not_name() {
+        let files = TlsFiles {
+            cert: "/tls/tls.crt".into(),
+            key: "/tls/tls.key".into(),
+            ca: "/tls/ca.crt".into(),
+        };
+        let fill = |raw: &str| with_tls_files(&ConnectionUrl::new(raw), Some(&files));
+        assert_eq!(
+            fill("postgres://app:pw@db:5432/votes?sslmode=verify-full").expose(),
+            "postgres://app:pw@db:5432/votes?sslmode=verify-full\
+             &sslrootcert=%2Ftls%2Fca.crt&sslcert=%2Ftls%2Ftls.crt&sslkey=%2Ftls%2Ftls.key"
+        );
+        // What the URL names stays; it is not named twice.
+        assert_eq!(
+            fill(
+                "postgres://db/votes?sslmode=verify-ca&sslrootcert=/own/ca.pem&sslcert=/c&sslkey=/k"
+            )
+            .expose(),
+            "postgres://db/votes?sslmode=verify-ca&sslrootcert=/own/ca.pem&sslcert=/c&sslkey=/k"
+        );
+        // No verification asked, SQLite, or no identity: unchanged.
+        for raw in [
+            "postgres://db/votes",
+            "postgres://db/votes?sslmode=require",
+            "sqlite::memory:",
+        ] {
+            assert_eq!(fill(raw).expose(), raw);
+        }
+        let url = ConnectionUrl::new("postgres://db/votes?sslmode=verify-full");
+        assert_eq!(with_tls_files(&url, None), url);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! anyone else gets PERMISSION_DENIED. Health and reflection stay open to
 //! every caller the TLS handshake let in. With no list every certificate
 //! from the trusted CA may call (the handshake already checked that).
+//! A refused call is logged at debug level and counted
+//! (`votemesh_tls_calls_denied_total`, by `rpc_service`).
 
 use std::{
     sync::Arc,
@@ -20,6 +22,8 @@ use super::server::PeerInfo;
 /// Who may call which service: built once per server.
 #[derive(Clone, Debug)]
 pub struct AuthorizeLayer {
+    /// The guarded service's name, the label of the refusal counter.
+    service: String,
     /// `/<service name>/`: the paths the list guards.
     guarded: Arc<str>,
     /// The allowed identities; empty: anyone the handshake let in.
@@ -30,6 +34,7 @@ impl AuthorizeLayer {
     /// Guards calls to `service_name` with `allowed` (empty: no guard).
     pub fn new(service_name: &str, allowed: &[String]) -> Self {
         Self {
+            service: service_name.to_owned(),
             guarded: format!("/{service_name}/").into(),
             allowed: allowed.iter().map(|name| name.trim().to_owned()).collect(),
         }
@@ -85,7 +90,12 @@ where
         if self.policy.allows(path, &names) {
             return Either::Right(self.inner.call(request));
         }
-        tracing::warn!(
+        metrics::counter!(
+            "votemesh_tls_calls_denied_total",
+            "rpc_service" => self.policy.service.clone()
+        )
+        .increment(1);
+        tracing::debug!(
             path,
             caller = %names.join(" "),
             "call refused: the caller's certificate names no allowed identity"

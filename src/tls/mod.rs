@@ -5,7 +5,7 @@
 //! (`TLS_CERT_FILE`, `TLS_KEY_FILE`) used both as server and as client, and
 //! the CA bundle it trusts (`TLS_CA_FILE`). [`Tls`] holds the rustls
 //! configurations built from those files and re-reads the files every
-//! [`RELOAD_INTERVAL`]: when they change (Kubernetes swaps a mounted
+//! [`RELOAD_INTERVAL`] (with `tokio::fs`, off the runtime's workers): when they change (Kubernetes swaps a mounted
 //! Secret's files in place), connections made afterwards use the new ones;
 //! connections already open keep theirs. Files that do not make a valid
 //! identity (half written, key and certificate not matching) are logged and
@@ -132,6 +132,24 @@ impl TlsFiles {
     }
 }
 
+/// The PEM text of one version of an identity's files. `Debug` shows no
+/// key.
+#[derive(Clone)]
+pub struct IdentityPem {
+    /// The certificate chain, leaf first.
+    pub cert: Vec<u8>,
+    /// Its private key.
+    pub key: Vec<u8>,
+    /// The trusted CA certificates.
+    pub ca: Vec<u8>,
+}
+
+impl std::fmt::Debug for IdentityPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityPem").finish_non_exhaustive()
+    }
+}
+
 /// A component's TLS identity, kept in step with its files. Cheap to
 /// clone; the reload task ends with the last clone.
 #[derive(Clone, Debug)]
@@ -190,6 +208,14 @@ impl Tls {
         self.current().names.clone()
     }
 
+    /// The PEM text of the current files, for clients that are configured
+    /// from PEM rather than from a rustls configuration (the Redis client:
+    /// [`crate::queue::connect`]).
+    pub fn pem(&self) -> IdentityPem {
+        let [cert, key, ca] = self.current().raw.clone();
+        IdentityPem { cert, key, ca }
+    }
+
     fn current(&self) -> Arc<Loaded> {
         self.shared
             .current
@@ -208,7 +234,8 @@ async fn reload(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let Ok(raw) = read_all(&shared.files) else {
+        // Off the runtime's workers: tokio::fs reads on the blocking pool.
+        let Ok(raw) = read_all_async(&shared.files).await else {
             // A file missing for a moment (a swap in progress): next time.
             continue;
         };
@@ -238,6 +265,24 @@ async fn reload(shared: Weak<Shared>) {
     }
 }
 
+/// [`read_all`] for the reload task, without blocking a runtime worker.
+async fn read_all_async(files: &TlsFiles) -> Result<[Vec<u8>; 3], TlsError> {
+    let read = |path: &Path| {
+        let path = path.to_owned();
+        async move {
+            tokio::fs::read(&path)
+                .await
+                .map_err(|source| TlsError::Read { path, source })
+        }
+    };
+    Ok([
+        read(&files.cert).await?,
+        read(&files.key).await?,
+        read(&files.ca).await?,
+    ])
+}
+
+/// The three files' bytes, read at start ([`Tls::load`] is synchronous).
 fn read_all(files: &TlsFiles) -> Result<[Vec<u8>; 3], TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {

@@ -6,6 +6,16 @@
 //! presents no certificate, or one the CA did not issue, or an expired
 //! one, fails the handshake and never reaches gRPC.
 //!
+//! At most [`MAX_CONCURRENT_HANDSHAKES`] handshakes run at once per
+//! listener; while that many are in progress the listener accepts nothing
+//! more, so further connections wait in the kernel's accept backlog (and
+//! are refused by the kernel once it is full) rather than each getting a
+//! task for up to [`HANDSHAKE_TIMEOUT`]. Waiting, not dropping: a burst
+//! of real clients is served as handshakes finish, and a flood of idle
+//! connections costs a bounded number of tasks. A refused handshake is
+//! logged at debug level and counted
+//! (`votemesh_tls_handshake_failures_total`, by `reason`).
+//!
 //! Plaintext connections go through the same type ([`ServerIo::Plain`]),
 //! so a server is assembled one way whether TLS is on or off. Every
 //! request carries a [`PeerInfo`] in its extensions: the caller's address
@@ -24,7 +34,7 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{Semaphore, mpsc},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -34,6 +44,12 @@ use super::{Tls, certificate_names};
 
 /// Longest a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TLS handshakes in progress at once on one listener (see the
+/// module's doc). A handshake costs a task and a few tens of KiB; 1024 of
+/// them is far above what healthy clients need (connections are long-lived
+/// and reconnect every `MAX_CONNECTION_AGE`) and small enough to bound
+/// what idle connections can hold.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 1024;
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_BACKLOG: usize = 128;
 /// Pause after a failed accept (out of file descriptors, say).
@@ -90,6 +106,16 @@ pub fn incoming(
     listener: TcpListener,
     tls: Option<Tls>,
 ) -> Pin<Box<dyn Stream<Item = io::Result<ServerIo>> + Send>> {
+    incoming_with_limit(listener, tls, MAX_CONCURRENT_HANDSHAKES)
+}
+
+/// [`incoming`] with at most `max_handshakes` handshakes at once (tests
+/// use a small number).
+pub fn incoming_with_limit(
+    listener: TcpListener,
+    tls: Option<Tls>,
+    max_handshakes: usize,
+) -> Pin<Box<dyn Stream<Item = io::Result<ServerIo>> + Send>> {
     match tls {
         None => Box::pin(
             tokio_stream::wrappers::TcpListenerStream::new(listener)
@@ -97,16 +123,35 @@ pub fn incoming(
         ),
         Some(tls) => {
             let (accepted, handshaken) = mpsc::channel(ACCEPTED_BACKLOG);
-            tokio::spawn(accept(listener, tls, accepted));
+            tokio::spawn(accept(
+                listener,
+                tls,
+                accepted,
+                Arc::new(Semaphore::new(max_handshakes.max(1))),
+            ));
             Box::pin(ReceiverStream::new(handshaken).map(Ok))
         }
     }
 }
 
-/// Accepts connections and handshakes each in its own task, until the
-/// server stops taking them.
-async fn accept(listener: TcpListener, tls: Tls, accepted: mpsc::Sender<ServerIo>) {
+/// Accepts connections and handshakes each in its own task, at most
+/// `handshakes`' permits at once, until the server stops taking them.
+async fn accept(
+    listener: TcpListener,
+    tls: Tls,
+    accepted: mpsc::Sender<ServerIo>,
+    handshakes: Arc<Semaphore>,
+) {
     loop {
+        // A permit first: at the limit, nothing is accepted until a
+        // handshake ends.
+        let permit = tokio::select! {
+            () = accepted.closed() => return,
+            permit = handshakes.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
         let (tcp, peer) = tokio::select! {
             () = accepted.closed() => return,
             result = listener.accept() => match result {
@@ -122,19 +167,24 @@ async fn accept(listener: TcpListener, tls: Tls, accepted: mpsc::Sender<ServerIo
         let acceptor = TlsAcceptor::from(tls.server_config());
         let accepted = accepted.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(permit);
+            match handshake {
                 Ok(Ok(stream)) => {
                     let _ = accepted.send(ServerIo::Tls(Box::new(stream))).await;
                 }
-                Ok(Err(error)) => log_refused(peer, &error),
-                Err(_) => log_refused(peer, &"no handshake within the timeout"),
+                Ok(Err(error)) => refused(peer, "refused", &error),
+                Err(_) => refused(peer, "timeout", &"no handshake within the timeout"),
             }
         });
     }
 }
 
-fn log_refused(peer: SocketAddr, reason: &dyn std::fmt::Display) {
-    tracing::info!(%peer, %reason, "TLS handshake failed: connection refused");
+/// Counts a failed handshake and logs it at debug level: a scanner or a
+/// misconfigured client can cause many, and the counter is what to alert on.
+fn refused(peer: SocketAddr, reason: &'static str, detail: &dyn std::fmt::Display) {
+    metrics::counter!("votemesh_tls_handshake_failures_total", "reason" => reason).increment(1);
+    tracing::debug!(%peer, %detail, "TLS handshake failed: connection refused");
 }
 
 impl AsyncRead for ServerIo {

@@ -3,6 +3,11 @@
 //! PostgreSQL refuses to run as root: when the tests run as root (as CI
 //! does), `initdb` and `postgres` run as the `postgres` account that
 //! Debian's package creates, in a directory that account owns.
+//!
+//! In TLS mode ([`PostgresServer::start_tls`]) the server presents a
+//! certificate from a test CA and its `pg_hba.conf` admits TLS connections
+//! only (`hostssl`): a plaintext connection is refused, so a test that
+//! connects knows its connection is encrypted.
 
 use std::{
     path::PathBuf,
@@ -17,6 +22,7 @@ use votemesh::config::ConnectionUrl;
 use crate::{
     HarnessError,
     process::{find_binary, free_port, port_open, signal, wait_until},
+    tls::Identity,
 };
 
 const INSTALL: &str = "apt-get install -y postgresql";
@@ -35,11 +41,24 @@ pub struct PostgresServer {
     /// uid and gid to run as, when the tests run as root.
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
+    /// Whether the server runs with `ssl=on` and admits TLS only.
+    tls: bool,
 }
 
 impl PostgresServer {
     /// Creates a cluster with `initdb` and starts it on a free loopback port.
     pub async fn start() -> Result<Self, HarnessError> {
+        Self::start_with(None).await
+    }
+
+    /// [`PostgresServer::start`] with TLS on, presenting `identity` (which
+    /// should name `127.0.0.1`, the host of [`PostgresServer::url`]), and
+    /// TLS connections only.
+    pub async fn start_tls(identity: &Identity) -> Result<Self, HarnessError> {
+        Self::start_with(Some(identity)).await
+    }
+
+    async fn start_with(identity: Option<&Identity>) -> Result<Self, HarnessError> {
         let initdb = find_binary("initdb", &debian_bin_dirs().await, INSTALL)?;
         let bin_dir = tokio::fs::canonicalize(&initdb)
             .await
@@ -65,10 +84,68 @@ impl PostgresServer {
             dir,
             run_as,
             child: None,
+            tls: identity.is_some(),
         };
         server.initdb().await?;
+        if let Some(identity) = identity {
+            server.write_tls_files(identity)?;
+        }
         server.start_process().await?;
         Ok(server)
+    }
+
+    /// The server's URL requiring a verified TLS connection
+    /// (`sslmode=verify-full`) with the CA in `ca_file`.
+    pub fn verify_full_url(&self, ca_file: &std::path::Path) -> ConnectionUrl {
+        ConnectionUrl::new(format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            self.url().expose(),
+            ca_file.display()
+        ))
+    }
+
+    /// Writes the certificate, its key (0600, owned by the account the
+    /// server runs as: PostgreSQL refuses a key others can read) and a
+    /// `pg_hba.conf` that admits TLS connections only.
+    fn write_tls_files(&self, identity: &Identity) -> Result<(), HarnessError> {
+        use std::os::unix::fs::PermissionsExt;
+        for (file, content, mode) in [
+            ("server.crt", identity.cert_pem.as_str(), 0o644),
+            ("server.key", identity.key_pem.as_str(), 0o600),
+            (
+                "pg_hba_tls.conf",
+                "hostssl all all 127.0.0.1/32 trust\n",
+                0o644,
+            ),
+        ] {
+            let path = self.dir.path().join(file);
+            std::fs::write(&path, content)
+                .map_err(HarnessError::io(format!("writing PostgreSQL's {file}")))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(HarnessError::io(format!("setting the mode of {file}")))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(HarnessError::io(format!("handing {file} to postgres")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `-c` settings of TLS mode (none otherwise).
+    fn tls_settings(&self) -> Vec<String> {
+        if !self.tls {
+            return Vec::new();
+        }
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        [
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", file("server.crt")),
+            format!("ssl_key_file={}", file("server.key")),
+            format!("hba_file={}", file("pg_hba_tls.conf")),
+        ]
+        .into_iter()
+        .flat_map(|setting| ["-c".to_owned(), setting])
+        .collect()
     }
 
     /// The server's URL (database `postgres`, user `postgres`).
@@ -152,6 +229,7 @@ impl PostgresServer {
             .args(["-c", "unix_socket_directories="])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .args(self.tls_settings())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,4 +1,9 @@
 //! A throwaway `redis-server` for one test, and raw commands against it.
+//!
+//! In TLS mode ([`RedisServer::start_tls`]) the server also listens with
+//! TLS on a second port (Redis' `tls-port`), with a certificate from a test
+//! CA; the plaintext port stays open on loopback for the harness' own raw
+//! commands, and services under test are given [`RedisServer::tls_url`].
 
 use std::{process::Stdio, time::Duration};
 
@@ -13,6 +18,7 @@ use votemesh::config::ConnectionUrl;
 use crate::{
     HarnessError,
     process::{find_binary, free_port, wait_until},
+    tls::Identity,
 };
 
 const INSTALL: &str = "apt-get install -y redis-server";
@@ -25,6 +31,20 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// The TLS port, in TLS mode.
+    tls_port: Option<u16>,
+    /// Whether the TLS port requires a client certificate from the CA.
+    auth_clients: bool,
+}
+
+/// Whether a TLS Redis asks its clients for a certificate
+/// (`tls-auth-clients`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `no`: any TLS client.
+    None,
+    /// `yes`: only clients with a certificate from the CA.
+    Required,
 }
 
 impl RedisServer {
@@ -38,9 +58,56 @@ impl RedisServer {
             port: free_port().await?,
             dir,
             child: None,
+            tls_port: None,
+            auth_clients: false,
         };
         server.start_process().await?;
         Ok(server)
+    }
+
+    /// Starts a server that also speaks TLS on a second port, presenting
+    /// `identity` (which should name `127.0.0.1`, the host of
+    /// [`RedisServer::tls_url`]) and checking client certificates against
+    /// `ca_pem` when `clients` is [`ClientAuth::Required`].
+    pub async fn start_tls(
+        identity: &Identity,
+        ca_pem: &str,
+        clients: ClientAuth,
+    ) -> Result<Self, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix("votemesh-redis-")
+            .tempdir()
+            .map_err(HarnessError::io("creating a Redis directory"))?;
+        for (file, content) in [
+            ("tls.crt", identity.cert_pem.as_str()),
+            ("tls.key", identity.key_pem.as_str()),
+            ("ca.crt", ca_pem),
+        ] {
+            std::fs::write(dir.path().join(file), content)
+                .map_err(HarnessError::io(format!("writing Redis' {file}")))?;
+        }
+        let mut server = Self {
+            port: free_port().await?,
+            dir,
+            child: None,
+            tls_port: Some(free_port().await?),
+            auth_clients: clients == ClientAuth::Required,
+        };
+        server.start_process().await?;
+        Ok(server)
+    }
+
+    /// The `rediss://` URL of the TLS port (TLS mode only).
+    pub fn tls_url(&self) -> ConnectionUrl {
+        let port = self
+            .tls_port
+            .unwrap_or_else(|| panic!("this Redis was not started with TLS"));
+        ConnectionUrl::new(format!("rediss://127.0.0.1:{port}/"))
+    }
+
+    /// The TLS port (TLS mode only).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// The server's URL.
@@ -103,12 +170,33 @@ impl RedisServer {
             })
     }
 
+    /// The TLS options of `redis-server` in TLS mode (none otherwise).
+    fn tls_args(&self) -> Vec<String> {
+        let Some(tls_port) = self.tls_port else {
+            return Vec::new();
+        };
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            file("tls.crt"),
+            "--tls-key-file".into(),
+            file("tls.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.crt"),
+            "--tls-auth-clients".into(),
+            if self.auth_clients { "yes" } else { "no" }.into(),
+        ]
+    }
+
     async fn start_process(&mut self) -> Result<(), HarnessError> {
         let binary = find_binary("redis-server", &[], INSTALL)?;
         let child = Command::new(&binary)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(self.tls_args())
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

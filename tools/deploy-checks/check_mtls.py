@@ -21,7 +21,9 @@ certificate, mount, settings and probes fit together:
   binary reads;
 - gRPC components: HEALTH_LISTEN_ADDR's port is a declared container port,
   and every probe and the Prometheus port use it (the business port
-  answers mutual TLS only); their metrics Service targets it;
+  answers mutual TLS only); their metrics Service targets it; a Service
+  port that reaches the business port declares no cleartext appProtocol
+  (`kubernetes.io/h2c`, `http`): it declares `https`;
 - vote's TLS_ALLOWED_CLIENTS names identities some Certificate holds,
   the gateway's among them; the gateway's VOTE_ADDR / RESULT_ADDR hosts
   are DNS names of the vote / result certificates.
@@ -170,6 +172,16 @@ def main(rendered_path, components_path, builtin_out):
             annotation = deployment["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/port")
             if annotation != str(health):
                 fail(f"{name}: prometheus.io/port is {annotation}, not {health}")
+            for service in services:
+                if service["spec"].get("selector", {}).get("app.kubernetes.io/name") != name:
+                    continue
+                for port in service["spec"].get("ports", []):
+                    target = port.get("targetPort", port.get("port"))
+                    if target in (health, ports[health]):
+                        continue
+                    if port.get("appProtocol") != "https":
+                        fail(f"Service {service['metadata']['name']} port {port.get('name')}: appProtocol "
+                             f"{port.get('appProtocol')!r} on the TLS business port, not 'https'")
             for service in services:
                 if service["metadata"]["name"] == f"{name}-metrics":
                     target = service["spec"]["ports"][0]["targetPort"]

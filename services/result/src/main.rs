@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use votemesh::{client::selfcheck, config, shutdown, store, telemetry};
+use votemesh::{client::selfcheck, config, shutdown, store, telemetry, tls::TlsFiles};
 use votemesh_result::cli::Cli;
 
 #[tokio::main]
@@ -21,7 +21,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         .poll
         .poll()
         .context("bad poll options (OPTION_A, OPTION_B, EXTRA_OPTIONS)")?;
-    let database_url = cli.database.url_or_local()?;
+    let database_url = store::with_tls_files(
+        &cli.database.url_or_local()?,
+        TlsFiles::from_args(&cli.tls.identity)?.as_ref(),
+    );
     tracing::info!(database = %database_url, options = %poll.labels(), refresh_interval = ?cli.refresh.interval(), "starting the result service");
     let db = store::connect(&database_url).await?;
     let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)

@@ -26,10 +26,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         .context("bad poll options (OPTION_A, OPTION_B, EXTRA_OPTIONS)")?;
     let redis_url = cli.redis.url_or_local();
     tracing::info!(redis = %redis_url, options = %poll.labels(), "starting the vote service");
-    let queue = RedisQueue::new(&redis_url)?;
     let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?;
+    let queue = RedisQueue::with_tls(&redis_url, listener.tls())?;
     votemesh_vote::run(
         listener,
         queue,

@@ -18,13 +18,18 @@ use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest,
+};
 use votemesh::{
     client,
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
     tls::Tls,
 };
+use votemesh_testing::process::signal;
 use votemesh_testing::{
-    RedisServer, free_port, probe,
+    RedisServer, free_port, metrics, probe,
     tls::{MountedIdentity, TestCa, der_of, server_certificate},
     wait_for,
 };
@@ -187,6 +192,28 @@ async fn only_certificates_from_the_ca_get_in_and_only_allowed_identities_vote()
     let expired = Tls::load(expired_identity.files()).unwrap();
     let refused = health_with(vote.addr, &expired).await;
     assert!(refused.is_err(), "an expired certificate: {refused:?}");
+
+    // Refusals are counted (and logged at debug level only): the
+    // plaintext client, the stranger's two tries and the expired
+    // certificate at the handshake; the intruder's call by the policy.
+    wait_for("the refused handshakes counted", WAIT, || async {
+        let scrape = metrics::scrape(vote.health).await.unwrap();
+        metrics::value(
+            &scrape,
+            "votemesh_tls_handshake_failures_total",
+            &[("reason", "refused")],
+        ) >= 4.0
+    })
+    .await;
+    let scrape = metrics::scrape(vote.health).await.unwrap();
+    assert_eq!(
+        metrics::value(
+            &scrape,
+            "votemesh_tls_calls_denied_total",
+            &[("rpc_service", "votemesh.v1.VoteService")]
+        ),
+        1.0
+    );
 
     // `--health-check` asks over mutual TLS with the component's own
     // identity; without it, it cannot get an answer.
@@ -383,4 +410,115 @@ async fn the_dev_script_makes_identities_the_binaries_accept() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn the_health_listener_answers_until_the_drain_has_ended() {
+    let redis = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("votemesh test CA");
+    let vote_identity = MountedIdentity::write(
+        &dir.path().join("vote"),
+        &ca.issue(&VOTE_NAMES),
+        &ca.cert_pem,
+    );
+    let mut vote = start_vote(&redis, &vote_identity).await;
+    let gateway = client_tls(
+        &dir.path().join("gateway"),
+        &ca,
+        &["gateway", GATEWAY],
+        &ca.cert_pem,
+    );
+
+    // A reflection stream the client keeps open holds the drain open.
+    let channel = client::connect_tls(vote.addr, gateway, "vote")
+        .await
+        .unwrap();
+    let (requests, stream) = tokio::sync::mpsc::channel(1);
+    let list_services = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    requests.send(list_services()).await.unwrap();
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(stream))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(responses.message().await.unwrap().is_some());
+
+    signal(vote._child.id().unwrap(), libc::SIGTERM);
+    // Draining: the kubelet's probe still gets an answer, NOT_SERVING.
+    wait_for(
+        "readiness NOT_SERVING on the health listener",
+        WAIT,
+        || async { probe::health(vote.health, "").await == Ok(ServingStatus::NotServing) },
+    )
+    .await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            probe::health(vote.health, "liveness").await,
+            Ok(ServingStatus::Serving),
+            "the health listener answers while the drain goes on"
+        );
+    }
+
+    // The stream ends: the drain ends, and the process exits 0.
+    drop(requests);
+    drop(responses);
+    let status = tokio::time::timeout(WAIT, vote._child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_server_sees_a_rotated_client_certificate() {
+    let redis = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("votemesh test CA");
+    let vote_identity = MountedIdentity::write(
+        &dir.path().join("vote"),
+        &ca.issue(&VOTE_NAMES),
+        &ca.cert_pem,
+    );
+    let vote = start_vote(&redis, &vote_identity).await;
+
+    // The client starts with an identity vote does not allow...
+    let client_identity = MountedIdentity::write(
+        &dir.path().join("client"),
+        &ca.issue(&["gateway", "spiffe://votemesh/not-yet"]),
+        &ca.cert_pem,
+    );
+    let client_tls = Tls::load(client_identity.files()).unwrap();
+    let denied = cast_with(vote.addr, &client_tls, "before")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // ...and its files are rotated on disk to one naming the gateway: new
+    // connections present it, and vote authorizes the new name.
+    client_identity.rotate(&ca.issue(&["gateway", GATEWAY]), &ca.cert_pem);
+    wait_for(
+        "vote accepts the rotated client certificate",
+        WAIT,
+        || async { cast_with(vote.addr, &client_tls, "after").await.is_ok() },
+    )
+    .await;
+
+    // Rotated back to a name vote does not allow: refused again, so the
+    // server goes by the certificate of each new connection.
+    client_identity.rotate(&ca.issue(&["spiffe://votemesh/not-again"]), &ca.cert_pem);
+    wait_for(
+        "vote refuses the certificate rotated away",
+        WAIT,
+        || async {
+            cast_with(vote.addr, &client_tls, "again")
+                .await
+                .is_err_and(|status| status.code() == Code::PermissionDenied)
+        },
+    )
+    .await;
 }

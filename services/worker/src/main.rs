@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use votemesh::{client::selfcheck, config, queue::redis::RedisQueue, shutdown, store, telemetry};
+use votemesh::{
+    client::selfcheck, config, queue::redis::RedisQueue, shutdown, store, telemetry, tls::TlsFiles,
+};
 use votemesh_worker::{DrainSettings, cli::Cli};
 
 #[tokio::main]
@@ -21,15 +23,18 @@ async fn main() -> anyhow::Result<ExitCode> {
         .worker_id
         .unwrap_or_else(votemesh_worker::default_worker_id);
     let redis_url = cli.redis.url_or_local();
-    let database_url = cli.database.url_or_local()?;
+    let database_url = store::with_tls_files(
+        &cli.database.url_or_local()?,
+        TlsFiles::from_args(&cli.tls.identity)?.as_ref(),
+    );
     tracing::info!(%worker_id, redis = %redis_url, database = %database_url, batch_size = cli.batch_size, "starting the worker");
 
     let shutdown = shutdown::on_signal();
     let db = store::connect(&database_url).await?;
-    let queue = RedisQueue::new(&redis_url)?.for_worker(&worker_id);
     let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?;
+    let queue = RedisQueue::with_tls(&redis_url, listener.tls())?.for_worker(&worker_id);
     let mut settings = DrainSettings::new(worker_id);
     settings.batch_size = cli.batch_size.max(1);
     votemesh_worker::run(listener, queue, db, settings, shutdown).await?;

@@ -1311,6 +1311,12 @@ fn the_mtls_component_issues_mounts_and_validates() {
         ),
         (
             "workloads.yaml",
+            "  name: vote-pods\nspec:\n  ports:\n    - {name: grpc, port: 5000, appProtocol: https}",
+            "  name: vote-pods\nspec:\n  ports:\n    - {name: grpc, port: 5000, appProtocol: kubernetes.io/h2c}",
+            "Service vote-pods port grpc: appProtocol 'kubernetes.io/h2c' on the TLS business port",
+        ),
+        (
+            "workloads.yaml",
             "value: \"spiffe://votemesh/gateway,spiffe://votemesh/operator\"",
             "value: \"spiffe://votemesh/operator\"",
             "does not allow the gateway",
