@@ -161,6 +161,12 @@ impl PostgresServer {
         self.port
     }
 
+    /// The postmaster's process id while it runs; its backends are its
+    /// children (benchmarks read their CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Stops the server with a fast shutdown (open sessions are cut), as
     /// `pg_ctl stop -m fast` does, and waits until it exited.
     pub async fn stop(&mut self) {

@@ -120,6 +120,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's process id while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Stops the server at once (SIGKILL), as a crash or network loss would.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -19,6 +19,9 @@
 //! footprint  binary sizes, idle and peak RSS from /proc
 //! ```
 //!
+//! Where a figure falls short of its floor, the CPU each process spent
+//! during the run says why ([`cpu`]).
+//!
 //! Every counted vote is checked at the end: votes acknowledged by the
 //! services == rows in `votes` == the tally's total, option by option.
 
@@ -30,6 +33,8 @@ use std::{
     process::Stdio,
     time::{Duration, Instant},
 };
+
+mod cpu;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use tokio::process::{Child, Command};
@@ -186,6 +191,11 @@ impl Process {
         format!("http://{}", self.addr)
     }
 
+    /// This process, as a group the CPU meter reads.
+    fn cpu_group(&self) -> Option<cpu::Group> {
+        cpu::Group::one(&self.name, self.child.id())
+    }
+
     /// Waits until gRPC readiness (`""`) is SERVING, or the port answers
     /// (the no-op server and the gateway have no gRPC health).
     async fn ready(self, grpc_health: bool) -> Self {
@@ -266,6 +276,8 @@ pub struct Suite {
     report: String,
     /// Checks that failed (counts that do not add up).
     problems: Vec<String>,
+    /// The CPU cost of the runs measured for "Where the CPU goes".
+    costs: Vec<(String, u64, f64, cpu::Cost)>,
 }
 
 impl Suite {
@@ -286,6 +298,7 @@ impl Suite {
             expected: BTreeMap::new(),
             report: String::new(),
             problems: Vec::new(),
+            costs: Vec::new(),
         }
     }
 
@@ -418,6 +431,74 @@ impl Suite {
         summary
     }
 
+    /// [`Self::load`], with the CPU time of `processes` (and of Redis and
+    /// PostgreSQL) recorded under `label` for "Where the CPU goes".
+    async fn load_metered(
+        &mut self,
+        label: &str,
+        processes: &[&Process],
+        load: Load<'_>,
+    ) -> Summary {
+        let mut groups: Vec<cpu::Group> = processes.iter().filter_map(|p| p.cpu_group()).collect();
+        groups.extend(cpu::Group::one("redis", self.redis.pid()));
+        groups.extend(cpu::Group::tree("postgres", self.postgres.pid()));
+        let meter = cpu::Meter::start(groups);
+        let summary = self.load(load).await;
+        let cost = meter.stop();
+        self.costs
+            .push((label.to_owned(), summary.ok, summary.throughput, cost));
+        summary
+    }
+
+    /// The "Where the CPU goes" section: each metered run's CPU time per
+    /// call, by process.
+    fn cpu_section(&mut self) {
+        let costs = std::mem::take(&mut self.costs);
+        self.line(
+            "\n## Where the CPU goes\n\n\
+             CPU time (user + system, from `/proc/<pid>/stat`; the generator's from \
+             `getrusage`) each process spent during the run, in µs per answered call. \
+             When the busy cores are near the machine's count, throughput is the cores \
+             divided by the total: a figure below its floor costs more CPU per call, and \
+             the column that grew says which process to profile.\n",
+        );
+        self.line("| run | calls/s | busy cores | loadgen | vote / no-op | gateway | redis | worker | postgres | total µs/call |");
+        self.line("|---|---|---|---|---|---|---|---|---|---|");
+        for (label, calls, throughput, cost) in &costs {
+            let cell = |names: &[&str]| {
+                let found: Vec<f64> = names
+                    .iter()
+                    .filter_map(|name| cost.per_thousand(name, *calls))
+                    .collect();
+                if found.is_empty() {
+                    "-".to_owned()
+                } else {
+                    format!("{:.1}", found.iter().sum::<f64>())
+                }
+            };
+            let worker_names: Vec<String> = cost
+                .by_group
+                .iter()
+                .map(|(name, _)| name.clone())
+                .filter(|name| name.starts_with("bench-"))
+                .collect();
+            let worker_names: Vec<&str> = worker_names.iter().map(String::as_str).collect();
+            let line = format!(
+                "| {label} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                throughput,
+                cost.busy_cores(),
+                cell(&["loadgen"]),
+                cell(&["vote", "noop"]),
+                cell(&["gateway"]),
+                cell(&["redis"]),
+                cell(&worker_names),
+                cell(&["postgres"]),
+                cost.total_per_thousand(*calls),
+            );
+            self.line(line);
+        }
+    }
+
     /// Adds a counted run's acknowledged votes to what the tally must hold.
     fn counted(&mut self, summary: &Summary) {
         for (option, count) in &summary.expected_tally {
@@ -527,32 +608,40 @@ impl Suite {
         let mut floor_mid = 0.0;
         for &c in &size.concurrencies {
             let real = self
-                .load(Load {
-                    mode: "grpc",
-                    address: vote.url(),
-                    concurrency: Some(c),
-                    rate: None,
-                    run: Some(size.run),
-                    count: None,
-                    voters: size.voters,
-                    prefix: format!("ingest-{c}"),
-                })
+                .load_metered(
+                    &format!("ingest c={c}"),
+                    &[&vote],
+                    Load {
+                        mode: "grpc",
+                        address: vote.url(),
+                        concurrency: Some(c),
+                        rate: None,
+                        run: Some(size.run),
+                        count: None,
+                        voters: size.voters,
+                        prefix: format!("ingest-{c}"),
+                    },
+                )
                 .await;
             self.redis
                 .command(&["DEL", "votes"])
                 .await
                 .expect("DEL votes");
             let floor = self
-                .load(Load {
-                    mode: "grpc",
-                    address: noop.url(),
-                    concurrency: Some(c),
-                    rate: None,
-                    run: Some(size.run),
-                    count: None,
-                    voters: size.voters,
-                    prefix: format!("noop-{c}"),
-                })
+                .load_metered(
+                    &format!("no-op c={c}"),
+                    &[&noop],
+                    Load {
+                        mode: "grpc",
+                        address: noop.url(),
+                        concurrency: Some(c),
+                        rate: None,
+                        run: Some(size.run),
+                        count: None,
+                        voters: size.voters,
+                        prefix: format!("noop-{c}"),
+                    },
+                )
                 .await;
             let redis_rps = self.redis_benchmark(c).await;
             self.line(format!(
@@ -575,16 +664,20 @@ impl Suite {
         // Sustained: the worker drains while votes arrive.
         let worker = self.worker("bench-live").await;
         let sustained = self
-            .load(Load {
-                mode: "grpc",
-                address: vote.url(),
-                concurrency: Some(c_mid),
-                rate: None,
-                run: Some(size.run),
-                count: None,
-                voters: size.voters,
-                prefix: "sustained".into(),
-            })
+            .load_metered(
+                &format!("sustained c={c_mid}"),
+                &[&vote, &worker],
+                Load {
+                    mode: "grpc",
+                    address: vote.url(),
+                    concurrency: Some(c_mid),
+                    rate: None,
+                    run: Some(size.run),
+                    count: None,
+                    voters: size.voters,
+                    prefix: "sustained".into(),
+                },
+            )
             .await;
         self.counted(&sustained);
         let caught_up = self
@@ -627,6 +720,12 @@ impl Suite {
                 })
                 .await;
             self.counted(&queued);
+            let meter = cpu::Meter::start(
+                cpu::Group::one("redis", self.redis.pid())
+                    .into_iter()
+                    .chain(cpu::Group::tree("postgres", self.postgres.pid()))
+                    .collect(),
+            );
             let started = Instant::now();
             let mut running = Vec::new();
             for n in 0..workers {
@@ -635,6 +734,19 @@ impl Suite {
             self.wait_counted(self.expected_total(), Duration::from_secs(1800))
                 .await;
             let seconds = started.elapsed().as_secs_f64();
+            let mut cost = meter.stop();
+            // The workers started inside the timed run: all their CPU time.
+            for worker in &running {
+                if let Some(group) = worker.cpu_group() {
+                    cost.add(&group.name, group.cpu());
+                }
+            }
+            self.costs.push((
+                format!("drain, {workers} worker(s)"),
+                queued.ok,
+                queued.ok as f64 / seconds,
+                cost,
+            ));
             let peak = running.iter().map(|w| w.memory().1).max().unwrap_or(0);
             worker_peak = worker_peak.max(peak);
             for worker in running {
@@ -660,16 +772,20 @@ impl Suite {
             size.run
         ));
         let direct = self
-            .load(Load {
-                mode: "grpc",
-                address: vote.url(),
-                concurrency: Some(c_mid),
-                rate: None,
-                run: Some(size.run),
-                count: None,
-                voters: size.voters,
-                prefix: "direct".into(),
-            })
+            .load_metered(
+                "gateway run: CastVote direct",
+                &[&vote, &worker],
+                Load {
+                    mode: "grpc",
+                    address: vote.url(),
+                    concurrency: Some(c_mid),
+                    rate: None,
+                    run: Some(size.run),
+                    count: None,
+                    voters: size.voters,
+                    prefix: "direct".into(),
+                },
+            )
             .await;
         self.counted(&direct);
         for mode in ["grpc", "form", "json"] {
@@ -677,16 +793,20 @@ impl Suite {
                 direct.clone()
             } else {
                 let summary = self
-                    .load(Load {
-                        mode,
-                        address: gateway.url(),
-                        concurrency: Some(c_mid),
-                        rate: None,
-                        run: Some(size.run),
-                        count: None,
-                        voters: size.voters,
-                        prefix: format!("gateway-{mode}"),
-                    })
+                    .load_metered(
+                        &format!("gateway {mode}"),
+                        &[&gateway, &vote, &worker],
+                        Load {
+                            mode,
+                            address: gateway.url(),
+                            concurrency: Some(c_mid),
+                            rate: None,
+                            run: Some(size.run),
+                            count: None,
+                            voters: size.voters,
+                            prefix: format!("gateway-{mode}"),
+                        },
+                    )
                     .await;
                 self.counted(&summary);
                 summary
@@ -705,6 +825,7 @@ impl Suite {
                 ratio(summary.throughput, direct.throughput)
             ));
         }
+        self.cpu_section();
         let loaded = [&vote, &result, &gateway].map(|p| (p.name.clone(), p.memory()));
         self.wait_counted(self.expected_total(), Duration::from_secs(600))
             .await;
@@ -734,6 +855,11 @@ impl Suite {
         // Every counted vote, exactly once.
         self.check_counts().await;
         worker.stop().await;
+
+        // The original Python vote app, when one is running (see peer()).
+        if let Some(peer) = peer_url() {
+            self.peer(&gateway, &peer).await;
+        }
 
         // Read: GetResults over many stored votes.
         self.line(
@@ -800,6 +926,61 @@ impl Suite {
             process.stop().await;
         }
         (self.report, self.problems)
+    }
+
+    /// The gateway's form vote next to the original Python vote app's (its
+    /// `POST /` with the same form), both driven by `wrk` at the same
+    /// concurrency, the worker paused (the Python app has none in its
+    /// path either). The peer runs outside the suite: its address is
+    /// `BENCH_PEER_VOTE_URL` (README, "Load generator and benchmarks").
+    async fn peer(&mut self, gateway: &Process, peer: &str) {
+        let c = 64;
+        let script =
+            std::env::temp_dir().join(format!("votemesh-bench-form-{}.lua", std::process::id()));
+        std::fs::write(
+            &script,
+            "wrk.method = \"POST\"\n\
+             wrk.body = \"vote=a\"\n\
+             wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n",
+        )
+        .unwrap_or_else(|error| panic!("cannot write {}: {error}", script.display()));
+        let ours = wrk(
+            &format!("{}/vote", gateway.url()),
+            c,
+            self.size.run,
+            &script,
+        )
+        .await;
+        self.redis
+            .command(&["DEL", "votes"])
+            .await
+            .expect("DEL votes");
+        let theirs = wrk(peer, c, self.size.run, &script).await;
+        let _ = std::fs::remove_file(&script);
+        self.line(format!(
+            "\n## Gateway vs the original Python vote app\n\n\
+             `wrk -c {c}` POSTs the form `vote=a` for {:?} to each, with no cookie (a new \
+             voter per request); the worker is paused. The peer is the `vote` app of \
+             dockersamples/example-voting-app run as its Dockerfile runs it (gunicorn, 4 \
+             workers) on this machine, pushing to a local Redis.\n\n\
+             | app | requests/s | p50 ms | p99 ms | errors or non-2xx/3xx | ratio |\n|---|---|---|---|---|---|\n\
+             | votemesh gateway `POST /vote` | {:.0} | {:.2} | {:.2} | {} | {:.1}x |\n\
+             | original Python vote app `POST /` | {:.0} | {:.2} | {:.2} | {} | 1.0x |",
+            self.size.run,
+            ours.rps,
+            ours.p50_ms,
+            ours.p99_ms,
+            ours.errors,
+            ratio(ours.rps, theirs.rps),
+            theirs.rps,
+            theirs.p50_ms,
+            theirs.p99_ms,
+            theirs.errors,
+        ));
+        if ours.errors > 0 {
+            self.problems
+                .push(format!("wrk against the gateway: {} errors", ours.errors));
+        }
     }
 
     async fn redis_benchmark(&mut self, c: usize) -> f64 {
@@ -1017,6 +1198,73 @@ impl Suite {
             })
             .await;
         (summary.throughput, summary.latency_ms)
+    }
+}
+
+/// `BENCH_PEER_VOTE_URL`, when set and not empty.
+fn peer_url() -> Option<String> {
+    std::env::var("BENCH_PEER_VOTE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// What one `wrk` run measured.
+struct WrkRun {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Socket errors plus non-2xx/3xx answers.
+    errors: u64,
+}
+
+/// Runs `wrk --latency` with `script` against `url`.
+async fn wrk(url: &str, connections: usize, run: Duration, script: &Path) -> WrkRun {
+    let output = Command::new("wrk")
+        .args(["-t", "2", "-c", &connections.to_string()])
+        .args(["-d", &format!("{}s", run.as_secs().max(1))])
+        .arg("--latency")
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("cannot run wrk (apt-get install wrk): {error}"));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "wrk {url} failed: {text}");
+    let after = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let millis = |value: Option<&str>| {
+        value.map_or(f64::NAN, |v| {
+            let (number, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+            let number: f64 = number.parse().unwrap_or(f64::NAN);
+            match unit {
+                "us" => number / 1000.0,
+                "s" => number * 1000.0,
+                _ => number,
+            }
+        })
+    };
+    let socket_errors: u64 = after("Socket errors:")
+        .map(|errors| {
+            errors
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    let bad_answers: u64 = after("Non-2xx or 3xx responses:")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    WrkRun {
+        rps: after("Requests/sec:")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0),
+        p50_ms: millis(after("50%")),
+        p99_ms: millis(after("99%")),
+        errors: socket_errors + bad_answers,
     }
 }
 
