@@ -65,10 +65,6 @@ use votemesh::{
 pub use fanout::Fanout;
 pub use upstream::Upstream;
 
-/// Default address of the vote service.
-pub const DEFAULT_VOTE_ADDR: &str = "http://127.0.0.1:5000";
-/// Default address of the result service.
-pub const DEFAULT_RESULT_ADDR: &str = "http://127.0.0.1:5001";
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
 /// Longest a request may take (an SSE stream only until its headers).
@@ -103,8 +99,10 @@ pub enum GatewayError {
 /// Shared by every handler.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// The gRPC clients.
-    pub upstream: Upstream,
+    /// The gRPC clients, shared: a handler's state is a clone, and cloning
+    /// the clients themselves (a boxed service stack each) for every
+    /// request cost more CPU than the rest of the gateway.
+    pub upstream: Arc<Upstream>,
     /// The shared results stream.
     pub fanout: Fanout,
     /// Cancelled when the gateway shuts down (ends SSE streams).
@@ -240,7 +238,7 @@ impl AppState {
     pub fn with_upstream(upstream: Upstream, shutdown: CancellationToken) -> Self {
         let fanout = Fanout::spawn(upstream.clone(), shutdown.clone());
         Self {
-            upstream,
+            upstream: Arc::new(upstream),
             fanout,
             shutdown,
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
