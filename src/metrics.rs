@@ -15,7 +15,7 @@
 //!
 //! | metric | labels | what |
 //! |---|---|---|
-//! | `rpc_server_requests_total` | `rpc_service`, `rpc_method`, `rpc_grpc_status_code` | calls answered |
+//! | `rpc_server_requests_total` | `rpc_service`, `rpc_method`, `rpc_grpc_status_code` | calls answered (a path that names no method votemesh knows counts as `_OTHER`, so no caller can grow the registry) |
 //! | `rpc_server_duration_seconds` | `rpc_service`, `rpc_method` | time to the response (for streams: to its headers) |
 //! | `rpc_server_active_requests` | `rpc_service`, `rpc_method` | calls in flight |
 //! | `rpc_client_requests_total`, `rpc_client_duration_seconds`, `rpc_client_active_requests` | the same | calls made, retries included |
@@ -55,10 +55,11 @@
 //! | `votemesh_trace_spans_exported_total`, `votemesh_trace_spans_dropped_total` | `reason` (`queue_full`, `export_failed`) | every process: trace export ([`crate::telemetry::export`]) |
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::OnceLock,
+    sync::{Arc, OnceLock, PoisonError, RwLock},
     task::{Context, Poll},
     time::Instant,
 };
@@ -149,12 +150,122 @@ impl Side {
     }
 }
 
-/// The service and method of a gRPC path (`/votemesh.v1.VoteService/CastVote`).
+/// The label value of a service or method votemesh does not know (the
+/// OpenTelemetry convention): any caller can send any path, and a label
+/// value per path would let it grow the registry without end.
+pub const OTHER: &str = "_OTHER";
+
+/// The service and method of a gRPC path (`/votemesh.v1.VoteService/CastVote`),
+/// or [`OTHER`] twice for a path that names no method votemesh serves or
+/// calls ([`known_methods`]).
 pub fn rpc_labels(path: &str) -> (String, String) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let service = parts.next().unwrap_or_default().to_owned();
-    let method = parts.next().unwrap_or_default().to_owned();
-    (service, method)
+    match known_methods().get(path) {
+        Some((service, method)) => (service.clone(), method.clone()),
+        None => (OTHER.to_owned(), OTHER.to_owned()),
+    }
+}
+
+/// Every gRPC method votemesh serves or calls, by path, with its service
+/// and method names: read once from the compiled descriptors (votemesh's
+/// contracts, health, reflection v1 and v1alpha).
+fn known_methods() -> &'static HashMap<String, (String, String)> {
+    static KNOWN: OnceLock<HashMap<String, (String, String)>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut known = HashMap::new();
+        for encoded in [
+            crate::proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(encoded)
+            else {
+                continue;
+            };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = match (package.as_str(), service.name) {
+                        (_, None) => continue,
+                        ("", Some(name)) => name,
+                        (package, Some(name)) => format!("{package}.{name}"),
+                    };
+                    for method in service.method.into_iter().filter_map(|m| m.name) {
+                        known.insert(
+                            format!("/{service_name}/{method}"),
+                            (service_name.clone(), method),
+                        );
+                    }
+                }
+            }
+        }
+        known
+    })
+}
+
+/// The handles one method's calls update on one side, made once: a call
+/// then costs a few atomic updates, not label strings and registry
+/// lookups.
+#[derive(Debug)]
+struct MethodMetrics {
+    labels: [(&'static str, String); 2],
+    active: metrics::Gauge,
+    duration: metrics::Histogram,
+    answered_ok: metrics::Counter,
+}
+
+/// The [`MethodMetrics`] of each method seen on one side, made on first
+/// use (bounded: known methods and [`OTHER`]).
+#[derive(Debug, Default)]
+struct MethodTable {
+    by_path: RwLock<HashMap<String, Arc<MethodMetrics>>>,
+}
+
+impl MethodTable {
+    fn of(side: Side) -> &'static Self {
+        static SERVER: OnceLock<MethodTable> = OnceLock::new();
+        static CLIENT: OnceLock<MethodTable> = OnceLock::new();
+        match side {
+            Side::Server => SERVER.get_or_init(Self::default),
+            Side::Client => CLIENT.get_or_init(Self::default),
+        }
+    }
+
+    fn get(&self, side: Side, path: &str) -> Arc<MethodMetrics> {
+        let key = if known_methods().contains_key(path) {
+            path
+        } else {
+            OTHER
+        };
+        if let Some(found) = self
+            .by_path
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return found.clone();
+        }
+        let (requests, duration, active) = side.names();
+        let (service, method) = rpc_labels(path);
+        let labels = [("rpc_service", service), ("rpc_method", method)];
+        let with_ok = [
+            labels[0].clone(),
+            labels[1].clone(),
+            ("rpc_grpc_status_code", "0".to_owned()),
+        ];
+        let made = Arc::new(MethodMetrics {
+            active: metrics::gauge!(active, &labels),
+            duration: metrics::histogram!(duration, &labels),
+            answered_ok: metrics::counter!(requests, &with_ok),
+            labels,
+        });
+        self.by_path
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_insert(made)
+            .clone()
+    }
 }
 
 /// Measures every gRPC call through a server or a client.
@@ -205,17 +316,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let (requests, duration, active) = self.side.names();
-        let (service, method) = rpc_labels(request.uri().path());
-        let labels = [("rpc_service", service), ("rpc_method", method)];
-        let in_flight = metrics::gauge!(active, &labels);
-        in_flight.increment(1.0);
+        let side = self.side;
+        let method = MethodTable::of(side).get(side, request.uri().path());
+        method.active.increment(1.0);
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = call.await;
-            in_flight.decrement(1.0);
-            metrics::histogram!(duration, &labels).record(started.elapsed().as_secs_f64());
+            method.active.decrement(1.0);
+            method.duration.record(started.elapsed().as_secs_f64());
             // A failed call's status travels in the response headers
             // (trailers-only); an answered one's in its trailers, as 0.
             let code = match &result {
@@ -223,13 +332,20 @@ where
                     .headers()
                     .get("grpc-status")
                     .and_then(|code| code.to_str().ok())
-                    .unwrap_or("0")
-                    .to_owned(),
-                Err(_) => "14".to_owned(),
+                    .unwrap_or("0"),
+                Err(_) => "14",
             };
-            let [service, method] = labels;
-            metrics::counter!(requests, &[service, method, ("rpc_grpc_status_code", code)])
+            if code == "0" {
+                method.answered_ok.increment(1);
+            } else {
+                let [service, name] = method.labels.clone();
+                let (requests, _, _) = side.names();
+                metrics::counter!(
+                    requests,
+                    &[service, name, ("rpc_grpc_status_code", code.to_owned())]
+                )
                 .increment(1);
+            }
             result
         })
     }
@@ -285,11 +401,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_paths_become_labels() {
+    fn known_grpc_paths_become_labels_and_any_other_path_is_other() {
         assert_eq!(
             rpc_labels("/votemesh.v1.VoteService/CastVote"),
             ("votemesh.v1.VoteService".into(), "CastVote".into())
         );
-        assert_eq!(rpc_labels("/"), (String::new(), String::new()));
+        assert_eq!(
+            rpc_labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health".into(), "Check".into())
+        );
+        assert_eq!(
+            rpc_labels("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            (
+                "grpc.reflection.v1.ServerReflection".into(),
+                "ServerReflectionInfo".into()
+            )
+        );
+        for unknown in [
+            "/",
+            "/votemesh.v1.VoteService/Nope",
+            "/made.Up/CastVote",
+            "/votemesh.v1.VoteService/CastVote/extra",
+        ] {
+            assert_eq!(
+                rpc_labels(unknown),
+                (OTHER.into(), OTHER.into()),
+                "{unknown}"
+            );
+        }
     }
 }
