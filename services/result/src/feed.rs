@@ -29,7 +29,10 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use sea_orm::{DatabaseConnection, DbBackend, sqlx::postgres::PgListener};
+use sea_orm::{
+    DatabaseConnection, DbBackend,
+    sqlx::postgres::{PgListener, PgPoolOptions},
+};
 use tokio::{
     sync::{Notify, watch},
     task::JoinHandle,
@@ -134,8 +137,20 @@ async fn read_loop(
 /// Holds `LISTEN votemesh_tally` on its own connection and wakes the
 /// reader on every notification; reconnects with backoff when the
 /// connection is lost, and wakes the reader once it is back.
+///
+/// The connection is its own, outside the database pool (with the pool's
+/// connect options, TLS included): a listener holds its connection for
+/// good, and taking it from the pool would leave one slot fewer for reads
+/// and show it busy forever.
 async fn listen(db: DatabaseConnection, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let pool = db.get_postgres_connection_pool().clone();
+    let options = db
+        .get_postgres_connection_pool()
+        .connect_options()
+        .as_ref()
+        .clone();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options);
     let mut delays = backoff::delays(MAX_LISTEN_BACKOFF);
     let mut lost = false;
     loop {

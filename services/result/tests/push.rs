@@ -94,3 +94,41 @@ async fn a_committed_vote_reaches_watch_results_without_waiting_for_the_poll() {
     vote.stop().await;
     result.stop().await;
 }
+
+/// The listener's connection is its own: while it listens, the database
+/// pool that serves the reads has every connection free.
+#[tokio::test]
+async fn the_listener_holds_its_own_connection_not_a_slot_of_the_pool() {
+    use sea_orm::ConnectionTrait;
+    let postgres = PostgresServer::start().await.unwrap();
+    let db = votemesh::store::connect(&postgres.url()).await.unwrap();
+    votemesh::store::migrate(&db).await.unwrap();
+    let served = db.clone();
+    let result = TestServer::spawn(ANY_PORT, |listener, shutdown| {
+        votemesh_result::run(listener, served, cats_and_dogs(), POLL_INTERVAL, shutdown)
+    })
+    .await
+    .ready()
+    .await;
+    let listening = || async {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap() == 1
+    };
+    votemesh_testing::wait_for("the listener listening", WAIT, listening).await;
+    // A connection returns to the pool just after its query: wait briefly.
+    let pool = db.get_postgres_connection_pool();
+    votemesh_testing::wait_for(
+        "every pooled connection idle (none held by the listener)",
+        Duration::from_secs(3),
+        || async { pool.size() as usize == pool.num_idle() },
+    )
+    .await;
+    result.stop().await;
+}
