@@ -39,6 +39,11 @@ pub const DEFAULT_WORKER_LISTEN: &str = "0.0.0.0:8080";
 /// Default listen address of the plaintext health listener a gRPC server
 /// opens when mutual TLS is on (the kubelet's gRPC probes speak no TLS).
 pub const DEFAULT_HEALTH_LISTEN: &str = "0.0.0.0:8081";
+/// Where clients (the gateway, the load generator) find the vote service
+/// by default: the local run's.
+pub const DEFAULT_VOTE_ADDR: &str = "http://127.0.0.1:5000";
+/// Where clients find the result service by default: the local run's.
+pub const DEFAULT_RESULT_ADDR: &str = "http://127.0.0.1:5001";
 /// SQLite database used by the all-in-one run when no database is set.
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://votemesh.sqlite?mode=rwc";
 

@@ -15,10 +15,10 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = crate::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
     /// The vote service.
-    #[arg(long, env = "VOTE_ADDR", default_value = crate::DEFAULT_VOTE_ADDR, value_parser = config::parse_endpoint)]
+    #[arg(long, env = "VOTE_ADDR", default_value = config::DEFAULT_VOTE_ADDR, value_parser = config::parse_endpoint)]
     pub vote_addr: String,
     /// The result service.
-    #[arg(long, env = "RESULT_ADDR", default_value = crate::DEFAULT_RESULT_ADDR, value_parser = config::parse_endpoint)]
+    #[arg(long, env = "RESULT_ADDR", default_value = config::DEFAULT_RESULT_ADDR, value_parser = config::parse_endpoint)]
     pub result_addr: String,
     /// Mutual TLS towards the services (unset: plaintext).
     #[command(flatten)]

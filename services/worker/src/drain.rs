@@ -363,3 +363,34 @@ fn preview(message: &str) -> String {
         format!("{}…", message.chars().take(MAX).collect::<String>())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use sea_orm::{ConnAcquireErr, DbErr};
+
+    use super::*;
+
+    /// `CAUSES` (created at zero at start) and `cause()` (recorded on a
+    /// failure) name the same labels: one error of every kind covers both.
+    #[test]
+    fn every_cause_is_listed_and_every_listed_cause_occurs() {
+        let failures = [
+            BatchError::Apply(ApplyError::ConcurrentInsert),
+            BatchError::Apply(ApplyError::Db(DbErr::ConnectionAcquire(
+                ConnAcquireErr::Timeout,
+            ))),
+            BatchError::Apply(ApplyError::Db(DbErr::Custom("broken".into()))),
+            BatchError::Timeout,
+            BatchError::Queue(QueueError::Unavailable(String::new())),
+            BatchError::Queue(QueueError::Unconfirmed(String::new())),
+            BatchError::Queue(QueueError::Full(String::new())),
+            BatchError::Queue(QueueError::Failed(String::new())),
+        ];
+        let seen: BTreeSet<&str> = failures.iter().map(BatchError::cause).collect();
+        let listed: BTreeSet<&str> = BatchError::CAUSES.into_iter().collect();
+        assert_eq!(seen, listed);
+        assert_eq!(listed.len(), BatchError::CAUSES.len(), "listed twice");
+    }
+}

@@ -9,10 +9,6 @@ use votemesh::{config, telemetry::TelemetryArgs};
 
 use crate::target::Mode;
 
-/// Default address of the vote service (gRPC mode).
-pub const DEFAULT_VOTE_ADDR: &str = "http://127.0.0.1:5000";
-/// Default address of the result service (results mode).
-pub const DEFAULT_RESULT_ADDR: &str = "http://127.0.0.1:5001";
 /// Default address of the gateway (form and JSON modes).
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:3000";
 /// Default listen address of `--noop-server`.
@@ -34,10 +30,10 @@ pub struct Cli {
     #[arg(long, env = "LOADGEN_MODE", value_enum, default_value_t = Mode::Grpc)]
     pub mode: Mode,
     /// The vote service (grpc mode).
-    #[arg(long, env = "VOTE_ADDR", default_value = DEFAULT_VOTE_ADDR, value_parser = config::parse_endpoint)]
+    #[arg(long, env = "VOTE_ADDR", default_value = config::DEFAULT_VOTE_ADDR, value_parser = config::parse_endpoint)]
     pub vote_addr: String,
     /// The result service (results mode: GetResults read load).
-    #[arg(long, env = "RESULT_ADDR", default_value = DEFAULT_RESULT_ADDR, value_parser = config::parse_endpoint)]
+    #[arg(long, env = "RESULT_ADDR", default_value = config::DEFAULT_RESULT_ADDR, value_parser = config::parse_endpoint)]
     pub result_addr: String,
     /// The gateway (form and json modes).
     #[arg(long, env = "GATEWAY_URL", default_value = DEFAULT_GATEWAY_URL, value_parser = config::parse_endpoint)]
