@@ -203,9 +203,13 @@ fn gather(first: Waiting, queue: &mut mpsc::Receiver<Waiting>, max: usize) -> Ve
     batch
 }
 
-/// Every vote waiting now.
+/// Every vote waiting now (not those that arrive meanwhile: under a flood
+/// this would never end).
 fn gather_all(queue: &mut mpsc::Receiver<Waiting>) -> Vec<Waiting> {
-    std::iter::from_fn(|| queue.try_recv().ok()).collect()
+    let waiting_now = queue.len();
+    std::iter::from_fn(|| queue.try_recv().ok())
+        .take(waiting_now)
+        .collect()
 }
 
 /// Stamps and pushes `batch` in one script call and answers each vote.
