@@ -48,7 +48,7 @@ use thiserror::Error;
 
 pub use self::{
     endpoints::Endpoints,
-    postgres::PostgresServer,
+    postgres::{PostgresServer, stored_tally},
     probe::wait_for,
     process::free_port,
     redis::RedisServer,

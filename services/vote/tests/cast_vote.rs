@@ -565,15 +565,7 @@ async fn stored_votes(db: &sea_orm::DatabaseConnection) -> BTreeMap<String, Stri
 
 /// The tally table, without zero rows.
 async fn stored_tally(db: &sea_orm::DatabaseConnection) -> BTreeMap<String, i64> {
-    use sea_orm::EntityTrait;
-    votemesh::store::entity::tally::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|row| row.count != 0)
-        .map(|row| (row.option_id, row.count))
-        .collect()
+    votemesh_testing::stored_tally(db).await.unwrap()
 }
 
 /// Headroom above Redis' memory at the start: room for a thousand or so

@@ -5,12 +5,11 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use sea_orm::EntityTrait;
 use tonic::Code;
 use votemesh::{
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
     queue::{CLOCK_KEY, HEARTBEAT_KEY_PREFIX, VoteSink, redis::RedisQueue},
-    store::{self, entity::tally},
+    store,
 };
 use votemesh_testing::{
     PostgresServer, RedisServer, TestServer, probe,
@@ -56,15 +55,7 @@ async fn wait_for_tally(
     when: &str,
 ) {
     probe::wait_for(&format!("tally {expected:?} {when}"), WAIT, || async {
-        let tally: BTreeMap<String, i64> = tally::Entity::find()
-            .all(db)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|row| row.count != 0)
-            .map(|row| (row.option_id, row.count))
-            .collect();
-        &tally == expected
+        &votemesh_testing::stored_tally(db).await.unwrap() == expected
     })
     .await;
 }

@@ -6,7 +6,6 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use sea_orm::EntityTrait;
 use tokio::process::{Child, Command};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -15,7 +14,7 @@ use votemesh::{
     config::ConnectionUrl,
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
     queue::redis::RedisQueue,
-    store::{self, entity::tally},
+    store,
     tls::Tls,
 };
 use votemesh_testing::{
@@ -156,15 +155,7 @@ async fn votes_cast_over_rediss_are_drained_into_postgres_with_exact_counts() {
         *expected.entry(option.to_owned()).or_insert(0_i64) += 1;
     }
     wait_for("the tally has every vote, once", WAIT, || async {
-        let tally: BTreeMap<String, i64> = tally::Entity::find()
-            .all(&db)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|row| row.count != 0)
-            .map(|row| (row.option_id, row.count))
-            .collect();
-        tally == expected
+        votemesh_testing::stored_tally(&db).await.unwrap() == expected
     })
     .await;
     assert_eq!(

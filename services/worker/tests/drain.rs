@@ -18,10 +18,7 @@ use votemesh::{
         DEAD_LETTER_KEY, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource, redis::RedisQueue,
     },
     shutdown::CancellationToken,
-    store::{
-        self,
-        entity::{tally, vote},
-    },
+    store::{self, entity::vote},
 };
 use votemesh_testing::{
     PostgresServer, RedisServer, probe,
@@ -50,14 +47,7 @@ async fn database(postgres: &PostgresServer) -> DatabaseConnection {
 
 /// The tally table as a map, without zero rows.
 async fn tally_of(db: &DatabaseConnection) -> BTreeMap<String, i64> {
-    tally::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|row| row.count != 0)
-        .map(|row| (row.option_id, row.count))
-        .collect()
+    votemesh_testing::stored_tally(db).await.unwrap()
 }
 
 /// What the votes table says the tally should be.

@@ -6,13 +6,12 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use sea_orm::EntityTrait;
 use tokio::process::Command;
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
     config::ConnectionUrl,
     queue::{NewVote, VoteSink, redis::RedisQueue},
-    store::{self, entity::tally},
+    store,
     tls::Tls,
 };
 use votemesh_testing::{
@@ -121,17 +120,10 @@ async fn the_worker_binary_drains_rediss_into_postgres_over_verify_full() {
         *expected.entry(option.to_owned()).or_insert(0_i64) += 1;
     }
     wait_for("the tally has every vote, once", WAIT, || async {
-        let tally: BTreeMap<String, i64> = tally::Entity::find()
-            .all(&db)
+        votemesh_testing::stored_tally(&db)
             .await
-            .map(|rows| {
-                rows.into_iter()
-                    .filter(|row| row.count != 0)
-                    .map(|row| (row.option_id, row.count))
-                    .collect()
-            })
-            .unwrap_or_default();
-        tally == expected
+            .unwrap_or_default()
+            == expected
     })
     .await;
     assert_eq!(
