@@ -33,7 +33,7 @@ struct Inner {
 struct State {
     /// Waiting messages, oldest at the front.
     queued: VecDeque<String>,
-    /// The batch the worker is writing.
+    /// The batch the worker is writing (and the next one, taken meanwhile).
     in_flight: Vec<String>,
     /// Messages the worker could not parse.
     dead_letters: Vec<String>,
@@ -108,6 +108,14 @@ impl VoteSource for MemoryQueue {
         }
         let _ = tokio::time::timeout(wait, self.inner.pushed.notified()).await;
         Ok(take())
+    }
+
+    async fn take_next(&self, max: usize) -> Result<Vec<String>, QueueError> {
+        let mut state = self.state();
+        let count = max.min(state.queued.len());
+        let next: Vec<String> = state.queued.drain(..count).collect();
+        state.in_flight.extend(next.iter().cloned());
+        Ok(next)
     }
 
     async fn ack_batch(

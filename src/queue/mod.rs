@@ -178,24 +178,32 @@ pub trait VoteSink: Send + Sync + 'static {
     fn record_pool_metrics(&self) {}
 }
 
-/// Where the worker takes votes from, one in-flight batch at a time.
+/// Where the worker takes votes from: the batch being written, and at
+/// most one more taken meanwhile.
 pub trait VoteSource: Send + Sync + 'static {
-    /// The in-flight batch of raw messages: what is left from an earlier
-    /// attempt (a crash, a failed commit) topped up to `max` from the
-    /// queue. Waits up to `wait` when there is nothing; empty if nothing came.
+    /// The whole processing list: what is left from an earlier attempt (a
+    /// crash, a failed commit) topped up to `max` from the queue. Waits up
+    /// to `wait` when there is nothing; empty if nothing came.
     fn take_batch(
         &self,
         max: usize,
         wait: Duration,
     ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
 
+    /// Moves up to `max` queued messages into the processing list, beside
+    /// what is already there, and returns only those: the next batch,
+    /// taken while the one before it is written. Never waits; empty when
+    /// nothing is queued.
+    fn take_next(&self, max: usize)
+    -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
+
     /// Removes exactly the `committed` messages (the batch as
-    /// [`VoteSource::take_batch`] returned it, once the database committed
-    /// it) from the processing list, moving `dead_letters` (messages of the
+    /// [`VoteSource::take_batch`] or [`VoteSource::take_next`] returned it,
+    /// once the database committed it) from the processing list, moving `dead_letters` (messages of the
     /// batch that could not be parsed) to the dead-letter list, in one
     /// atomic step. It acknowledges by content, not by count: any other
-    /// message in the processing list (one moved in after the take, by a
-    /// blocking move that landed late) stays there for the next take, and
+    /// message in the processing list (the next batch, or one a blocking
+    /// move that landed late moved in) stays there, and
     /// a committed message no longer there (a peer reclaimed the list
     /// meanwhile) is skipped. Returns how many messages it removed.
     fn ack_batch(

@@ -83,6 +83,26 @@ end
 return redis.call('LRANGE', KEYS[2], 0, -1)
 "#;
 
+/// Moves up to ARGV[1] messages from the queue into the processing list
+/// and returns only those: the next batch, taken while the one before it
+/// is written. Newest first, as the list holds them and as the take above
+/// returns them: the acknowledgement removes them in reverse, so each is
+/// found at the list's tail. KEYS: queue, processing list. `allow-oom`, as
+/// for the take above.
+const TAKE_NEXT_SCRIPT: &str = r#"#!lua flags=allow-oom
+local taken = {}
+for i = 1, tonumber(ARGV[1]) do
+  local message = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not message then break end
+  taken[i] = message
+end
+local n = #taken
+for i = 1, math.floor(n / 2) do
+  taken[i], taken[n - i + 1] = taken[n - i + 1], taken[i]
+end
+return taken
+"#;
+
 /// Removes exactly the committed messages of a batch from the processing
 /// list and moves the dead letters among them to the dead-letter list.
 /// Each message is removed once, nearest the consuming (right) end, where
@@ -176,6 +196,7 @@ impl RedisQueue {
             processing_key: super::processing_key(worker_id),
             heartbeat_key: format!("{HEARTBEAT_KEY_PREFIX}{worker_id}"),
             take_script: Script::new(TAKE_BATCH_SCRIPT),
+            take_next_script: Script::new(TAKE_NEXT_SCRIPT),
             ack_script: Script::new(ACK_SCRIPT),
             heartbeat_script: Script::new(HEARTBEAT_SCRIPT),
             reclaim_script: Script::new(RECLAIM_SCRIPT),
@@ -254,6 +275,7 @@ pub struct RedisWorkerQueue {
     processing_key: String,
     heartbeat_key: String,
     take_script: Script,
+    take_next_script: Script,
     ack_script: Script,
     heartbeat_script: Script,
     reclaim_script: Script,
@@ -302,6 +324,17 @@ impl VoteSource for RedisWorkerQueue {
         // The batch is always the whole processing list, as the ack assumes:
         // an earlier BLMOVE the client gave up on may have landed too.
         self.top_up(&mut connection, max).await
+    }
+
+    async fn take_next(&self, max: usize) -> Result<Vec<String>, QueueError> {
+        let mut connection = self.queue.connection().await?;
+        self.take_next_script
+            .key(QUEUE_KEY)
+            .key(&self.processing_key)
+            .arg(max)
+            .invoke_async(&mut *connection)
+            .await
+            .map_err(classify)
     }
 
     async fn ack_batch(

@@ -1,11 +1,25 @@
-//! The drain loop: take a batch, apply it, acknowledge it; repeat.
+//! The drain loop: take a batch, apply it, acknowledge it; repeat, with
+//! the next batch taken (and parsed) while the database writes the one
+//! before it:
 //!
-//! Nothing is lost and nothing is counted twice because the batch stays in
+//! ```text
+//! take_batch ─► apply k ─► ack k ─► apply k+1 ─► ack k+1 ─► ...
+//!               take_next k+1       take_next k+2
+//! ```
+//!
+//! So Redis, this process and PostgreSQL work at the same time, instead
+//! of each waiting for the others (docs/BENCHMARKS.md, "Drain"). Only the
+//! writes are in order: batch k+1 is applied after batch k committed.
+//!
+//! Nothing is lost and nothing is counted twice because a batch stays in
 //! this worker's processing list until the database committed it: a failure
 //! anywhere before the acknowledgement (Redis or Postgres down, a crash)
-//! leaves the batch to be taken again, and applying it again changes
-//! nothing (see [`crate::store`]). While a dependency fails, the loop backs
-//! off exponentially, readiness is NOT_SERVING, and it resumes by itself.
+//! leaves it, and the next batch taken beside it, to be taken again whole
+//! ([`VoteSource::take_batch`] returns the whole list), and applying it
+//! again changes nothing (see [`crate::store`]). While a dependency fails,
+//! the loop backs off exponentially, readiness is NOT_SERVING, and it
+//! resumes by itself. On shutdown, the batch in hand and the next one,
+//! already taken, are written before the loop stops.
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,8 +44,6 @@ use crate::{
 /// Longest one batch's transaction may take before it is abandoned (and
 /// the batch retried).
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Immediate retries when another worker wins a race to insert a voter.
-const CONCURRENT_INSERT_RETRIES: u32 = 5;
 
 /// Why a batch was not finished; it stays in the processing list.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +71,7 @@ impl BatchError {
     }
 
     /// Every value of [`BatchError::cause`].
-    pub const CAUSES: [&'static str; 8] = [
-        "database_conflict",
+    pub const CAUSES: [&'static str; 7] = [
         "database_unavailable",
         "database_failed",
         "database_timeout",
@@ -74,7 +85,6 @@ impl BatchError {
     /// dependency failed, and how.
     pub fn cause(&self) -> &'static str {
         match self {
-            Self::Apply(ApplyError::ConcurrentInsert) => "database_conflict",
             Self::Apply(error) if error.is_transient() => "database_unavailable",
             Self::Apply(_) => "database_failed",
             Self::Timeout => "database_timeout",
@@ -165,50 +175,71 @@ impl<S: VoteSource> Drainer<S> {
             return;
         }
         let mut backoff = self.backoff();
+        // The batch taken beside the one being written, to write next.
+        let mut next: Option<Taken> = None;
         loop {
             let draining = shutdown.is_cancelled();
-            if draining && !self.settings.finish_queue_on_shutdown {
-                break;
-            }
-            let wait = if draining {
-                Duration::ZERO
-            } else {
-                self.settings.idle_wait
+            let finish_queue = self.settings.finish_queue_on_shutdown;
+            let batch = match next.take() {
+                Some(batch) => batch,
+                None if draining && !finish_queue => break,
+                None => {
+                    let wait = if draining {
+                        Duration::ZERO
+                    } else {
+                        self.settings.idle_wait
+                    };
+                    let taken = tokio::select! {
+                        () = shutdown.cancelled(), if !draining => continue,
+                        taken = self.source.take_batch(self.settings.batch_size, wait) => taken,
+                    };
+                    match taken {
+                        Ok(messages) if messages.is_empty() => {
+                            if draining {
+                                break;
+                            }
+                            backoff = self.backoff();
+                            continue;
+                        }
+                        Ok(messages) => Taken::parse(messages),
+                        Err(error) => {
+                            if !self
+                                .failed(BatchError::Queue(error), draining, &mut backoff, &shutdown)
+                                .await
+                            {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                }
             };
-            let messages = tokio::select! {
-                () = shutdown.cancelled(), if !draining => continue,
-                taken = self.source.take_batch(self.settings.batch_size, wait) => taken,
-            };
-            let outcome = match messages {
-                Ok(messages) if messages.is_empty() => {
-                    if draining {
+            // Write this batch while the next one is taken; when stopping,
+            // take no more (unless the whole queue is to be drained).
+            let take_next = !draining || finish_queue;
+            let (written, taken_next) = tokio::join!(self.process(&batch), async {
+                if take_next {
+                    self.source
+                        .take_next(self.settings.batch_size)
+                        .await
+                        .map(Taken::parse)
+                } else {
+                    Ok(Taken::default())
+                }
+            });
+            let outcome = written.and(taken_next.map_err(BatchError::Queue));
+            match outcome {
+                Ok(taken) => {
+                    backoff = self.backoff();
+                    next = (!taken.messages.is_empty()).then_some(taken);
+                }
+                // Both batches stay in the processing list; the next
+                // take_batch returns them whole.
+                Err(error) => {
+                    if !self.failed(error, draining, &mut backoff, &shutdown).await {
                         break;
                     }
-                    Ok(())
                 }
-                Ok(messages) => self.process(&messages).await,
-                Err(error) => Err(BatchError::Queue(error)),
-            };
-            let Err(error) = outcome else {
-                backoff = self.backoff();
-                continue;
-            };
-            metrics::counter!("votemesh_worker_batch_failures_total", "cause" => error.cause())
-                .increment(1);
-            self.health.set_ready(false).await;
-            if draining {
-                tracing::error!(%error, "stopping with votes still queued");
-                break;
-            }
-            let pause = backoff.next().unwrap_or(self.settings.max_backoff);
-            if error.is_transient() {
-                tracing::warn!(%error, ?pause, "batch not done; it stays in the processing list and will be retried");
-            } else {
-                tracing::error!(%error, ?pause, "batch failed; it stays in the processing list and will be retried");
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(pause) => {}
             }
         }
         tracing::info!(worker_id = %self.settings.worker_id, "drain loop stopped");
@@ -231,10 +262,40 @@ impl<S: VoteSource> Drainer<S> {
         }
     }
 
+    /// Counts and logs a failed batch, marks the worker not ready and
+    /// pauses before the retry. Returns false when the loop should stop
+    /// (it was stopping already, or shutdown came during the pause).
+    async fn failed(
+        &self,
+        error: BatchError,
+        draining: bool,
+        backoff: &mut impl Iterator<Item = Duration>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        metrics::counter!("votemesh_worker_batch_failures_total", "cause" => error.cause())
+            .increment(1);
+        self.health.set_ready(false).await;
+        if draining {
+            tracing::error!(%error, "stopping with votes still queued");
+            return false;
+        }
+        let pause = backoff.next().unwrap_or(self.settings.max_backoff);
+        if error.is_transient() {
+            tracing::warn!(%error, ?pause, "batch not done; it stays in the processing list and will be retried");
+        } else {
+            tracing::error!(%error, ?pause, "batch failed; it stays in the processing list and will be retried");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+        true
+    }
+
     /// Applies and acknowledges one batch. On error the batch stays in the
     /// processing list.
-    async fn process(&self, messages: &[String]) -> Result<(), BatchError> {
-        let parsed = batch::parse(messages);
+    async fn process(&self, batch: &Taken) -> Result<(), BatchError> {
+        let Taken { messages, parsed } = batch;
         let span = tracing::info_span!(
             "worker.apply_batch",
             batch.messages = messages.len(),
@@ -282,26 +343,32 @@ impl<S: VoteSource> Drainer<S> {
         .await
     }
 
-    /// Applies the votes in one transaction. A lost race with another
-    /// worker (both inserting a new voter) is retried at once: it is not a
-    /// failure of anything. A transaction that hangs (a database lost
-    /// without a reset) is given up after [`APPLY_TIMEOUT`].
+    /// Applies the votes in one transaction. A transaction that hangs (a
+    /// database lost without a reset) is given up after [`APPLY_TIMEOUT`].
     async fn apply(&self, votes: &[QueuedVote]) -> Result<Applied, BatchError> {
-        let mut attempt = 1;
-        loop {
-            match tokio::time::timeout(APPLY_TIMEOUT, store::apply_batch(&self.db, votes)).await {
-                Ok(Ok(applied)) => return Ok(applied),
-                Ok(Err(ApplyError::ConcurrentInsert)) if attempt < CONCURRENT_INSERT_RETRIES => {
-                    attempt += 1;
-                }
-                Ok(Err(error)) => return Err(BatchError::Apply(error)),
-                Err(_) => return Err(BatchError::Timeout),
-            }
+        match tokio::time::timeout(APPLY_TIMEOUT, store::apply_batch(&self.db, votes)).await {
+            Ok(applied) => Ok(applied?),
+            Err(_) => Err(BatchError::Timeout),
         }
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<S> {
         backoff::delays(self.settings.max_backoff)
+    }
+}
+
+/// A batch as taken from the queue: its raw messages (what the
+/// acknowledgement removes) and what they parse to.
+#[derive(Debug, Default)]
+struct Taken {
+    messages: Vec<String>,
+    parsed: batch::ParsedBatch,
+}
+
+impl Taken {
+    fn parse(messages: Vec<String>) -> Self {
+        let parsed = batch::parse(&messages);
+        Self { messages, parsed }
     }
 }
 
@@ -377,7 +444,6 @@ mod tests {
     #[test]
     fn every_cause_is_listed_and_every_listed_cause_occurs() {
         let failures = [
-            BatchError::Apply(ApplyError::ConcurrentInsert),
             BatchError::Apply(ApplyError::Db(DbErr::ConnectionAcquire(
                 ConnAcquireErr::Timeout,
             ))),

@@ -118,37 +118,46 @@ async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
 #[tokio::test]
 async fn an_older_vote_never_overwrites_a_newer_one_and_replays_change_nothing() {
     let postgres = PostgresServer::start().await.unwrap();
-    let db = database(&postgres).await;
+    last_vote_wins(&database(&postgres).await).await;
+    // The all-in-one run's SQLite takes the same steps' other form.
+    let dir = tempfile::tempdir().unwrap();
+    let url = votemesh::config::ConnectionUrl::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("votes.sqlite").display()
+    ));
+    let sqlite = store::connect(&url).await.unwrap();
+    store::migrate(&sqlite).await.unwrap();
+    last_vote_wins(&sqlite).await;
+}
+
+/// Older votes, replays, and two votes of one voter in one batch, on `db`.
+async fn last_vote_wins(db: &DatabaseConnection) {
     let newer = QueuedVote::stamped(&new_vote("v1", "b"), 20);
     let older = QueuedVote::stamped(&new_vote("v1", "a"), 10);
 
-    let applied = apply_batch(&db, std::slice::from_ref(&newer))
-        .await
-        .unwrap();
+    let applied = apply_batch(db, std::slice::from_ref(&newer)).await.unwrap();
     assert_eq!(applied.inserted, 1);
-    let applied = apply_batch(&db, std::slice::from_ref(&older))
-        .await
-        .unwrap();
+    let applied = apply_batch(db, std::slice::from_ref(&older)).await.unwrap();
     assert_eq!(applied.superseded, 1);
-    assert_eq!(tally_of(&db).await, counts(&[("b", 1)]));
+    assert_eq!(tally_of(db).await, counts(&[("b", 1)]));
 
     // A batch replayed after a crash between commit and acknowledgement.
     let batch = [
         QueuedVote::stamped(&new_vote("v2", "a"), 5),
         QueuedVote::stamped(&new_vote("v1", "a"), 30),
     ];
-    apply_batch(&db, &batch).await.unwrap();
-    apply_batch(&db, &batch).await.unwrap();
-    assert_eq!(tally_of(&db).await, counts(&[("a", 2)]));
-    assert_eq!(recount(&db).await, counts(&[("a", 2)]));
+    apply_batch(db, &batch).await.unwrap();
+    apply_batch(db, &batch).await.unwrap();
+    assert_eq!(tally_of(db).await, counts(&[("a", 2)]));
+    assert_eq!(recount(db).await, counts(&[("a", 2)]));
 
     // Inside one batch, order does not matter either.
     let batch = [
         QueuedVote::stamped(&new_vote("v3", "b"), 9),
         QueuedVote::stamped(&new_vote("v3", "a"), 8),
     ];
-    apply_batch(&db, &batch).await.unwrap();
-    assert_eq!(tally_of(&db).await, counts(&[("a", 2), ("b", 1)]));
+    apply_batch(db, &batch).await.unwrap();
+    assert_eq!(tally_of(db).await, counts(&[("a", 2), ("b", 1)]));
 }
 
 #[tokio::test]
@@ -607,6 +616,59 @@ async fn the_acknowledgement_moves_only_the_dead_letters_it_removed() {
 }
 
 #[tokio::test]
+async fn the_next_batch_waits_beside_the_one_being_written_and_a_failure_leaves_both() {
+    let redis = RedisServer::start().await.unwrap();
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let source = queue.for_worker("pipelined");
+    for voter in 0..5 {
+        queue
+            .push(&new_vote(&format!("v{voter}"), "a"))
+            .await
+            .unwrap();
+    }
+    let processing = votemesh::queue::processing_key("pipelined");
+    let held = || async {
+        redis
+            .command(&["LRANGE", &processing, "0", "-1"])
+            .await
+            .unwrap()
+    };
+
+    let written = source.take_batch(2, Duration::ZERO).await.unwrap();
+    let next = source.take_next(2).await.unwrap();
+    assert_eq!(next.len(), 2);
+    assert!(next.iter().all(|message| !written.contains(message)));
+    // Newest first, as the list holds them (and as take_batch returns
+    // them): the acknowledgement then finds each at the list's tail.
+    let sequence = |message: &String| QueuedVote::parse(message).unwrap().sequence;
+    assert!(sequence(&next[0]) > sequence(&next[1]));
+    assert!(sequence(&next[1]) > sequence(&written[0]));
+
+    // Writing the first batch removes it alone.
+    assert_eq!(source.ack_batch(&written, &[]).await.unwrap(), 2);
+    let after_ack = held().await;
+    assert!(
+        next.iter()
+            .all(|message| after_ack.contains(message.as_str()))
+    );
+    assert!(
+        written
+            .iter()
+            .all(|message| !after_ack.contains(message.as_str()))
+    );
+
+    // The next one is not written (the database failed): the worker's next
+    // take_batch returns it whole, topped up.
+    let retried = source.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(retried.len(), 3);
+    assert!(next.iter().all(|message| retried.contains(message)));
+    assert!(
+        source.take_next(10).await.unwrap().is_empty(),
+        "nothing left"
+    );
+}
+
+#[tokio::test]
 async fn database_errors_are_sorted_by_sqlstate_not_by_their_words() {
     use sea_orm::ConnectionTrait;
     let postgres = PostgresServer::start().await.unwrap();
@@ -637,9 +699,9 @@ async fn database_errors_are_sorted_by_sqlstate_not_by_their_words() {
 }
 
 #[tokio::test]
-async fn a_voter_another_worker_inserts_meanwhile_is_retried_not_counted_twice() {
+async fn a_voter_another_worker_inserts_meanwhile_is_counted_once_without_a_retry() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    use votemesh_worker::store::ApplyError;
+    use votemesh_worker::store::Applied;
     let postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
 
@@ -648,8 +710,8 @@ async fn a_voter_another_worker_inserts_meanwhile_is_retried_not_counted_twice()
     let other = db.begin().await.unwrap();
     apply_batch_in(&other, "x", "a", 1).await;
 
-    // This worker's batch has a newer vote of x: its lock finds no row, its
-    // upsert waits for the other transaction's insert.
+    // This worker's batch has a newer vote of x: its upsert waits for the
+    // other transaction's insert, then updates the row it committed.
     let newer = QueuedVote::stamped(&new_vote("x", "b"), 2);
     let applying = tokio::spawn({
         let db = db.clone();
@@ -669,16 +731,17 @@ async fn a_voter_another_worker_inserts_meanwhile_is_retried_not_counted_twice()
     })
     .await;
     other.commit().await.unwrap();
-    assert!(matches!(
-        applying.await.unwrap(),
-        Err(ApplyError::ConcurrentInsert)
-    ));
-    assert_eq!(tally_of(&db).await, counts(&[("a", 1)]));
 
-    // Retried, it sees the row and moves the count.
-    apply_batch(&db, std::slice::from_ref(&newer))
-        .await
-        .unwrap();
+    // It learnt the option it replaced from the row itself: the count
+    // moves from a to b, once.
+    let applied = applying.await.unwrap().unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            updated: 1,
+            ..Applied::default()
+        }
+    );
     assert_eq!(tally_of(&db).await, counts(&[("b", 1)]));
     assert_eq!(recount(&db).await, counts(&[("b", 1)]));
 }

@@ -128,7 +128,12 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
             "***",
         ),
         ("WORKER_ID", &[], default_worker_id, "w-test"),
-        ("BATCH_SIZE", &[], "batch_size=256".into(), "error"),
+        (
+            "BATCH_SIZE",
+            &[],
+            format!("batch_size={}", votemesh_worker::DEFAULT_BATCH_SIZE),
+            "error",
+        ),
         // Empty: the default text format, not an invalid value.
         ("LOG_FORMAT", &[], " INFO ".into(), "\"level\""),
         (

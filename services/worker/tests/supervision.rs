@@ -30,6 +30,10 @@ impl VoteSource for PanicsOnThirdTake {
         self.queue.take_batch(max, wait).await
     }
 
+    async fn take_next(&self, max: usize) -> Result<Vec<String>, QueueError> {
+        self.queue.take_next(max).await
+    }
+
     async fn ack_batch(
         &self,
         committed: &[String],

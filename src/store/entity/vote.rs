@@ -20,6 +20,10 @@ pub struct Model {
     pub cast_at: DateTimeUtc,
     /// When the worker wrote this row.
     pub counted_at: DateTimeUtc,
+    /// The option this row held before the worker's last update of it;
+    /// `None` while the row has never been updated. The upsert returns it
+    /// to move the tally.
+    pub previous_option_id: Option<String>,
 }
 
 /// No relations: the tally is kept by the worker, not by foreign keys.

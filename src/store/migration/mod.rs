@@ -1,6 +1,7 @@
 //! Schema migrations, one per file, applied in order by [`Migrator`].
 
 mod m20261127_000001_create_votes_and_tally;
+mod m20261128_000001_add_previous_option;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -10,6 +11,9 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_create_votes_and_tally::Migration)]
+        vec![
+            Box::new(m20261127_000001_create_votes_and_tally::Migration),
+            Box::new(m20261128_000001_add_previous_option::Migration),
+        ]
     }
 }
