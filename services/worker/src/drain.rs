@@ -8,8 +8,10 @@
 //! ```
 //!
 //! So Redis, this process and PostgreSQL work at the same time, instead
-//! of each waiting for the others (docs/BENCHMARKS.md, "Drain"). Only the
-//! writes are in order: batch k+1 is applied after batch k committed.
+//! of each waiting for the others. Only the writes are in order: batch k+1
+//! is applied after batch k committed. It does so while there is a backlog
+//! (batch k was full); otherwise the next take waits for the write, and
+//! gathers what came meanwhile into one batch.
 //!
 //! Nothing is lost and nothing is counted twice because a batch stays in
 //! this worker's processing list until the database committed it: a failure
@@ -214,9 +216,15 @@ impl<S: VoteSource> Drainer<S> {
                     }
                 }
             };
-            // Write this batch while the next one is taken; when stopping,
-            // take no more (unless the whole queue is to be drained).
-            let take_next = !draining || finish_queue;
+            // Write this batch while the next one is taken, when there is a
+            // backlog (the batch is full: the queue held more). A smaller
+            // batch means the queue was empty: the next take, after this
+            // write, gathers what came meanwhile into one batch, where
+            // taking now would make many small ones (each with its fixed
+            // costs) of a steady trickle. When stopping, take no more
+            // (unless the whole queue is to be drained).
+            let take_next =
+                (!draining || finish_queue) && batch.messages.len() >= self.settings.batch_size;
             let (written, taken_next) = tokio::join!(self.process(&batch), async {
                 if take_next {
                     self.source

@@ -130,8 +130,8 @@ pub fn default_worker_id() -> String {
 /// written as they come; under a backlog each batch pays its fixed costs
 /// (the round trips to Redis and PostgreSQL, the transaction, about 4 ms of
 /// CPU across the processes on the benchmark machine) once for this many
-/// votes. 1024 drained twice as fast as 256 did (docs/BENCHMARKS.md,
-/// "Drain"); above it the gain is small.
+/// votes. 1024 drained 1.4 to 1.8 times as fast as 256 did
+/// (docs/BENCHMARKS.md, "Drain"); above it the gain is small.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 /// Default wait for a vote when the queue is empty.
 pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_millis(250);
