@@ -142,7 +142,13 @@ fn rendered(kustomization: &str, dir: &Path) -> PathBuf {
 /// component (the dev overlay has it too; this is it on production
 /// counts), as a path `kubectl kustomize` takes from the repository.
 fn base_with_observability(dir: &Path) -> String {
-    let kustomization = dir.join("base-with-observability");
+    base_with_component("observability", dir)
+}
+
+/// A kustomization in `dir` that is the base plus `k8s/components/<component>`,
+/// as a path `kubectl kustomize` takes from the repository.
+fn base_with_component(component: &str, dir: &Path) -> String {
+    let kustomization = dir.join(format!("base-with-{component}"));
     // kustomize takes only relative paths to other kustomizations.
     let up = "../".repeat(kustomization.components().count() - 1);
     let k8s = format!("{up}{}", repo().join("k8s").display()).replace("//", "/");
@@ -150,7 +156,7 @@ fn base_with_observability(dir: &Path) -> String {
         kustomization.join("kustomization.yaml"),
         &format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources: [{k8s}/base]\ncomponents: [{k8s}/components/observability]\n"
+             resources: [{k8s}/base]\ncomponents: [{k8s}/components/{component}]\n"
         ),
     );
     kustomization.display().to_string()
@@ -1147,6 +1153,37 @@ fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
             expected,
         );
     }
+}
+
+/// The vote bot's image is one CI publishes (at the workspace's version)
+/// wherever the component is added to the base, and the one Tilt builds in
+/// the dev overlay.
+#[test]
+fn the_vote_bot_runs_the_published_loadgen_image_and_tilts_own_in_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let image_lines = |kustomization: &str| -> Vec<String> {
+        read(&rendered(kustomization, dir.path()))
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.starts_with("image:") && line.contains("loadgen"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let published = format!(
+        "image: ghcr.io/votemesh/votemesh-loadgen:{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        image_lines(&base_with_component("vote-bot", dir.path())),
+        [published]
+    );
+    let dev = repo().join("k8s/overlays/dev").display().to_string();
+    assert_eq!(image_lines(&dev), ["image: votemesh-loadgen:dev"]);
+    let workflow = read(&repo().join(".github/workflows/images.yml"));
+    assert!(
+        workflow.contains("for component in vote worker result gateway loadgen; do"),
+        "images.yml publishes the loadgen image"
+    );
 }
 
 #[test]
