@@ -255,12 +255,34 @@ impl Process {
 struct Load<'a> {
     mode: &'a str,
     address: String,
-    concurrency: Option<usize>,
-    rate: Option<u64>,
+    concurrency: usize,
     run: Option<Duration>,
     count: Option<u64>,
     voters: u64,
     prefix: String,
+}
+
+impl<'a> Load<'a> {
+    /// A closed loop of `concurrency` callers for `run`: `voters` voters
+    /// named `<prefix>-<n>`, by `mode` at `address`.
+    fn closed_loop(
+        mode: &'a str,
+        address: String,
+        concurrency: usize,
+        run: Duration,
+        voters: u64,
+        prefix: String,
+    ) -> Self {
+        Self {
+            mode,
+            address,
+            concurrency,
+            run: Some(run),
+            count: None,
+            voters,
+            prefix,
+        }
+    }
 }
 
 /// Everything one run needs, and what it found.
@@ -395,12 +417,7 @@ impl Suite {
             _ => "--gateway-url",
         });
         command.arg(&load.address);
-        if let Some(c) = load.concurrency {
-            command.args(["-c", &c.to_string()]);
-        }
-        if let Some(rate) = load.rate {
-            command.args(["--rate", &rate.to_string()]);
-        }
+        command.args(["-c", &load.concurrency.to_string()]);
         if let Some(run) = load.run {
             command.args(["-d", &format!("{}ms", run.as_millis())]);
         }
@@ -611,16 +628,14 @@ impl Suite {
                 .load_metered(
                     &format!("ingest c={c}"),
                     &[&vote],
-                    Load {
-                        mode: "grpc",
-                        address: vote.url(),
-                        concurrency: Some(c),
-                        rate: None,
-                        run: Some(size.run),
-                        count: None,
-                        voters: size.voters,
-                        prefix: format!("ingest-{c}"),
-                    },
+                    Load::closed_loop(
+                        "grpc",
+                        vote.url(),
+                        c,
+                        size.run,
+                        size.voters,
+                        format!("ingest-{c}"),
+                    ),
                 )
                 .await;
             self.redis
@@ -631,16 +646,14 @@ impl Suite {
                 .load_metered(
                     &format!("no-op c={c}"),
                     &[&noop],
-                    Load {
-                        mode: "grpc",
-                        address: noop.url(),
-                        concurrency: Some(c),
-                        rate: None,
-                        run: Some(size.run),
-                        count: None,
-                        voters: size.voters,
-                        prefix: format!("noop-{c}"),
-                    },
+                    Load::closed_loop(
+                        "grpc",
+                        noop.url(),
+                        c,
+                        size.run,
+                        size.voters,
+                        format!("noop-{c}"),
+                    ),
                 )
                 .await;
             let redis_rps = self.redis_benchmark(c).await;
@@ -667,16 +680,14 @@ impl Suite {
             .load_metered(
                 &format!("sustained c={c_mid}"),
                 &[&vote, &worker],
-                Load {
-                    mode: "grpc",
-                    address: vote.url(),
-                    concurrency: Some(c_mid),
-                    rate: None,
-                    run: Some(size.run),
-                    count: None,
-                    voters: size.voters,
-                    prefix: "sustained".into(),
-                },
+                Load::closed_loop(
+                    "grpc",
+                    vote.url(),
+                    c_mid,
+                    size.run,
+                    size.voters,
+                    "sustained".into(),
+                ),
             )
             .await;
         self.counted(&sustained);
@@ -711,8 +722,7 @@ impl Suite {
                 .load(Load {
                     mode: "grpc",
                     address: vote.url(),
-                    concurrency: Some(c_mid),
-                    rate: None,
+                    concurrency: c_mid,
                     run: None,
                     count: Some(size.drain_votes),
                     voters: size.drain_voters,
@@ -775,16 +785,14 @@ impl Suite {
             .load_metered(
                 "gateway run: CastVote direct",
                 &[&vote, &worker],
-                Load {
-                    mode: "grpc",
-                    address: vote.url(),
-                    concurrency: Some(c_mid),
-                    rate: None,
-                    run: Some(size.run),
-                    count: None,
-                    voters: size.voters,
-                    prefix: "direct".into(),
-                },
+                Load::closed_loop(
+                    "grpc",
+                    vote.url(),
+                    c_mid,
+                    size.run,
+                    size.voters,
+                    "direct".into(),
+                ),
             )
             .await;
         self.counted(&direct);
@@ -796,16 +804,14 @@ impl Suite {
                     .load_metered(
                         &format!("gateway {mode}"),
                         &[&gateway, &vote, &worker],
-                        Load {
+                        Load::closed_loop(
                             mode,
-                            address: gateway.url(),
-                            concurrency: Some(c_mid),
-                            rate: None,
-                            run: Some(size.run),
-                            count: None,
-                            voters: size.voters,
-                            prefix: format!("gateway-{mode}"),
-                        },
+                            gateway.url(),
+                            c_mid,
+                            size.run,
+                            size.voters,
+                            format!("gateway-{mode}"),
+                        ),
                     )
                     .await;
                 self.counted(&summary);
@@ -1186,16 +1192,14 @@ impl Suite {
     /// GetResults by 16 callers for `run`, through the load generator.
     async fn read(&mut self, result: &Process, run: Duration) -> (f64, Latency) {
         let summary = self
-            .load(Load {
-                mode: "results",
-                address: result.url(),
-                concurrency: Some(16),
-                rate: None,
-                run: Some(run),
-                count: None,
-                voters: 16,
-                prefix: "read".into(),
-            })
+            .load(Load::closed_loop(
+                "results",
+                result.url(),
+                16,
+                run,
+                16,
+                "read".into(),
+            ))
             .await;
         (summary.throughput, summary.latency_ms)
     }
