@@ -4,45 +4,164 @@
 //! (for SSE, to the response headers) and `http_server_active_requests`
 //! (names after the OpenTelemetry HTTP conventions; see
 //! [`votemesh::metrics`]). Requests no route matched count under
-//! `http_route="unmatched"`.
+//! `http_route="unmatched"`, and a method outside HTTP's standard ones
+//! under `http_request_method="_OTHER"`: the series stay bounded whatever
+//! clients send.
+//!
+//! The handles of each (method, route) are made once and kept
+//! ([`RouteTable`]): a request then costs a few atomic updates, not label
+//! strings and registry lookups.
 
-use std::time::Instant;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock, PoisonError, RwLock},
+    time::Instant,
+};
 
 use axum::{
     extract::{MatchedPath, Request},
+    http::Method,
     middleware::Next,
     response::Response,
 };
+
+/// The route label of requests no route matched.
+const UNMATCHED: &str = "unmatched";
+/// The method label of a method outside HTTP's standard ones.
+const OTHER_METHOD: &str = "_OTHER";
 
 /// The middleware: wraps the rest of the stack.
 pub async fn measure(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let labels = [
-        ("http_request_method", request.method().as_str().to_owned()),
-        ("http_route", route),
-    ];
-    let active = metrics::gauge!("http_server_active_requests", &labels);
-    active.increment(1.0);
+        .map_or(UNMATCHED, MatchedPath::as_str);
+    let metrics = RouteTable::global().get(method_label(request.method()), route);
+    metrics.active.increment(1.0);
     let started = Instant::now();
     let response = next.run(request).await;
-    active.decrement(1.0);
-    metrics::histogram!("http_server_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    let [method, route] = labels;
-    metrics::counter!(
-        "http_server_requests_total",
-        &[
-            method,
-            route,
-            (
-                "http_response_status_code",
-                response.status().as_u16().to_string()
-            )
-        ]
-    )
-    .increment(1);
+    metrics.active.decrement(1.0);
+    metrics.duration.record(started.elapsed().as_secs_f64());
+    metrics.answered(response.status().as_u16()).increment(1);
     response
+}
+
+/// HTTP's standard methods, each its own label.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// `method` as a label: one of HTTP's standard methods, or `_OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    STANDARD_METHODS
+        .into_iter()
+        .find(|standard| *standard == method.as_str())
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// The handles of one (method, route).
+#[derive(Debug)]
+struct RouteMetrics {
+    labels: [(&'static str, String); 2],
+    active: metrics::Gauge,
+    duration: metrics::Histogram,
+    /// `http_server_requests_total` by status code, made on first use.
+    by_status: RwLock<HashMap<u16, metrics::Counter>>,
+}
+
+impl RouteMetrics {
+    fn new(method: &'static str, route: &str) -> Self {
+        let labels = [
+            ("http_request_method", method.to_owned()),
+            ("http_route", route.to_owned()),
+        ];
+        Self {
+            active: metrics::gauge!("http_server_active_requests", &labels),
+            duration: metrics::histogram!("http_server_request_duration_seconds", &labels),
+            labels,
+            by_status: RwLock::default(),
+        }
+    }
+
+    /// The request counter of responses with `status`.
+    fn answered(&self, status: u16) -> metrics::Counter {
+        if let Some(counter) = self
+            .by_status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&status)
+        {
+            return counter.clone();
+        }
+        let [method, route] = self.labels.clone();
+        let counter = metrics::counter!(
+            "http_server_requests_total",
+            &[
+                method,
+                route,
+                ("http_response_status_code", status.to_string())
+            ]
+        );
+        self.by_status
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(status)
+            .or_insert(counter)
+            .clone()
+    }
+}
+
+/// Every (method, route) seen, with its handles. Bounded: routes are the
+/// router's templates (or `unmatched`), methods the standard ones (or
+/// `_OTHER`).
+#[derive(Debug, Default)]
+struct RouteTable {
+    by_method: RwLock<HashMap<&'static str, HashMap<String, Arc<RouteMetrics>>>>,
+}
+
+impl RouteTable {
+    fn global() -> &'static Self {
+        static TABLE: OnceLock<RouteTable> = OnceLock::new();
+        TABLE.get_or_init(Self::default)
+    }
+
+    fn get(&self, method: &'static str, route: &str) -> Arc<RouteMetrics> {
+        if let Some(found) = self
+            .by_method
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(method)
+            .and_then(|routes| routes.get(route))
+        {
+            return found.clone();
+        }
+        let made = Arc::new(RouteMetrics::new(method, route));
+        self.by_method
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(method)
+            .or_default()
+            .entry(route.to_owned())
+            .or_insert(made)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_are_their_own_label_and_any_other_is_other() {
+        for (method, label) in [
+            (Method::GET, "GET"),
+            (Method::POST, "POST"),
+            (Method::PATCH, "PATCH"),
+            (Method::HEAD, "HEAD"),
+        ] {
+            assert_eq!(method_label(&method), label);
+        }
+        let made_up = Method::from_bytes(b"FROBNICATE").unwrap();
+        assert_eq!(method_label(&made_up), OTHER_METHOD);
+    }
 }

@@ -32,6 +32,11 @@ async fn counters_move_by_exactly_the_requests_made() {
     for _ in 0..4 {
         assert_eq!(get(&system.url("/api/results"), &[]).await.status, 200);
     }
+    // A made-up method counts as `_OTHER`: a client cannot add series.
+    for method in ["FROBNICATE", "BREW"] {
+        let answer = request(method, &system.url("/api/vote"), None, "", &[]).await;
+        assert_eq!(answer.status, 405, "{method}");
+    }
 
     let gateway = get(&system.url("/metrics"), &[]).await;
     assert_eq!(gateway.status, 200);
@@ -72,6 +77,19 @@ async fn counters_move_by_exactly_the_requests_made() {
         value(&metrics, "http_server_request_duration_seconds", &results),
         4.0
     );
+    let other = [
+        ("http_request_method", "_OTHER"),
+        ("http_route", "/api/vote"),
+    ];
+    assert_eq!(
+        value(
+            &metrics,
+            "http_server_requests_total",
+            &[other[0], other[1], ("http_response_status_code", "405")]
+        ),
+        2.0
+    );
+    assert_eq!(value(&metrics, "http_server_active_requests", &vote), 0.0);
     let cast = [
         ("rpc_service", "votemesh.v1.VoteService"),
         ("rpc_method", "CastVote"),

@@ -66,6 +66,12 @@ pub fn log_filter(rust_log: Option<&str>) -> String {
     }
 }
 
+/// Most links a span keeps: the SDK's default span limit
+/// (`SpanLimits::max_links_per_span`); it drops any past it, so a caller
+/// linking many traces (the worker's batch span) stops there instead of
+/// decoding contexts for nothing.
+pub const MAX_LINKS_PER_SPAN: usize = 128;
+
 /// Trace settings (the standard OpenTelemetry environment names).
 #[derive(Args, Clone, Debug, Default)]
 pub struct TelemetryArgs {
@@ -209,8 +215,18 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
             "opentelemetry_otlp",
             tracing::level_filters::LevelFilter::OFF,
         );
+    // Per span, the layer keeps only what a trace shows: no busy/idle
+    // timings (a clock read on every poll of a request's future), no
+    // OpenTelemetry context made current on every poll (nothing here reads
+    // it: the trace context travels through the tracing span, see
+    // inject_trace_context) and no thread attributes (a runtime's worker
+    // thread says nothing about a request). docs/BENCHMARKS.md, run E,
+    // has what this saved per gateway request.
     let traces = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_threads(false)
         .with_filter(traced);
     tracing_subscriber::registry()
         .with(logs)
@@ -339,6 +355,14 @@ mod tests {
     use tracing::Level;
 
     use super::*;
+
+    #[test]
+    fn the_link_cap_is_the_sdks_own_limit() {
+        assert_eq!(
+            MAX_LINKS_PER_SPAN,
+            opentelemetry_sdk::trace::SpanLimits::default().max_links_per_span as usize
+        );
+    }
 
     /// Counts the events that reach it.
     struct Count(Arc<AtomicUsize>);
