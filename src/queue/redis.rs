@@ -68,57 +68,92 @@ redis.call('SET', KEYS[2], string.format('%d', first + #ARGV - 1))
 return string.format('%d', first)
 "#;
 
-/// Tops the processing list up to ARGV[1] messages from the queue and
-/// returns all of it. KEYS: queue, processing list. Moving a message does
-/// not grow Redis' memory, so it runs at `maxmemory` too (`allow-oom`):
-/// draining is how a full queue makes room.
-const TAKE_BATCH_SCRIPT: &str = r#"#!lua flags=allow-oom
-local n = redis.call('LLEN', KEYS[2])
-local max = tonumber(ARGV[1])
-while n < max do
-  local message = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not message then break end
-  n = n + 1
+/// Moves the `want` oldest queued messages (or all, if fewer) into the
+/// processing list at once, as `LMOVE queue processing RIGHT LEFT` would
+/// one by one (the oldest goes in first, so the list holds them newest
+/// first, oldest at its consuming right end), and returns them in that
+/// order. One `LRANGE`, one `LTRIM` and one `LPUSH` per 1,000 messages
+/// (Lua's `unpack` must stay under its stack limit of about 8,000 values
+/// whatever `BATCH_SIZE` is), instead of one command per message, which
+/// made Redis the drain's second cost (docs/BENCHMARKS.md, run E). Shared
+/// by the two take scripts below.
+const MOVE_OLDEST_LUA: &str = r#"
+local function move_oldest(queue, processing, want)
+  if want <= 0 then return {} end
+  local moved = redis.call('LRANGE', queue, -want, -1)
+  local n = #moved
+  if n == 0 then return moved end
+  redis.call('LTRIM', queue, 0, -(n + 1))
+  local chunk = 1000
+  for last = n, 1, -chunk do
+    local first = math.max(1, last - chunk + 1)
+    local oldest_first = {}
+    for i = last, first, -1 do oldest_first[#oldest_first + 1] = moved[i] end
+    redis.call('LPUSH', processing, unpack(oldest_first))
+  end
+  return moved
 end
+"#;
+
+/// Tops the processing list up to ARGV[1] messages from the queue and
+/// returns all of it. KEYS: queue, processing list. Moving messages does
+/// not grow Redis' memory for long (the queue's copies are freed in the
+/// same step), so it runs at `maxmemory` too (`allow-oom`): draining is
+/// how a full queue makes room.
+const TAKE_BATCH_SCRIPT: &str = r#"
+local n = redis.call('LLEN', KEYS[2])
+move_oldest(KEYS[1], KEYS[2], tonumber(ARGV[1]) - n)
 return redis.call('LRANGE', KEYS[2], 0, -1)
 "#;
 
 /// Moves up to ARGV[1] messages from the queue into the processing list
 /// and returns only those: the next batch, taken while the one before it
 /// is written. Newest first, as the list holds them and as the take above
-/// returns them: the acknowledgement removes them in reverse, so each is
-/// found at the list's tail. KEYS: queue, processing list. `allow-oom`, as
-/// for the take above.
-const TAKE_NEXT_SCRIPT: &str = r#"#!lua flags=allow-oom
-local taken = {}
-for i = 1, tonumber(ARGV[1]) do
-  local message = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not message then break end
-  taken[i] = message
-end
-local n = #taken
-for i = 1, math.floor(n / 2) do
-  taken[i], taken[n - i + 1] = taken[n - i + 1], taken[i]
-end
-return taken
+/// returns them: the acknowledgement finds the batch at the list's tail in
+/// that order. KEYS: queue, processing list. `allow-oom`, as for the take
+/// above.
+const TAKE_NEXT_SCRIPT: &str = r#"
+return move_oldest(KEYS[1], KEYS[2], tonumber(ARGV[1]))
 "#;
 
 /// Removes exactly the committed messages of a batch from the processing
 /// list and moves the dead letters among them to the dead-letter list.
-/// Each message is removed once, nearest the consuming (right) end, where
-/// the batch sits; a message that is no longer there (a peer reclaimed the
-/// list meanwhile) is skipped, and a message that is not part of the batch
-/// (moved in after the take) stays. Runs at `maxmemory` (`allow-oom`): it
-/// frees memory. KEYS: processing list, dead-letter list. ARGV: the number
-/// of dead letters `d`, the `d` dead letters, then the batch's other
-/// messages. Returns the number of messages removed.
+///
+/// The batch normally sits whole at the list's consuming (right) end, in
+/// the order the take returned it: then one `LRANGE` confirms it message
+/// by message and one `LTRIM` removes it. Otherwise (a peer reclaimed the
+/// list meanwhile, and what is there now is something else) each message
+/// is removed on its own, nearest the right end; a message that is no
+/// longer there is skipped. Either way a message that is not part of the
+/// batch (the next batch, or one a late blocking move put in) stays: it
+/// sits left of the batch, and LTRIM keeps the left part. Runs at
+/// `maxmemory` (`allow-oom`): it frees memory. KEYS: processing list,
+/// dead-letter list. ARGV: the number of dead letters `d`, the `d` dead
+/// letters, then the whole batch (dead letters included), newest first.
+/// Returns the number of messages removed.
 const ACK_SCRIPT: &str = r#"#!lua flags=allow-oom
 local dead = tonumber(ARGV[1])
+local first = dead + 2
+local n = #ARGV - first + 1
+local tail = redis.call('LRANGE', KEYS[1], -n, -1)
+local whole = #tail == n
+if whole then
+  for i = 1, n do
+    if tail[i] ~= ARGV[first + i - 1] then whole = false break end
+  end
+end
+if whole then
+  redis.call('LTRIM', KEYS[1], 0, -(n + 1))
+  for i = 2, dead + 1 do redis.call('LPUSH', KEYS[2], ARGV[i]) end
+  return n
+end
+local is_dead = {}
+for i = 2, dead + 1 do is_dead[ARGV[i]] = true end
 local removed = 0
-for i = 2, #ARGV do
+for i = #ARGV, first, -1 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
     removed = removed + 1
-    if i <= dead + 1 then redis.call('LPUSH', KEYS[2], ARGV[i]) end
+    if is_dead[ARGV[i]] then redis.call('LPUSH', KEYS[2], ARGV[i]) end
   end
 end
 return removed
@@ -146,6 +181,12 @@ while redis.call('LMOVE', KEYS[1], KEYS[3], 'LEFT', 'RIGHT') do
 end
 return moved
 "#;
+
+/// A take script: `body` with [`MOVE_OLDEST_LUA`] before it, flagged
+/// `allow-oom`.
+fn take_script(body: &str) -> String {
+    format!("#!lua flags=allow-oom\n{MOVE_OLDEST_LUA}{body}")
+}
 
 /// Producer side: what the vote service pushes votes through.
 #[derive(Clone, Debug)]
@@ -195,8 +236,8 @@ impl RedisQueue {
             queue: self.clone(),
             processing_key: super::processing_key(worker_id),
             heartbeat_key: format!("{HEARTBEAT_KEY_PREFIX}{worker_id}"),
-            take_script: Script::new(TAKE_BATCH_SCRIPT),
-            take_next_script: Script::new(TAKE_NEXT_SCRIPT),
+            take_script: Script::new(&take_script(TAKE_BATCH_SCRIPT)),
+            take_next_script: Script::new(&take_script(TAKE_NEXT_SCRIPT)),
             ack_script: Script::new(ACK_SCRIPT),
             heartbeat_script: Script::new(HEARTBEAT_SCRIPT),
             reclaim_script: Script::new(RECLAIM_SCRIPT),
@@ -345,18 +386,13 @@ impl VoteSource for RedisWorkerQueue {
         if committed.is_empty() {
             return Ok(0);
         }
-        // Oldest first: each removal then finds its message at the tail.
-        let (dead, applied): (Vec<&String>, Vec<&String>) = committed
-            .iter()
-            .rev()
-            .partition(|message| dead_letters.contains(message));
         let mut connection = self.queue.connection().await?;
         self.ack_script
             .key(&self.processing_key)
             .key(DEAD_LETTER_KEY)
-            .arg(dead.len())
-            .arg(dead)
-            .arg(applied)
+            .arg(dead_letters.len())
+            .arg(dead_letters)
+            .arg(committed)
             .invoke_async(&mut *connection)
             .await
             .map_err(classify)

@@ -309,14 +309,20 @@ impl<S: VoteSource> Drainer<S> {
             batch.messages = messages.len(),
             batch.votes = parsed.votes.len(),
         );
-        // Link the batch to the trace of each vote in it.
+        // Link the batch to the trace of each vote in it, up to the most
+        // links a span keeps.
+        let mut linked = 0;
         for vote in &parsed.votes {
+            if linked == telemetry::MAX_LINKS_PER_SPAN {
+                break;
+            }
             let context = telemetry::context_from_carrier(&vote.trace_context);
             let span_context = opentelemetry::trace::TraceContextExt::span(&context)
                 .span_context()
                 .clone();
             if span_context.is_valid() {
                 span.add_link(span_context);
+                linked += 1;
             }
         }
         async {

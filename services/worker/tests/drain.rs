@@ -616,6 +616,75 @@ async fn the_acknowledgement_moves_only_the_dead_letters_it_removed() {
 }
 
 #[tokio::test]
+async fn batches_larger_than_one_push_move_whole_in_order_and_leave_by_count() {
+    let redis = RedisServer::start().await.unwrap();
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let source = queue.for_worker("bulk");
+    let processing = votemesh::queue::processing_key("bulk");
+    let llen = |key: String| {
+        let redis = &redis;
+        async move { redis.command(&["LLEN", &key]).await.unwrap() }
+    };
+    // 2,500 messages, m0 the oldest (at the consuming end): more than the
+    // scripts push in one LPUSH (1,000).
+    let names: Vec<String> = (0..2500).map(|n| format!("m{n}")).collect();
+    let mut push = vec!["LPUSH", QUEUE_KEY];
+    push.extend(names.iter().map(String::as_str));
+    redis.command(&push).await.unwrap();
+    let newest_first = |range: std::ops::Range<usize>| -> Vec<String> {
+        names[range].iter().rev().cloned().collect()
+    };
+
+    // As LMOVE RIGHT LEFT one by one would: the oldest first into the
+    // list, so both takes return their messages newest first.
+    let written = source.take_batch(1500, Duration::ZERO).await.unwrap();
+    assert_eq!(written, newest_first(0..1500));
+    let next = source.take_next(5000).await.unwrap();
+    assert_eq!(next, newest_first(1500..2500));
+    assert_eq!(llen(QUEUE_KEY.to_owned()).await, ":0\r\n");
+
+    // The first batch sits whole at the list's end: it leaves alone.
+    assert_eq!(source.ack_batch(&written, &[]).await.unwrap(), 1500);
+    assert_eq!(llen(processing.clone()).await, ":1000\r\n");
+    let retaken = source.take_batch(10_000, Duration::ZERO).await.unwrap();
+    assert_eq!(retaken, next, "what is left is the next batch, in order");
+    assert_eq!(source.ack_batch(&next, &[]).await.unwrap(), 1000);
+    assert_eq!(llen(processing).await, ":0\r\n");
+}
+
+#[tokio::test]
+async fn an_acknowledgement_that_does_not_find_its_batch_at_the_end_removes_only_its_own() {
+    let redis = RedisServer::start().await.unwrap();
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let source = queue.for_worker("moved");
+    let processing = votemesh::queue::processing_key("moved");
+    redis
+        .command(&["LPUSH", QUEUE_KEY, "m0", "m1"])
+        .await
+        .unwrap();
+    let batch = source.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(batch, ["m1", "m0"]);
+    // Meanwhile a peer reclaimed the list, and other messages came in (a
+    // late move, a retake): the list is as long as the batch, but m1 is
+    // gone and m0 is not at the end.
+    redis.command(&["DEL", &processing]).await.unwrap();
+    redis
+        .command(&["RPUSH", &processing, "m0", "x"])
+        .await
+        .unwrap();
+    assert_eq!(
+        source.ack_batch(&batch, &[]).await.unwrap(),
+        1,
+        "m0 only: m1 is no longer there"
+    );
+    let left = redis
+        .command(&["LRANGE", &processing, "0", "-1"])
+        .await
+        .unwrap();
+    assert_eq!(left, "*1\r\n$1\r\nx\r\n", "x is not part of the batch");
+}
+
+#[tokio::test]
 async fn the_next_batch_waits_beside_the_one_being_written_and_a_failure_leaves_both() {
     let redis = RedisServer::start().await.unwrap();
     let queue = RedisQueue::new(&redis.url()).unwrap();
