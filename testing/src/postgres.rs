@@ -12,7 +12,7 @@
 use std::{
     path::PathBuf,
     process::{Output, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tempfile::TempDir;
@@ -20,8 +20,8 @@ use tokio::process::{Child, Command};
 use votemesh::config::ConnectionUrl;
 
 use crate::{
-    HarnessError,
-    process::{find_binary, free_port, port_open, signal, wait_until},
+    HarnessError, START_TIMEOUT,
+    process::{find_binary, free_port, port_open, signal},
     tls::Identity,
 };
 
@@ -30,6 +30,10 @@ const INSTALL: &str = "apt-get install -y postgresql";
 const POSTGRES_ACCOUNT: &str = "postgres";
 /// How long a fast shutdown may take before the server is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Ports tried before giving up on starting the server.
+const PORT_ATTEMPTS: u32 = 5;
+/// What postgres logs when its port was taken.
+const ADDRESS_IN_USE: &str = "Address already in use";
 
 /// A running PostgreSQL server (user `postgres`, trust authentication,
 /// database `postgres`), stopped and deleted when dropped.
@@ -79,7 +83,7 @@ impl PostgresServer {
             None
         };
         let mut server = Self {
-            port: free_port().await?,
+            port: 0,
             bin_dir,
             dir,
             run_as,
@@ -90,8 +94,22 @@ impl PostgresServer {
         if let Some(identity) = identity {
             server.write_tls_files(identity)?;
         }
-        server.start_process().await?;
-        Ok(server)
+        // The port is picked only now, after initdb's seconds, and picked
+        // again if something took it before postgres bound it (another
+        // test's server, or any client's outgoing connection, which uses
+        // the same range of ports).
+        let mut attempt = 1;
+        loop {
+            server.port = free_port().await?;
+            match server.start_process().await {
+                Err(HarnessError::Failed(why))
+                    if why.contains(ADDRESS_IN_USE) && attempt < PORT_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                started => return started.map(|()| server),
+            }
+        }
     }
 
     /// The server's URL requiring a verified TLS connection
@@ -241,27 +259,41 @@ impl PostgresServer {
             .spawn()
             .map_err(HarnessError::io("starting postgres"))?;
         self.child = Some(child);
-        let port = self.port;
-        let this = &*self;
-        let ready = wait_until("postgres", || async move {
-            port_open(port).await
-                && this
-                    .command("pg_isready")
-                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
-                    .status()
-                    .await
-                    .is_ok_and(|status| status.success())
-        })
-        .await;
-        if let Err(error) = ready {
-            let log = tokio::fs::read_to_string(self.log_path())
+        let deadline = Instant::now() + START_TIMEOUT;
+        let failure = loop {
+            if self.accepts_connections().await {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                break format!("postgres exited ({status}) before it was ready");
+            }
+            if Instant::now() >= deadline {
+                break format!("postgres did not become ready within {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let log = tokio::fs::read_to_string(self.log_path())
+            .await
+            .unwrap_or_default();
+        Err(HarnessError::Failed(format!(
+            "{failure}; postgres log:\n{log}"
+        )))
+    }
+
+    /// Whether the server on our port answers as PostgreSQL.
+    async fn accepts_connections(&self) -> bool {
+        let port = self.port.to_string();
+        port_open(self.port).await
+            && self
+                .command("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &port, "-q"])
+                .status()
                 .await
-                .unwrap_or_default();
-            return Err(HarnessError::Failed(format!(
-                "{error}; postgres log:\n{log}"
-            )));
-        }
-        Ok(())
+                .is_ok_and(|status| status.success())
     }
 }
 
