@@ -22,10 +22,20 @@ use crate::{
 };
 
 const INSTALL: &str = "apt-get install -y redis-server";
+
+/// A new directory for one server's files, removed with it.
+fn temp_dir() -> Result<TempDir, HarnessError> {
+    tempfile::Builder::new()
+        .prefix("votemesh-redis-")
+        .tempdir()
+        .map_err(HarnessError::io("creating a Redis directory"))
+}
+
 /// Longest a raw command waits for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running `redis-server` without persistence, killed when dropped.
+/// A running `redis-server`, without persistence unless started with an
+/// append-only file ([`RedisServer::start_with_aof`]), killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
@@ -35,6 +45,9 @@ pub struct RedisServer {
     tls_port: Option<u16>,
     /// Whether the TLS port requires a client certificate from the CA.
     auth_clients: bool,
+    /// Whether every write goes to an append-only file in `dir` (fsync on
+    /// each), which a restart reads back.
+    append_only: bool,
 }
 
 /// Whether a TLS Redis asks its clients for a certificate
@@ -50,16 +63,31 @@ pub enum ClientAuth {
 impl RedisServer {
     /// Starts a server on a free loopback port.
     pub async fn start() -> Result<Self, HarnessError> {
-        let dir = tempfile::Builder::new()
-            .prefix("votemesh-redis-")
-            .tempdir()
-            .map_err(HarnessError::io("creating a Redis directory"))?;
+        Self::launch(temp_dir()?, None, false, false).await
+    }
+
+    /// [`RedisServer::start`] with persistence as `k8s/` runs Redis: an
+    /// append-only file, here written through on every command
+    /// (`appendfsync always`), so a [`RedisServer::restart`], even after
+    /// a kill, comes back with every acknowledged write.
+    pub async fn start_with_aof() -> Result<Self, HarnessError> {
+        Self::launch(temp_dir()?, None, false, true).await
+    }
+
+    /// A server with these settings, its files in `dir`, started.
+    async fn launch(
+        dir: TempDir,
+        tls_port: Option<u16>,
+        auth_clients: bool,
+        append_only: bool,
+    ) -> Result<Self, HarnessError> {
         let mut server = Self {
             port: free_port().await?,
             dir,
             child: None,
-            tls_port: None,
-            auth_clients: false,
+            tls_port,
+            auth_clients,
+            append_only,
         };
         server.start_process().await?;
         Ok(server)
@@ -74,10 +102,7 @@ impl RedisServer {
         ca_pem: &str,
         clients: ClientAuth,
     ) -> Result<Self, HarnessError> {
-        let dir = tempfile::Builder::new()
-            .prefix("votemesh-redis-")
-            .tempdir()
-            .map_err(HarnessError::io("creating a Redis directory"))?;
+        let dir = temp_dir()?;
         for (file, content) in [
             ("tls.crt", identity.cert_pem.as_str()),
             ("tls.key", identity.key_pem.as_str()),
@@ -86,15 +111,8 @@ impl RedisServer {
             std::fs::write(dir.path().join(file), content)
                 .map_err(HarnessError::io(format!("writing Redis' {file}")))?;
         }
-        let mut server = Self {
-            port: free_port().await?,
-            dir,
-            child: None,
-            tls_port: Some(free_port().await?),
-            auth_clients: clients == ClientAuth::Required,
-        };
-        server.start_process().await?;
-        Ok(server)
+        let tls_port = Some(free_port().await?);
+        Self::launch(dir, tls_port, clients == ClientAuth::Required, false).await
     }
 
     /// The `rediss://` URL of the TLS port (TLS mode only).
@@ -200,7 +218,12 @@ impl RedisServer {
         let child = Command::new(&binary)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.append_only {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .args(self.tls_args())
             .arg("--dir")
             .arg(self.dir.path())

@@ -1,7 +1,8 @@
 //! The order of a voter's votes without per-voter state in Redis, against
 //! real redis-server and PostgreSQL: the vote Redis accepted last wins,
-//! across two vote service replicas and across a Redis restart that lost
-//! everything, and a drained queue leaves nothing per voter in Redis.
+//! across two vote service replicas, across a Redis restart that lost
+//! everything and across one that came back from its append-only file,
+//! and a drained queue leaves nothing per voter in Redis.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -106,6 +107,46 @@ async fn the_vote_redis_accepted_last_wins_across_two_replicas_and_a_redis_resta
     second.stop().await;
     one.stop().await;
     two.stop().await;
+}
+
+#[tokio::test]
+async fn with_its_aof_a_restarted_redis_keeps_the_queue_and_the_clock_so_the_later_vote_wins() {
+    let mut redis = RedisServer::start_with_aof().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
+    let db = store::connect(&postgres.url()).await.unwrap();
+    store::migrate(&db).await.unwrap();
+    let vote = start_vote_named(&redis, ANY_PORT, "vote-1").await;
+    let mut client = client(&vote).await;
+
+    // The queue's clock runs an hour ahead of the Redis host's (a host
+    // whose clock was later stepped back): after the restart, only the
+    // clock kept in the AOF orders a vote behind the one stored before.
+    let ahead = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp_micros();
+    redis
+        .command(&["SET", CLOCK_KEY, &ahead.to_string()])
+        .await
+        .unwrap();
+    let worker = start_worker(&redis, &postgres, worker_settings("w1")).await;
+    cast(&mut client, "voter-stored", "b").await;
+    wait_for_tally(
+        &db,
+        &BTreeMap::from([("b".to_owned(), 1)]),
+        "before the restart",
+    )
+    .await;
+    worker.stop().await;
+    // A vote still queued when Redis goes down.
+    cast(&mut client, "voter-queued", "a").await;
+
+    // Killed, not shut down: only what the AOF holds comes back.
+    redis.restart().await.unwrap();
+    cast(&mut client, "voter-stored", "a").await;
+
+    let worker = start_worker(&redis, &postgres, worker_settings("w1")).await;
+    let expected = BTreeMap::from([("a".to_owned(), 2)]);
+    wait_for_tally(&db, &expected, "after the AOF restart").await;
+    worker.stop().await;
+    vote.stop().await;
 }
 
 #[tokio::test]
