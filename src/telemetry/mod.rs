@@ -29,15 +29,20 @@ use opentelemetry::{
     trace::TracerProvider as _,
 };
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{SdkTracer, SdkTracerProvider},
+};
 use thiserror::Error;
 use tonic::{
     codegen::http,
     metadata::{MetadataKey, MetadataMap, MetadataValue},
 };
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 /// The environment variable that sets the log filter.
@@ -215,19 +220,7 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
             "opentelemetry_otlp",
             tracing::level_filters::LevelFilter::OFF,
         );
-    // Per span, the layer keeps only what a trace shows: no busy/idle
-    // timings (a clock read on every poll of a request's future), no
-    // OpenTelemetry context made current on every poll (nothing here reads
-    // it: the trace context travels through the tracing span, see
-    // inject_trace_context) and no thread attributes (a runtime's worker
-    // thread says nothing about a request). docs/BENCHMARKS.md, run E,
-    // has what this saved per gateway request.
-    let traces = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_tracked_inactivity(false)
-        .with_context_activation(false)
-        .with_threads(false)
-        .with_filter(traced);
+    let traces = trace_layer(tracer).with_filter(traced);
     tracing_subscriber::registry()
         .with(logs)
         .with(traces)
@@ -239,6 +232,28 @@ pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, Tel
     Ok(TelemetryGuard {
         provider: Some(provider),
     })
+}
+
+/// The OpenTelemetry layer as every component installs it, over `tracer`
+/// (the standalone tracing test passes one with an in-memory exporter, so
+/// it checks these very settings).
+///
+/// Per span it keeps only what a trace shows: no busy/idle timings (a
+/// clock read on every poll of a request's future), no OpenTelemetry
+/// context made current on every poll (nothing here reads it: the trace
+/// context travels through the tracing span, see
+/// [`inject_trace_context`]) and no thread attributes (a runtime's worker
+/// thread says nothing about a request). docs/BENCHMARKS.md, run E, has
+/// what this saved per gateway request.
+pub fn trace_layer<S>(tracer: SdkTracer) -> OpenTelemetryLayer<S, SdkTracer>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_threads(false)
 }
 
 /// Where `listener` listens, for a log line (`0.0.0.0:5000`; `unknown`

@@ -51,7 +51,7 @@ async fn a_vote_keeps_its_trace_from_the_browser_to_the_worker() {
         .build();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        .with(votemesh::telemetry::trace_layer(provider.tracer("test")));
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
