@@ -74,9 +74,10 @@ return string.format('%d', first)
 /// first, oldest at its consuming right end), and returns them in that
 /// order. One `LRANGE`, one `LTRIM` and one `LPUSH` per 1,000 messages
 /// (Lua's `unpack` must stay under its stack limit of about 8,000 values
-/// whatever `BATCH_SIZE` is), instead of one command per message, which
-/// made Redis the drain's second cost (docs/BENCHMARKS.md, run E). Shared
-/// by the two take scripts below.
+/// whatever `BATCH_SIZE` is), instead of one `LMOVE` per message, which
+/// with one `LREM` per message cost Redis 8 µs a drained vote
+/// (docs/BENCHMARKS.md, "What run E changed"). Shared by the two take
+/// scripts below.
 const MOVE_OLDEST_LUA: &str = r#"
 local function move_oldest(queue, processing, want)
   if want <= 0 then return {} end
