@@ -199,15 +199,16 @@ pub trait VoteSource: Send + Sync + 'static {
 
     /// Removes exactly the `committed` messages (the batch as
     /// [`VoteSource::take_batch`] or [`VoteSource::take_next`] returned it,
-    /// once the database committed it) from the processing list, moving `dead_letters` (messages of the
-    /// batch that could not be parsed) to the dead-letter list, in one
-    /// atomic step. It acknowledges by content: the batch is removed at
-    /// once when it sits whole at the list's consuming end (its messages
-    /// compared there one by one), else message by message; any other
-    /// message in the processing list (the next batch, or one a blocking
-    /// move that landed late moved in) stays there, and
-    /// a committed message no longer there (a peer reclaimed the list
-    /// meanwhile) is skipped. Returns how many messages it removed.
+    /// once the database committed it) from the processing list, moving
+    /// `dead_letters` (messages of the batch that could not be parsed) to
+    /// the dead-letter list, in one atomic step. It acknowledges by
+    /// content: the batch is removed at once when it sits whole at the
+    /// list's consuming end (its messages compared there one by one), else
+    /// message by message; any other message in the processing list (the
+    /// next batch, or one a blocking move that landed late moved in) stays
+    /// there, and a committed message no longer there (a peer reclaimed
+    /// the list meanwhile) is skipped. Returns how many messages it
+    /// removed.
     fn ack_batch(
         &self,
         committed: &[String],
