@@ -34,6 +34,9 @@
 //! - [`health`]: `grpc.health.v1` wiring: liveness and readiness names.
 //! - [`grpc`]: the one place a gRPC server is assembled (health, reflection,
 //!   tracing, limits).
+//! - [`deadline`]: the `grpc-timeout` header, read and written.
+//! - [`idempotency`]: idempotency keys, which make a retried CastVote the
+//!   same vote, never a later one.
 //! - [`client`]: the client side: traced channels between components, the
 //!   health Check a probe makes, and `--health-check`.
 //! - [`tls`]: mutual TLS: the identity files (reloaded when they change),
@@ -54,8 +57,10 @@ pub mod backoff;
 pub mod ballot;
 pub mod client;
 pub mod config;
+pub mod deadline;
 pub mod grpc;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod poll;
 pub mod proto;

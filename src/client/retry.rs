@@ -1,10 +1,15 @@
 //! Retries of calls that are safe to repeat, as one tower layer shared by
-//! every client: every votemesh RPC is (reads change nothing; CastVote
-//! records the voter's latest vote, so casting the same vote again changes
-//! nothing either).
+//! every client: every votemesh RPC is. Reads change nothing. CastVote is
+//! made safe by its idempotency key: every attempt of one call carries the
+//! same `idempotency-key` (stamped here, once per call, unless the caller
+//! set one), and the vote service queues a vote once per key, so a retry
+//! whose first attempt was queued after all is answered as that attempt
+//! and never becomes a later vote that overrides the voter's next one
+//! ([`crate::idempotency`]).
 //!
 //! ```text
-//! tonic client ─► CollectBody (the request's bytes, its deadline)
+//! tonic client ─► CollectBody (the request's bytes, its deadline, its
+//!                 idempotency key)
 //!              ─► Retry<RetrySafeCalls> ─► the balanced channel
 //! ```
 //!
@@ -28,6 +33,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{
+    deadline::{grpc_timeout, parse_grpc_timeout},
+    idempotency::{IdempotencyKey, METADATA_KEY},
+};
 use http_body_util::{BodyExt, Full};
 use tonic::{
     body::Body,
@@ -171,8 +180,9 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
 }
 
 /// Reads the whole request body (a unary or server-streaming call sends
-/// one message) so the call can be sent again, and notes the deadline the
-/// caller set in `grpc-timeout`.
+/// one message) so the call can be sent again, notes the deadline the
+/// caller set in `grpc-timeout`, and gives the call an idempotency key if
+/// the caller did not.
 #[derive(Clone, Debug)]
 pub struct CollectBody<S> {
     inner: S,
@@ -211,6 +221,13 @@ where
             let (parts, body) = request.into_parts();
             let bytes = body.collect().await?.to_bytes();
             let mut request = http::Request::from_parts(parts, bytes);
+            if !request.headers().contains_key(METADATA_KEY) {
+                // One key for every attempt of this call.
+                let key = IdempotencyKey::generate();
+                if let Ok(value) = HeaderValue::from_str(key.as_str()) {
+                    request.headers_mut().insert(METADATA_KEY, value);
+                }
+            }
             let deadline = request
                 .headers()
                 .get("grpc-timeout")
@@ -248,48 +265,4 @@ fn deadline_exceeded() -> BoxError {
 /// A request whose body is bytes again becomes one tonic can send.
 pub fn into_body(request: http::Request<Bytes>) -> http::Request<Body> {
     request.map(|bytes| Body::new(Full::new(bytes)))
-}
-
-/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m,
-/// u, n).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
-/// Writes a `grpc-timeout` value (at most 8 digits) for `left`.
-fn grpc_timeout(left: Duration) -> String {
-    let micros = left.as_micros();
-    if micros < 100_000_000 {
-        format!("{micros}u")
-    } else {
-        format!("{}m", left.as_millis().min(99_999_999))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_round_trip() {
-        assert_eq!(parse_grpc_timeout("5000000u"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("x"), None);
-        assert_eq!(parse_grpc_timeout(""), None);
-        let left = Duration::from_millis(1234);
-        assert_eq!(parse_grpc_timeout(&grpc_timeout(left)), Some(left));
-        let long = Duration::from_secs(500);
-        assert_eq!(parse_grpc_timeout(&grpc_timeout(long)), Some(long));
-    }
 }

@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::ballot::{BallotError, check_option_id, check_voter_id};
+use crate::{
+    ballot::{BallotError, check_option_id, check_voter_id},
+    idempotency::Idempotency,
+};
 
 /// The Redis list that holds queued votes (newest at the left).
 pub const QUEUE_KEY: &str = "votes";
@@ -45,6 +48,18 @@ pub const CLOCK_KEY: &str = "votes:clock";
 pub const PROCESSING_KEY_PREFIX: &str = "votes:processing:";
 /// Prefix of each worker's heartbeat key (`votes:worker:<worker id>`).
 pub const HEARTBEAT_KEY_PREFIX: &str = "votes:worker:";
+/// Prefix of the marker a vote pushed with an idempotency key leaves for
+/// its repeat window (`votes:request:<key>:<voter id>`): the first
+/// attempt's sequence, vote id and time. It expires on its own.
+pub const REQUEST_KEY_PREFIX: &str = "votes:request:";
+
+/// The key of the marker of `voter_id`'s vote pushed with idempotency key
+/// `key`. Scoped by voter, so two callers that happen to use one key never
+/// take each other's vote for a repeat (the key has no `:`, so the pair is
+/// unambiguous).
+pub fn request_key(key: &crate::idempotency::IdempotencyKey, voter_id: &str) -> String {
+    format!("{REQUEST_KEY_PREFIX}{key}:{voter_id}")
+}
 
 /// The key of the processing list of the worker `worker_id`: where its
 /// in-flight batch waits until the database committed it.
@@ -66,6 +81,12 @@ pub struct NewVote {
     /// W3C trace context of the CastVote call, so the worker's span joins
     /// the vote's trace.
     pub trace_context: HashMap<String, String>,
+    /// The call's idempotency key, if it carried one: the queue then takes
+    /// the vote only if no vote of this voter was taken with that key
+    /// within the window, and answers a repeat as the first attempt was
+    /// answered ([`crate::idempotency`]). Not part of the queued message.
+    #[serde(skip)]
+    pub idempotency: Option<Idempotency>,
 }
 
 /// A vote as it travels through the queue: a [`NewVote`] plus its sequence.
@@ -301,6 +322,7 @@ mod tests {
             option_id: "a".into(),
             cast_at: now - chrono::Duration::seconds(90),
             trace_context: HashMap::new(),
+            idempotency: None,
         };
         let message = serde_json::to_string(&QueuedVote::stamped(&vote, 1)).unwrap();
         let backlog = Backlog::of(3, Some(&message));
@@ -326,6 +348,7 @@ mod tests {
             option_id: "a".into(),
             cast_at: Utc::now(),
             trace_context: HashMap::new(),
+            idempotency: None,
         };
         let queued = QueuedVote::stamped(&vote, 7);
         let json = serde_json::to_string(&queued).unwrap();

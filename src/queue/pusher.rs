@@ -42,7 +42,11 @@ use bb8_redis::redis::{
     aio::MultiplexedConnection,
 };
 use futures_util::{StreamExt, stream::FuturesUnordered};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::{
     CLOCK_KEY, QUEUE_KEY, QueueError, connect,
@@ -57,11 +61,75 @@ pub const MAX_PUSHES_IN_FLIGHT: usize = 4;
 /// Votes waiting for the pusher at most; beyond it, callers wait.
 const WAITING_CAPACITY: usize = 8192;
 
-/// One vote waiting to be pushed, and where its answer goes: the sequence
-/// Redis gave it.
+/// One vote waiting to be pushed, and where its answer goes.
 struct Waiting {
     json: String,
-    answer: oneshot::Sender<Result<i64, QueueError>>,
+    marker: Option<Marker>,
+    answer: oneshot::Sender<Result<Pushed, QueueError>>,
+}
+
+/// The marker a vote with an idempotency key leaves in Redis for its
+/// repeat window ([`crate::idempotency`]).
+#[derive(Clone, Debug)]
+pub struct Marker {
+    /// Its Redis key ([`super::request_key`]).
+    pub key: String,
+    /// How long it is kept.
+    pub lifetime: Duration,
+    /// What a repeat is answered with besides the sequence: `<vote id>
+    /// <cast_at in µs since the epoch>`.
+    pub stamp: String,
+}
+
+/// What Redis did with a vote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued, with this sequence.
+    Queued {
+        /// The sequence Redis gave it.
+        sequence: i64,
+    },
+    /// Not queued again: an earlier attempt of the same call was, and this
+    /// is how it was stamped.
+    Repeat(FirstAttempt),
+}
+
+/// The stamp of a call's first queued attempt, read from its marker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirstAttempt {
+    /// Its sequence.
+    pub sequence: i64,
+    /// Its vote id.
+    pub vote_id: Uuid,
+    /// When the vote service accepted it.
+    pub cast_at: DateTime<Utc>,
+}
+
+impl Pushed {
+    /// Reads the script's answer for one vote: a sequence, or a repeat's
+    /// marker (`<sequence> <vote id> <µs>`).
+    fn parse(answer: &str) -> Result<Self, QueueError> {
+        let bad = || QueueError::Failed(format!("bad push answer {answer:?} from Redis"));
+        let mut parts = answer.split(' ');
+        let sequence = parts
+            .next()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(bad)?;
+        let Some(vote_id) = parts.next() else {
+            return Ok(Self::Queued { sequence });
+        };
+        let vote_id = Uuid::parse_str(vote_id).map_err(|_| bad())?;
+        let cast_at = parts
+            .next()
+            .and_then(|micros| micros.parse().ok())
+            .and_then(DateTime::from_timestamp_micros)
+            .ok_or_else(bad)?;
+        Ok(Self::Repeat(FirstAttempt {
+            sequence,
+            vote_id,
+            cast_at,
+        }))
+    }
 }
 
 /// Handle to the pusher task; cheap to clone. The task ends when the last
@@ -91,12 +159,17 @@ impl Pusher {
         Ok(Self { waiting })
     }
 
-    /// Pushes one vote (its JSON without the sequence) and returns its
-    /// sequence, once Redis accepted it.
-    pub async fn push(&self, json: String) -> Result<i64, QueueError> {
+    /// Pushes one vote (its JSON without the sequence; with `marker`, only
+    /// if no earlier attempt of its call was pushed) and returns what Redis
+    /// did with it, once Redis answered.
+    pub async fn push(&self, json: String, marker: Option<Marker>) -> Result<Pushed, QueueError> {
         let (answer, answered) = oneshot::channel();
         self.waiting
-            .send(Waiting { json, answer })
+            .send(Waiting {
+                json,
+                marker,
+                answer,
+            })
             .await
             .map_err(|_| QueueError::Unavailable("the vote pusher has stopped".into()))?;
         answered.await.unwrap_or_else(|_| {
@@ -223,34 +296,46 @@ async fn push_batch(
     let mut invocation = script.prepare_invoke();
     invocation.key(QUEUE_KEY).key(CLOCK_KEY);
     for waiting in &batch {
+        match &waiting.marker {
+            Some(marker) => {
+                let lifetime = marker.lifetime.as_millis().max(1);
+                invocation
+                    .key(&marker.key)
+                    .arg(lifetime.to_string())
+                    .arg(&marker.stamp);
+            }
+            None => {
+                invocation.arg("0").arg("");
+            }
+        }
         invocation.arg(&waiting.json);
     }
-    let outcome: Result<String, _> = invocation.invoke_async(&mut connection).await;
+    let outcome: Result<Vec<String>, _> = invocation.invoke_async(&mut connection).await;
     // A timeout leaves the connection as it is: the call may still run
     // (Redis is slow, not gone), and its late answer is discarded.
-    let mut lost = false;
-    let first = match outcome {
-        Ok(first) => first
-            .parse::<i64>()
-            .map_err(|_| QueueError::Failed(format!("bad sequence {first:?} from Redis"))),
+    let answers = match outcome {
+        Ok(answers) if answers.len() == batch.len() => answers,
+        Ok(answers) => {
+            let error = QueueError::Failed(format!(
+                "Redis answered {} votes of {}",
+                answers.len(),
+                batch.len()
+            ));
+            answer_all(batch, &error);
+            return false;
+        }
         Err(error) => {
-            lost = !error.is_timeout();
-            Err(classify(error))
+            let lost = !error.is_timeout();
+            let error = classify(error);
+            let lost = lost && matches!(error, QueueError::Unconfirmed(_));
+            answer_all(batch, &error);
+            return lost;
         }
     };
-    match first {
-        Ok(first) => {
-            for (offset, waiting) in (0..).zip(batch) {
-                let _ = waiting.answer.send(Ok(first + offset));
-            }
-            false
-        }
-        Err(error) => {
-            lost &= matches!(error, QueueError::Unconfirmed(_));
-            answer_all(batch, &error);
-            lost
-        }
+    for (waiting, answer) in batch.into_iter().zip(answers) {
+        let _ = waiting.answer.send(Pushed::parse(&answer));
     }
+    false
 }
 
 fn answer_all(batch: Vec<Waiting>, error: &QueueError) {

@@ -26,7 +26,7 @@ use bb8_redis::{
 use tokio::sync::OnceCell;
 
 use super::connect::RedisManager;
-use super::pusher::Pusher;
+use super::pusher::{Marker, Pushed, Pusher};
 use super::{
     Backlog, DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY,
     QueueError, QueuedVote, VoteSink, VoteSource,
@@ -53,19 +53,48 @@ const MAX_BLOCKING_WAIT: Duration = Duration::from_millis(300);
 /// clock steps back; and if Redis lost `votes:clock` (restarted without
 /// its AOF), they carry on from the clock, above those given out before.
 ///
-/// KEYS: queue, clock. ARGV: each vote's JSON without the sequence, in
-/// order. Returns the first vote's sequence (the others follow it by one).
+/// A vote sent with an idempotency key names its marker
+/// (`votes:request:<key>:<voter>`, [`super::request_key`]): if the marker
+/// exists, an earlier attempt of the same call was pushed, and the vote is
+/// not pushed again; the marker's text (that attempt's sequence, vote id
+/// and time) is its answer. Otherwise the vote is pushed and the marker set
+/// for the vote's repeat window (`PX`), so it leaves nothing behind.
+///
+/// KEYS: queue, clock, then the marker of each vote that has one, in the
+/// votes' order. ARGV: three per vote, in order: the marker's lifetime in
+/// ms (`0`: no marker), the vote's stamp (`<vote id> <µs since the
+/// epoch>`), its JSON without the sequence. Returns one text per vote: its
+/// sequence, or a repeat's marker (`<sequence> <vote id> <µs>`).
 pub(super) const PUSH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local first = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
-if first < now then first = now end
-for i = 1, #ARGV do
-  local seq_text = string.format('%d', first + i - 1)
-  redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[i], 2))
+local seq = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
+if seq < now then seq = now end
+local pushed = 0
+local marker = 2
+local answers = {}
+for i = 1, #ARGV, 3 do
+  local ttl = tonumber(ARGV[i])
+  local prior = false
+  if ttl > 0 then
+    marker = marker + 1
+    prior = redis.call('GET', KEYS[marker])
+  end
+  if prior then
+    answers[#answers + 1] = prior
+  else
+    local seq_text = string.format('%d', seq)
+    redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[i + 2], 2))
+    if ttl > 0 then
+      redis.call('SET', KEYS[marker], seq_text .. ' ' .. ARGV[i + 1], 'PX', ttl)
+    end
+    answers[#answers + 1] = seq_text
+    seq = seq + 1
+    pushed = pushed + 1
+  end
 end
-redis.call('SET', KEYS[2], string.format('%d', first + #ARGV - 1))
-return string.format('%d', first)
+if pushed > 0 then redis.call('SET', KEYS[2], string.format('%d', seq - 1)) end
+return answers
 "#;
 
 /// Moves the `want` oldest queued messages (or all, if fewer) into the
@@ -296,8 +325,20 @@ impl VoteSink for RedisQueue {
             .pusher
             .get_or_try_init(|| async { Pusher::spawn(&self.url, self.tls.as_ref()) })
             .await?;
-        let sequence = pusher.push(json).await?;
-        Ok(QueuedVote::stamped(vote, sequence))
+        let marker = vote.idempotency.as_ref().map(|idempotency| Marker {
+            key: super::request_key(&idempotency.key, &vote.voter_id),
+            lifetime: idempotency.window,
+            stamp: format!("{} {}", vote.vote_id, vote.cast_at.timestamp_micros()),
+        });
+        match pusher.push(json, marker).await? {
+            Pushed::Queued { sequence } => Ok(QueuedVote::stamped(vote, sequence)),
+            Pushed::Repeat(first) => Ok(QueuedVote {
+                sequence: first.sequence,
+                vote_id: first.vote_id,
+                cast_at: first.cast_at,
+                ..QueuedVote::stamped(vote, first.sequence)
+            }),
+        }
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

@@ -47,6 +47,7 @@ fn vote(i: u64) -> NewVote {
         option_id: if i.is_multiple_of(2) { "a" } else { "b" }.into(),
         cast_at: Utc::now(),
         trace_context: Default::default(),
+        idempotency: None,
     }
 }
 

@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use thiserror::Error;
 use uuid::Uuid;
 use votemesh::{
     ballot::{BallotError, check_voter_id},
+    idempotency::KeyError,
     poll::Poll,
     queue::{NewVote, QueueError},
 };
@@ -25,6 +26,9 @@ pub enum VoteError {
         /// The poll's option ids.
         known: String,
     },
+    /// The call's `idempotency-key` metadata breaks the rules.
+    #[error(transparent)]
+    BadIdempotencyKey(#[from] KeyError),
     /// The queue did not take the vote.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -52,8 +56,11 @@ pub fn new_vote(
         vote_id: Uuid::new_v4(),
         voter_id: voter_id.to_owned(),
         option_id: option.to_owned(),
-        cast_at: Utc::now(),
+        // Microseconds, as the queue keeps time (a repeat's answer is
+        // read back from Redis at that precision).
+        cast_at: Utc::now().trunc_subsecs(6),
         trace_context,
+        idempotency: None,
     })
 }
 

@@ -11,6 +11,7 @@ use std::{sync::Arc, time::SystemTime};
 
 use tonic::{Request, Response, Status};
 use votemesh::{
+    idempotency::Idempotency,
     poll::Poll,
     proto::v1::{
         CastVoteRequest, CastVoteResponse, ListOptionsRequest, ListOptionsResponse,
@@ -47,17 +48,22 @@ impl<Q: VoteSink> VoteService for VoteApi<Q> {
         &self,
         request: Request<CastVoteRequest>,
     ) -> Result<Response<CastVoteResponse>, Status> {
+        let idempotency = Idempotency::of_call(request.metadata())
+            .map_err(|error| refused(&VoteError::from(error)))?;
         let request = request.into_inner();
-        let vote = ballot::new_vote(
+        let mut vote = ballot::new_vote(
             &request.voter_id,
             &request.option,
             &self.poll,
             telemetry::current_context_carrier(),
         )
         .map_err(|error| refused(&error))?;
+        vote.idempotency = idempotency;
         match self.queue.push(&vote).await {
             Ok(queued) => {
                 metrics::counter!("votemesh_votes_accepted_total").increment(1);
+                // A repeat of an attempt already queued answers with that
+                // attempt's vote id, so both log lines name one vote.
                 tracing::debug!(vote_id = %queued.vote_id, option_id = %queued.option_id, sequence = queued.sequence, "vote queued");
                 Ok(Response::new(CastVoteResponse {
                     vote_id: queued.vote_id.to_string(),
@@ -93,6 +99,7 @@ fn refused(error: &VoteError) -> Status {
 pub fn reason_of(error: &VoteError) -> &'static str {
     match error {
         VoteError::BadBallot(_) => "invalid_ballot",
+        VoteError::BadIdempotencyKey(_) => "invalid_idempotency_key",
         VoteError::UnknownOption { .. } => "unknown_option",
         VoteError::Queue(QueueError::Unavailable(_)) => "queue_unavailable",
         VoteError::Queue(QueueError::Unconfirmed(_)) => "queue_unconfirmed",
@@ -104,15 +111,15 @@ pub fn reason_of(error: &VoteError) -> &'static str {
 /// The one mapping from vote errors to gRPC statuses.
 pub fn status_of(error: &VoteError) -> Status {
     match error {
-        VoteError::BadBallot(_) | VoteError::UnknownOption { .. } => {
-            Status::invalid_argument(error.to_string())
-        }
+        VoteError::BadBallot(_)
+        | VoteError::UnknownOption { .. }
+        | VoteError::BadIdempotencyKey(_) => Status::invalid_argument(error.to_string()),
         VoteError::Queue(QueueError::Unavailable(_)) => Status::unavailable(
             "the vote queue is unavailable; the vote was not queued and retrying is safe",
         ),
         VoteError::Queue(QueueError::Unconfirmed(_)) => Status::unavailable(
             "the vote queue did not answer in time; the vote may or may not have been \
-             queued, and retrying is safe: a voter's last vote wins",
+             queued; retrying is safe with the same idempotency-key (it counts once)",
         ),
         VoteError::Queue(QueueError::Full(_)) => Status::resource_exhausted(
             "the vote queue is full; the vote was not queued, please retry later",

@@ -40,6 +40,7 @@ fn new_vote(voter_id: &str, option_id: &str) -> NewVote {
         option_id: option_id.into(),
         cast_at: chrono::Utc::now(),
         trace_context: Default::default(),
+        idempotency: None,
     }
 }
 

@@ -8,8 +8,9 @@ use std::{collections::BTreeMap, time::Duration};
 
 use tonic::Code;
 use votemesh::{
+    idempotency::MAX_REPEAT_WINDOW,
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
-    queue::{CLOCK_KEY, HEARTBEAT_KEY_PREFIX, VoteSink, redis::RedisQueue},
+    queue::{CLOCK_KEY, HEARTBEAT_KEY_PREFIX, REQUEST_KEY_PREFIX, VoteSink, redis::RedisQueue},
     store,
 };
 use votemesh_testing::{
@@ -168,6 +169,7 @@ async fn concurrent_votes_share_script_calls_and_a_drained_queue_leaves_nothing_
                 option_id: "a".into(),
                 cast_at: chrono::Utc::now(),
                 trace_context: Default::default(),
+                idempotency: None,
             };
             queue.push(&vote).await.unwrap().sequence
         });
@@ -204,17 +206,28 @@ async fn concurrent_votes_share_script_calls_and_a_drained_queue_leaves_nothing_
     wait_for_tally(&db, &expected, "once drained").await;
 
     // What is left: the queue's one clock and the worker's heartbeat, not
-    // a key, field or list entry per voter.
+    // a key, field or list entry per voter that stays; a call's
+    // idempotency marker lives only for its repeat window.
     let reply = redis.command(&["KEYS", "*"]).await.unwrap();
     let keys: Vec<&str> = reply
         .lines()
         .filter(|line| !line.starts_with('*') && !line.starts_with('$'))
         .collect();
-    assert!(
-        keys.iter()
-            .all(|key| *key == CLOCK_KEY || key.starts_with(HEARTBEAT_KEY_PREFIX)),
-        "only the clock and heartbeats remain: {keys:?}"
-    );
+    for key in &keys {
+        if key.starts_with(REQUEST_KEY_PREFIX) {
+            let ttl = redis.command(&["PTTL", key]).await.unwrap();
+            let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+            assert!(
+                (1..=MAX_REPEAT_WINDOW.as_millis() as i64).contains(&ttl),
+                "{key} expires within the repeat window: {ttl} ms"
+            );
+        } else {
+            assert!(
+                *key == CLOCK_KEY || key.starts_with(HEARTBEAT_KEY_PREFIX),
+                "only the clock, heartbeats and expiring markers remain: {keys:?}"
+            );
+        }
+    }
     let clock_type = redis.command(&["TYPE", CLOCK_KEY]).await.unwrap();
     assert_eq!(clock_type.trim(), "+string", "the clock is one number");
     worker.stop().await;
@@ -252,6 +265,7 @@ async fn votes_queued_by_the_previous_release_drain_and_a_newer_vote_wins() {
         option_id: "b".into(),
         cast_at: chrono::Utc::now(),
         trace_context: Default::default(),
+        idempotency: None,
     };
     let queued = queue.push(&newer).await.unwrap();
     assert!(queued.sequence > a_second_ago);

@@ -50,6 +50,7 @@ async fn run(batch_size: usize, votes: usize) -> Outcome {
                 option_id: if i % 2 == 0 { "a" } else { "b" }.into(),
                 cast_at: Utc::now(),
                 trace_context: HashMap::new(),
+                idempotency: None,
             };
             queue.push(&vote).await.unwrap();
         }));

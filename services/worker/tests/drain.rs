@@ -36,6 +36,7 @@ fn new_vote(voter: &str, option: &str) -> NewVote {
         option_id: option.into(),
         cast_at: Utc::now(),
         trace_context: HashMap::new(),
+        idempotency: None,
     }
 }
 

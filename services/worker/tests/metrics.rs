@@ -27,6 +27,7 @@ fn new_vote(voter: &str, option: &str, age: Duration) -> NewVote {
         option_id: option.into(),
         cast_at: Utc::now() - age,
         trace_context: HashMap::new(),
+        idempotency: None,
     }
 }
 

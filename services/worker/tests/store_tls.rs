@@ -35,6 +35,7 @@ fn new_vote(voter: &str, option: &str) -> NewVote {
         option_id: option.into(),
         cast_at: chrono::Utc::now(),
         trace_context: Default::default(),
+        idempotency: None,
     }
 }
 
