@@ -45,8 +45,7 @@ async fn a_full_in_process_queue_refuses_votes_with_resource_exhausted_and_loses
     .await
     .ready()
     .await;
-    let mut client =
-        VoteServiceClient::new(votemesh::client::connect(service.addr).await.unwrap());
+    let mut client = VoteServiceClient::new(votemesh::client::connect(service.addr).await.unwrap());
 
     for voter in 0..CAPACITY {
         client.cast_vote(cast(&format!("v{voter}"))).await.unwrap();
