@@ -37,9 +37,8 @@ use super::{Backlog, NewVote, QueueError, QueuedVote, VoteSink, VoteSource, next
 
 /// Most messages the queue holds, queued and in flight together: a push
 /// beyond it is refused with [`QueueError::Full`]. A vote is a few hundred
-/// bytes of JSON, so the queue stays within a few tens of MB; at the
-/// worker's pace on SQLite this is minutes of backlog, more than a local
-/// run ever needs.
+/// bytes of JSON, so a full queue takes a few tens of MB: far more backlog
+/// than a local run needs, far less memory than a flood could take.
 pub const CAPACITY: usize = 100_000;
 
 /// Most messages the dead-letter list keeps; beyond it the oldest is

@@ -184,10 +184,10 @@ pub trait VoteSink: Send + Sync + 'static {
 /// most one more taken meanwhile.
 pub trait VoteSource: Send + Sync + 'static {
     /// The whole processing list: what is left from an earlier attempt (a
-    /// crash, a failed commit) topped up to `max` from the queue, the
-    /// oldest queued messages first (all of it, even beyond `max`, when it
-    /// already holds more). Newest first, as the list holds them. Waits up
-    /// to `wait` when there is nothing; empty if nothing came.
+    /// crash, a failed commit) topped up to `max` with the oldest queued
+    /// messages (all of it, beyond `max`, when it already holds more),
+    /// newest first as the list holds them. Waits up to `wait` when there
+    /// is nothing; empty if nothing came.
     fn take_batch(
         &self,
         max: usize,
