@@ -188,7 +188,9 @@ impl QueueError {
 /// Where the vote service puts votes.
 pub trait VoteSink: Send + Sync + 'static {
     /// Queues `vote` and returns it as stamped. `Ok` only once the queue
-    /// holds the vote.
+    /// holds the vote; [`QueueError::Full`] when the queue is at its limit
+    /// (Redis at `maxmemory`, the in-process queue at its capacity), with
+    /// nothing changed.
     fn push(&self, vote: &NewVote) -> impl Future<Output = Result<QueuedVote, QueueError>> + Send;
 
     /// Answers `Ok` while the queue can take votes.
@@ -203,18 +205,20 @@ pub trait VoteSink: Send + Sync + 'static {
 /// most one more taken meanwhile.
 pub trait VoteSource: Send + Sync + 'static {
     /// The whole processing list: what is left from an earlier attempt (a
-    /// crash, a failed commit) topped up to `max` from the queue. Waits up
-    /// to `wait` when there is nothing; empty if nothing came.
+    /// crash, a failed commit) topped up to `max` with the oldest queued
+    /// messages (all of it, beyond `max`, when it already holds more),
+    /// newest first as the list holds them. Waits up to `wait` when there
+    /// is nothing; empty if nothing came.
     fn take_batch(
         &self,
         max: usize,
         wait: Duration,
     ) -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
 
-    /// Moves up to `max` queued messages into the processing list, beside
-    /// what is already there, and returns only those: the next batch,
-    /// taken while the one before it is written. Never waits; empty when
-    /// nothing is queued.
+    /// Moves up to `max` queued messages (the oldest) into the processing
+    /// list, beside what is already there, and returns only those, newest
+    /// first: the next batch, taken while the one before it is written.
+    /// Never waits; empty when nothing is queued.
     fn take_next(&self, max: usize)
     -> impl Future<Output = Result<Vec<String>, QueueError>> + Send;
 
@@ -228,8 +232,9 @@ pub trait VoteSource: Send + Sync + 'static {
     /// message by message; any other message in the processing list (the
     /// next batch, or one a blocking move that landed late moved in) stays
     /// there, and a committed message no longer there (a peer reclaimed
-    /// the list meanwhile) is skipped. Returns how many messages it
-    /// removed.
+    /// the list meanwhile) is skipped. A dead letter is moved only if it
+    /// was removed, so acknowledging twice moves it once. Returns how many
+    /// messages it removed.
     fn ack_batch(
         &self,
         committed: &[String],
@@ -237,8 +242,9 @@ pub trait VoteSource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<usize, QueueError>> + Send;
 
     /// Marks this worker alive and returns to the queue the in-flight
-    /// batches of workers that stopped marking themselves alive. Returns how
-    /// many messages were returned.
+    /// batches of workers that stopped marking themselves alive (never its
+    /// own), at the consuming end, oldest first. Returns how many messages
+    /// were returned (always 0 for the in-process queue: one worker).
     fn reclaim_orphans(&self) -> impl Future<Output = Result<usize, QueueError>> + Send;
 
     /// What waits in the queue (not counting in-flight batches).

@@ -1,0 +1,514 @@
+//! One contract, two queues: the promises of `VoteSink` + `VoteSource`
+//! (`src/queue/mod.rs`), each written once as a generic scenario and run
+//! against the Redis queue (a real redis-server from the harness) and the
+//! in-process queue alike.
+//!
+//! ```text
+//! scenario(&impl Queue) ─┬─► OnRedis:   RedisQueue + RedisWorkerQueue over redis-server
+//!                        └─► InProcess: MemoryQueue
+//! ```
+//!
+//! A scenario sees a queue through [`Queue`]: the two traits, plus the few
+//! things a producer or Redis can do that the traits do not offer (push a
+//! message that is not a vote, read the dead letters, a late move). What
+//! only Redis can do (a real abandoned BLMOVE, a kill -9 of the worker,
+//! `maxmemory`) is tested in `services/worker/tests/drain.rs` and
+//! `services/vote/tests/cast_vote.rs`; the in-process queue's capacity in
+//! `src/queue/memory.rs`.
+
+use std::{collections::HashMap, time::Duration};
+
+use bb8_redis::redis::{self, AsyncCommands};
+use chrono::Utc;
+use uuid::Uuid;
+use votemesh::queue::{
+    Backlog, DEAD_LETTER_KEY, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource,
+    memory::MemoryQueue, processing_key, redis::RedisQueue, redis::RedisWorkerQueue,
+};
+use votemesh_testing::RedisServer;
+
+/// How long a scenario waits for something that should happen at once.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A queue under test, as a scenario sees it.
+trait Queue {
+    /// The producer side.
+    type Sink: VoteSink;
+    /// One worker's side.
+    type Source: VoteSource;
+
+    /// Where the vote service pushes.
+    fn sink(&self) -> &Self::Sink;
+
+    /// The worker `worker_id`'s side of the queue.
+    fn worker(&self, worker_id: &str) -> Self::Source;
+
+    /// A second worker, `worker_id`, with its own processing list, if the
+    /// queue has more than one (the in-process queue has one worker).
+    fn peer(&self, worker_id: &str) -> Option<Self::Source>;
+
+    /// Queues `message` as a producer that does not check it would.
+    async fn push_raw(&self, message: &str);
+
+    /// The dead-letter list, oldest first.
+    async fn dead_letters(&self) -> Vec<String>;
+
+    /// Moves the oldest queued message into the processing list of
+    /// `worker_id` outside any take, as a blocking move whose client gave
+    /// up lands when a vote arrives.
+    async fn land_late(&self, worker_id: &str);
+}
+
+/// The Redis queue over its own redis-server.
+struct OnRedis {
+    server: RedisServer,
+    queue: RedisQueue,
+}
+
+impl OnRedis {
+    async fn start() -> Self {
+        let server = RedisServer::start().await.unwrap();
+        let queue = RedisQueue::new(&server.url()).unwrap();
+        Self { server, queue }
+    }
+
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.server.url().expose())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Queue for OnRedis {
+    type Sink = RedisQueue;
+    type Source = RedisWorkerQueue;
+
+    fn sink(&self) -> &RedisQueue {
+        &self.queue
+    }
+
+    fn worker(&self, worker_id: &str) -> RedisWorkerQueue {
+        self.queue.for_worker(worker_id)
+    }
+
+    fn peer(&self, worker_id: &str) -> Option<RedisWorkerQueue> {
+        Some(self.queue.for_worker(worker_id))
+    }
+
+    async fn push_raw(&self, message: &str) {
+        let _: i64 = self
+            .connection()
+            .await
+            .lpush(QUEUE_KEY, message)
+            .await
+            .unwrap();
+    }
+
+    async fn dead_letters(&self) -> Vec<String> {
+        let mut newest_first: Vec<String> = self
+            .connection()
+            .await
+            .lrange(DEAD_LETTER_KEY, 0, -1)
+            .await
+            .unwrap();
+        newest_first.reverse();
+        newest_first
+    }
+
+    async fn land_late(&self, worker_id: &str) {
+        let moved: Option<String> = self
+            .connection()
+            .await
+            .lmove(
+                QUEUE_KEY,
+                processing_key(worker_id),
+                redis::Direction::Right,
+                redis::Direction::Left,
+            )
+            .await
+            .unwrap();
+        assert!(moved.is_some(), "a queued message to land late");
+    }
+}
+
+/// The in-process queue.
+struct InProcess {
+    queue: MemoryQueue,
+}
+
+impl Queue for InProcess {
+    type Sink = MemoryQueue;
+    type Source = MemoryQueue;
+
+    fn sink(&self) -> &MemoryQueue {
+        &self.queue
+    }
+
+    fn worker(&self, _worker_id: &str) -> MemoryQueue {
+        self.queue.clone()
+    }
+
+    fn peer(&self, _worker_id: &str) -> Option<MemoryQueue> {
+        None
+    }
+
+    async fn push_raw(&self, message: &str) {
+        self.queue.push_raw(message).unwrap();
+    }
+
+    async fn dead_letters(&self) -> Vec<String> {
+        self.queue.dead_letters()
+    }
+
+    async fn land_late(&self, _worker_id: &str) {
+        // No blocking move can land late here (a take waits on a
+        // notification and moves under the lock when it returns): the
+        // nearest thing is a message moved in beside the batch.
+        assert_eq!(self.queue.take_next(1).await.unwrap().len(), 1);
+    }
+}
+
+/// Runs each scenario against both queues: `redis_queue::<scenario>` and
+/// `memory_queue::<scenario>`.
+macro_rules! contract {
+    ($($scenario:ident),+ $(,)?) => {
+        mod redis_queue {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(&super::OnRedis::start().await).await;
+                }
+            )+
+        }
+        mod memory_queue {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let queue = super::InProcess {
+                        queue: votemesh::queue::memory::MemoryQueue::new(),
+                    };
+                    super::$scenario(&queue).await;
+                }
+            )+
+        }
+    };
+}
+
+contract!(
+    votes_are_stamped_in_order_and_taken_oldest_first_newest_first_in_a_batch,
+    take_batch_returns_the_whole_processing_list_until_it_is_acknowledged,
+    acknowledgement_removes_the_batch_and_leaves_the_next_one,
+    acknowledgement_is_by_content_and_skips_what_is_no_longer_there,
+    a_late_move_beside_the_batch_survives_its_acknowledgement,
+    dead_letters_are_moved_once_and_only_with_their_acknowledgement,
+    a_reclaim_never_takes_the_own_batch_and_orphans_come_back_oldest_first,
+    an_empty_queue_gives_empty_batches_and_a_waiting_worker_gets_the_next_vote,
+);
+
+/// A vote of `voter`, cast `seconds_ago`.
+fn new_vote(voter: &str, seconds_ago: i64) -> NewVote {
+    NewVote {
+        vote_id: Uuid::new_v4(),
+        voter_id: voter.into(),
+        option_id: "a".into(),
+        cast_at: Utc::now() - chrono::Duration::seconds(seconds_ago),
+        trace_context: HashMap::from([("traceparent".to_owned(), "00-x-y-01".to_owned())]),
+    }
+}
+
+/// Pushes `count` votes, the first cast earliest, and returns them as the
+/// queue stamped them.
+async fn push_votes(queue: &impl Queue, count: usize) -> Vec<QueuedVote> {
+    let mut pushed = Vec::new();
+    for n in 0..count {
+        let seconds_ago = i64::try_from(100 - n).unwrap();
+        let vote = new_vote(&format!("v{n}"), seconds_ago);
+        pushed.push(queue.sink().push(&vote).await.unwrap());
+    }
+    pushed
+}
+
+/// The votes in `batch`, in its order.
+fn parsed(batch: &[String]) -> Vec<QueuedVote> {
+    batch
+        .iter()
+        .map(|message| QueuedVote::parse(message).unwrap())
+        .collect()
+}
+
+/// `votes[range]` newest first, as a take returns them.
+fn newest_first(votes: &[QueuedVote], range: std::ops::Range<usize>) -> Vec<QueuedVote> {
+    votes[range].iter().rev().cloned().collect()
+}
+
+fn messages(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_owned()).collect()
+}
+
+/// Ordering and backlog: sequences rise in the order the queue accepted the
+/// votes, each vote comes out as it was stamped, the oldest are taken
+/// first, a batch comes newest first (as the processing list holds it), and
+/// the backlog counts what waits, dated by the oldest.
+async fn votes_are_stamped_in_order_and_taken_oldest_first_newest_first_in_a_batch(
+    queue: &impl Queue,
+) {
+    let worker = queue.worker("w");
+    assert_eq!(worker.backlog().await.unwrap(), Backlog::default());
+    queue.sink().ping().await.unwrap();
+    worker.ping().await.unwrap();
+
+    let pushed = push_votes(queue, 5).await;
+    assert!(
+        pushed
+            .windows(2)
+            .all(|pair| pair[0].sequence < pair[1].sequence),
+        "sequences rise in push order: {pushed:?}"
+    );
+    let backlog = worker.backlog().await.unwrap();
+    assert_eq!(backlog.depth, 5);
+    assert_eq!(backlog.oldest_cast_at, Some(pushed[0].cast_at));
+
+    let batch = worker.take_batch(2, Duration::ZERO).await.unwrap();
+    assert_eq!(parsed(&batch), newest_first(&pushed, 0..2));
+    let backlog = worker.backlog().await.unwrap();
+    assert_eq!(backlog.depth, 3, "in-flight votes are not in the backlog");
+    assert_eq!(backlog.oldest_cast_at, Some(pushed[2].cast_at));
+
+    let next = worker.take_next(2).await.unwrap();
+    assert_eq!(parsed(&next), newest_first(&pushed, 2..4));
+    let last = worker.take_next(10).await.unwrap();
+    assert_eq!(parsed(&last), newest_first(&pushed, 4..5));
+    assert!(worker.take_next(10).await.unwrap().is_empty());
+    assert_eq!(worker.backlog().await.unwrap(), Backlog::default());
+}
+
+/// A take returns the whole processing list: a batch not acknowledged (a
+/// crash, a failed commit) comes back whole, topped up to `max` but never
+/// cut to it, with the next batch taken beside it.
+async fn take_batch_returns_the_whole_processing_list_until_it_is_acknowledged(queue: &impl Queue) {
+    let worker = queue.worker("w");
+    let pushed = push_votes(queue, 6).await;
+    let batch = worker.take_batch(3, Duration::ZERO).await.unwrap();
+    assert_eq!(parsed(&batch), newest_first(&pushed, 0..3));
+    assert_eq!(
+        worker.take_batch(3, Duration::ZERO).await.unwrap(),
+        batch,
+        "taken again, the same batch"
+    );
+    assert_eq!(
+        worker.take_batch(1, Duration::ZERO).await.unwrap(),
+        batch,
+        "all of it, beyond max"
+    );
+
+    let next = worker.take_next(1).await.unwrap();
+    assert_eq!(parsed(&next), newest_first(&pushed, 3..4));
+    assert_eq!(
+        parsed(&worker.take_batch(3, Duration::ZERO).await.unwrap()),
+        newest_first(&pushed, 0..4),
+        "the next batch is part of the processing list"
+    );
+    assert_eq!(
+        parsed(&worker.take_batch(5, Duration::ZERO).await.unwrap()),
+        newest_first(&pushed, 0..5),
+        "topped up to max with the oldest queued"
+    );
+    assert_eq!(worker.backlog().await.unwrap().depth, 1);
+}
+
+/// The acknowledgement removes the batch it was given and nothing else:
+/// the next batch, taken meanwhile, stays for the next take; acknowledging
+/// again removes nothing; the order the batch is given in does not matter.
+async fn acknowledgement_removes_the_batch_and_leaves_the_next_one(queue: &impl Queue) {
+    let worker = queue.worker("w");
+    let pushed = push_votes(queue, 4).await;
+    let batch = worker.take_batch(2, Duration::ZERO).await.unwrap();
+    let next = worker.take_next(2).await.unwrap();
+    assert_eq!(worker.ack_batch(&batch, &[]).await.unwrap(), 2);
+    assert_eq!(worker.ack_batch(&batch, &[]).await.unwrap(), 0);
+    let retaken = worker.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(retaken, next, "the next batch, alone and whole");
+    assert_eq!(parsed(&retaken), newest_first(&pushed, 2..4));
+
+    let oldest_first: Vec<String> = next.iter().rev().cloned().collect();
+    assert_eq!(worker.ack_batch(&oldest_first, &[]).await.unwrap(), 2);
+    assert!(
+        worker
+            .take_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(worker.ack_batch(&[], &[]).await.unwrap(), 0);
+}
+
+/// The acknowledgement compares content: a message from the middle of the
+/// list goes alone, a message no longer there is skipped, and of two equal
+/// messages one committed removes one.
+async fn acknowledgement_is_by_content_and_skips_what_is_no_longer_there(queue: &impl Queue) {
+    let worker = queue.worker("w");
+    for message in ["m0", "m1", "m2", "twin", "twin"] {
+        queue.push_raw(message).await;
+    }
+    let batch = worker.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(batch, messages(&["twin", "twin", "m2", "m1", "m0"]));
+
+    assert_eq!(worker.ack_batch(&messages(&["m1"]), &[]).await.unwrap(), 1);
+    assert_eq!(
+        worker.take_batch(10, Duration::ZERO).await.unwrap(),
+        messages(&["twin", "twin", "m2", "m0"])
+    );
+    assert_eq!(
+        worker
+            .ack_batch(&messages(&["m9", "m0", "m1"]), &[])
+            .await
+            .unwrap(),
+        1,
+        "m0 only: m9 never was there, m1 is gone"
+    );
+    assert_eq!(
+        worker.ack_batch(&messages(&["twin"]), &[]).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        worker.take_batch(10, Duration::ZERO).await.unwrap(),
+        messages(&["twin", "m2"])
+    );
+    assert_eq!(
+        worker
+            .ack_batch(&messages(&["twin", "m2", "twin"]), &[])
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        worker
+            .take_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A message that lands in the processing list while the batch is written
+/// (a blocking move whose client gave up) is not part of the batch: its
+/// acknowledgement leaves it, and the next take returns it.
+async fn a_late_move_beside_the_batch_survives_its_acknowledgement(queue: &impl Queue) {
+    let worker = queue.worker("w");
+    let pushed = push_votes(queue, 3).await;
+    let batch = worker.take_batch(2, Duration::ZERO).await.unwrap();
+    assert_eq!(parsed(&batch), newest_first(&pushed, 0..2));
+    queue.land_late("w").await;
+    assert_eq!(worker.ack_batch(&batch, &[]).await.unwrap(), 2);
+    let retaken = worker.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(parsed(&retaken), newest_first(&pushed, 2..3));
+    assert_eq!(worker.ack_batch(&retaken, &[]).await.unwrap(), 1);
+    assert_eq!(worker.backlog().await.unwrap(), Backlog::default());
+}
+
+/// Dead letters leave with their batch's acknowledgement, once: not before
+/// it, not again when it is repeated, and not when the message was already
+/// gone.
+async fn dead_letters_are_moved_once_and_only_with_their_acknowledgement(queue: &impl Queue) {
+    let worker = queue.worker("w");
+    push_votes(queue, 1).await;
+    queue.push_raw("not a vote").await;
+    push_votes(queue, 1).await;
+    let batch = worker.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(batch.len(), 3);
+    assert!(queue.dead_letters().await.is_empty());
+
+    let dead = messages(&["not a vote"]);
+    assert_eq!(worker.ack_batch(&batch, &dead).await.unwrap(), 3);
+    assert_eq!(queue.dead_letters().await, dead);
+    assert_eq!(worker.ack_batch(&batch, &dead).await.unwrap(), 0);
+    assert_eq!(queue.dead_letters().await, dead, "moved once");
+
+    // Acknowledged once as committed, then named a dead letter: it is no
+    // longer there, so it is not moved.
+    queue.push_raw("{\"voter_id\":1}").await;
+    let batch = worker.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(worker.ack_batch(&batch, &[]).await.unwrap(), 1);
+    assert_eq!(worker.ack_batch(&batch, &batch).await.unwrap(), 0);
+    assert_eq!(queue.dead_letters().await, dead);
+}
+
+/// A worker's reclaim marks it alive and never takes back its own batch;
+/// the batch of a worker that died (where the queue has several) returns
+/// to the consuming end, oldest first, so whichever the queue, the next
+/// batches come in the order the votes were queued, none lost or doubled.
+async fn a_reclaim_never_takes_the_own_batch_and_orphans_come_back_oldest_first(
+    queue: &impl Queue,
+) {
+    let worker = queue.worker("live");
+    let pushed = push_votes(queue, 6).await;
+    let batch = worker.take_batch(2, Duration::ZERO).await.unwrap();
+    assert_eq!(parsed(&batch), newest_first(&pushed, 0..2));
+    let orphaned = match queue.peer("gone") {
+        Some(gone) => {
+            // It takes the next two and dies without a heartbeat.
+            let taken = gone.take_batch(2, Duration::ZERO).await.unwrap();
+            assert_eq!(parsed(&taken), newest_first(&pushed, 2..4));
+            2
+        }
+        None => 0,
+    };
+    assert_eq!(worker.reclaim_orphans().await.unwrap(), orphaned);
+    assert_eq!(worker.reclaim_orphans().await.unwrap(), 0);
+    assert_eq!(
+        worker.take_batch(2, Duration::ZERO).await.unwrap(),
+        batch,
+        "the own batch stays"
+    );
+    assert_eq!(worker.ack_batch(&batch, &[]).await.unwrap(), 2);
+    assert_eq!(worker.backlog().await.unwrap().depth, 4);
+    let second = worker.take_batch(2, Duration::ZERO).await.unwrap();
+    assert_eq!(parsed(&second), newest_first(&pushed, 2..4));
+    assert_eq!(worker.ack_batch(&second, &[]).await.unwrap(), 2);
+    let third = worker.take_batch(10, Duration::ZERO).await.unwrap();
+    assert_eq!(parsed(&third), newest_first(&pushed, 4..6));
+}
+
+/// Nothing queued: takes answer empty at once, or after waiting; a worker
+/// that keeps waiting gets a vote pushed meanwhile.
+async fn an_empty_queue_gives_empty_batches_and_a_waiting_worker_gets_the_next_vote(
+    queue: &impl Queue,
+) {
+    let worker = queue.worker("w");
+    assert!(
+        worker
+            .take_batch(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(worker.take_next(10).await.unwrap().is_empty());
+    assert!(
+        worker
+            .take_batch(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(worker.reclaim_orphans().await.unwrap(), 0);
+
+    let waiting = async {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let batch = worker
+                    .take_batch(10, Duration::from_millis(200))
+                    .await
+                    .unwrap();
+                if !batch.is_empty() {
+                    return batch;
+                }
+            }
+        })
+        .await
+        .expect("the waiting worker got the vote")
+    };
+    let (batch, pushed) = tokio::join!(waiting, push_votes(queue, 1));
+    assert_eq!(parsed(&batch), pushed);
+}
