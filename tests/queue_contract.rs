@@ -19,8 +19,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use bb8_redis::redis::{self, AsyncCommands};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
+use votemesh::idempotency::{Idempotency, IdempotencyKey};
 use votemesh::queue::{
     Backlog, DEAD_LETTER_KEY, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource,
     memory::MemoryQueue, processing_key, redis::RedisQueue, redis::RedisWorkerQueue,
@@ -205,7 +206,71 @@ contract!(
     dead_letters_are_moved_once_and_only_with_their_acknowledgement,
     a_reclaim_never_takes_the_own_batch_and_orphans_come_back_oldest_first,
     an_empty_queue_gives_empty_batches_and_a_waiting_worker_gets_the_next_vote,
+    a_repeat_of_a_keyed_push_is_answered_as_the_first_and_not_queued_again,
 );
+
+/// A push repeated with the same idempotency key (a retried call whose
+/// first attempt was queued) is not queued again and is answered as the
+/// first was, even after a later vote of the same voter; the same key from
+/// another voter, and the key once its window has passed, are votes of
+/// their own.
+async fn a_repeat_of_a_keyed_push_is_answered_as_the_first_and_not_queued_again(
+    queue: &impl Queue,
+) {
+    let window = Duration::from_secs(30);
+    let first = queue
+        .sink()
+        .push(&keyed_vote("v1", "call-1", window))
+        .await
+        .unwrap();
+    let later = queue
+        .sink()
+        .push(&keyed_vote("v1", "call-2", window))
+        .await
+        .unwrap();
+    let repeat = queue
+        .sink()
+        .push(&keyed_vote("v1", "call-1", window))
+        .await
+        .unwrap();
+    assert_eq!(repeat, first, "a repeat is answered as the first push");
+    assert!(
+        later.sequence > first.sequence,
+        "the later vote stays later"
+    );
+    let other_voter = queue
+        .sink()
+        .push(&keyed_vote("v2", "call-1", window))
+        .await
+        .unwrap();
+    assert_ne!(other_voter.vote_id, first.vote_id);
+
+    // A window that has passed: the key is forgotten (the wait is the
+    // behaviour under test, not a guess at timing).
+    let short = Duration::from_millis(50);
+    let brief = queue
+        .sink()
+        .push(&keyed_vote("v3", "call-3", short))
+        .await
+        .unwrap();
+    tokio::time::sleep(short * 4).await;
+    let after = queue
+        .sink()
+        .push(&keyed_vote("v3", "call-3", short))
+        .await
+        .unwrap();
+    assert_ne!(after.vote_id, brief.vote_id, "queued anew once forgotten");
+
+    let worker = queue.worker("w");
+    let batch = worker.take_batch(10, Duration::ZERO).await.unwrap();
+    let mut taken = parsed(&batch);
+    taken.reverse();
+    assert_eq!(
+        taken,
+        vec![first, later, other_voter, brief, after],
+        "each vote queued once, in order"
+    );
+}
 
 /// A vote of `voter`, cast `seconds_ago`.
 fn new_vote(voter: &str, seconds_ago: i64) -> NewVote {
@@ -215,6 +280,21 @@ fn new_vote(voter: &str, seconds_ago: i64) -> NewVote {
         option_id: "a".into(),
         cast_at: Utc::now() - chrono::Duration::seconds(seconds_ago),
         trace_context: HashMap::from([("traceparent".to_owned(), "00-x-y-01".to_owned())]),
+        idempotency: None,
+    }
+}
+
+/// A vote of `voter` cast now (to the microsecond, as the queues keep
+/// time), pushed by a call with idempotency key `key` remembered for
+/// `window`.
+fn keyed_vote(voter: &str, key: &str, window: Duration) -> NewVote {
+    NewVote {
+        cast_at: Utc::now().trunc_subsecs(6),
+        idempotency: Some(Idempotency {
+            key: IdempotencyKey::parse(key).unwrap(),
+            window,
+        }),
+        ..new_vote(voter, 0)
     }
 }
 

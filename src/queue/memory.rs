@@ -21,7 +21,11 @@
 //! messages: refusing a dead letter would mean refusing the
 //! acknowledgement of its batch, which would then be written again and
 //! again while the queue fills up, so the oldest dead letter is dropped
-//! instead (with a warning). Nothing survives the process: it is for trying
+//! instead (with a warning). A vote pushed with an idempotency key leaves a
+//! marker for its repeat window, as in Redis, so a retried call is answered
+//! as its first attempt and not queued again ([`crate::idempotency`]); the
+//! markers are forgotten as their windows pass, and at most [`CAPACITY`]
+//! are kept. Nothing survives the process: it is for trying
 //! votemesh out, not for keeping votes.
 
 use std::{
@@ -74,6 +78,40 @@ struct State {
     dead_letters: VecDeque<String>,
     /// The last sequence given out (to any voter).
     last_sequence: Option<i64>,
+    /// The votes pushed with an idempotency key in their repeat window,
+    /// by marker key ([`super::request_key`]), as Redis keeps them.
+    markers: HashMap<String, Marker>,
+    /// Marker keys in the order they were set, to forget them once
+    /// expired (or, past [`CAPACITY`] of them, the oldest).
+    marker_order: VecDeque<(Instant, String)>,
+}
+
+/// What a repeat of a call is answered with, until `expires`.
+#[derive(Debug)]
+struct Marker {
+    first: QueuedVote,
+    expires: Instant,
+}
+
+impl State {
+    /// Forgets markers whose window has passed (in the order they were
+    /// set: windows differ, so one may outlive those behind it by at most
+    /// [`crate::idempotency::MAX_REPEAT_WINDOW`]), and the oldest beyond
+    /// `max`.
+    fn forget_markers(&mut self, now: Instant, max: usize) {
+        while let Some((expires, _)) = self.marker_order.front() {
+            if *expires > now && self.marker_order.len() <= max {
+                break;
+            }
+            let Some((expires, key)) = self.marker_order.pop_front() else {
+                break;
+            };
+            // A key set again after its marker expired has a later entry.
+            if self.markers.get(&key).is_some_and(|m| m.expires == expires) {
+                self.markers.remove(&key);
+            }
+        }
+    }
 }
 
 impl Default for MemoryQueue {
@@ -167,6 +205,20 @@ impl VoteSink for MemoryQueue {
     async fn push(&self, vote: &NewVote) -> Result<QueuedVote, QueueError> {
         let queued = {
             let mut state = self.state();
+            let now = Instant::now();
+            state.forget_markers(now, self.inner.capacity);
+            let marker_key = vote.idempotency.as_ref().map(|idempotency| {
+                (
+                    super::request_key(&idempotency.key, &vote.voter_id),
+                    idempotency.window,
+                )
+            });
+            if let Some((key, _)) = &marker_key
+                && let Some(marker) = state.markers.get(key).filter(|m| m.expires > now)
+            {
+                // A repeat of a call already queued: answered as it was.
+                return Ok(marker.first.clone());
+            }
             self.check_room(&state)?;
             let sequence = next_sequence(state.last_sequence, Utc::now().timestamp_micros());
             let queued = QueuedVote::stamped(vote, sequence);
@@ -174,6 +226,17 @@ impl VoteSink for MemoryQueue {
                 .map_err(|error| QueueError::Failed(format!("cannot encode the vote: {error}")))?;
             state.last_sequence = Some(sequence);
             state.queued.push_back(message);
+            if let Some((key, window)) = marker_key {
+                let expires = now + window;
+                state.marker_order.push_back((expires, key.clone()));
+                state.markers.insert(
+                    key,
+                    Marker {
+                        first: queued.clone(),
+                        expires,
+                    },
+                );
+            }
             queued
         };
         self.inner.pushed.notify_one();
@@ -289,6 +352,7 @@ mod tests {
             option_id: "a".into(),
             cast_at: Utc::now(),
             trace_context: HashMap::new(),
+            idempotency: None,
         }
     }
 
