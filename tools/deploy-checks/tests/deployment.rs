@@ -1176,7 +1176,7 @@ fn host_ports_agree_across_the_docs_compose_tilt_and_kind() {
 fn the_vote_bot_runs_the_published_loadgen_image_and_tilts_own_in_dev() {
     let dir = tempfile::tempdir().unwrap();
     let image_lines = |kustomization: &str| -> Vec<String> {
-        read(&rendered(kustomization, dir.path()))
+        read(rendered(kustomization, dir.path()))
             .lines()
             .map(str::trim)
             .filter(|line| line.starts_with("image:") && line.contains("loadgen"))
@@ -1193,7 +1193,7 @@ fn the_vote_bot_runs_the_published_loadgen_image_and_tilts_own_in_dev() {
     );
     let dev = repo().join("k8s/overlays/dev").display().to_string();
     assert_eq!(image_lines(&dev), ["image: votemesh-loadgen:dev"]);
-    let workflow = read(&repo().join(".github/workflows/images.yml"));
+    let workflow = read(repo().join(".github/workflows/images.yml"));
     assert!(
         workflow.contains("for component in vote worker result gateway loadgen; do"),
         "images.yml publishes the loadgen image"
