@@ -11,48 +11,10 @@
 //! each gRPC server's own port over HTTP/1.1, see [`MetricsEndpointLayer`]).
 //!
 //! Names follow the OpenTelemetry semantic conventions for RPC and HTTP,
-//! in Prometheus form (`_total`, `_seconds`):
-//!
-//! | metric | labels | what |
-//! |---|---|---|
-//! | `rpc_server_requests_total` | `rpc_service`, `rpc_method`, `rpc_grpc_status_code` | calls answered (a path that names no method votemesh knows counts as `_OTHER`, so no caller can grow the registry) |
-//! | `rpc_server_duration_seconds` | `rpc_service`, `rpc_method` | time to the response (for streams: to its headers) |
-//! | `rpc_server_active_requests` | `rpc_service`, `rpc_method` | calls in flight |
-//! | `rpc_client_requests_total`, `rpc_client_duration_seconds`, `rpc_client_active_requests` | the same | calls made, retries included |
-//! | `rpc_client_retries_total` | `rpc_service`, `rpc_method` | attempts made again ([`crate::client::retry`]) |
-//! | `http_server_requests_total` | `http_request_method`, `http_route`, `http_response_status_code` | the gateway's requests |
-//! | `http_server_request_duration_seconds` | `http_request_method`, `http_route` | their time (SSE: to the headers) |
-//! | `http_server_active_requests` | `http_request_method`, `http_route` | in flight |
-//!
-//! The vote path (recorded where it happens):
-//!
-//! | metric | labels | where |
-//! |---|---|---|
-//! | `votemesh_votes_accepted_total` | | vote service: acknowledged votes |
-//! | `votemesh_votes_rejected_total` | `reason` (`invalid_ballot`, `unknown_option`, `queue_unavailable`, `queue_unconfirmed`, `queue_full`, `queue_failed`) | vote service |
-//! | `votemesh_vote_push_batch_size` (histogram) | | vote service: votes per push to Redis ([`crate::queue::pusher`]) |
-//! | `votemesh_vote_push_abandoned_total` | | vote service: votes dropped before the push because their caller had gone |
-//! | `votemesh_queue_depth`, `votemesh_queue_oldest_age_seconds` | | worker: votes waiting and how long the oldest has waited, sampled with its readiness probe |
-//! | `votemesh_worker_batches_total`, `votemesh_worker_batch_size` (histogram) | | worker: committed batches |
-//! | `votemesh_worker_votes_committed_total`, `votemesh_worker_votes_superseded_total`, `votemesh_worker_dead_lettered_total` | | worker |
-//! | `votemesh_worker_reclaimed_total` | | worker: votes returned to the queue from workers presumed dead |
-//! | `votemesh_worker_drain_lag_seconds` (histogram) | | worker: per vote, from the vote service's acknowledgement to the commit |
-//! | `votemesh_worker_batch_failures_total` | `cause` | worker: batches not done (retried), by failing dependency |
-//! | `votemesh_result_tally_read_timestamp_seconds` | | result: when the served tally was read (freshness: `time()` minus it) |
-//! | `votemesh_result_tally_read_failures_total` | | result |
-//! | `votemesh_sse_clients`, `votemesh_results_stream_open`, `votemesh_results_stream_opens_total` | | gateway: browsers' streams and its one upstream stream |
-//!
-//! Dependencies (sampled by each component's readiness probe):
-//!
-//! | metric | labels | what |
-//! |---|---|---|
-//! | `votemesh_redis_pool_connections` | `state` (`idle`, `busy`) | the Redis pool (vote, worker) |
-//! | `votemesh_redis_pool_checkouts_total` | `outcome` (`direct`, `waited`, `timed_out`) | how check-outs went |
-//! | `votemesh_redis_pool_connections_closed_total` | `reason` (`broken`) | connections found broken |
-//! | `votemesh_db_pool_connections` | `state` (`idle`, `busy`) | the database pool (worker, result) |
-//! | `votemesh_tls_handshake_failures_total` | `reason` (`refused`, `timeout`) | gRPC servers with mutual TLS: connections refused at the handshake ([`crate::tls::server`]) |
-//! | `votemesh_tls_calls_denied_total` | `rpc_service` | gRPC servers with mutual TLS: calls refused PERMISSION_DENIED because the caller's identity is not allowed ([`crate::tls::authorize`]) |
-//! | `votemesh_trace_spans_exported_total`, `votemesh_trace_spans_dropped_total` | `reason` (`queue_full`, `export_failed`) | every process: trace export ([`crate::telemetry::export`]) |
+//! in Prometheus form (`_total`, `_seconds`). Every metric votemesh
+//! records, with its labels, is in the table of record in
+//! `docs/OBSERVABILITY.md` ("Every metric"): a metric added, renamed or
+//! relabelled here or anywhere else changes that table in the same commit.
 
 use std::{
     collections::HashMap,

@@ -3,15 +3,17 @@
 Usage: check_host_ports.py REPO_ROOT TILT_SUMMARY_JSON DEV_RENDERED_YAML COMPONENTS_JSON
 
 Tilt's port forwards (from run_tiltfile.py's summary), compose's published
-ports, the kind cluster's port mappings and the README's Kubernetes, Tilt
-and Compose sections must give each component the same host port, and
+ports, the kind cluster's port mappings and the sections of the docs a
+developer follows (DOC_SECTIONS: docs/DEPLOYING.md's Kubernetes, Tilt and
+Compose sections, docs/OBSERVABILITY.md's walk-through) must give each
+component the same host port, and
 forward it to the port its binary listens on (COMPONENTS_JSON). No host
 port may be one a stock macOS holds (AirPlay Receiver: 5000 and 7000). The
 observability UIs (Grafana, Jaeger, Prometheus) must have the same host
 port from Tilt and compose, apart from the components'. The kind mapping
 must publish the dev overlay's gateway NodePort, and
 k8s/kind/ctlptl.yaml must describe the same cluster as k8s/kind/cluster.yaml.
-In those README sections, every localhost:PORT must be one of these ports,
+In those sections, every localhost:PORT must be one of these ports,
 every `kubectl port-forward svc/NAME HOST:CONTAINER` must match, and every
 grpcurl call must go to the component that serves the method it names.
 """
@@ -27,7 +29,11 @@ root, summary_path, dev_path, components_path = sys.argv[1:5]
 problems = []
 TAKEN_ON_MACOS = {5000, 7000}
 TILT_UI = 10350
-README_SECTIONS = ("Run it on Kubernetes", "Develop with Tilt", "Run it with Docker Compose", "See a vote in traces and metrics")
+# The `## ` sections of the docs that name host ports, by file.
+DOC_SECTIONS = {
+    "docs/DEPLOYING.md": ("Run it on Kubernetes", "Develop with Tilt", "Run it with Docker Compose"),
+    "docs/OBSERVABILITY.md": ("See a vote in traces and metrics",),
+}
 # The observability stack's UIs: the same host port from Tilt and compose,
 # to the same container port.
 UIS = ("grafana", "jaeger", "prometheus")
@@ -98,41 +104,44 @@ for port in kind_ports:
     if port in TAKEN_ON_MACOS or port in host_ports.values():
         problems.append(f"kind publishes host port {port}, taken by macOS or by a port forward")
 
-with open(os.path.join(root, "README.md")) as f:
-    readme = f.read()
-sections = {}
-for block in re.split(r"^## ", readme, flags=re.MULTILINE)[1:]:
-    title, _, body = block.partition("\n")
-    sections[title.strip()] = body
 allowed = set(host_ports.values()) | set(ui_ports.values()) | kind_ports | {TILT_UI}
 by_port = {port: component for component, port in host_ports.items()}
-for title in README_SECTIONS:
-    body = sections.get(title)
-    if body is None:
-        problems.append(f"README.md has no section {title!r}")
-        continue
+doc_sections = []  # (where, body)
+for path, titles in DOC_SECTIONS.items():
+    with open(os.path.join(root, path)) as f:
+        text = f.read()
+    sections = {}
+    for block in re.split(r"^## ", text, flags=re.MULTILINE)[1:]:
+        title, _, body = block.partition("\n")
+        sections[title.strip()] = body
+    for title in titles:
+        if title not in sections:
+            problems.append(f"{path} has no section {title!r}")
+        else:
+            doc_sections.append((f"{path} {title!r}", sections[title]))
+for where, body in doc_sections:
     for port in re.findall(r"localhost:(\d+)", body):
         if int(port) not in allowed:
-            problems.append(f"README {title!r}: localhost:{port} is none of the host ports {sorted(allowed)}")
+            problems.append(f"{where}: localhost:{port} is none of the host ports {sorted(allowed)}")
     for name, host, container in re.findall(r"port-forward svc/(\w+) (\d+):(\d+)", body):
         if name in components:
-            claim(name, int(host), int(container), f"README {title!r} port-forward")
+            claim(name, int(host), int(container), f"{where} port-forward")
     for line in body.splitlines():
         if "grpcurl" not in line or not line.lstrip().startswith("grpcurl"):
             continue
         port = re.search(r"localhost:(\d+)", line)
         method = re.search(r"\s((?:grpc|votemesh)\.[\w.]+)/\w+", line)
         if not port:
-            problems.append(f"README {title!r}: grpcurl without localhost:PORT: {line.strip()}")
+            problems.append(f"{where}: grpcurl without localhost:PORT: {line.strip()}")
             continue
         component = by_port.get(int(port.group(1)))
         service = method.group(1) if method else None
         if component is None:
-            problems.append(f"README {title!r}: grpcurl to localhost:{port.group(1)}, no component's host port")
+            problems.append(f"{where}: grpcurl to localhost:{port.group(1)}, no component's host port")
         elif service in SERVES and SERVES[service] != component:
-            problems.append(f"README {title!r}: {service} called on {component}'s port {port.group(1)}")
+            problems.append(f"{where}: {service} called on {component}'s port {port.group(1)}")
 
 for problem in problems:
     print(f"FAIL {problem}")
-print(f"host ports {host_ports}; kind {sorted(kind_ports)}; README sections {list(README_SECTIONS)}")
+print(f"host ports {host_ports}; kind {sorted(kind_ports)}; sections {[where for where, _ in doc_sections]}")
 sys.exit(1 if problems else 0)

@@ -25,7 +25,8 @@
 //!   drain time and the published ports.
 //! - `check_context.py`: what the Docker build context holds.
 //! - `check_elf.py`: a built binary needs only what its runtime image has.
-//! - `check_host_ports.py`: Tilt, compose, kind and the README agree on the
+//! - `check_host_ports.py`: Tilt, compose, kind and the docs a developer
+//!   follows (`docs/DEPLOYING.md`, `docs/OBSERVABILITY.md`) agree on the
 //!   ports published on a developer's host.
 //!
 //! `README.md` beside this file lists each test and what it holds.

@@ -1068,7 +1068,7 @@ fn the_compose_file_keeps_its_promises() {
 }
 
 #[test]
-fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
+fn host_ports_agree_across_the_docs_compose_tilt_and_kind() {
     let dir = tempfile::tempdir().unwrap();
     let (output, _) = run_tiltfile(&repo().join("Tiltfile"), &[], dir.path());
     assert_success("Tiltfile", &output);
@@ -1087,7 +1087,8 @@ fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
     assert_success("check_host_ports.py", &check(&repo()));
 
     let files = [
-        "README.md",
+        "docs/DEPLOYING.md",
+        "docs/OBSERVABILITY.md",
         "docker-compose.yml",
         "k8s/kind/cluster.yaml",
         "k8s/kind/ctlptl.yaml",
@@ -1099,7 +1100,7 @@ fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
             "result on host port 15011, elsewhere 15001",
         ),
         (
-            "README.md",
+            "docs/DEPLOYING.md",
             (
                 "-plaintext localhost:15000 votemesh.v1.VoteService/CastVote",
                 "-plaintext localhost:15001 votemesh.v1.VoteService/CastVote",
@@ -1107,7 +1108,7 @@ fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
             "votemesh.v1.VoteService called on result's port 15001",
         ),
         (
-            "README.md",
+            "docs/DEPLOYING.md",
             (
                 "Open <http://localhost:31000>",
                 "Open <http://localhost:8000>",
@@ -1115,12 +1116,25 @@ fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
             "localhost:8000 is none of the host ports",
         ),
         (
-            "README.md",
+            "docs/DEPLOYING.md",
             (
                 "port-forward svc/vote 15000:5000",
                 "port-forward svc/vote 5000:5000",
             ),
             "which macOS's AirPlay Receiver holds",
+        ),
+        (
+            "docs/DEPLOYING.md",
+            ("## Develop with Tilt", "## Tilt"),
+            "docs/DEPLOYING.md has no section 'Develop with Tilt'",
+        ),
+        (
+            "docs/OBSERVABILITY.md",
+            (
+                "Open Jaeger on <http://localhost:16686>",
+                "Open Jaeger on <http://localhost:16687>",
+            ),
+            "localhost:16687 is none of the host ports",
         ),
         (
             "docker-compose.yml",
@@ -1162,7 +1176,7 @@ fn host_ports_agree_across_the_readme_compose_tilt_and_kind() {
 fn the_vote_bot_runs_the_published_loadgen_image_and_tilts_own_in_dev() {
     let dir = tempfile::tempdir().unwrap();
     let image_lines = |kustomization: &str| -> Vec<String> {
-        read(&rendered(kustomization, dir.path()))
+        read(rendered(kustomization, dir.path()))
             .lines()
             .map(str::trim)
             .filter(|line| line.starts_with("image:") && line.contains("loadgen"))
@@ -1179,7 +1193,7 @@ fn the_vote_bot_runs_the_published_loadgen_image_and_tilts_own_in_dev() {
     );
     let dev = repo().join("k8s/overlays/dev").display().to_string();
     assert_eq!(image_lines(&dev), ["image: votemesh-loadgen:dev"]);
-    let workflow = read(&repo().join(".github/workflows/images.yml"));
+    let workflow = read(repo().join(".github/workflows/images.yml"));
     assert!(
         workflow.contains("for component in vote worker result gateway loadgen; do"),
         "images.yml publishes the loadgen image"

@@ -46,8 +46,8 @@ async fn main() {
     let report = format!(
         "# votemesh benchmarks\n\n\
          Written by `cargo bench -p votemesh-loadgen` (the suite in \
-         `tools/loadgen/benches/`; the README's \"Load generator and benchmarks\" \
-         says how to run it). Each figure stands next to its ceiling or peer measured in \
+         `tools/loadgen/benches/`; docs/LOADGEN.md says how to run it). \
+         Each figure stands next to its ceiling or peer measured in \
          the same run on the same machine: read the ratios, not the absolute numbers. \
          Real redis-server and PostgreSQL started by the test harness, the services' \
          release binaries as separate processes, load from the `votemesh-loadgen` \
