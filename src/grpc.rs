@@ -34,6 +34,7 @@ use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 
 use crate::{
     client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT},
+    component::local_addr,
     config::TlsServerArgs,
     health::Health,
     metrics,
@@ -171,12 +172,12 @@ impl Listener {
 
 impl fmt::Display for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", telemetry::local_addr(&self.tcp))?;
+        write!(f, "{}", local_addr(&self.tcp))?;
         if let Some(tls) = &self.tls {
             write!(
                 f,
                 " (mutual TLS; plaintext health on {})",
-                telemetry::local_addr(&tls.health)
+                local_addr(&tls.health)
             )?;
         }
         Ok(())

@@ -19,7 +19,11 @@
 //! - [`proto`]: the code generated from `proto/votemesh/v1/*.proto` and the
 //!   descriptor set that server reflection serves.
 //! - [`config`]: command-line flags and environment variables shared by the
-//!   binaries (Redis, database, poll options, listen addresses).
+//!   binaries (Redis, database, poll options, TLS, listen addresses, the
+//!   flags every component has), one file per group.
+//! - [`component`]: the frame of every component binary's `main`
+//!   (`--health-check`, telemetry, serve, exit code), and how a component
+//!   names its listener in logs.
 //! - [`metrics`]: Prometheus metrics: the recorder, the layers measuring
 //!   every RPC and HTTP request, and `/metrics`.
 //! - [`poll`]: the poll's options and lookups by option id.
@@ -56,6 +60,7 @@
 pub mod backoff;
 pub mod ballot;
 pub mod client;
+pub mod component;
 pub mod config;
 pub mod deadline;
 pub mod grpc;

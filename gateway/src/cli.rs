@@ -2,15 +2,12 @@
 //! variable (shown by `--help`); [`votemesh::config::env_names`] lists them.
 
 use clap::Parser;
-use votemesh::{client::selfcheck::SelfCheckArgs, config, telemetry::TelemetryArgs};
+use votemesh::{component::ServerArgs, config};
 
 /// Serves votemesh's pages, JSON API and live results over HTTP.
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
-    /// `--health-check`: ask the running server instead of starting one.
-    #[command(flatten)]
-    pub self_check: SelfCheckArgs,
     /// Address to serve HTTP on.
     #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = crate::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
@@ -26,7 +23,7 @@ pub struct Cli {
     /// Limits on votes at the edge.
     #[command(flatten)]
     pub edge: crate::edge::EdgeArgs,
-    /// Logs and traces.
+    /// `--health-check`, logs and traces.
     #[command(flatten)]
-    pub telemetry: TelemetryArgs,
+    pub server: ServerArgs,
 }

@@ -269,7 +269,7 @@ impl AppState {
 /// requests in flight finish (SSE streams end), for at most
 /// [`votemesh::shutdown::DRAIN_TIMEOUT`].
 pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), GatewayError> {
-    tracing::info!(addr = %votemesh::telemetry::local_addr(&listener), "gateway listening");
+    tracing::info!(addr = %votemesh::component::local_addr(&listener), "gateway listening");
     let shutdown = state.shutdown.clone();
     // The peer's address keys the vote limit.
     let server = axum::serve(

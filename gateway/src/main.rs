@@ -1,26 +1,23 @@
 //! `votemesh-gateway`: the HTTP gateway binary. Parses [`Cli`] and runs
 //! [`votemesh_gateway::run`] until SIGTERM (or, with `--health-check`, asks
-//! a running one's `/readyz`).
+//! a running one's `/readyz`), in the frame every component shares
+//! ([`votemesh::component::run`]).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use votemesh::{
-    client::{Transport, selfcheck},
-    shutdown, telemetry,
-    tls::Tls,
-};
-use votemesh_gateway::cli::Cli;
+use votemesh::{client::Transport, component, config, shutdown, tls::Tls};
+use votemesh_gateway::{cli::Cli, edge::Edge, readiness};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
-    let cli: Cli = votemesh::config::parse_cli();
-    if cli.self_check.health_check {
-        return Ok(selfcheck::report(
-            votemesh_gateway::readiness::check(cli.listen).await,
-        ));
-    }
-    let _telemetry = telemetry::init("gateway", &cli.telemetry)?;
+async fn main() -> ExitCode {
+    let cli: Cli = config::parse_cli();
+    let health_check = readiness::check(cli.listen);
+    component::run("gateway", &cli.server, health_check, serve(&cli)).await
+}
+
+/// Serves the browser pages and the API until SIGTERM.
+async fn serve(cli: &Cli) -> anyhow::Result<()> {
     tracing::info!(vote = %cli.vote_addr, result = %cli.result_addr, "starting the gateway");
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
@@ -31,10 +28,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         &cli.vote_addr,
         &cli.result_addr,
         Transport::from_tls(tls.as_ref()),
-        votemesh_gateway::edge::Edge::new(&cli.edge),
+        Edge::new(&cli.edge),
         shutdown::on_signal(),
     )
     .await?;
     tracing::info!("gateway stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

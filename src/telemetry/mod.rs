@@ -256,14 +256,6 @@ where
         .with_threads(false)
 }
 
-/// Where `listener` listens, for a log line (`0.0.0.0:5000`; `unknown`
-/// if the system cannot say).
-pub fn local_addr(listener: &tokio::net::TcpListener) -> String {
-    listener
-        .local_addr()
-        .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string())
-}
-
 /// The current span's trace context as `traceparent`/`tracestate` entries,
 /// to carry inside a message (the queued vote).
 pub fn current_context_carrier() -> HashMap<String, String> {

@@ -5,18 +5,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 use votemesh::{
-    client::selfcheck::SelfCheckArgs,
-    config::{self, DatabaseArgs, PollArgs},
-    telemetry::TelemetryArgs,
+    component::ServerArgs,
+    config::{self, DatabaseArgs, PollArgs, TlsServerArgs},
 };
 
 /// Serves the poll's tally over gRPC, on request and live.
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
-    /// `--health-check`: ask the running server instead of starting one.
-    #[command(flatten)]
-    pub self_check: SelfCheckArgs,
     /// Address to serve gRPC on.
     #[arg(long, env = "RESULT_LISTEN_ADDR", default_value = config::DEFAULT_RESULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
@@ -32,10 +28,10 @@ pub struct Cli {
     /// Mutual TLS (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE; unset:
     /// plaintext), who may call, and the plaintext health listener.
     #[command(flatten)]
-    pub tls: config::TlsServerArgs,
-    /// Logs and traces.
+    pub tls: TlsServerArgs,
+    /// `--health-check`, logs and traces.
     #[command(flatten)]
-    pub telemetry: TelemetryArgs,
+    pub server: ServerArgs,
 }
 
 /// How often the tally is read for live watchers; shared with the

@@ -1,22 +1,25 @@
 //! `votemesh-result`: the result service binary. Parses [`Cli`] and runs
 //! [`votemesh_result::run`] until SIGTERM (or, with `--health-check`, asks
-//! a running one whether it is ready).
+//! a running one whether it is ready), in the frame every component shares
+//! ([`votemesh::component::run`]).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use votemesh::{client::selfcheck, config, shutdown, store, telemetry, tls::TlsFiles};
+use votemesh::{
+    client::selfcheck, component, config, grpc::Listener, shutdown, store, tls::TlsFiles,
+};
 use votemesh_result::cli::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     let cli: Cli = config::parse_cli();
-    if cli.self_check.health_check {
-        return Ok(selfcheck::report(
-            selfcheck::grpc(cli.listen, "", &cli.tls.identity).await,
-        ));
-    }
-    let _telemetry = telemetry::init("result", &cli.telemetry)?;
+    let health_check = selfcheck::grpc(cli.listen, "", &cli.tls.identity);
+    component::run("result", &cli.server, health_check, serve(&cli)).await
+}
+
+/// Serves the tally until SIGTERM.
+async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let poll = cli
         .poll
         .poll()
@@ -27,7 +30,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     );
     tracing::info!(database = %database_url, options = %poll.labels(), refresh_interval = ?cli.refresh.interval(), "starting the result service");
     let db = store::connect(&database_url).await?;
-    let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)
+    let listener = Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?;
     votemesh_result::run(
@@ -39,5 +42,5 @@ async fn main() -> anyhow::Result<ExitCode> {
     )
     .await?;
     tracing::info!("result service stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -1,32 +1,33 @@
 //! `votemesh-vote`: the vote service binary. Parses [`Cli`] and runs
 //! [`votemesh_vote::run`] until SIGTERM (or, with `--health-check`, asks a
-//! running one whether it is ready).
+//! running one whether it is ready), in the frame every component shares
+//! ([`votemesh::component::run`]).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use votemesh::{
-    client::selfcheck, config, health::DEFAULT_PROBE_INTERVAL, queue::redis::RedisQueue, shutdown,
-    telemetry,
+    client::selfcheck, component, config, grpc::Listener, health::DEFAULT_PROBE_INTERVAL,
+    queue::redis::RedisQueue, shutdown,
 };
 use votemesh_vote::cli::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     let cli: Cli = config::parse_cli();
-    if cli.self_check.health_check {
-        return Ok(selfcheck::report(
-            selfcheck::grpc(cli.listen, "", &cli.tls.identity).await,
-        ));
-    }
-    let _telemetry = telemetry::init("vote", &cli.telemetry)?;
+    let health_check = selfcheck::grpc(cli.listen, "", &cli.tls.identity);
+    component::run("vote", &cli.server, health_check, serve(&cli)).await
+}
+
+/// Queues votes until SIGTERM.
+async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let poll = cli
         .poll
         .poll()
         .context("bad poll options (OPTION_A, OPTION_B, EXTRA_OPTIONS)")?;
     let redis_url = cli.redis.url_or_local();
     tracing::info!(redis = %redis_url, options = %poll.labels(), "starting the vote service");
-    let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)
+    let listener = Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?;
     let queue = RedisQueue::with_tls(&redis_url, listener.tls())?;
@@ -40,5 +41,5 @@ async fn main() -> anyhow::Result<ExitCode> {
     )
     .await?;
     tracing::info!("vote service stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -3,18 +3,14 @@
 
 use clap::Parser;
 use votemesh::{
-    client::selfcheck::SelfCheckArgs,
-    config::{self, DatabaseArgs, RedisArgs},
-    telemetry::TelemetryArgs,
+    component::ServerArgs,
+    config::{self, DatabaseArgs, RedisArgs, TlsServerArgs},
 };
 
 /// Drains the Redis vote queue into Postgres.
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Cli {
-    /// `--health-check`: ask the running server instead of starting one.
-    #[command(flatten)]
-    pub self_check: SelfCheckArgs,
     /// Address to serve gRPC health and stats on.
     #[arg(long, env = "WORKER_LISTEN_ADDR", default_value = config::DEFAULT_WORKER_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
@@ -34,8 +30,8 @@ pub struct Cli {
     /// Mutual TLS (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE; unset:
     /// plaintext), who may call, and the plaintext health listener.
     #[command(flatten)]
-    pub tls: config::TlsServerArgs,
-    /// Logs and traces.
+    pub tls: TlsServerArgs,
+    /// `--health-check`, logs and traces.
     #[command(flatten)]
-    pub telemetry: TelemetryArgs,
+    pub server: ServerArgs,
 }

@@ -1,26 +1,29 @@
 //! `votemesh-worker`: the worker binary. Parses [`Cli`] and runs
 //! [`votemesh_worker::run`] (which migrates the database) until SIGTERM
-//! (or, with `--health-check`, asks a running one whether it is ready).
+//! (or, with `--health-check`, asks a running one whether it is ready), in
+//! the frame every component shares ([`votemesh::component::run`]).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use votemesh::{
-    client::selfcheck, config, queue::redis::RedisQueue, shutdown, store, telemetry, tls::TlsFiles,
+    client::selfcheck, component, config, grpc::Listener, queue::redis::RedisQueue, shutdown,
+    store, tls::TlsFiles,
 };
 use votemesh_worker::{DrainSettings, cli::Cli};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     let cli: Cli = config::parse_cli();
-    if cli.self_check.health_check {
-        return Ok(selfcheck::report(
-            selfcheck::grpc(cli.listen, "", &cli.tls.identity).await,
-        ));
-    }
-    let _telemetry = telemetry::init("worker", &cli.telemetry)?;
+    let health_check = selfcheck::grpc(cli.listen, "", &cli.tls.identity);
+    component::run("worker", &cli.server, health_check, serve(&cli)).await
+}
+
+/// Drains the queue into the database until SIGTERM.
+async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let worker_id = cli
         .worker_id
+        .clone()
         .unwrap_or_else(votemesh_worker::default_worker_id);
     let redis_url = cli.redis.url_or_local();
     let database_url = store::with_tls_files(
@@ -31,7 +34,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 
     let shutdown = shutdown::on_signal();
     let db = store::connect(&database_url).await?;
-    let listener = votemesh::grpc::Listener::bind(cli.listen, &cli.tls)
+    let listener = Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?;
     let queue = RedisQueue::with_tls(&redis_url, listener.tls())?.for_worker(&worker_id);
@@ -39,5 +42,5 @@ async fn main() -> anyhow::Result<ExitCode> {
     settings.batch_size = cli.batch_size.max(1);
     votemesh_worker::run(listener, queue, db, settings, shutdown).await?;
     tracing::info!("worker stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -24,12 +24,17 @@
 //! - [`run`]: the closed and open loops, and the progress line.
 //! - [`summary`]: what a run measured, as text and JSON.
 //! - [`noop`]: the no-op VoteService.
-//!
-//! The benchmark suite (`cargo bench -p votemesh-loadgen`) lives in
-//! `benches/` (`suite.rs`, the figures in `figures/`); it starts real Redis, PostgreSQL and the services'
-//! release binaries, and drives them with this crate.
+//! - `figures` (with the `suite` feature): the benchmark suite, one module
+//!   per figure plus the report; it starts real Redis, PostgreSQL and the
+//!   services' binaries, and drives them with this crate's binary. The
+//!   bench target (`cargo bench -p votemesh-loadgen`, `benches/suite.rs`)
+//!   and the smoke test (`tests/smoke.rs`) run it; the feature is on for
+//!   them (this crate's dev-dependency on itself) and off in the
+//!   `votemesh-loadgen` binary, which so does not carry the test harness.
 
 pub mod cli;
+#[cfg(feature = "suite")]
+pub mod figures;
 pub mod noop;
 pub mod recorder;
 pub mod run;

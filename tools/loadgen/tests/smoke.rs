@@ -6,15 +6,12 @@
 //! It runs the services' binaries of this build profile (`cargo test
 //! --workspace` builds them; when they are missing it builds them first).
 
-// The bench's full size goes unused here.
-#[allow(dead_code)]
-#[path = "../benches/figures/mod.rs"]
-mod figures;
+use votemesh_loadgen::figures;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_benchmark_suite_runs_end_to_end_and_every_vote_is_counted_once() {
     figures::build_services(false, true).await;
-    eprintln!("{}", figures::machine().await);
+    eprintln!("{}", figures::report::machine().await);
     let (report, problems) = figures::Suite::start(figures::Size::smoke())
         .await
         .run()

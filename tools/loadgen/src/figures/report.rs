@@ -1,0 +1,119 @@
+//! The report the suite writes (`docs/BENCHMARKS.md`): its head (what
+//! was measured, on what machine, from which code, at what size), the
+//! figures' body that [`super::Suite::run`] returns, and the problems seen.
+
+use std::{fmt::Write as _, time::Duration};
+
+use tokio::process::Command;
+
+use super::Size;
+
+/// The whole report: the head, the figures' `body`, and `problems`
+/// (none: the run was clean). `machine` is [`machine`]'s text; `took` is
+/// how long the whole run took.
+pub fn document(
+    size: &Size,
+    machine: &str,
+    body: &str,
+    problems: &[String],
+    took: Duration,
+) -> String {
+    let problems_text = if problems.is_empty() {
+        "None: no call failed and every count is exact.".to_owned()
+    } else {
+        problems
+            .iter()
+            .map(|p| format!("- {p}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        "# votemesh benchmarks\n\n\
+         Written by `cargo bench -p votemesh-loadgen` (the suite in \
+         `tools/loadgen/src/figures/`; docs/LOADGEN.md says how to run it). \
+         Each figure stands next to its ceiling or peer measured in \
+         the same run on the same machine: read the ratios, not the absolute numbers. \
+         Real redis-server and PostgreSQL started by the test harness, the services' \
+         release binaries as separate processes, load from the `votemesh-loadgen` \
+         binary.\n\n\
+         {machine}\
+         - Size: {} s per load run, drain {} votes from {} voters, read at {:?} stored votes; \
+         the whole run took {:.0} s\n\n\
+         {body}\n\n## Problems seen in this run\n\n{problems_text}\n",
+        size.run.as_secs_f64(),
+        size.drain_votes,
+        size.drain_voters,
+        size.read_votes,
+        took.as_secs_f64()
+    )
+}
+
+/// The machine and the code measured, for the report's head.
+pub async fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|value| value.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .map(|value| value.trim().to_owned())
+        .unwrap_or_default();
+    let git = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            Command::new("git")
+                .args(&args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .await
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        }
+    };
+    // Paths relative to this crate: the workspace's product code.
+    let product = [
+        "../../src",
+        "../../services",
+        "../../gateway",
+        "../../proto",
+    ];
+    let commit = git(&["log", "-1", "--format=%h %s"]).await;
+    let product_commit =
+        git(&[&["log", "-1", "--format=%h %s", "--"][..], &product[..]].concat()).await;
+    let dirty = !git(&[
+        &["status", "--porcelain", "--untracked-files=no", "--"][..],
+        &product[..],
+    ]
+    .concat())
+    .await
+    .is_empty();
+    let redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut text = String::new();
+    let _ = writeln!(text, "- Machine: {cores} cores, {model}, {memory} memory");
+    let _ = writeln!(
+        text,
+        "- Code measured: the services at commit `{product_commit}` (the last one touching \
+         `src/`, `services/`, `gateway/`, `proto/`){}; the suite and the generator at `{commit}`",
+        if dirty {
+            ", with uncommitted changes there"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        text,
+        "- {redis}; PostgreSQL from the test harness (fsync off)"
+    );
+    text
+}
