@@ -13,7 +13,7 @@ use std::future::Future;
 
 use futures_util::future::join_all;
 use thiserror::Error;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 /// A critical background task ended while the component was running.
@@ -38,7 +38,16 @@ pub async fn critical(
     if shutdown.is_cancelled() && outcome.is_ok() {
         return Ok(());
     }
-    let reason = match outcome {
+    let reason = why_ended(outcome);
+    tracing::error!(task = name, %reason, "a critical task stopped; shutting down");
+    shutdown.cancel();
+    Err(TaskEnded { task: name, reason })
+}
+
+/// How a task ended, for logs and errors: its panic message, that it
+/// returned, or that it was cancelled (aborted).
+pub fn why_ended(outcome: Result<(), JoinError>) -> String {
+    match outcome {
         Ok(()) => "it returned".to_owned(),
         Err(error) if error.is_panic() => {
             let panic = error.into_panic();
@@ -50,10 +59,7 @@ pub async fn critical(
             format!("panicked: {message}")
         }
         Err(_) => "it was cancelled".to_owned(),
-    };
-    tracing::error!(task = name, %reason, "a critical task stopped; shutting down");
-    shutdown.cancel();
-    Err(TaskEnded { task: name, reason })
+    }
 }
 
 /// Runs a component: its server (`serve`) beside the background tasks it
