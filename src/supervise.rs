@@ -1,20 +1,44 @@
-//! Background tasks a component cannot do without (the worker's drain
-//! loop, the result service's tally poller, a readiness probe): if one
-//! ends while the component is still meant to run, the component must not
-//! go on reporting SERVING with nothing behind it.
+//! Who owns each background task, and what happens when one ends.
 //!
-//! [`critical`] waits for such a task. An unexpected end (a panic, or a
-//! bug that returns) is logged at error, and the component's shutdown is
-//! triggered, which turns readiness NOT_SERVING and drains the server; the
-//! caller then returns [`TaskEnded`], `main` exits non-zero, and the
-//! orchestrator (Kubernetes, compose) restarts the process clean.
+//! Every spawned task has an owner that notices its end. Two policies:
+//!
+//! - **Stop the process** ([`critical`], [`serve_with`]): for the tasks a
+//!   component cannot do without (the worker's drain loop, the result
+//!   service's tally poller, a readiness probe). If one ends while the
+//!   component is still meant to run, the component must not go on
+//!   reporting SERVING with nothing behind it: the end (a panic, or a bug
+//!   that returns) is logged at error, and the component's shutdown is
+//!   triggered, which turns readiness NOT_SERVING and drains the server;
+//!   the caller then returns [`TaskEnded`], `main` exits non-zero, and the
+//!   orchestrator (Kubernetes, compose) restarts the process clean.
+//! - **Restart the task** ([`restarting`]): for side jobs whose owner is a
+//!   value rather than the component (the TLS identity's reload, a
+//!   balanced channel's resolver, the gateway's sweep of idle rate-limit
+//!   keys). The component still serves while such a task is down (the
+//!   identity in use stays valid, the balancer keeps the addresses it
+//!   has, the limiter keeps limiting), so stopping the process would turn
+//!   a bug in a side job into an outage; and readiness would have nothing
+//!   to report, since the task is running again one [`RESTART_PAUSE`]
+//!   later. A panic is logged at error with its message and the task
+//!   starts again; the returned guard, held by the owner, ends it when
+//!   dropped (mini-redis's `DbDropGuard`).
+//!
+//! The vote service's pusher is a third case, readiness and restart, owned
+//! by `queue::redis::RedisQueue`: while it is down every vote is refused,
+//! so the vote service's readiness says so until a new one runs.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use futures_util::future::join_all;
 use thiserror::Error;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
+/// The guard [`restarting`] returns: dropping it ends the task.
+pub use tokio_util::sync::DropGuard;
+
+/// How long [`restarting`] waits before it starts a task that panicked
+/// again, so that a task that panics at once does not spin.
+pub const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// A critical background task ended while the component was running.
 #[derive(Debug, Error)]
@@ -38,7 +62,53 @@ pub async fn critical(
     if shutdown.is_cancelled() && outcome.is_ok() {
         return Ok(());
     }
-    let reason = match outcome {
+    let reason = why_ended(outcome);
+    tracing::error!(task = name, %reason, "a critical task stopped; shutting down");
+    shutdown.cancel();
+    Err(TaskEnded { task: name, reason })
+}
+
+/// Runs the task `start` makes, named `name` in logs, restarting it after
+/// a panic (a new task from `start`, after [`RESTART_PAUSE`]); see the
+/// module's doc for when this is the right policy. Ends when the task
+/// returns (its work is done: what it served is gone) or when the returned
+/// guard is dropped, which aborts it at once. Must be called inside a tokio
+/// runtime.
+pub fn restarting<F, Fut>(name: &'static str, mut start: F) -> DropGuard
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let stop = CancellationToken::new();
+    let guard = stop.clone().drop_guard();
+    tokio::spawn(async move {
+        loop {
+            let mut task = tokio::spawn(start());
+            let outcome = tokio::select! {
+                () = stop.cancelled() => {
+                    task.abort();
+                    return;
+                }
+                outcome = &mut task => outcome,
+            };
+            if outcome.is_ok() {
+                return;
+            }
+            let reason = why_ended(outcome);
+            tracing::error!(task = name, %reason, pause = ?RESTART_PAUSE, "a background task stopped; restarting it");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RESTART_PAUSE) => {}
+            }
+        }
+    });
+    guard
+}
+
+/// How a task ended, for logs and errors: its panic message, that it
+/// returned, or that it was cancelled (aborted).
+pub fn why_ended(outcome: Result<(), JoinError>) -> String {
+    match outcome {
         Ok(()) => "it returned".to_owned(),
         Err(error) if error.is_panic() => {
             let panic = error.into_panic();
@@ -50,10 +120,7 @@ pub async fn critical(
             format!("panicked: {message}")
         }
         Err(_) => "it was cancelled".to_owned(),
-    };
-    tracing::error!(task = name, %reason, "a critical task stopped; shutting down");
-    shutdown.cancel();
-    Err(TaskEnded { task: name, reason })
+    }
 }
 
 /// Runs a component: its server (`serve`) beside the background tasks it
@@ -128,6 +195,43 @@ mod tests {
         .expect("the tasks stop with the server");
         assert_eq!(outcome.unwrap_err().reason, "bind");
         assert!(shutdown.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_restarting_task_starts_again_after_a_panic_and_ends_with_its_guard() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        let starts = Arc::new(AtomicUsize::new(0));
+        let (running, mut alive) = tokio::sync::mpsc::channel::<()>(1);
+        let guard = restarting("test task", {
+            let starts = starts.clone();
+            move || {
+                let first = starts.fetch_add(1, Ordering::SeqCst) == 0;
+                let running = running.clone();
+                async move {
+                    assert!(!first, "the first start panics");
+                    // Holds `running` until aborted.
+                    let _running = running;
+                    std::future::pending::<()>().await;
+                }
+            }
+        });
+        let wait = std::time::Duration::from_secs(10);
+        tokio::time::timeout(wait, async {
+            while starts.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the task is started again");
+        drop(guard);
+        // Every sender gone: the task (and the supervisor's copy of `start`)
+        // ended with the guard.
+        let ended = tokio::time::timeout(wait, alive.recv()).await;
+        assert_eq!(ended, Ok(None), "the task ends when its guard is dropped");
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -35,6 +35,7 @@ use axum::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use ipnet::IpNet;
+use votemesh::supervise::{self, DropGuard};
 
 use crate::{AppState, error::HttpFailure};
 
@@ -72,26 +73,37 @@ pub struct Edge {
     limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     /// Peers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<IpNet>,
+    /// Ends the task that forgets idle addresses when the `Edge` is
+    /// dropped; `None` without a limit.
+    _forgetting: Option<DropGuard>,
 }
 
 impl Edge {
     /// The limits `args` describe. With a limit, starts the task that
-    /// forgets idle addresses (so call inside a tokio runtime).
+    /// forgets idle addresses (so call inside a tokio runtime): owned by
+    /// this `Edge`, which ends it when dropped, and restarted if it panics
+    /// (see [`votemesh::supervise`]: the limiter goes on limiting while
+    /// it is down, only its memory is not trimmed).
     pub fn new(args: &EdgeArgs) -> Self {
         let limiter = NonZeroU32::new(args.vote_rate_limit).map(|per_minute| {
             let burst = args
                 .vote_rate_burst
                 .and_then(NonZeroU32::new)
                 .unwrap_or(per_minute);
-            let limiter = Arc::new(RateLimiter::keyed(
+            Arc::new(RateLimiter::keyed(
                 Quota::per_minute(per_minute).allow_burst(burst),
-            ));
-            tokio::spawn(forget_idle(Arc::downgrade(&limiter)));
-            limiter
+            ))
+        });
+        let forgetting = limiter.as_ref().map(|limiter| {
+            let limiter = Arc::downgrade(limiter);
+            supervise::restarting("idle rate-limit key sweep", move || {
+                forget_idle(limiter.clone())
+            })
         });
         Self {
             limiter,
             trusted_proxies: args.trusted_proxies.clone(),
+            _forgetting: forgetting,
         }
     }
 
@@ -245,6 +257,7 @@ mod tests {
         Edge {
             limiter: None,
             trusted_proxies: trusted.iter().map(|net| parse_net(net).unwrap()).collect(),
+            _forgetting: None,
         }
     }
 

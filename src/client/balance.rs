@@ -7,7 +7,8 @@
 //!                       ▲
 //!        resolver task: looks the name up every RESOLVE_INTERVAL and
 //!        inserts / removes addresses (a Kubernetes headless Service name
-//!        resolves to every ready pod)
+//!        resolves to every ready pod); owned by the balancer, restarted
+//!        if it panics
 //! ```
 //!
 //! Behind a ClusterIP Service the name resolves to one virtual address and
@@ -24,7 +25,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
@@ -48,6 +49,7 @@ use tower::{
 };
 
 use super::{CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use crate::supervise;
 
 /// How often a name is looked up again.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -94,16 +96,36 @@ impl Resolve for Dns {
 /// A channel balancing over the addresses `resolver` gives, looked up
 /// again every `interval` by a task that ends with the last clone. Must be
 /// called inside a tokio runtime.
+///
+/// The resolver task belongs to the balancer: the guard that ends it lives
+/// in the balancer's stream of address changes, so it ends when the last
+/// clone of the channel is gone. A panic in it is logged and it starts
+/// again ([`crate::supervise::restarting`]) from the addresses last sent:
+/// meanwhile the balancer keeps calling the addresses it has.
 pub fn channel(
     connector: super::Connector,
     resolver: impl Resolve,
     interval: Duration,
 ) -> BalancedChannel {
     let (changes, discovered) = mpsc::channel(64);
-    let discover = ReceiverStream::new(discovered).map(Ok::<_, BoxError>);
+    let resolver = Arc::new(resolver);
+    let sent = Arc::new(Mutex::new(HashSet::new()));
+    let resolving = supervise::restarting("resolver", move || {
+        follow(
+            connector.clone(),
+            resolver.clone(),
+            interval,
+            changes.clone(),
+            sent.clone(),
+        )
+    });
+    let discover = ReceiverStream::new(discovered).map(move |change| {
+        // Owned by the stream, so dropped (ending the task) with the balancer.
+        let _owner = &resolving;
+        Ok::<_, BoxError>(change)
+    });
     let balance = Balance::new(discover);
     let buffered = Buffer::new(balance, BUFFER_CAPACITY);
-    tokio::spawn(follow(connector, resolver, interval, changes));
     BoxCloneSyncService::new(buffered)
 }
 
@@ -111,15 +133,20 @@ pub fn channel(
 type Backend = PendingRequests<FailFast<Channel>, CompleteOnResponse>;
 
 /// Resolves now and every `interval`, and tells the balancer which
-/// addresses came and went, until the balancer is gone.
+/// addresses came and went, until the balancer is gone. `sent_all` holds
+/// the addresses the balancer was last told of, kept across a restart.
 async fn follow(
     connector: super::Connector,
-    resolver: impl Resolve,
+    resolver: Arc<impl Resolve>,
     interval: Duration,
     changes: mpsc::Sender<Change<SocketAddr, Backend>>,
+    sent_all: Arc<Mutex<HashSet<SocketAddr>>>,
 ) {
     let upstream = resolver.name();
-    let mut current: HashSet<SocketAddr> = HashSet::new();
+    let mut current: HashSet<SocketAddr> = sent_all
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let mut failing = false;
     loop {
         match resolver.resolve().await {
@@ -144,6 +171,10 @@ async fn follow(
                         return;
                     }
                 }
+                sent_all
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone_from(&found);
                 current = found;
             }
             Err(error) => {

@@ -17,18 +17,49 @@
 //! a DNS SAN `redis`). The pool and the pusher build a client from the
 //! files current at each new connection, so a rotated identity reaches
 //! every connection made after the change.
+//!
+//! Every connection, the pool's (the probe's PING, the worker's commands)
+//! and the pusher's, is opened with [`connection_config`]: at most
+//! [`CONNECTION_TIMEOUT`] to connect and [`RESPONSE_TIMEOUT`] for each
+//! answer. These bounds are ours, set here, not the client library's
+//! defaults (which a new release may change): CastVote's UNAVAILABLE
+//! within a second when Redis does not answer, and the worker's longest
+//! blocking wait (`MAX_BLOCKING_WAIT`, below the response timeout), are
+//! derived from them.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bb8_redis::{
     bb8,
     redis::{
-        self, Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, ProtocolVersion,
-        RedisError, TlsCertificates, aio::MultiplexedConnection,
+        self, AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo,
+        ProtocolVersion, RedisError, TlsCertificates, aio::MultiplexedConnection,
     },
 };
 
 use crate::{config::ConnectionUrl, tls::Tls};
+
+/// Longest wait for Redis' answer to one command, on every connection: a
+/// command unanswered by then fails as a timeout (the command may still
+/// run: [`super::QueueError::Unconfirmed`]), and the connection is kept.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Longest a new connection may take to open (TCP, TLS, the handshake with
+/// Redis): a Redis host that does not answer at all is reported
+/// unavailable after this long, not after the system's TCP timeout.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The settings every votemesh connection to Redis is opened with:
+/// [`CONNECTION_TIMEOUT`] and [`RESPONSE_TIMEOUT`]. Callers add their own
+/// (the pusher its push sender).
+pub fn connection_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+}
 
 /// A Redis client for `url` speaking `protocol`. A `rediss://` URL is
 /// verified against `tls`'s CA and presents its certificate when `tls` is
@@ -125,7 +156,7 @@ impl bb8::ManageConnection for RedisManager {
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
         let connected = client(&self.url, self.tls.as_ref(), ProtocolVersion::RESP2)?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&connection_config())
             .await;
         match &connected {
             Ok(_) => {

@@ -21,13 +21,20 @@
 //! opened the votes are refused as [`QueueError::Unavailable`] (nothing was
 //! sent), together with every vote that gathered while the attempt waited.
 //! So when Redis does not answer at all (a host gone, not a port refused),
-//! no vote waits longer than one connection attempt (the client's
-//! connection timeout) before its caller hears UNAVAILABLE, however many
-//! arrive meanwhile. A vote whose caller has already gone (its deadline
-//! passed, the client hung up) is dropped before the push. A batch that was sent but not answered is
+//! no vote waits longer than one connection attempt
+//! ([`connect::CONNECTION_TIMEOUT`]) before its caller hears UNAVAILABLE,
+//! however many arrive meanwhile. A vote whose caller has already gone (its
+//! deadline passed, the client hung up) is dropped before the push. A batch
+//! that was sent but not answered (within [`connect::RESPONSE_TIMEOUT`]) is
 //! [`QueueError::Unconfirmed`] for each of its votes; the connection is
 //! replaced if it failed, and kept if the answer was only late (the call
 //! may still run, as it would have on a pooled connection).
+//!
+//! The task belongs to its [`Pusher`], which holds its `JoinHandle` and the
+//! only strong sender of its channel: dropping the `Pusher` ends the task
+//! (after it answered the votes in flight), and [`Pusher::is_running`] tells
+//! its owner ([`super::redis::RedisQueue`]) when it ended otherwise (a
+//! panic). Callers push through [`PushHandle`]s, which do not keep it alive.
 //!
 //! Metrics: `votemesh_vote_push_batch_size` (votes per script call) and
 //! `votemesh_vote_push_abandoned_total` (votes whose caller left first).
@@ -38,21 +45,22 @@ use std::sync::{
 };
 
 use bb8_redis::redis::{
-    self, AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, RedisError, Script,
-    aio::MultiplexedConnection,
+    self, Client, ProtocolVersion, PushInfo, RedisError, Script, aio::MultiplexedConnection,
 };
-use futures_util::{StreamExt, stream::FuturesUnordered};
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot};
+use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
+use std::time::Duration;
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
 use uuid::Uuid;
 
 use super::{
     CLOCK_KEY, QUEUE_KEY, QueueError, connect,
     redis::{PUSH_SCRIPT, classify},
 };
-use crate::{config::ConnectionUrl, tls::Tls};
+use crate::{config::ConnectionUrl, supervise::why_ended, tls::Tls};
 
 /// Most votes stamped and pushed by one script call.
 pub const MAX_PUSH_BATCH: usize = 256;
@@ -132,11 +140,30 @@ impl Pushed {
     }
 }
 
-/// Handle to the pusher task; cheap to clone. The task ends when the last
-/// handle is dropped.
-#[derive(Clone, Debug)]
+/// The pusher task and its owner (mini-redis's `DbDropGuard` pattern): the
+/// one value that started the task, holds its [`JoinHandle`] to see it end,
+/// and ends it when dropped (the channel closes: the task answers the votes
+/// in flight, then returns).
+///
+/// While a `Pusher` lives its channel is open, so its task has no reason
+/// to end: if it did (a panic), [`Pusher::is_running`] says so and pushes
+/// through its [`PushHandle`]s are refused as [`QueueError::Unavailable`]
+/// (nothing was sent). Noticing that and starting a new pusher is the
+/// owner's job ([`super::redis::RedisQueue`] does it in its readiness
+/// check).
+#[derive(Debug)]
 pub struct Pusher {
+    /// The one strong sender: the channel closes, and the task ends, when
+    /// the `Pusher` is dropped.
     waiting: mpsc::Sender<Waiting>,
+    task: JoinHandle<()>,
+}
+
+/// Where votes are handed to a [`Pusher`]'s task; cheap to clone. It does
+/// not keep the task alive: only its [`Pusher`] does.
+#[derive(Clone, Debug)]
+pub struct PushHandle {
+    waiting: mpsc::WeakSender<Waiting>,
 }
 
 impl Pusher {
@@ -155,23 +182,57 @@ impl Pusher {
         })?;
         metrics::counter!("votemesh_vote_push_abandoned_total").increment(0);
         let (waiting, queue) = mpsc::channel(WAITING_CAPACITY);
-        tokio::spawn(run(build, queue));
-        Ok(Self { waiting })
+        let task = tokio::spawn(run(build, queue));
+        Ok(Self { waiting, task })
     }
 
+    /// A handle to push votes through.
+    pub fn handle(&self) -> PushHandle {
+        PushHandle {
+            waiting: self.waiting.downgrade(),
+        }
+    }
+
+    /// Whether the task still runs (it ends only if it panicked, or was
+    /// aborted, while this `Pusher` lives).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// How the task ended ([`crate::supervise::why_ended`]), or `None`
+    /// while it runs.
+    pub fn ended(self) -> Option<String> {
+        if self.is_running() {
+            return None;
+        }
+        self.task.now_or_never().map(why_ended)
+    }
+
+    /// Ends the task at once, as a panic in it would. For tests of what
+    /// notices a dead pusher; nothing in the product calls it.
+    #[doc(hidden)]
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+impl PushHandle {
     /// Pushes one vote (its JSON without the sequence; with `marker`, only
     /// if no earlier attempt of its call was pushed) and returns what Redis
     /// did with it, once Redis answered.
     pub async fn push(&self, json: String, marker: Option<Marker>) -> Result<Pushed, QueueError> {
+        let stopped = || QueueError::Unavailable("the vote pusher has stopped".into());
         let (answer, answered) = oneshot::channel();
-        self.waiting
+        let waiting = self.waiting.upgrade().ok_or_else(stopped)?;
+        waiting
             .send(Waiting {
                 json,
                 marker,
                 answer,
             })
             .await
-            .map_err(|_| QueueError::Unavailable("the vote pusher has stopped".into()))?;
+            .map_err(|_| stopped())?;
+        drop(waiting);
         answered.await.unwrap_or_else(|_| {
             Err(QueueError::Unconfirmed(
                 "the vote pusher stopped before Redis answered".into(),
@@ -199,7 +260,7 @@ impl Connection {
                 Ok::<(), std::convert::Infallible>(())
             }
         };
-        let config = AsyncConnectionConfig::new().set_push_sender(on_push);
+        let config = connect::connection_config().set_push_sender(on_push);
         let connection = client
             .get_multiplexed_async_connection_with_config(&config)
             .await

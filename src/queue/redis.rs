@@ -4,6 +4,17 @@
 //! move) goes through a bb8 pool, whose connections are exclusive while
 //! checked out, so a blocking command never stalls a shared socket.
 //!
+//! [`RedisQueue`] owns its pusher: it starts it at the first push, ends it
+//! when its last clone is dropped, and its readiness check
+//! ([`VoteSink::ping`]) looks at it. A pusher whose task ended (it cannot
+//! return while owned, so a panic) is logged, replaced, and fails that
+//! check: the vote service reports NOT_SERVING for one probe interval
+//! instead of staying SERVING while refusing every vote; meanwhile its
+//! pushes are refused as UNAVAILABLE (nothing was sent). Restarting, not
+//! stopping the process, is the policy because the pusher holds no state
+//! a new one lacks (a connection, the votes waiting: those of the dead one
+//! were answered), and the vote service's other work goes on.
+//!
 //! Every multi-step operation is one Lua script, so it is atomic on the
 //! Redis server: stamping and pushing a vote, topping up a batch,
 //! acknowledging a batch, returning an orphaned batch. Keys are in
@@ -16,17 +27,18 @@
 //! Errors are sorted by `classify`: refused before anything ran, or sent
 //! and unanswered (the command may have taken effect).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use bb8_redis::{
     bb8::{self, Pool, PooledConnection, RunError},
     redis::{self, AsyncCommands, RedisError, Script},
 };
 
-use tokio::sync::OnceCell;
-
-use super::connect::RedisManager;
-use super::pusher::{Marker, Pushed, Pusher};
+use super::connect::{RESPONSE_TIMEOUT, RedisManager};
+use super::pusher::{Marker, PushHandle, Pushed, Pusher};
 use super::{
     Backlog, DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY,
     QueueError, QueuedVote, VoteSink, VoteSource,
@@ -41,9 +53,18 @@ pub const POOL_SIZE: u32 = 16;
 /// A worker that has not marked itself alive for this long is presumed dead
 /// and its in-flight batch is returned to the queue.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(30);
-/// Longest single blocking wait for a vote; below the client's response
-/// timeout (500 ms), so waiting never reads as a dead connection.
-const MAX_BLOCKING_WAIT: Duration = Duration::from_millis(300);
+/// Longest single blocking wait for a vote: the response timeout
+/// ([`RESPONSE_TIMEOUT`]) less a margin for the round trip, so a BLMOVE
+/// that found nothing answers before the client gives up on it, and
+/// waiting never reads as a dead connection.
+const MAX_BLOCKING_WAIT: Duration = RESPONSE_TIMEOUT.saturating_sub(BLOCKING_ANSWER_MARGIN);
+/// Time left between the end of a blocking wait and the response timeout,
+/// for Redis' answer to arrive.
+const BLOCKING_ANSWER_MARGIN: Duration = Duration::from_millis(200);
+const _: () = assert!(
+    MAX_BLOCKING_WAIT.as_nanos() > 0,
+    "the response timeout leaves no time to wait"
+);
 
 /// Stamps votes with consecutive sequences and pushes them, atomically.
 /// The first sequence is `max(last + 1, now in µs)`, where `last` is the
@@ -226,8 +247,11 @@ pub struct RedisQueue {
     /// The identity a `rediss://` connection verifies Redis with (and
     /// presents); `None`: the system's CA store.
     tls: Option<Tls>,
-    /// Started by the first push (it needs the runtime), shared by clones.
-    pusher: Arc<OnceCell<Pusher>>,
+    /// The pusher, owned here and shared by clones: started by the first
+    /// push (it needs the runtime), replaced by [`VoteSink::ping`] (the
+    /// readiness check) if its task ended; dropped, and so ended, with the
+    /// last clone.
+    pusher: Arc<Mutex<Option<Pusher>>>,
 }
 
 impl RedisQueue {
@@ -256,7 +280,7 @@ impl RedisQueue {
             pool,
             url: url.clone(),
             tls,
-            pusher: Arc::new(OnceCell::new()),
+            pusher: Arc::default(),
         })
     }
 
@@ -307,6 +331,55 @@ impl RedisQueue {
             .absolute(stats.connections_closed_broken);
     }
 
+    /// The pusher's slot. No lock is held across an await.
+    fn pusher_slot(&self) -> MutexGuard<'_, Option<Pusher>> {
+        self.pusher.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A handle to the pusher, started now if none was. A pusher whose task
+    /// ended is not replaced here but by [`Self::check_pusher`]: its pushes
+    /// are refused until then, and readiness says why.
+    fn push_handle(&self) -> Result<PushHandle, QueueError> {
+        let mut slot = self.pusher_slot();
+        if let Some(pusher) = slot.as_ref() {
+            return Ok(pusher.handle());
+        }
+        let pusher = Pusher::spawn(&self.url, self.tls.as_ref())?;
+        let handle = pusher.handle();
+        *slot = Some(pusher);
+        Ok(handle)
+    }
+
+    /// The owner's check of its pusher: a pusher whose task ended (a bug:
+    /// its channel was open) is logged with why, replaced by a new one,
+    /// and reported as [`QueueError::Unavailable`], so this readiness check
+    /// fails once; the next one, with the new pusher running, can pass.
+    fn check_pusher(&self) -> Result<(), QueueError> {
+        let mut slot = self.pusher_slot();
+        if slot.as_ref().is_none_or(Pusher::is_running) {
+            return Ok(());
+        }
+        let reason = slot
+            .take()
+            .and_then(Pusher::ended)
+            .unwrap_or_else(|| "unknown".to_owned());
+        tracing::error!(%reason, "the vote pusher stopped; starting a new one");
+        *slot = Some(Pusher::spawn(&self.url, self.tls.as_ref())?);
+        Err(QueueError::Unavailable(format!(
+            "the vote pusher had stopped ({reason}); a new one was started"
+        )))
+    }
+
+    /// Ends the pusher's task as a panic in it would, leaving it in place
+    /// for [`VoteSink::ping`] to notice. For tests; nothing in the product
+    /// calls it.
+    #[doc(hidden)]
+    pub fn abort_pusher(&self) {
+        if let Some(pusher) = self.pusher_slot().as_ref() {
+            pusher.abort();
+        }
+    }
+
     async fn ping_redis(&self) -> Result<(), QueueError> {
         let mut connection = self.connection().await?;
         let _: String = redis::cmd("PING")
@@ -321,16 +394,12 @@ impl VoteSink for RedisQueue {
     async fn push(&self, vote: &NewVote) -> Result<QueuedVote, QueueError> {
         let json = serde_json::to_string(vote)
             .map_err(|error| QueueError::Failed(format!("cannot encode the vote: {error}")))?;
-        let pusher = self
-            .pusher
-            .get_or_try_init(|| async { Pusher::spawn(&self.url, self.tls.as_ref()) })
-            .await?;
         let marker = vote.idempotency.as_ref().map(|idempotency| Marker {
             key: super::request_key(&idempotency.key, &vote.voter_id),
             lifetime: idempotency.window,
             stamp: format!("{} {}", vote.vote_id, vote.cast_at.timestamp_micros()),
         });
-        match pusher.push(json, marker).await? {
+        match self.push_handle()?.push(json, marker).await? {
             Pushed::Queued { sequence } => Ok(QueuedVote::stamped(vote, sequence)),
             Pushed::Repeat(first) => Ok(QueuedVote {
                 sequence: first.sequence,
@@ -341,7 +410,10 @@ impl VoteSink for RedisQueue {
         }
     }
 
+    /// The readiness check: the pusher runs (`check_pusher`, which starts
+    /// a new one if not) and Redis answers a PING.
     async fn ping(&self) -> Result<(), QueueError> {
+        self.check_pusher()?;
         self.ping_redis().await
     }
 

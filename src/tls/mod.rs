@@ -5,11 +5,15 @@
 //! (`TLS_CERT_FILE`, `TLS_KEY_FILE`) used both as server and as client, and
 //! the CA bundle it trusts (`TLS_CA_FILE`). [`Tls`] holds the rustls
 //! configurations built from those files and re-reads the files every
-//! [`RELOAD_INTERVAL`] (with `tokio::fs`, off the runtime's workers): when they change (Kubernetes swaps a mounted
-//! Secret's files in place), connections made afterwards use the new ones;
-//! connections already open keep theirs. Files that do not make a valid
+//! [`RELOAD_INTERVAL`] (with `tokio::fs`, off the runtime's workers): when
+//! they change (Kubernetes swaps a mounted Secret's files in place),
+//! connections made afterwards use the new ones; connections already open
+//! keep theirs. Files that do not make a valid
 //! identity (half written, key and certificate not matching) are logged and
-//! the previous identity stays in use.
+//! the previous identity stays in use. The reload task belongs to the
+//! [`Tls`] (it ends with the last clone) and is restarted if it panics
+//! ([`crate::supervise::restarting`]: the identity in use stays valid
+//! meanwhile, so the component goes on serving).
 //!
 //! ```text
 //! files ─► Tls (reloaded) ─► server::incoming: TCP accept ─► TLS handshake
@@ -43,7 +47,9 @@ use rustls::{
 };
 use thiserror::Error;
 
-use crate::config::TlsArgs;
+use tokio_util::sync::DropGuard;
+
+use crate::{config::TlsArgs, supervise};
 
 /// How often the certificate files are read again to notice a rotation.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -151,7 +157,8 @@ impl std::fmt::Debug for IdentityPem {
 }
 
 /// A component's TLS identity, kept in step with its files. Cheap to
-/// clone; the reload task ends with the last clone.
+/// clone; the reload task is owned by the clones together and ends with
+/// the last one.
 #[derive(Clone, Debug)]
 pub struct Tls {
     shared: Arc<Shared>,
@@ -161,6 +168,8 @@ pub struct Tls {
 struct Shared {
     files: TlsFiles,
     current: RwLock<Arc<Loaded>>,
+    /// Ends the reload task when the last [`Tls`] is dropped.
+    _reload: DropGuard,
 }
 
 /// The configurations built from one version of the files.
@@ -185,11 +194,16 @@ impl Tls {
     /// Loads the identity in `files` and starts reloading it.
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
         let loaded = Loaded::read(&files)?;
-        let shared = Arc::new(Shared {
-            files,
-            current: RwLock::new(Arc::new(loaded)),
+        let shared = Arc::new_cyclic(|shared: &Weak<Shared>| {
+            let shared = shared.clone();
+            Shared {
+                files,
+                current: RwLock::new(Arc::new(loaded)),
+                _reload: supervise::restarting("TLS identity reload", move || {
+                    reload(shared.clone())
+                }),
+            }
         });
-        tokio::spawn(reload(Arc::downgrade(&shared)));
         Ok(Self { shared })
     }
 

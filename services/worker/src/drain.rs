@@ -19,11 +19,24 @@
 //! leaves it, and the next batch taken beside it, to be taken again whole
 //! ([`VoteSource::take_batch`] returns the whole list), and applying it
 //! again changes nothing (see [`crate::store`]). While a dependency fails,
-//! the loop backs off exponentially, readiness is NOT_SERVING, and it
-//! resumes by itself. On shutdown, the batch in hand and the next one,
+//! the loop backs off exponentially and resumes by itself.
+//!
+//! The loop does not set readiness: it records how its last attempt went
+//! in [`DrainStatus`], and the readiness probe ([`crate::run`]), the one
+//! writer of readiness (docs/DESIGN.md, "The health model"), reports
+//! NOT_SERVING while that attempt failed, even when Redis and PostgreSQL
+//! answer their pings (a batch that times out, or that the database
+//! refuses). With two writers, readiness flapped at every probe while
+//! batches kept failing. On shutdown, the batch in hand and the next one,
 //! already taken, are written before the loop stops.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::Utc;
 use sea_orm::DatabaseConnection;
@@ -31,7 +44,6 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use votemesh::{
     backoff,
-    health::Health,
     queue::{QueueError, QueuedVote, VoteSource},
     shutdown::CancellationToken,
     telemetry,
@@ -136,30 +148,59 @@ impl DrainSettings {
     }
 }
 
+/// How the drain loop's last attempt went: written by the loop, read by
+/// the readiness probe. A failed attempt counts until one succeeds (a
+/// batch committed and acknowledged, or a take that found the queue
+/// empty); the batch that failed stays in the processing list, so the next
+/// attempt retries it.
+#[derive(Debug, Default)]
+pub struct DrainStatus {
+    /// `true` from a failed attempt until the next successful one.
+    failing: AtomicBool,
+}
+
+impl DrainStatus {
+    /// Records a successful attempt.
+    pub fn succeeded(&self) {
+        self.failing.store(false, Ordering::Relaxed);
+    }
+
+    /// Records a failed attempt.
+    pub fn failed(&self) {
+        self.failing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the last attempt succeeded (or none was made yet).
+    pub fn is_ok(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+    }
+}
+
 /// One worker's drain loop.
 #[derive(Debug)]
 pub struct Drainer<S> {
     source: Arc<S>,
     db: DatabaseConnection,
     stats: Arc<Stats>,
-    health: Health,
+    status: Arc<DrainStatus>,
     settings: DrainSettings,
 }
 
 impl<S: VoteSource> Drainer<S> {
-    /// A loop draining `source` into `db`.
+    /// A loop draining `source` into `db`, recording each attempt's
+    /// outcome in `status`.
     pub fn new(
         source: Arc<S>,
         db: DatabaseConnection,
         stats: Arc<Stats>,
-        health: Health,
+        status: Arc<DrainStatus>,
         settings: DrainSettings,
     ) -> Self {
         Self {
             source,
             db,
             stats,
-            health,
+            status,
             settings,
         }
     }
@@ -197,6 +238,7 @@ impl<S: VoteSource> Drainer<S> {
                     };
                     match taken {
                         Ok(messages) if messages.is_empty() => {
+                            self.status.succeeded();
                             if draining {
                                 break;
                             }
@@ -270,8 +312,8 @@ impl<S: VoteSource> Drainer<S> {
         }
     }
 
-    /// Counts and logs a failed batch, marks the worker not ready and
-    /// pauses before the retry. Returns false when the loop should stop
+    /// Counts, records and logs a failed batch, and pauses before the
+    /// retry. Returns false when the loop should stop
     /// (it was stopping already, or shutdown came during the pause).
     async fn failed(
         &self,
@@ -282,7 +324,7 @@ impl<S: VoteSource> Drainer<S> {
     ) -> bool {
         metrics::counter!("votemesh_worker_batch_failures_total", "cause" => error.cause())
             .increment(1);
-        self.health.set_ready(false).await;
+        self.status.failed();
         if draining {
             tracing::error!(%error, "stopping with votes still queued");
             return false;
@@ -342,7 +384,7 @@ impl<S: VoteSource> Drainer<S> {
             self.stats
                 .record_batch(parsed.votes.len(), applied.superseded, dead_letters.len());
             record_drain_lag(&parsed.votes);
-            self.health.set_ready(true).await;
+            self.status.succeeded();
             tracing::debug!(
                 votes = parsed.votes.len(),
                 inserted = applied.inserted,

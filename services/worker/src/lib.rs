@@ -9,8 +9,8 @@
 //!   └── reclaim orphans        └── ack_batch (remove it) only after the commit
 //! ```
 //!
-//! It also serves gRPC health (readiness follows Redis and the database)
-//! and `votemesh.v1.WorkerService/GetStats` on port 8080.
+//! It also serves gRPC health (readiness follows Redis, the database and
+//! the drain loop's last attempt, set by the probe alone) and `votemesh.v1.WorkerService/GetStats` on port 8080.
 //!
 //! ## Layout
 //!
@@ -62,15 +62,18 @@ pub async fn run<S: VoteSource>(
     let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
     let source = Arc::new(source);
     let stats = Arc::new(stats::Stats::default());
+    let status = Arc::new(drain::DrainStatus::default());
 
+    // The one writer of readiness: both dependencies answer and the drain
+    // loop's last attempt succeeded.
     let probe = {
-        let (source, db) = (source.clone(), db.clone());
+        let (source, db, status) = (source.clone(), db.clone(), status.clone());
         health::spawn_readiness_probe(
             health.clone(),
             settings.probe_interval,
             shutdown.clone(),
             move || {
-                let (source, db) = (source.clone(), db.clone());
+                let (source, db, status) = (source.clone(), db.clone(), status.clone());
                 async move {
                     // The probe also samples the queue and the pools for /metrics.
                     if let Ok(backlog) = source.backlog().await {
@@ -78,7 +81,9 @@ pub async fn run<S: VoteSource>(
                     }
                     source.record_pool_metrics();
                     votemesh::store::record_pool_metrics(&db);
-                    source.ping().await.is_ok() && votemesh::store::ping(&db).await.is_ok()
+                    status.is_ok()
+                        && source.ping().await.is_ok()
+                        && votemesh::store::ping(&db).await.is_ok()
                 }
             },
         )
@@ -90,7 +95,7 @@ pub async fn run<S: VoteSource>(
         shutdown.clone(),
     ));
     let drainer = tokio::spawn(
-        drain::Drainer::new(source.clone(), db, stats.clone(), health.clone(), settings)
+        drain::Drainer::new(source.clone(), db, stats.clone(), status, settings)
             .run(shutdown.clone()),
     );
 
