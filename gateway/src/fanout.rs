@@ -17,7 +17,7 @@ use std::{
 use serde::Serialize;
 
 use tokio::sync::watch;
-use votemesh::{backoff, shutdown::CancellationToken};
+use votemesh::{backoff, shutdown::CancellationToken, supervise};
 
 use crate::{upstream::Upstream, view::TallyView};
 
@@ -29,6 +29,8 @@ pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 pub struct Fanout {
     latest: watch::Receiver<Option<TallyView>>,
     stream: Arc<StreamState>,
+    /// Ends the task when the last clone goes.
+    _task: Arc<supervise::DropGuard>,
 }
 
 /// What the upstream stream is doing, as `GET /readyz` reports it.
@@ -52,17 +54,32 @@ pub struct StreamStatus {
 
 impl Fanout {
     /// Starts the task that holds the upstream stream until `shutdown`,
-    /// under a supervisor that restarts it if it ever ends early.
+    /// restarted if it ever panics ([`supervise::restarting`]; it has no
+    /// other way to end early). The task belongs to the `Fanout`: it ends
+    /// with `shutdown`, or when the last clone is dropped.
     pub fn spawn(upstream: Upstream, shutdown: CancellationToken) -> Self {
         let (sender, latest) = watch::channel(None);
+        let sender = Arc::new(sender);
         let stream = Arc::new(StreamState::default());
-        tokio::spawn(supervise(
-            upstream,
-            Arc::new(sender),
-            stream.clone(),
-            shutdown,
-        ));
-        Self { latest, stream }
+        let task = {
+            let stream = stream.clone();
+            supervise::restarting("results fan-out", move || {
+                // A start after a panic: no stream is open until this one
+                // opens it.
+                stream.open.store(false, Ordering::Relaxed);
+                hold_stream(
+                    upstream.clone(),
+                    sender.clone(),
+                    stream.clone(),
+                    shutdown.clone(),
+                )
+            })
+        };
+        Self {
+            latest,
+            stream,
+            _task: Arc::new(task),
+        }
     }
 
     /// A receiver of every new tally (the current one first, once known).
@@ -80,38 +97,6 @@ impl Fanout {
         StreamStatus {
             open: self.stream.open.load(Ordering::Relaxed),
             opened: self.stream.opened.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Runs [`hold_stream`] until `shutdown`; if it ends before (a panic: it
-/// has no other way to end), logs it, reports the stream closed, and starts
-/// it again after a pause. Browsers keep their SSE connections meanwhile.
-async fn supervise(
-    upstream: Upstream,
-    sender: Arc<watch::Sender<Option<TallyView>>>,
-    stream_state: Arc<StreamState>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let task = tokio::spawn(hold_stream(
-            upstream.clone(),
-            sender.clone(),
-            stream_state.clone(),
-            shutdown.clone(),
-        ));
-        let outcome = task.await;
-        if shutdown.is_cancelled() {
-            return;
-        }
-        stream_state.open.store(false, Ordering::Relaxed);
-        tracing::error!(
-            ?outcome,
-            "the results fan-out stopped unexpectedly; restarting it"
-        );
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(MAX_RECONNECT_DELAY) => {}
         }
     }
 }

@@ -40,6 +40,7 @@ use bb8_redis::{
     },
 };
 
+use super::QueueError;
 use crate::{config::ConnectionUrl, tls::Tls};
 
 /// Longest wait for Redis' answer to one command, on every connection: a
@@ -178,4 +179,45 @@ impl bb8::ManageConnection for RedisManager {
     fn has_broken(&self, _: &mut Self::Connection) -> bool {
         false
     }
+}
+
+/// Sorts the error of a command that was sent to Redis:
+/// - no answer (a timeout, the connection dropped mid-call): the command
+///   may have run, [`QueueError::Unconfirmed`];
+/// - Redis answered that it is not ready (loading its data) and ran
+///   nothing: [`QueueError::Unavailable`];
+/// - Redis refused a write at `maxmemory` (`OOM`), also before running
+///   anything: [`QueueError::Full`];
+/// - anything else: [`QueueError::Failed`].
+///
+/// Errors before a command is sent (no pooled connection) never come here:
+/// they are [`QueueError::Unavailable`] (`RedisQueue::connection`).
+pub fn classify(error: RedisError) -> QueueError {
+    let unanswered = error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error();
+    if unanswered {
+        QueueError::Unconfirmed(error.to_string())
+    } else if matches!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+    ) {
+        QueueError::Unavailable(error.to_string())
+    } else if is_out_of_memory(&error) {
+        QueueError::Full(error.to_string())
+    } else {
+        QueueError::Failed(error.to_string())
+    }
+}
+
+/// Whether Redis refused a command at `maxmemory` (`-OOM command not
+/// allowed when used memory > 'maxmemory'`), directly or from inside a
+/// script.
+fn is_out_of_memory(error: &RedisError) -> bool {
+    error.code() == Some("OOM")
+        || error
+            .detail()
+            .is_some_and(|detail| detail.contains("OOM command not allowed"))
 }

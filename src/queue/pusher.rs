@@ -57,8 +57,8 @@ use tokio::{
 use uuid::Uuid;
 
 use super::{
-    CLOCK_KEY, QUEUE_KEY, QueueError, connect,
-    redis::{PUSH_SCRIPT, classify},
+    CLOCK_KEY, QUEUE_KEY, QueueError,
+    connect::{self, classify},
 };
 use crate::{config::ConnectionUrl, supervise::why_ended, tls::Tls};
 
@@ -68,6 +68,58 @@ pub const MAX_PUSH_BATCH: usize = 256;
 pub const MAX_PUSHES_IN_FLIGHT: usize = 4;
 /// Votes waiting for the pusher at most; beyond it, callers wait.
 const WAITING_CAPACITY: usize = 8192;
+
+/// Stamps votes with consecutive sequences and pushes them, atomically.
+/// The first sequence is `max(last + 1, now in µs)`, where `last` is the
+/// one number the queue keeps (`votes:clock`, the last sequence given out)
+/// and `now` the Redis server's clock: sequences rise in the order Redis
+/// runs the script, whichever vote service replica sent it, even if the
+/// clock steps back; and if Redis lost `votes:clock` (restarted without
+/// its AOF), they carry on from the clock, above those given out before.
+///
+/// A vote sent with an idempotency key names its marker
+/// (`votes:request:<key>:<voter>`, [`super::request_key`]): if the marker
+/// exists, an earlier attempt of the same call was pushed, and the vote is
+/// not pushed again; the marker's text (that attempt's sequence, vote id
+/// and time) is its answer. Otherwise the vote is pushed and the marker set
+/// for the vote's repeat window (`PX`), so it leaves nothing behind.
+///
+/// KEYS: queue, clock, then the marker of each vote that has one, in the
+/// votes' order. ARGV: three per vote, in order: the marker's lifetime in
+/// ms (`0`: no marker), the vote's stamp (`<vote id> <µs since the
+/// epoch>`), its JSON without the sequence. Returns one text per vote: its
+/// sequence, or a repeat's marker (`<sequence> <vote id> <µs>`).
+const PUSH_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local seq = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
+if seq < now then seq = now end
+local pushed = 0
+local marker = 2
+local answers = {}
+for i = 1, #ARGV, 3 do
+  local ttl = tonumber(ARGV[i])
+  local prior = false
+  if ttl > 0 then
+    marker = marker + 1
+    prior = redis.call('GET', KEYS[marker])
+  end
+  if prior then
+    answers[#answers + 1] = prior
+  else
+    local seq_text = string.format('%d', seq)
+    redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[i + 2], 2))
+    if ttl > 0 then
+      redis.call('SET', KEYS[marker], seq_text .. ' ' .. ARGV[i + 1], 'PX', ttl)
+    end
+    answers[#answers + 1] = seq_text
+    seq = seq + 1
+    pushed = pushed + 1
+  end
+end
+if pushed > 0 then redis.call('SET', KEYS[2], string.format('%d', seq - 1)) end
+return answers
+"#;
 
 /// One vote waiting to be pushed, and where its answer goes.
 struct Waiting {

@@ -24,7 +24,7 @@
 //! writes that may grow its memory once full: pushing a vote is refused
 //! ([`QueueError::Full`]), while the worker's scripts, which only move or
 //! remove messages, are declared `allow-oom` so the queue can still drain.
-//! Errors are sorted by `classify`: refused before anything ran, or sent
+//! Errors are sorted by `connect::classify`: refused before anything ran, or sent
 //! and unanswered (the command may have taken effect).
 
 use std::{
@@ -37,7 +37,7 @@ use bb8_redis::{
     redis::{self, AsyncCommands, RedisError, Script},
 };
 
-use super::connect::{RESPONSE_TIMEOUT, RedisManager};
+use super::connect::{RESPONSE_TIMEOUT, RedisManager, classify};
 use super::pusher::{Marker, PushHandle, Pushed, Pusher};
 use super::{
     Backlog, DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY,
@@ -65,58 +65,6 @@ const _: () = assert!(
     MAX_BLOCKING_WAIT.as_nanos() > 0,
     "the response timeout leaves no time to wait"
 );
-
-/// Stamps votes with consecutive sequences and pushes them, atomically.
-/// The first sequence is `max(last + 1, now in µs)`, where `last` is the
-/// one number the queue keeps (`votes:clock`, the last sequence given out)
-/// and `now` the Redis server's clock: sequences rise in the order Redis
-/// runs the script, whichever vote service replica sent it, even if the
-/// clock steps back; and if Redis lost `votes:clock` (restarted without
-/// its AOF), they carry on from the clock, above those given out before.
-///
-/// A vote sent with an idempotency key names its marker
-/// (`votes:request:<key>:<voter>`, [`super::request_key`]): if the marker
-/// exists, an earlier attempt of the same call was pushed, and the vote is
-/// not pushed again; the marker's text (that attempt's sequence, vote id
-/// and time) is its answer. Otherwise the vote is pushed and the marker set
-/// for the vote's repeat window (`PX`), so it leaves nothing behind.
-///
-/// KEYS: queue, clock, then the marker of each vote that has one, in the
-/// votes' order. ARGV: three per vote, in order: the marker's lifetime in
-/// ms (`0`: no marker), the vote's stamp (`<vote id> <µs since the
-/// epoch>`), its JSON without the sequence. Returns one text per vote: its
-/// sequence, or a repeat's marker (`<sequence> <vote id> <µs>`).
-pub(super) const PUSH_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local seq = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
-if seq < now then seq = now end
-local pushed = 0
-local marker = 2
-local answers = {}
-for i = 1, #ARGV, 3 do
-  local ttl = tonumber(ARGV[i])
-  local prior = false
-  if ttl > 0 then
-    marker = marker + 1
-    prior = redis.call('GET', KEYS[marker])
-  end
-  if prior then
-    answers[#answers + 1] = prior
-  else
-    local seq_text = string.format('%d', seq)
-    redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[i + 2], 2))
-    if ttl > 0 then
-      redis.call('SET', KEYS[marker], seq_text .. ' ' .. ARGV[i + 1], 'PX', ttl)
-    end
-    answers[#answers + 1] = seq_text
-    seq = seq + 1
-    pushed = pushed + 1
-  end
-end
-if pushed > 0 then redis.call('SET', KEYS[2], string.format('%d', seq - 1)) end
-return answers
-"#;
 
 /// Moves the `want` oldest queued messages (or all, if fewer) into the
 /// processing list at once, as `LMOVE queue processing RIGHT LEFT` would
@@ -584,45 +532,4 @@ impl VoteSource for RedisWorkerQueue {
     fn record_pool_metrics(&self) {
         self.queue.record_pool_metrics();
     }
-}
-
-/// Sorts the error of a command that was sent to Redis:
-/// - no answer (a timeout, the connection dropped mid-call): the command
-///   may have run, [`QueueError::Unconfirmed`];
-/// - Redis answered that it is not ready (loading its data) and ran
-///   nothing: [`QueueError::Unavailable`];
-/// - Redis refused a write at `maxmemory` (`OOM`), also before running
-///   anything: [`QueueError::Full`];
-/// - anything else: [`QueueError::Failed`].
-///
-/// Errors before a command is sent (no pooled connection) never come here:
-/// they are [`QueueError::Unavailable`] ([`RedisQueue::connection`]).
-pub(super) fn classify(error: RedisError) -> QueueError {
-    let unanswered = error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_unrecoverable_error();
-    if unanswered {
-        QueueError::Unconfirmed(error.to_string())
-    } else if matches!(
-        error.kind(),
-        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
-    ) {
-        QueueError::Unavailable(error.to_string())
-    } else if is_out_of_memory(&error) {
-        QueueError::Full(error.to_string())
-    } else {
-        QueueError::Failed(error.to_string())
-    }
-}
-
-/// Whether Redis refused a command at `maxmemory` (`-OOM command not
-/// allowed when used memory > 'maxmemory'`), directly or from inside a
-/// script.
-fn is_out_of_memory(error: &RedisError) -> bool {
-    error.code() == Some("OOM")
-        || error
-            .detail()
-            .is_some_and(|detail| detail.contains("OOM command not allowed"))
 }

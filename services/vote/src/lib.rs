@@ -13,12 +13,13 @@
 //! ## Layout
 //!
 //! - [`cli`]: the binary's flags and environment variables.
-//! - [`ballot`]: the domain: a request becomes a vote, or a reason it cannot.
+//! - [`intake`]: the domain: a request becomes a vote, or a reason it cannot
+//!   (the rules of a well-formed vote are the root crate's `votemesh::ballot`).
 //! - [`server`]: the gRPC handler and the one mapping of errors to `Status`.
 //! - [`run`]: wires health, the readiness probe and the server together.
 
-pub mod ballot;
 pub mod cli;
+pub mod intake;
 pub mod server;
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The gRPC handler of `votemesh.v1.VoteService`: translates requests to
-//! [`crate::ballot`] and the queue, and maps every error to a `Status` in
+//! [`crate::intake`] and the queue, and maps every error to a `Status` in
 //! one place ([`status_of`]).
 //!
 //! A failed push does not touch readiness: one request's failure (a pool
@@ -21,7 +21,7 @@ use votemesh::{
     telemetry,
 };
 
-use crate::ballot::{self, VoteError};
+use crate::intake::{self, VoteError};
 
 /// The handler: holds the queue, the poll and this instance's name.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl<Q: VoteSink> VoteService for VoteApi<Q> {
         let idempotency = Idempotency::of_call(request.metadata())
             .map_err(|error| refused(&VoteError::from(error)))?;
         let request = request.into_inner();
-        let mut vote = ballot::new_vote(
+        let mut vote = intake::new_vote(
             &request.voter_id,
             &request.option,
             &self.poll,

@@ -527,7 +527,7 @@ async fn a_push_that_times_out_after_it_was_sent_may_still_queue_the_vote() {
     assert!(paused.starts_with("+OK"), "{paused}");
     let error = queue.push(&new_vote("v2", "b")).await.unwrap_err();
     assert!(matches!(error, QueueError::Unconfirmed(_)), "{error:?}");
-    let status = votemesh_vote::server::status_of(&votemesh_vote::ballot::VoteError::Queue(error));
+    let status = votemesh_vote::server::status_of(&votemesh_vote::intake::VoteError::Queue(error));
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
         status.message().contains("may or may not have been queued"),

@@ -18,7 +18,7 @@
 //! anywhere before the acknowledgement (Redis or Postgres down, a crash)
 //! leaves it, and the next batch taken beside it, to be taken again whole
 //! ([`VoteSource::take_batch`] returns the whole list), and applying it
-//! again changes nothing (see [`crate::store`]). While a dependency fails,
+//! again changes nothing (see [`crate::apply`]). While a dependency fails,
 //! the loop backs off exponentially and resumes by itself.
 //!
 //! The loop does not set readiness: it records how its last attempt went
@@ -50,9 +50,9 @@ use votemesh::{
 };
 
 use crate::{
+    apply::{self, Applied, ApplyError},
     batch,
     stats::Stats,
-    store::{self, Applied, ApplyError},
 };
 
 /// Longest one batch's transaction may take before it is abandoned (and
@@ -402,7 +402,7 @@ impl<S: VoteSource> Drainer<S> {
     /// Applies the votes in one transaction. A transaction that hangs (a
     /// database lost without a reset) is given up after [`APPLY_TIMEOUT`].
     async fn apply(&self, votes: &[QueuedVote]) -> Result<Applied, BatchError> {
-        match tokio::time::timeout(APPLY_TIMEOUT, store::apply_batch(&self.db, votes)).await {
+        match tokio::time::timeout(APPLY_TIMEOUT, apply::apply_batch(&self.db, votes)).await {
             Ok(applied) => Ok(applied?),
             Err(_) => Err(BatchError::Timeout),
         }

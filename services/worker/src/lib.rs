@@ -16,19 +16,20 @@
 //!
 //! - [`cli`]: the binary's flags and environment variables.
 //! - [`batch`]: pure logic: parse messages, keep each voter's newest vote.
-//! - [`store`]: applies a batch to `votes` and `tally` in one transaction.
+//! - [`apply`]: applies a batch to `votes` and `tally` in one transaction
+//!   (the schema and connecting are the root crate's `votemesh::store`).
 //! - [`drain`]: the loop: take, apply, acknowledge; backoff while a
 //!   dependency is down; heartbeat and reclaim of dead workers' batches.
 //! - [`stats`]: counters behind GetStats.
 //! - [`server`]: the gRPC handler of `WorkerService`.
 //! - [`run`]: wires them together.
 
+pub mod apply;
 pub mod batch;
 pub mod cli;
 pub mod drain;
 pub mod server;
 pub mod stats;
-pub mod store;
 
 use std::{sync::Arc, time::Duration};
 

@@ -25,7 +25,7 @@ use votemesh_testing::{
     process::run_health_check,
     services::{start_worker, worker_settings},
 };
-use votemesh_worker::{DrainSettings, store::apply_batch};
+use votemesh_worker::{DrainSettings, apply::apply_batch};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -771,7 +771,7 @@ async fn database_errors_are_sorted_by_sqlstate_not_by_their_words() {
 #[tokio::test]
 async fn a_voter_another_worker_inserts_meanwhile_is_counted_once_without_a_retry() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    use votemesh_worker::store::Applied;
+    use votemesh_worker::apply::Applied;
     let postgres = PostgresServer::start().await.unwrap();
     let db = database(&postgres).await;
 

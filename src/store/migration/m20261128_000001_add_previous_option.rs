@@ -2,7 +2,7 @@
 //! the worker's last update of it (NULL on a row never updated). The
 //! worker's upsert sets it from the row it replaces and returns it, so one
 //! statement both writes a batch and says how the tally moves, without
-//! reading the rows first (`services/worker/src/store.rs`).
+//! reading the rows first (`services/worker/src/apply.rs`).
 
 use sea_orm_migration::prelude::*;
 
