@@ -34,6 +34,8 @@
 //! - [`health`]: `grpc.health.v1` wiring: liveness and readiness names.
 //! - [`grpc`]: the one place a gRPC server is assembled (health, reflection,
 //!   tracing, limits).
+//! - [`deadline`]: a call's deadline as the `grpc-timeout` header carries
+//!   it, read and written once for the client's retries and the metrics.
 //! - [`client`]: the client side: traced channels between components, the
 //!   health Check a probe makes, and `--health-check`.
 //! - [`tls`]: mutual TLS: the identity files (reloaded when they change),
@@ -54,6 +56,7 @@ pub mod backoff;
 pub mod ballot;
 pub mod client;
 pub mod config;
+pub mod deadline;
 pub mod grpc;
 pub mod health;
 pub mod metrics;

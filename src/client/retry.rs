@@ -132,8 +132,8 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
         if let Some(deadline) = deadline {
             // The next attempt gets the time left once the pause is over.
             let left = deadline.saturating_duration_since(Instant::now() + pause);
-            if let Ok(value) = HeaderValue::from_str(&grpc_timeout(left)) {
-                request.headers_mut().insert("grpc-timeout", value);
+            if let Ok(value) = HeaderValue::from_str(&crate::deadline::encode(left)) {
+                request.headers_mut().insert(crate::deadline::HEADER, value);
             }
         }
         let (service, method) = crate::metrics::rpc_labels(request.uri().path());
@@ -211,12 +211,8 @@ where
             let (parts, body) = request.into_parts();
             let bytes = body.collect().await?.to_bytes();
             let mut request = http::Request::from_parts(parts, bytes);
-            let deadline = request
-                .headers()
-                .get("grpc-timeout")
-                .and_then(|value| value.to_str().ok())
-                .and_then(parse_grpc_timeout)
-                .map(|timeout| Instant::now() + timeout);
+            let deadline =
+                crate::deadline::of(request.headers()).map(|timeout| Instant::now() + timeout);
             request
                 .extensions_mut()
                 .insert(Attempts { made: 1, deadline });
@@ -248,48 +244,4 @@ fn deadline_exceeded() -> BoxError {
 /// A request whose body is bytes again becomes one tonic can send.
 pub fn into_body(request: http::Request<Bytes>) -> http::Request<Body> {
     request.map(|bytes| Body::new(Full::new(bytes)))
-}
-
-/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m,
-/// u, n).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
-/// Writes a `grpc-timeout` value (at most 8 digits) for `left`.
-fn grpc_timeout(left: Duration) -> String {
-    let micros = left.as_micros();
-    if micros < 100_000_000 {
-        format!("{micros}u")
-    } else {
-        format!("{}m", left.as_millis().min(99_999_999))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_round_trip() {
-        assert_eq!(parse_grpc_timeout("5000000u"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("x"), None);
-        assert_eq!(parse_grpc_timeout(""), None);
-        let left = Duration::from_millis(1234);
-        assert_eq!(parse_grpc_timeout(&grpc_timeout(left)), Some(left));
-        let long = Duration::from_secs(500);
-        assert_eq!(parse_grpc_timeout(&grpc_timeout(long)), Some(long));
-    }
 }
