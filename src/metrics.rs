@@ -301,10 +301,11 @@ impl MethodTable {
 
 /// How close to its deadline a call may be dropped and still count as
 /// DEADLINE_EXCEEDED rather than CANCELLED. The caller's clock started
-/// before the request reached this side, so when the caller gives up at
-/// its deadline, the drop can arrive a little before the deadline as
-/// measured here.
-const DEADLINE_SLACK: Duration = Duration::from_millis(5);
+/// before the request reached this side (its sending, the network, our
+/// scheduling), so when the caller gives up at its deadline, the drop can
+/// arrive before the deadline as measured here. A caller that hangs up
+/// on purpose this close to its deadline is counted as timed out.
+const DEADLINE_SLACK: Duration = Duration::from_millis(10);
 
 /// One call in flight: counted in `_active_requests` while it lives, and
 /// recorded in `_duration` and `_requests_total` when dropped, however the

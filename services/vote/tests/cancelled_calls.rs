@@ -12,6 +12,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 use tonic::{Code, Request, Response, Status, transport::server::TcpIncoming};
 use votemesh::{
     client::Transport,
@@ -62,6 +66,78 @@ fn count(metrics: &Scrape, metric: &str, method: [(&str, &str); 2], code: Option
     value(metrics, metric, &labels)
 }
 
+/// A TCP relay to a server whose client-to-server direction can be held
+/// ([`Relay::hold`]): what the client sends after that (such as its
+/// cancellation of a call at its own deadline) never reaches the server,
+/// so the server's timeout is what ends the call, whatever the order in
+/// which the client's and the server's timers fire. Dropped, it closes
+/// its connections.
+struct Relay {
+    addr: SocketAddr,
+    state: watch::Sender<Relaying>,
+}
+
+/// What a [`Relay`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Relaying {
+    /// Passes bytes both ways.
+    Both,
+    /// Passes only the server's bytes; holds the client's.
+    ServerOnly,
+    /// Closes every connection.
+    Closed,
+}
+
+impl Relay {
+    async fn to(server: SocketAddr) -> Self {
+        let listener = TcpListener::bind(ANY_PORT).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (state, watched) = watch::channel(Relaying::Both);
+        let until = |mut watched: watch::Receiver<Relaying>, wanted: fn(Relaying) -> bool| async move {
+            let _ = watched.wait_for(|state| wanted(*state)).await;
+        };
+        tokio::spawn(async move {
+            loop {
+                let client = tokio::select! {
+                    accepted = listener.accept() => accepted.unwrap().0,
+                    () = until(watched.clone(), |state| state == Relaying::Closed) => return,
+                };
+                let upstream = TcpStream::connect(server).await.unwrap();
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = upstream.into_split();
+                let closed = until(watched.clone(), |state| state == Relaying::Closed);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut from_server, &mut to_client) => {}
+                        () = closed => {}
+                    }
+                });
+                let held = until(watched.clone(), |state| state != Relaying::Both);
+                let closed = until(watched.clone(), |state| state == Relaying::Closed);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut from_client, &mut to_server) => {}
+                        // Held: the connection stays open, nothing passes.
+                        () = held => closed.await,
+                    }
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// From now on, nothing the client sends reaches the server.
+    fn hold(&self) {
+        self.state.send_replace(Relaying::ServerOnly);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.state.send_replace(Relaying::Closed);
+    }
+}
+
 #[tokio::test]
 async fn the_server_counts_calls_whose_deadline_passed_or_whose_caller_left() {
     let redis = RedisServer::start().await.unwrap();
@@ -73,12 +149,16 @@ async fn the_server_counts_calls_whose_deadline_passed_or_whose_caller_left() {
         async move { value(&scrape(addr).await.unwrap(), metric, &labels) }
     };
 
-    // Redis answers nothing: each call outlives its deadline, and tonic's
-    // server timeout drops it, answering CANCELLED.
+    // Redis answers nothing: each call outlives its deadline. The caller's
+    // own timer ends the call on its side (tonic's client enforces the
+    // deadline too) but its cancellation is held back, so the server's
+    // timeout drops the call, answering CANCELLED.
     redis.freeze();
+    let relay = Relay::to(service.addr).await;
+    let late_client = VoteServiceClient::new(votemesh::client::connect(relay.addr).await.unwrap());
     let calls: Vec<_> = (0..CALLS)
         .map(|n| {
-            let mut client = client.clone();
+            let mut client = late_client.clone();
             tokio::spawn(async move {
                 let mut request = Request::new(cast(&format!("late-{n}")));
                 request.set_timeout(DEADLINE);
@@ -86,6 +166,12 @@ async fn the_server_counts_calls_whose_deadline_passed_or_whose_caller_left() {
             })
         })
         .collect();
+    wait_for("every call in flight", WAIT, || {
+        let active = server_metric("rpc_server_active_requests", CAST_VOTE);
+        async move { active.await == CALLS as f64 }
+    })
+    .await;
+    relay.hold();
     for call in calls {
         let status = call.await.unwrap().unwrap_err();
         assert_eq!(status.code(), Code::Cancelled, "{status:?}");
@@ -151,6 +237,7 @@ async fn the_server_counts_calls_whose_deadline_passed_or_whose_caller_left() {
         (2 * CALLS + 1) as f64
     );
     redis.thaw();
+    drop(relay);
     service.stop().await;
 }
 
@@ -176,7 +263,7 @@ impl VoteService for Silent {
 
 /// Starts [`Silent`] on a loopback port.
 async fn start_silent() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind(ANY_PORT).await.unwrap();
+    let listener = TcpListener::bind(ANY_PORT).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
