@@ -15,12 +15,12 @@
 //!
 //! | metric | labels | what |
 //! |---|---|---|
-//! | `rpc_server_requests_total` | `rpc_service`, `rpc_method`, `rpc_grpc_status_code` | calls answered (a path that names no method votemesh knows counts as `_OTHER`, so no caller can grow the registry) |
-//! | `rpc_server_duration_seconds` | `rpc_service`, `rpc_method` | time to the response (for streams: to its headers) |
+//! | `rpc_server_requests_total` | `rpc_service`, `rpc_method`, `rpc_grpc_status_code` | calls ended: answered, or dropped unanswered, as DEADLINE_EXCEEDED (`4`) once the caller's deadline had passed, else CANCELLED (`1`) (see [`RpcMetrics`]; a path that names no method votemesh knows counts as `_OTHER`, so no caller can grow the registry) |
+//! | `rpc_server_duration_seconds` | `rpc_service`, `rpc_method` | time to the response or the drop (for streams: to its headers) |
 //! | `rpc_server_active_requests` | `rpc_service`, `rpc_method` | calls in flight |
 //! | `rpc_client_requests_total`, `rpc_client_duration_seconds`, `rpc_client_active_requests` | the same | calls made, retries included |
 //! | `rpc_client_retries_total` | `rpc_service`, `rpc_method` | attempts made again ([`crate::client::retry`]) |
-//! | `http_server_requests_total` | `http_request_method`, `http_route`, `http_response_status_code` | the gateway's requests |
+//! | `http_server_requests_total` | `http_request_method`, `http_route`, `http_response_status_code` | the gateway's requests (`499`: the client left before the answer) |
 //! | `http_server_request_duration_seconds` | `http_request_method`, `http_route` | their time (SSE: to the headers) |
 //! | `http_server_active_requests` | `http_request_method`, `http_route` | in flight |
 //!
