@@ -119,9 +119,9 @@ impl Idempotency {
             return Ok(None);
         };
         let deadline = metadata
-            .get("grpc-timeout")
+            .get(crate::deadline::HEADER)
             .and_then(|value| value.to_str().ok())
-            .and_then(crate::deadline::parse_grpc_timeout);
+            .and_then(crate::deadline::parse);
         Ok(Some(Self {
             key,
             window: repeat_window(deadline),

@@ -38,7 +38,9 @@
 //! - [`health`]: `grpc.health.v1` wiring: liveness and readiness names.
 //! - [`grpc`]: the one place a gRPC server is assembled (health, reflection,
 //!   tracing, limits).
-//! - [`deadline`]: the `grpc-timeout` header, read and written.
+//! - [`deadline`]: a call's deadline as the `grpc-timeout` header carries
+//!   it, read and written once for the client's retries, the metrics and
+//!   idempotency windows.
 //! - [`idempotency`]: idempotency keys, which make a retried CastVote the
 //!   same vote, never a later one.
 //! - [`client`]: the client side: traced channels between components, the

@@ -23,16 +23,17 @@ use std::{
     pin::Pin,
     sync::{Arc, OnceLock, PoisonError, RwLock},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use http_body_util::Full;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tonic::{
+    Code,
     body::Body,
     codegen::http::{self, HeaderValue, header},
 };
-use tower::{Layer, Service};
+use tower::{BoxError, Layer, Service};
 
 /// Where every process serves its metrics.
 pub const METRICS_PATH: &str = "/metrics";
@@ -170,10 +171,53 @@ fn known_methods() -> &'static HashMap<String, (String, String)> {
 /// lookups.
 #[derive(Debug)]
 struct MethodMetrics {
+    /// The name of `_requests_total` on this side.
+    requests: &'static str,
     labels: [(&'static str, String); 2],
     active: metrics::Gauge,
     duration: metrics::Histogram,
-    answered_ok: metrics::Counter,
+    /// `_requests_total` by status code (the index is the code's number,
+    /// 0 to 16), each made on its first call with that code; OK's at once.
+    by_code: [OnceLock<metrics::Counter>; 17],
+}
+
+impl MethodMetrics {
+    fn new(side: Side, path: &str) -> Self {
+        let (requests, duration, active) = side.names();
+        let (service, method) = rpc_labels(path);
+        let labels = [("rpc_service", service), ("rpc_method", method)];
+        let made = Self {
+            requests,
+            active: metrics::gauge!(active, &labels),
+            duration: metrics::histogram!(duration, &labels),
+            labels,
+            by_code: Default::default(),
+        };
+        // The OK series exists from the first call on, even while at 0.
+        made.answered(Code::Ok);
+        made
+    }
+
+    /// The request counter of calls that ended with `code`.
+    fn answered(&self, code: Code) -> &metrics::Counter {
+        let number = i32::from(code);
+        let slot = usize::try_from(number)
+            .ok()
+            .and_then(|index| self.by_code.get(index))
+            // Every `Code` is 0 to 16; an unknown number counts as UNKNOWN.
+            .unwrap_or(&self.by_code[Code::Unknown as usize]);
+        slot.get_or_init(|| {
+            let [service, method] = self.labels.clone();
+            metrics::counter!(
+                self.requests,
+                &[
+                    service,
+                    method,
+                    ("rpc_grpc_status_code", number.to_string())
+                ]
+            )
+        })
+    }
 }
 
 /// The [`MethodMetrics`] of each method seen on one side, made on first
@@ -207,26 +251,105 @@ impl MethodTable {
         {
             return found.clone();
         }
-        let (requests, duration, active) = side.names();
-        let (service, method) = rpc_labels(path);
-        let labels = [("rpc_service", service), ("rpc_method", method)];
-        let with_ok = [
-            labels[0].clone(),
-            labels[1].clone(),
-            ("rpc_grpc_status_code", "0".to_owned()),
-        ];
-        let made = Arc::new(MethodMetrics {
-            active: metrics::gauge!(active, &labels),
-            duration: metrics::histogram!(duration, &labels),
-            answered_ok: metrics::counter!(requests, &with_ok),
-            labels,
-        });
+        let made = Arc::new(MethodMetrics::new(side, path));
         self.by_path
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(key.to_owned())
             .or_insert(made)
             .clone()
+    }
+}
+
+/// How close to its deadline a call may be dropped and still count as
+/// DEADLINE_EXCEEDED rather than CANCELLED. The caller's clock started
+/// before the request reached this side (its sending, the network, our
+/// scheduling), so when the caller gives up at its deadline, the drop can
+/// arrive before the deadline as measured here. A caller that hangs up
+/// on purpose this close to its deadline is counted as timed out.
+const DEADLINE_SLACK: Duration = Duration::from_millis(10);
+
+/// One call in flight: counted in `_active_requests` while it lives, and
+/// recorded in `_duration` and `_requests_total` when dropped, however the
+/// call ended: with the status it ended with ([`InFlight::ended`]), or, if
+/// the call's future was dropped before it ended, as DEADLINE_EXCEEDED when
+/// the caller's deadline (`grpc-timeout`) had passed and CANCELLED
+/// otherwise (the caller went away).
+struct InFlight {
+    method: Arc<MethodMetrics>,
+    started: Instant,
+    /// When the caller's time runs out, if it set a deadline.
+    deadline: Option<Instant>,
+    /// The status the call ended with; `None` until then.
+    code: Option<Code>,
+}
+
+impl InFlight {
+    /// A call of `method` with these request headers, starting now.
+    fn start(method: Arc<MethodMetrics>, headers: &http::HeaderMap) -> Self {
+        let started = Instant::now();
+        method.active.increment(1.0);
+        Self {
+            deadline: crate::deadline::of(headers).and_then(|left| started.checked_add(left)),
+            method,
+            started,
+            code: None,
+        }
+    }
+
+    /// The call ended with `code`; records it.
+    fn ended(mut self, code: Code) {
+        self.code = Some(code);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or_else(|| match self.deadline {
+            Some(deadline) if Instant::now() + DEADLINE_SLACK >= deadline => Code::DeadlineExceeded,
+            _ => Code::Cancelled,
+        });
+        self.method.active.decrement(1.0);
+        self.method
+            .duration
+            .record(self.started.elapsed().as_secs_f64());
+        self.method.answered(code).increment(1);
+    }
+}
+
+/// The status code of a response: a failed call's travels in the response
+/// headers (trailers-only), an answered one's in its trailers, as OK.
+fn response_code<B>(response: &http::Response<B>) -> Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .map_or(Code::Ok, |code| Code::from_bytes(code.as_bytes()))
+}
+
+/// The error of a service [`RpcMetrics`] measures, and the status code its
+/// caller will read from it.
+pub trait RpcError: Sized {
+    /// The code tonic gives this error, and the error to pass on.
+    fn into_code(self) -> (Code, Self);
+}
+
+/// A server's routes never fail (a failed call is a response).
+impl RpcError for Infallible {
+    fn into_code(self) -> (Code, Self) {
+        match self {}
+    }
+}
+
+/// A client's channel failing (no connection, connection lost, deadline
+/// passed while retrying): the status is read as tonic's client reads it
+/// ([`tonic::Status::from_error`]: a status in the error's chain, or the
+/// transport error's mapping, such as UNAVAILABLE for a refused connection
+/// and CANCELLED for one closed under the call), and passed on as the error,
+/// with the original as its source.
+impl RpcError for BoxError {
+    fn into_code(self) -> (Code, Self) {
+        let status = tonic::Status::from_error(self);
+        (status.code(), Box::new(status))
     }
 }
 
@@ -255,7 +378,14 @@ impl<S> Layer<S> for RpcMetricsLayer {
     }
 }
 
-/// See [`RpcMetricsLayer`].
+/// See [`RpcMetricsLayer`]. A call is recorded however it ends, by a guard
+/// its response future holds ([`InFlight`]): with its status when it is
+/// answered or fails; when the future is dropped first (tonic's server
+/// timeout, the caller's deadline, a caller that hung up), with
+/// DEADLINE_EXCEEDED (4) if the caller's deadline had passed, else
+/// CANCELLED (1). On a server, tonic's timeout answers the caller CANCELLED
+/// even when it is the caller's own deadline that passed; the metric
+/// records why the call ended, DEADLINE_EXCEEDED.
 #[derive(Clone, Debug)]
 pub struct RpcMetrics<S> {
     inner: S,
@@ -266,7 +396,7 @@ impl<S, B, ResponseBody> Service<http::Request<B>> for RpcMetrics<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResponseBody>>,
     S::Future: Send + 'static,
-    S::Error: 'static,
+    S::Error: RpcError + 'static,
     ResponseBody: 'static,
 {
     type Response = S::Response;
@@ -278,37 +408,21 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let side = self.side;
-        let method = MethodTable::of(side).get(side, request.uri().path());
-        method.active.increment(1.0);
-        let started = Instant::now();
+        let method = MethodTable::of(self.side).get(self.side, request.uri().path());
+        let in_flight = InFlight::start(method, request.headers());
         let call = self.inner.call(request);
         Box::pin(async move {
-            let result = call.await;
-            method.active.decrement(1.0);
-            method.duration.record(started.elapsed().as_secs_f64());
-            // A failed call's status travels in the response headers
-            // (trailers-only); an answered one's in its trailers, as 0.
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|code| code.to_str().ok())
-                    .unwrap_or("0"),
-                Err(_) => "14",
-            };
-            if code == "0" {
-                method.answered_ok.increment(1);
-            } else {
-                let [service, name] = method.labels.clone();
-                let (requests, _, _) = side.names();
-                metrics::counter!(
-                    requests,
-                    &[service, name, ("rpc_grpc_status_code", code.to_owned())]
-                )
-                .increment(1);
+            match call.await {
+                Ok(response) => {
+                    in_flight.ended(response_code(&response));
+                    Ok(response)
+                }
+                Err(error) => {
+                    let (code, error) = error.into_code();
+                    in_flight.ended(code);
+                    Err(error)
+                }
             }
-            result
         })
     }
 }

@@ -76,6 +76,12 @@ impl HttpFailure {
 impl From<tonic::Status> for HttpFailure {
     /// The mapping of a service's gRPC status to HTTP.
     fn from(status: tonic::Status) -> Self {
+        let timed_out = || {
+            Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "a votemesh service did not answer in time",
+            )
+        };
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
                 Self::bad_request(status.message())
@@ -86,18 +92,21 @@ impl From<tonic::Status> for HttpFailure {
             Code::ResourceExhausted => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, status.message()).with_retry_after()
             }
-            // CANCELLED reaching the gateway comes from the transport (a
-            // connection closed under the call, retries spent), never from a
-            // service's decision: the service is unavailable for now.
+            // CANCELLED has two sources. A service answers it when its
+            // request timeout fires (tonic's server timeout answers
+            // CANCELLED, also when it is the caller's deadline that ran
+            // out): the call took too long, as with DEADLINE_EXCEEDED. Our
+            // own client makes it from a transport error (a connection
+            // closed under the call, retries spent), and then keeps the
+            // error as the status' source; a status read off the wire has
+            // none. That one means the service is unavailable for now.
+            Code::Cancelled if std::error::Error::source(&status).is_none() => timed_out(),
             Code::Unavailable | Code::Cancelled => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "a votemesh service is unavailable; please retry shortly",
             )
             .with_retry_after(),
-            Code::DeadlineExceeded => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "a votemesh service did not answer in time",
-            ),
+            Code::DeadlineExceeded => timed_out(),
             code => {
                 tracing::warn!(?code, message = status.message(), "upstream call failed");
                 Self::new(StatusCode::BAD_GATEWAY, "a votemesh service failed")
@@ -138,6 +147,11 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
+    /// A transport error with a status in its chain.
+    #[derive(Debug, thiserror::Error)]
+    #[error("transport error")]
+    struct Transport(#[source] tonic::Status);
+
     #[test]
     fn grpc_codes_map_to_http() {
         let cases = [
@@ -152,9 +166,19 @@ mod tests {
                 true,
             ),
             (
-                tonic::Status::cancelled("connection closed"),
+                // As our client reads a connection closed under the call:
+                // a status in the transport error's chain, which it keeps.
+                tonic::Status::from_error(Box::new(Transport(tonic::Status::cancelled(
+                    "connection closed",
+                )))),
                 StatusCode::SERVICE_UNAVAILABLE,
                 true,
+            ),
+            (
+                // As tonic's server timeout answers, read off the wire.
+                tonic::Status::cancelled("Timeout expired"),
+                StatusCode::GATEWAY_TIMEOUT,
+                false,
             ),
             (
                 tonic::Status::resource_exhausted("queue full"),

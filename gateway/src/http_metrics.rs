@@ -11,6 +11,11 @@
 //! The handles of each (method, route) are made once and kept
 //! ([`RouteTable`]): a request then costs a few atomic updates, not label
 //! strings and registry lookups.
+//!
+//! A request is recorded however it ends, by a guard its future holds
+//! ([`InFlight`]): with its response's status, or, when the client goes
+//! away first (a browser that closes the tab or the connection: hyper then
+//! drops the request's future), with [`CLIENT_CLOSED_REQUEST`].
 
 use std::{
     collections::HashMap,
@@ -29,6 +34,11 @@ use axum::{
 const UNMATCHED: &str = "unmatched";
 /// The method label of a method outside HTTP's standard ones.
 const OTHER_METHOD: &str = "_OTHER";
+/// The `http_response_status_code` of a request whose client went away
+/// before it was answered: no status was sent, so none of HTTP's own fits.
+/// 499 is nginx's "client closed request", the de-facto code for exactly
+/// this, which log and dashboard tools already know; it is never sent.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// The middleware: wraps the rest of the stack.
 pub async fn measure(request: Request, next: Next) -> Response {
@@ -36,14 +46,50 @@ pub async fn measure(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or(UNMATCHED, MatchedPath::as_str);
-    let metrics = RouteTable::global().get(method_label(request.method()), route);
-    metrics.active.increment(1.0);
-    let started = Instant::now();
+    let in_flight =
+        InFlight::start(RouteTable::global().get(method_label(request.method()), route));
     let response = next.run(request).await;
-    metrics.active.decrement(1.0);
-    metrics.duration.record(started.elapsed().as_secs_f64());
-    metrics.answered(response.status().as_u16()).increment(1);
+    in_flight.answered(response.status().as_u16());
     response
+}
+
+/// One request in flight: counted in `http_server_active_requests` while
+/// it lives, and in the duration and the request counter when dropped,
+/// with its response's status, or [`CLIENT_CLOSED_REQUEST`] if it was
+/// dropped unanswered.
+struct InFlight {
+    metrics: Arc<RouteMetrics>,
+    started: Instant,
+    /// The response's status; `None` until it is answered.
+    status: Option<u16>,
+}
+
+impl InFlight {
+    fn start(metrics: Arc<RouteMetrics>) -> Self {
+        metrics.active.increment(1.0);
+        Self {
+            metrics,
+            started: Instant::now(),
+            status: None,
+        }
+    }
+
+    /// The request was answered with `status`; records it.
+    fn answered(mut self, status: u16) {
+        self.status = Some(status);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.active.decrement(1.0);
+        self.metrics
+            .duration
+            .record(self.started.elapsed().as_secs_f64());
+        self.metrics
+            .answered(self.status.unwrap_or(CLIENT_CLOSED_REQUEST))
+            .increment(1);
+    }
 }
 
 /// HTTP's standard methods, each its own label.

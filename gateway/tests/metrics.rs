@@ -1,12 +1,17 @@
 //! `/metrics` as Prometheus reads it, on the gateway and on a gRPC
 //! server's own port, against the real services: the text parses, and the
-//! counters and histograms moved by exactly the requests made. One test in
-//! its own binary: the registry is per process.
+//! counters and histograms moved by exactly the requests made, one whose
+//! browser left before its answer included. One test in its own binary:
+//! the registry is per process.
 
 mod support;
 
-use support::{System, get, request};
-use votemesh_testing::metrics::{parse, scrape, value};
+use support::{System, WAIT, get, request};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+use votemesh_testing::{
+    metrics::{parse, scrape, value},
+    probe::wait_for,
+};
 
 const JSON: Option<&str> = Some("application/json");
 
@@ -134,5 +139,65 @@ async fn counters_move_by_exactly_the_requests_made() {
         ),
         2.0
     );
+
+    // A browser that leaves while its vote waits on a frozen Redis: the
+    // request counts with 499 (client closed request) and leaves nothing
+    // in flight, and the gateway's call for it counts as CANCELLED.
+    system.redis.freeze();
+    let gateway_metrics =
+        || async { parse(&get(&system.url("/metrics"), &[]).await.body).unwrap() };
+    let mut browser = TcpStream::connect(system.gateway.addr).await.unwrap();
+    let body = r#"{"option":"a","voter_id":"leaves"}"#;
+    let head = format!(
+        "POST /api/vote HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        system.gateway.addr,
+        body.len()
+    );
+    browser
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .unwrap();
+    wait_for("the vote in flight", WAIT, || async {
+        value(
+            &gateway_metrics().await,
+            "http_server_active_requests",
+            &vote,
+        ) == 1.0
+    })
+    .await;
+    drop(browser);
+    wait_for("no vote in flight once the browser left", WAIT, || async {
+        value(
+            &gateway_metrics().await,
+            "http_server_active_requests",
+            &vote,
+        ) == 0.0
+    })
+    .await;
+    let metrics = gateway_metrics().await;
+    assert_eq!(
+        value(
+            &metrics,
+            "http_server_requests_total",
+            &[vote[0], vote[1], ("http_response_status_code", "499")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&metrics, "http_server_request_duration_seconds", &vote),
+        6.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "rpc_client_requests_total",
+            &[cast[0], cast[1], ("rpc_grpc_status_code", "1")]
+        ),
+        1.0,
+        "CANCELLED"
+    );
+    assert_eq!(value(&metrics, "rpc_client_active_requests", &cast), 0.0);
+    system.redis.thaw();
     system.stop().await;
 }

@@ -33,10 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    deadline::{grpc_timeout, parse_grpc_timeout},
-    idempotency::{IdempotencyKey, METADATA_KEY},
-};
+use crate::idempotency::{IdempotencyKey, METADATA_KEY};
 use http_body_util::{BodyExt, Full};
 use tonic::{
     body::Body,
@@ -141,8 +138,8 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
         if let Some(deadline) = deadline {
             // The next attempt gets the time left once the pause is over.
             let left = deadline.saturating_duration_since(Instant::now() + pause);
-            if let Ok(value) = HeaderValue::from_str(&grpc_timeout(left)) {
-                request.headers_mut().insert("grpc-timeout", value);
+            if let Ok(value) = HeaderValue::from_str(&crate::deadline::encode(left)) {
+                request.headers_mut().insert(crate::deadline::HEADER, value);
             }
         }
         let (service, method) = crate::metrics::rpc_labels(request.uri().path());
@@ -228,12 +225,8 @@ where
                     request.headers_mut().insert(METADATA_KEY, value);
                 }
             }
-            let deadline = request
-                .headers()
-                .get("grpc-timeout")
-                .and_then(|value| value.to_str().ok())
-                .and_then(parse_grpc_timeout)
-                .map(|timeout| Instant::now() + timeout);
+            let deadline =
+                crate::deadline::of(request.headers()).map(|timeout| Instant::now() + timeout);
             request
                 .extensions_mut()
                 .insert(Attempts { made: 1, deadline });

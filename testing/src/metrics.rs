@@ -4,7 +4,8 @@
 
 use std::net::SocketAddr;
 
-use prometheus_parse::{Sample, Scrape, Value};
+pub use prometheus_parse::Scrape;
+use prometheus_parse::{Sample, Value};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,

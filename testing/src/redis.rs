@@ -17,7 +17,7 @@ use votemesh::config::ConnectionUrl;
 
 use crate::{
     HarnessError,
-    process::{find_binary, free_port, wait_until},
+    process::{find_binary, free_port, signal, wait_until},
     tls::Identity,
 };
 
@@ -147,6 +147,22 @@ impl RedisServer {
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its port and connections but
+    /// answers nothing, as a server stuck in a long command or a stalled
+    /// host would, until [`RedisServer::thaw`].
+    pub fn freeze(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, libc::SIGCONT);
         }
     }
 
