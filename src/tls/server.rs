@@ -23,6 +23,7 @@
 //! [`super::authorize`] reads.
 
 use std::{
+    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -35,6 +36,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{Semaphore, mpsc},
+    task::JoinHandle,
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -123,14 +125,61 @@ pub fn incoming_with_limit(
         ),
         Some(tls) => {
             let (accepted, handshaken) = mpsc::channel(ACCEPTED_BACKLOG);
-            tokio::spawn(accept(
+            let accepting = tokio::spawn(accept(
                 listener,
                 tls,
                 accepted,
                 Arc::new(Semaphore::new(max_handshakes.max(1))),
             ));
-            Box::pin(ReceiverStream::new(handshaken).map(Ok))
+            Box::pin(Handshaken {
+                connections: ReceiverStream::new(handshaken),
+                accepting,
+            })
         }
+    }
+}
+
+/// The TLS listener's connections, and the owner of the task that accepts
+/// and handshakes them (mini-redis's `DbDropGuard`): the task ends when the
+/// stream is dropped (tonic drops it when shutdown begins), and if the task
+/// ends first (a panic: it has no other way to), the stream says why at
+/// error and ends, so the server stops taking connections and the
+/// component shuts down to be restarted, instead of listening with no one
+/// accepting.
+struct Handshaken {
+    connections: ReceiverStream<ServerIo>,
+    accepting: JoinHandle<()>,
+}
+
+impl Stream for Handshaken {
+    type Item = io::Result<ServerIo>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match Pin::new(&mut self.connections).poll_next(cx) {
+            Poll::Ready(Some(connection)) => Poll::Ready(Some(Ok(connection))),
+            Poll::Ready(None) => {
+                // The sender went with the task: it has ended.
+                match Pin::new(&mut self.accepting).poll(cx) {
+                    Poll::Ready(outcome) => {
+                        let reason = crate::supervise::why_ended(outcome);
+                        tracing::error!(%reason, "the TLS accept loop stopped; no connection is accepted any more");
+                    }
+                    Poll::Pending => {
+                        tracing::error!(
+                            "the TLS accept loop stopped; no connection is accepted any more"
+                        );
+                    }
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Handshaken {
+    fn drop(&mut self) {
+        self.accepting.abort();
     }
 }
 
