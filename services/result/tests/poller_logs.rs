@@ -24,7 +24,7 @@ async fn tally_read_failures_are_a_warning_per_outage_and_so_is_the_recovery() {
     let shutdown = votemesh::shutdown::CancellationToken::new();
     let (_feed, poller) = votemesh_result::feed::spawn(
         db,
-        votemesh_testing::services::cats_and_dogs(),
+        votemesh_testing_services::cats_and_dogs(),
         Duration::from_millis(50),
         health.clone(),
         shutdown.clone(),

@@ -15,10 +15,9 @@ use votemesh::{
     queue::{NewVote, QUEUE_KEY, QueueError, QueuedVote, VoteSink, redis::RedisQueue},
 };
 use votemesh_testing::{
-    PostgresServer, RedisServer, TestServer, probe,
-    process::run_health_check,
-    services::{ANY_PORT, SERVED_BY, start_vote, start_worker, worker_settings},
+    ANY_PORT, PostgresServer, RedisServer, TestServer, probe, process::run_health_check,
 };
+use votemesh_testing_services::{SERVED_BY, start_vote, start_worker, worker_settings};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -392,7 +391,7 @@ async fn a_redis_that_never_answers_costs_a_vote_one_connection_attempt_not_its_
         votemesh_vote::run(
             listener,
             queue,
-            votemesh_testing::services::cats_and_dogs(),
+            votemesh_testing_services::cats_and_dogs(),
             SERVED_BY.to_owned(),
             Duration::from_millis(100),
             shutdown,

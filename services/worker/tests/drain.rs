@@ -20,11 +20,8 @@ use votemesh::{
     shutdown::CancellationToken,
     store::{self, entity::vote},
 };
-use votemesh_testing::{
-    PostgresServer, RedisServer, probe,
-    process::run_health_check,
-    services::{start_worker, worker_settings},
-};
+use votemesh_testing::{PostgresServer, RedisServer, probe, process::run_health_check};
+use votemesh_testing_services::{start_worker, worker_settings};
 use votemesh_worker::{DrainSettings, store::apply_batch};
 
 const WAIT: Duration = Duration::from_secs(30);
