@@ -87,6 +87,14 @@ pub enum HarnessError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A server could not listen: another process holds one of its ports.
+    #[error("{server} could not listen: another process holds its port ({detail})")]
+    PortTaken {
+        /// The server's name.
+        server: &'static str,
+        /// What the server said.
+        detail: String,
+    },
     /// A command ran but failed, or a server did not come up in time.
     #[error("{0}")]
     Failed(String),
