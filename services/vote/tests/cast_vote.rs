@@ -335,7 +335,8 @@ async fn a_push_cut_off_mid_call_is_unconfirmed_and_readiness_stays() {
         let mut client = client.clone();
         tokio::spawn(async move { client.cast_vote(cast("v2", "b")).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The push is held in Redis (a paused write counts as blocked).
+    redis.wait_for_blocked_clients(1).await.unwrap();
     let killed = redis
         .command(&["CLIENT", "KILL", "TYPE", "normal"])
         .await
