@@ -46,8 +46,8 @@ async fn heartbeat_failures_are_a_warning_per_outage_and_so_is_the_recovery() {
         probe::wait_for("a failed heartbeat", WAIT, || async { failed() >= outage }).await;
         let still = || logs.count(Level::DEBUG, "heartbeat still failing");
         let before = still();
-        probe::wait_for("two more failed heartbeats", WAIT, || async {
-            still() >= before + 2
+        probe::wait_for("another failed heartbeat", WAIT, || async {
+            still() > before
         })
         .await;
         redis.restart().await.unwrap();
