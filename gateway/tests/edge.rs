@@ -10,7 +10,7 @@ use votemesh_gateway::{
     AppState,
     edge::{Edge, EdgeArgs},
 };
-use votemesh_testing::{TestServer, services::ANY_PORT};
+use votemesh_testing::{ANY_PORT, TestServer};
 
 /// A gateway in front of `system`'s services with `edge`'s limits.
 async fn gateway_with(system: &System, edge: EdgeArgs) -> TestServer {

@@ -11,12 +11,12 @@ use tokio::{net::TcpListener, process::Command};
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{grpc::Listener, store, tls::Tls};
 use votemesh_testing::{
-    PostgresServer, RedisServer, TestServer, free_port, probe,
-    services::{
-        ANY_PORT, PROBE_INTERVAL, REFRESH_INTERVAL, cats_and_dogs, start_worker, worker_settings,
-    },
+    ANY_PORT, PostgresServer, RedisServer, TestServer, free_port, probe,
     tls::{MountedIdentity, TestCa},
     wait_for,
+};
+use votemesh_testing_services::{
+    PROBE_INTERVAL, REFRESH_INTERVAL, cats_and_dogs, start_worker, worker_settings,
 };
 
 const WAIT: Duration = Duration::from_secs(30);

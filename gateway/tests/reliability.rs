@@ -25,10 +25,8 @@ use support::{EventStream, System, get, request};
 use tokio::task::JoinSet;
 use votemesh::client;
 use votemesh_gateway::{AppState, UPSTREAM_TIMEOUT, Upstream};
-use votemesh_testing::{
-    Endpoints, PostgresServer, RedisServer, TestServer, probe,
-    services::{ANY_PORT, start_result, start_vote_named, start_worker, worker_settings},
-};
+use votemesh_testing::{ANY_PORT, Endpoints, PostgresServer, RedisServer, TestServer, probe};
+use votemesh_testing_services::{start_result, start_vote_named, start_worker, worker_settings};
 
 const JSON: Option<&str> = Some("application/json");
 /// How often the gateway under test looks its upstreams' names up again.

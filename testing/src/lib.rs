@@ -4,9 +4,18 @@
 //! dev-dependency only, so nothing here widens the product's API or ships
 //! in a binary.
 //!
+//! It is generic: it knows no votemesh service. It depends on the root
+//! `votemesh` crate only for the shared types it hands out or drives
+//! (`ConnectionUrl`, the gRPC client, the resolver interface, TLS files,
+//! the shutdown token, the tally table). What starts the vote, worker and
+//! result services sits one level above, in `votemesh-testing-services`
+//! (`testing/services/`), as linkerd's `linkerd-app-integration` sits
+//! above the app.
+//!
 //! Tests talk to real servers: [`RedisServer`] and [`PostgresServer`] start
 //! Debian's `redis-server` and `initdb` + `postgres` on free loopback ports
-//! in temporary directories, and stop them when dropped. Tests stop and
+//! in temporary directories (picking another port when one was taken
+//! before the server bound it), and stop them when dropped. Tests stop and
 //! restart them to see what the services do while a dependency is down.
 //! Everything that waits is async (tokio processes, sockets and timers), so
 //! the harness never blocks the test's runtime.
@@ -16,10 +25,8 @@
 //! - [`redis`]: a throwaway `redis-server`, and raw commands against it.
 //! - [`postgres`]: a throwaway PostgreSQL cluster. As root (CI), PostgreSQL
 //!   runs as the `postgres` account Debian's package creates.
-//! - [`server`]: [`TestServer`], one votemesh service running in the test
-//!   on a loopback listener, to stop and restart at will.
-//! - [`services`]: starting the vote, worker and result services the way
-//!   every test does.
+//! - [`server`]: [`TestServer`], any server future running in the test on
+//!   a loopback listener, to stop and restart at will.
 //! - [`endpoints`]: a headless Service's address list, which tests change
 //!   as replicas come and go.
 //! - [`metrics`]: a component's `/metrics`, fetched and parsed as
@@ -28,8 +35,10 @@
 //! - [`logs`]: capturing the log events of code under test.
 //! - [`tls`]: a throwaway CA and the certificates it issues (rcgen),
 //!   mounted and rotated the way Kubernetes does a Secret.
-//! - [`process`]: finding server binaries, waiting for them to start, and
-//!   reading what a binary under test prints as it starts.
+//! - [`process`]: finding server binaries, starting them on a free port
+//!   (or their old one, on a restart) without losing a race for it,
+//!   waiting for them to start, and reading what a binary under test
+//!   prints as it starts.
 
 pub mod endpoints;
 pub mod logs;
@@ -39,7 +48,6 @@ pub mod probe;
 pub mod process;
 pub mod redis;
 pub mod server;
-pub mod services;
 pub mod tls;
 
 use std::time::Duration;
@@ -52,7 +60,7 @@ pub use self::{
     probe::wait_for,
     process::free_port,
     redis::RedisServer,
-    server::{SERVER_WAIT, TestServer},
+    server::{ANY_PORT, SERVER_WAIT, TestServer},
 };
 
 /// How long a server process may take to start accepting connections.
@@ -78,6 +86,14 @@ pub enum HarnessError {
         what: String,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// A server could not listen: another process holds one of its ports.
+    #[error("{server} could not listen: another process holds its port ({detail})")]
+    PortTaken {
+        /// The server's name.
+        server: &'static str,
+        /// What the server said.
+        detail: String,
     },
     /// A command ran but failed, or a server did not come up in time.
     #[error("{0}")]

@@ -21,7 +21,10 @@ use votemesh::config::ConnectionUrl;
 
 use crate::{
     HarnessError, START_TIMEOUT,
-    process::{find_binary, free_port, port_open, signal},
+    process::{
+        PortServer, find_binary, free_port, port_open, restart_on_same_ports, signal,
+        start_on_free_ports,
+    },
     tls::Identity,
 };
 
@@ -30,8 +33,6 @@ const INSTALL: &str = "apt-get install -y postgresql";
 const POSTGRES_ACCOUNT: &str = "postgres";
 /// How long a fast shutdown may take before the server is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Ports tried before giving up on starting the server.
-const PORT_ATTEMPTS: u32 = 5;
 /// What postgres logs when its port was taken.
 const ADDRESS_IN_USE: &str = "Address already in use";
 
@@ -95,21 +96,9 @@ impl PostgresServer {
             server.write_tls_files(identity)?;
         }
         // The port is picked only now, after initdb's seconds, and picked
-        // again if something took it before postgres bound it (another
-        // test's server, or any client's outgoing connection, which uses
-        // the same range of ports).
-        let mut attempt = 1;
-        loop {
-            server.port = free_port().await?;
-            match server.start_process().await {
-                Err(HarnessError::Failed(why))
-                    if why.contains(ADDRESS_IN_USE) && attempt < PORT_ATTEMPTS =>
-                {
-                    attempt += 1;
-                }
-                started => return started.map(|()| server),
-            }
-        }
+        // again if something took it before postgres bound it.
+        start_on_free_ports(&mut server).await?;
+        Ok(server)
     }
 
     /// The server's URL requiring a verified TLS connection
@@ -201,10 +190,12 @@ impl PostgresServer {
         }
     }
 
-    /// Starts the server again on the same port, with the same data.
+    /// Starts the server again on the same port, with the same data; a
+    /// port another process took meanwhile is waited for a few seconds,
+    /// then the restart fails.
     pub async fn restart(&mut self) -> Result<(), HarnessError> {
         self.stop().await;
-        self.start_process().await
+        restart_on_same_ports(self).await
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -238,6 +229,34 @@ impl PostgresServer {
         check("initdb", &output)
     }
 
+    /// The exit status of our postgres, if it has exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
+    }
+
+    /// Whether the server on our port answers as PostgreSQL.
+    async fn accepts_connections(&self) -> bool {
+        let port = self.port.to_string();
+        port_open(self.port).await
+            && self
+                .command("pg_isready")
+                .args(["-h", "127.0.0.1", "-p", &port, "-q"])
+                .status()
+                .await
+                .is_ok_and(|status| status.success())
+    }
+}
+
+impl PortServer for PostgresServer {
+    async fn pick_ports(&mut self) -> Result<(), HarnessError> {
+        self.port = free_port().await?;
+        Ok(())
+    }
+
+    /// Starts postgres on [`PostgresServer::port`] and waits until it
+    /// accepts connections.
     async fn start_process(&mut self) -> Result<(), HarnessError> {
         let log = std::fs::File::create(self.log_path())
             .map_err(HarnessError::io("creating the PostgreSQL log"))?;
@@ -261,15 +280,14 @@ impl PostgresServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         let failure = loop {
-            if self.accepts_connections().await {
-                return Ok(());
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|child| child.try_wait().ok().flatten());
-            if let Some(status) = exited {
+            // Whether ours exited is asked first, and again after the
+            // answer: a postgres that lost its port exits at once, and
+            // another one on that port must not pass for ours.
+            if let Some(status) = self.exited() {
                 break format!("postgres exited ({status}) before it was ready");
+            }
+            if self.accepts_connections().await && self.exited().is_none() {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 break format!("postgres did not become ready within {START_TIMEOUT:?}");
@@ -279,21 +297,15 @@ impl PostgresServer {
         let log = tokio::fs::read_to_string(self.log_path())
             .await
             .unwrap_or_default();
-        Err(HarnessError::Failed(format!(
-            "{failure}; postgres log:\n{log}"
-        )))
-    }
-
-    /// Whether the server on our port answers as PostgreSQL.
-    async fn accepts_connections(&self) -> bool {
-        let port = self.port.to_string();
-        port_open(self.port).await
-            && self
-                .command("pg_isready")
-                .args(["-h", "127.0.0.1", "-p", &port, "-q"])
-                .status()
-                .await
-                .is_ok_and(|status| status.success())
+        match log.lines().find(|line| line.contains(ADDRESS_IN_USE)) {
+            Some(line) => Err(HarnessError::PortTaken {
+                server: "postgres",
+                detail: line.trim().to_owned(),
+            }),
+            None => Err(HarnessError::Failed(format!(
+                "{failure}; postgres log:\n{log}"
+            ))),
+        }
     }
 }
 

@@ -1,5 +1,15 @@
-//! Server processes: finding their binaries, free ports, waiting until
-//! they accept work, and reading what a binary prints as it starts.
+//! Server processes: finding their binaries, starting them on a port
+//! without losing a race for it, waiting until they accept work, and
+//! reading what a binary prints as it starts.
+//!
+//! A free port is only free until someone binds it: [`free_port`] binds,
+//! drops and hands the number on, and before the server binds it another
+//! test's server, or any client's outgoing connection (which draws from
+//! the same range), may take it. So a [`PortServer`] is started through
+//! [`start_on_free_ports`], which picks new ports when the server reports
+//! [`HarnessError::PortTaken`], and restarted through
+//! [`restart_on_same_ports`], which keeps its ports (the services under
+//! test were given its address) and waits for them to come free.
 
 use std::{
     future::Future,
@@ -14,7 +24,63 @@ use tokio::{
 
 use crate::{HarnessError, START_TIMEOUT};
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// Ports tried before giving up on starting a server.
+const PORT_ATTEMPTS: u32 = 5;
+/// How long a restart waits for its old ports to come free.
+const RESTART_PORT_WAIT: Duration = Duration::from_secs(5);
+/// Pause between two attempts at a restart's old ports.
+const RESTART_PORT_PAUSE: Duration = Duration::from_millis(100);
+
+/// A server process the harness starts on ports it picks.
+pub(crate) trait PortServer {
+    /// Picks new free ports for the next start.
+    async fn pick_ports(&mut self) -> Result<(), HarnessError>;
+    /// Starts the process on the ports it holds and waits until it is
+    /// ready; [`HarnessError::PortTaken`] when another process holds one.
+    async fn start_process(&mut self) -> Result<(), HarnessError>;
+}
+
+/// Starts `server` on free ports, picking new ones (up to
+/// [`PORT_ATTEMPTS`] times) when another process took one first.
+pub(crate) async fn start_on_free_ports(server: &mut impl PortServer) -> Result<(), HarnessError> {
+    let mut attempt = 1;
+    loop {
+        server.pick_ports().await?;
+        match server.start_process().await {
+            Err(HarnessError::PortTaken { .. }) if attempt < PORT_ATTEMPTS => attempt += 1,
+            started => return started,
+        }
+    }
+}
+
+/// Starts `server` again on the ports it had, which tests rely on: the
+/// services under test were given its address. A port momentarily held
+/// by another process (a client's outgoing connection, say) is tried
+/// again for up to [`RESTART_PORT_WAIT`]; after that the restart fails
+/// and says so.
+pub(crate) async fn restart_on_same_ports(
+    server: &mut impl PortServer,
+) -> Result<(), HarnessError> {
+    let deadline = Instant::now() + RESTART_PORT_WAIT;
+    loop {
+        match server.start_process().await {
+            Err(HarnessError::PortTaken { server, detail }) => {
+                if Instant::now() >= deadline {
+                    return Err(HarnessError::Failed(format!(
+                        "{server} cannot restart on the port it had, which the code under \
+                         test was given: another process has held it for \
+                         {RESTART_PORT_WAIT:?} ({detail})"
+                    )));
+                }
+                tokio::time::sleep(RESTART_PORT_PAUSE).await;
+            }
+            started => return started,
+        }
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (and may not be by the
+/// time it is bound: see [`start_on_free_ports`]).
 pub async fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -195,4 +261,57 @@ pub fn through_line<'a>(output: &'a str, marker: &str) -> &'a str {
                 .map_or(output, |end| &output[..start + end])
         })
         .unwrap_or(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server whose first `taken` starts find their port taken.
+    struct Contested {
+        taken: u32,
+        picks: u32,
+        starts: u32,
+    }
+
+    impl PortServer for Contested {
+        async fn pick_ports(&mut self) -> Result<(), HarnessError> {
+            self.picks += 1;
+            Ok(())
+        }
+
+        async fn start_process(&mut self) -> Result<(), HarnessError> {
+            self.starts += 1;
+            if self.starts <= self.taken {
+                return Err(HarnessError::PortTaken {
+                    server: "contested",
+                    detail: "Address already in use".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_that_lost_the_race_for_its_port_picks_another() {
+        let mut server = Contested {
+            taken: 2,
+            picks: 0,
+            starts: 0,
+        };
+        start_on_free_ports(&mut server).await.unwrap();
+        assert_eq!((server.picks, server.starts), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_start_that_keeps_losing_gives_up_after_its_attempts() {
+        let mut server = Contested {
+            taken: u32::MAX,
+            picks: 0,
+            starts: 0,
+        };
+        let error = start_on_free_ports(&mut server).await.unwrap_err();
+        assert!(matches!(error, HarnessError::PortTaken { .. }), "{error}");
+        assert_eq!(server.starts, PORT_ATTEMPTS);
+    }
 }

@@ -5,7 +5,10 @@
 //! CA; the plaintext port stays open on loopback for the harness' own raw
 //! commands, and services under test are given [`RedisServer::tls_url`].
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use tempfile::TempDir;
 use tokio::{
@@ -16,8 +19,10 @@ use tokio::{
 use votemesh::config::ConnectionUrl;
 
 use crate::{
-    HarnessError,
-    process::{find_binary, free_port, signal, wait_until},
+    HarnessError, START_TIMEOUT,
+    process::{
+        PortServer, find_binary, free_port, restart_on_same_ports, signal, start_on_free_ports,
+    },
     tls::Identity,
 };
 
@@ -30,6 +35,9 @@ fn temp_dir() -> Result<TempDir, HarnessError> {
         .tempdir()
         .map_err(HarnessError::io("creating a Redis directory"))
 }
+
+/// What redis-server logs when a port of its was taken.
+const ADDRESS_IN_USE: &str = "Address already in use";
 
 /// Longest a raw command waits for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,14 +90,14 @@ impl RedisServer {
         append_only: bool,
     ) -> Result<Self, HarnessError> {
         let mut server = Self {
-            port: free_port().await?,
+            port: 0,
             dir,
             child: None,
             tls_port,
             auth_clients,
             append_only,
         };
-        server.start_process().await?;
+        start_on_free_ports(&mut server).await?;
         Ok(server)
     }
 
@@ -111,8 +119,8 @@ impl RedisServer {
             std::fs::write(dir.path().join(file), content)
                 .map_err(HarnessError::io(format!("writing Redis' {file}")))?;
         }
-        let tls_port = Some(free_port().await?);
-        Self::launch(dir, tls_port, clients == ClientAuth::Required, false).await
+        // Port 0 for now: both ports are picked as the server starts.
+        Self::launch(dir, Some(0), clients == ClientAuth::Required, false).await
     }
 
     /// The `rediss://` URL of the TLS port (TLS mode only).
@@ -166,10 +174,45 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port (empty: no persistence).
+    /// Starts the server again on the same ports (empty, unless started
+    /// with an append-only file); a port another process took meanwhile
+    /// is waited for a few seconds, then the restart fails.
     pub async fn restart(&mut self) -> Result<(), HarnessError> {
         self.stop().await;
-        self.start_process().await
+        restart_on_same_ports(self).await
+    }
+
+    /// How many clients Redis holds in a blocking command (`INFO
+    /// clients` → `blocked_clients`): a BLMOVE or BLPOP waiting for a
+    /// value, or a write held by `CLIENT PAUSE WRITE`.
+    pub async fn blocked_clients(&self) -> Result<u64, HarnessError> {
+        let info = self.command(&["INFO", "clients"]).await?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("blocked_clients:"))
+            .and_then(|count| count.trim().parse().ok())
+            .ok_or_else(|| {
+                HarnessError::Failed(format!("no blocked_clients in INFO clients: {info}"))
+            })
+    }
+
+    /// Waits until at least `n` clients are held in a blocking command
+    /// ([`RedisServer::blocked_clients`]): what a test awaits to know that
+    /// a blocking command it started is waiting in Redis now, not still on
+    /// its way, as Redis' own tests do. Fails after [`START_TIMEOUT`].
+    pub async fn wait_for_blocked_clients(&self, n: u64) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let blocked = self.blocked_clients().await?;
+            if blocked >= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Failed(format!(
+                    "{blocked} clients blocked in Redis after {START_TIMEOUT:?}, not {n}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Runs one Redis command given as words and returns the raw reply
@@ -229,8 +272,48 @@ impl RedisServer {
         ]
     }
 
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// The exit status of our redis-server, if it has exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
+    }
+
+    /// Whether the server answering on our port is ours (its
+    /// `process_id` is our child's) and ready (PING answers PONG, not
+    /// LOADING): another test's Redis may hold the port ours lost.
+    async fn ours_and_ready(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        let ours = Self::command_on(self.port, &["INFO", "server"])
+            .await
+            .is_ok_and(|info| info.contains(&format!("\r\nprocess_id:{pid}\r\n")));
+        ours && Self::command_on(self.port, &["PING"])
+            .await
+            .is_ok_and(|reply| reply.starts_with("+PONG"))
+    }
+}
+
+impl PortServer for RedisServer {
+    async fn pick_ports(&mut self) -> Result<(), HarnessError> {
+        self.port = free_port().await?;
+        if self.tls_port.is_some() {
+            self.tls_port = Some(free_port().await?);
+        }
+        Ok(())
+    }
+
+    /// Starts redis-server on its port(s) and waits until it answers.
     async fn start_process(&mut self) -> Result<(), HarnessError> {
         let binary = find_binary("redis-server", &[], INSTALL)?;
+        // A new log for each start: what it says is about this one.
+        std::fs::File::create(self.log_path())
+            .map_err(HarnessError::io("creating the Redis log"))?;
         let child = Command::new(&binary)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -243,18 +326,60 @@ impl RedisServer {
             .args(self.tls_args())
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .map_err(HarnessError::io(format!("starting {}", binary.display())))?;
         self.child = Some(child);
-        let port = self.port;
-        wait_until("redis-server", || async move {
-            Self::command_on(port, &["PING"])
-                .await
-                .is_ok_and(|reply| reply.starts_with("+PONG"))
-        })
-        .await
+        let deadline = Instant::now() + START_TIMEOUT;
+        let failure = loop {
+            if let Some(status) = self.exited() {
+                break format!("redis-server exited ({status}) before it was ready");
+            }
+            if self.ours_and_ready().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                break format!("redis-server did not become ready within {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let log = tokio::fs::read_to_string(self.log_path())
+            .await
+            .unwrap_or_default();
+        match log.lines().find(|line| line.contains(ADDRESS_IN_USE)) {
+            Some(line) => Err(HarnessError::PortTaken {
+                server: "redis-server",
+                detail: line.trim().to_owned(),
+            }),
+            None => Err(HarnessError::Failed(format!(
+                "{failure}; redis-server log:\n{log}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A redis-server that finds its port held by another Redis exits; the
+    /// other one's answers must not pass for its own.
+    #[tokio::test]
+    async fn a_redis_that_lost_its_port_to_another_redis_does_not_pass_for_it() {
+        let holder = RedisServer::start().await.unwrap();
+        let mut loser = RedisServer {
+            port: holder.port(),
+            dir: temp_dir().unwrap(),
+            child: None,
+            tls_port: None,
+            auth_clients: false,
+            append_only: false,
+        };
+        let error = loser.start_process().await.unwrap_err();
+        assert!(matches!(error, HarnessError::PortTaken { .. }), "{error}");
     }
 }

@@ -1,15 +1,24 @@
-//! A server under test: one votemesh service running in a task of the
-//! test's runtime, on a real loopback listener, until its own shutdown
-//! token is cancelled. Tests stop and restart services this way to see
-//! what their clients do meanwhile.
+//! A server under test: any server future (a votemesh service, the
+//! gateway) running in a task of the test's runtime, on a real loopback
+//! listener, until its own shutdown token is cancelled. Tests stop and
+//! restart servers this way to see what their clients do meanwhile.
 
-use std::{fmt::Debug, future::Future, net::SocketAddr, time::Duration};
+use std::{
+    fmt::Debug,
+    future::Future,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::shutdown::CancellationToken;
 
 use crate::probe;
+
+/// Any free loopback port: the address to [`TestServer::spawn`] a server
+/// on when the test does not care which port it gets.
+pub const ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// How long a test waits for a server to become ready or to stop.
 pub const SERVER_WAIT: Duration = Duration::from_secs(30);

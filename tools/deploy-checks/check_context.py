@@ -48,7 +48,9 @@ def needed(path):
         return False
     if path.startswith("proto/"):
         return True
-    for member in members:
+    # The innermost member first: testing/services/ is a member of its own
+    # inside testing/.
+    for member in sorted(members, key=len, reverse=True):
         prefix = "" if member == "." else member.rstrip("/") + "/"
         if member == "." and path.startswith("src/"):
             return True

@@ -10,10 +10,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use votemesh_gateway::AppState;
-use votemesh_testing::{
-    PostgresServer, RedisServer, TestServer,
-    services::{ANY_PORT as ANY, start_result, start_vote, start_worker, worker_settings},
-};
+use votemesh_testing::{ANY_PORT as ANY, PostgresServer, RedisServer, TestServer};
+use votemesh_testing_services::{start_result, start_vote, start_worker, worker_settings};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 

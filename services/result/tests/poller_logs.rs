@@ -24,7 +24,7 @@ async fn tally_read_failures_are_a_warning_per_outage_and_so_is_the_recovery() {
     let shutdown = votemesh::shutdown::CancellationToken::new();
     let (_feed, poller) = votemesh_result::feed::spawn(
         db,
-        votemesh_testing::services::cats_and_dogs(),
+        votemesh_testing_services::cats_and_dogs(),
         Duration::from_millis(50),
         health.clone(),
         shutdown.clone(),
@@ -34,7 +34,9 @@ async fn tally_read_failures_are_a_warning_per_outage_and_so_is_the_recovery() {
         postgres.stop().await;
         // Reads fail (readiness says so), again and again.
         probe::wait_for("a failed read", WAIT, || async { !health.is_ready() }).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let still = || logs.count(Level::DEBUG, "still cannot read the tally");
+        let before = still();
+        probe::wait_for("another failed read", WAIT, || async { still() > before }).await;
         postgres.restart().await.unwrap();
         let recovered = tokio::time::timeout(WAIT, async {
             while logs.count(Level::WARN, "the tally reads again") != outage {

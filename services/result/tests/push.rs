@@ -10,10 +10,8 @@ use votemesh::proto::v1::{
     CastVoteRequest, GetResultsRequest, Tally, WatchResultsRequest,
     result_service_client::ResultServiceClient, vote_service_client::VoteServiceClient,
 };
-use votemesh_testing::{
-    PostgresServer, RedisServer, TestServer,
-    services::{ANY_PORT, cats_and_dogs, start_vote, start_worker, worker_settings},
-};
+use votemesh_testing::{ANY_PORT, PostgresServer, RedisServer, TestServer};
+use votemesh_testing_services::{cats_and_dogs, start_vote, start_worker, worker_settings};
 
 /// Far longer than the test waits for a tally: only a push delivers it.
 const POLL_INTERVAL: Duration = Duration::from_secs(60);

@@ -9,12 +9,12 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::proto::v1::{GetResultsRequest, result_service_client::ResultServiceClient};
 use votemesh_testing::{
-    PostgresServer,
+    ANY_PORT, PostgresServer,
     metrics::{scrape, value},
     probe,
     process::run_health_check,
-    services::{ANY_PORT, start_result},
 };
+use votemesh_testing_services::start_result;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// When the served tally was read (its age is the time since).

@@ -26,11 +26,11 @@ use votemesh::{
     },
 };
 use votemesh_testing::{
-    RedisServer,
+    ANY_PORT, RedisServer,
     metrics::{Scrape, parse, scrape, value},
     probe::wait_for,
-    services::{ANY_PORT, start_vote},
 };
+use votemesh_testing_services::start_vote;
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The callers' deadline: far shorter than Redis' 500 ms response timeout,

@@ -15,10 +15,9 @@ use votemesh::{
     queue::{NewVote, QUEUE_KEY, QueueError, QueuedVote, VoteSink, redis::RedisQueue},
 };
 use votemesh_testing::{
-    PostgresServer, RedisServer, TestServer, probe,
-    process::run_health_check,
-    services::{ANY_PORT, SERVED_BY, start_vote, start_worker, worker_settings},
+    ANY_PORT, PostgresServer, RedisServer, TestServer, probe, process::run_health_check,
 };
+use votemesh_testing_services::{SERVED_BY, start_vote, start_worker, worker_settings};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -337,7 +336,8 @@ async fn a_push_cut_off_mid_call_is_unconfirmed_and_readiness_stays() {
         let mut client = client.clone();
         tokio::spawn(async move { client.cast_vote(cast("v2", "b")).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The push is held in Redis (a paused write counts as blocked).
+    redis.wait_for_blocked_clients(1).await.unwrap();
     let killed = redis
         .command(&["CLIENT", "KILL", "TYPE", "normal"])
         .await
@@ -393,7 +393,7 @@ async fn a_redis_that_never_answers_costs_a_vote_one_connection_attempt_not_its_
         votemesh_vote::run(
             listener,
             queue,
-            votemesh_testing::services::cats_and_dogs(),
+            votemesh_testing_services::cats_and_dogs(),
             SERVED_BY.to_owned(),
             Duration::from_millis(100),
             shutdown,

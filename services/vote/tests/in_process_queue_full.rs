@@ -14,10 +14,8 @@ use votemesh::{
         memory::{DEAD_LETTER_CAPACITY, MemoryQueue},
     },
 };
-use votemesh_testing::{
-    TestServer, probe,
-    services::{ANY_PORT, PROBE_INTERVAL, SERVED_BY, cats_and_dogs},
-};
+use votemesh_testing::{ANY_PORT, TestServer, probe};
+use votemesh_testing_services::{PROBE_INTERVAL, SERVED_BY, cats_and_dogs};
 
 /// The capacity under test: small, so the test fills it in a few calls.
 const CAPACITY: usize = 3;

@@ -13,10 +13,8 @@ use votemesh::{
     queue::{CLOCK_KEY, HEARTBEAT_KEY_PREFIX, REQUEST_KEY_PREFIX, VoteSink, redis::RedisQueue},
     store,
 };
-use votemesh_testing::{
-    PostgresServer, RedisServer, TestServer, probe,
-    services::{ANY_PORT, start_vote_named, start_worker, worker_settings},
-};
+use votemesh_testing::{ANY_PORT, PostgresServer, RedisServer, TestServer, probe};
+use votemesh_testing_services::{start_vote_named, start_worker, worker_settings};
 
 const WAIT: Duration = Duration::from_secs(30);
 const VOTERS: usize = 40;

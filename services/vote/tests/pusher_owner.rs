@@ -15,7 +15,7 @@ use votemesh::{
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
     queue::{QUEUE_KEY, redis::RedisQueue},
 };
-use votemesh_testing::{RedisServer, TestServer, services::ANY_PORT};
+use votemesh_testing::{ANY_PORT, RedisServer, TestServer};
 
 /// Bounds a hang; not a performance assertion.
 const WAIT: Duration = Duration::from_secs(20);

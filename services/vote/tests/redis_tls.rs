@@ -18,13 +18,13 @@ use votemesh::{
     tls::Tls,
 };
 use votemesh_testing::{
-    PostgresServer, RedisServer, TestServer, free_port, probe,
+    ANY_PORT, PostgresServer, RedisServer, TestServer, free_port, probe,
     process::output_until,
     redis::ClientAuth,
-    services::{ANY_PORT, worker_settings},
     tls::{MountedIdentity, TestCa},
     wait_for,
 };
+use votemesh_testing_services::worker_settings;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Names of Redis' certificate: the host of its `rediss://` URL.

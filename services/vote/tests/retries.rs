@@ -23,10 +23,8 @@ use votemesh::{
     queue::QUEUE_KEY,
     store,
 };
-use votemesh_testing::{
-    PostgresServer, RedisServer, probe,
-    services::{ANY_PORT, start_vote, start_worker, worker_settings},
-};
+use votemesh_testing::{ANY_PORT, PostgresServer, RedisServer, probe};
+use votemesh_testing_services::{start_vote, start_worker, worker_settings};
 
 const WAIT: Duration = Duration::from_secs(30);
 

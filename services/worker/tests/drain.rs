@@ -20,11 +20,8 @@ use votemesh::{
     shutdown::CancellationToken,
     store::{self, entity::vote},
 };
-use votemesh_testing::{
-    PostgresServer, RedisServer, probe,
-    process::run_health_check,
-    services::{start_worker, worker_settings},
-};
+use votemesh_testing::{PostgresServer, RedisServer, probe, process::run_health_check};
+use votemesh_testing_services::{start_worker, worker_settings};
 use votemesh_worker::{DrainSettings, apply::apply_batch};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -493,9 +490,11 @@ async fn a_blocking_move_that_lands_late_is_part_of_the_next_batch_not_lost() {
             .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.wait_for_blocked_clients(1).await.unwrap();
+    // The worker's own BLMOVE waits behind it: v1 goes to the first, v2
+    // to the second.
     let take = tokio::spawn(async move { source.take_batch(10, Duration::from_millis(300)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.wait_for_blocked_clients(2).await.unwrap();
     queue.push(&new_vote("v1", "a")).await.unwrap();
     queue.push(&new_vote("v2", "b")).await.unwrap();
     abandoned.await.unwrap();
@@ -555,7 +554,7 @@ async fn a_late_move_into_a_reclaimed_list_survives_the_acknowledgement_and_coun
             .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.wait_for_blocked_clients(1).await.unwrap();
     queue.push(&new_vote("v3", "a")).await.unwrap();
     assert!(abandoned.await.unwrap().contains("v3"));
 

@@ -44,7 +44,12 @@ async fn heartbeat_failures_are_a_warning_per_outage_and_so_is_the_recovery() {
                 .count()
         };
         probe::wait_for("a failed heartbeat", WAIT, || async { failed() >= outage }).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let still = || logs.count(Level::DEBUG, "heartbeat still failing");
+        let before = still();
+        probe::wait_for("another failed heartbeat", WAIT, || async {
+            still() > before
+        })
+        .await;
         redis.restart().await.unwrap();
         probe::wait_for("the recovery logged", WAIT, || async {
             logs.count(Level::WARN, "heartbeat works again") == outage

@@ -15,8 +15,8 @@ use votemesh_testing::{
     PostgresServer, RedisServer,
     metrics::{scrape, value},
     probe,
-    services::{start_worker, worker_settings},
 };
+use votemesh_testing_services::{start_worker, worker_settings};
 
 const WAIT: Duration = Duration::from_secs(30);
 

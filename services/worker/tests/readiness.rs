@@ -17,10 +17,8 @@ use votemesh::{
     queue::{NewVote, VoteSink, redis::RedisQueue},
     store,
 };
-use votemesh_testing::{
-    PostgresServer, RedisServer, probe,
-    services::{start_worker, worker_settings},
-};
+use votemesh_testing::{PostgresServer, RedisServer, probe};
+use votemesh_testing_services::{start_worker, worker_settings};
 
 /// Bounds a hang; not a performance assertion.
 const WAIT: Duration = Duration::from_secs(30);

@@ -12,7 +12,7 @@ use votemesh::{
     queue::{Backlog, QueueError, VoteSource, redis::RedisWorkerQueue},
     store,
 };
-use votemesh_testing::{PostgresServer, RedisServer, TestServer, services::ANY_PORT};
+use votemesh_testing::{ANY_PORT, PostgresServer, RedisServer, TestServer};
 use votemesh_worker::DrainSettings;
 
 /// The real Redis queue, except that the drain loop's third take panics,

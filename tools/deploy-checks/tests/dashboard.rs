@@ -20,10 +20,8 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use votemesh_testing::{
-    PostgresServer, RedisServer, TestServer,
-    services::{ANY_PORT, start_result, start_vote, start_worker, worker_settings},
-};
+use votemesh_testing::{ANY_PORT, PostgresServer, RedisServer, TestServer};
+use votemesh_testing_services::{start_result, start_vote, start_worker, worker_settings};
 
 /// Series Prometheus makes itself for every target, which no service
 /// exports (`up`: whether the last scrape worked).

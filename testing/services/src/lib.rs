@@ -1,19 +1,34 @@
-//! Starting votemesh's gRPC services inside a test, the one way every
-//! test does: on a loopback listener, over real servers, with the short
-//! probe intervals that keep tests quick.
+//! # votemesh-testing-services
+//!
+//! Starting votemesh's gRPC services inside a test, the one way every test
+//! does: in a task of the test's runtime, on a loopback listener, over the
+//! harness' real Redis and PostgreSQL, with the short probe intervals that
+//! keep tests quick. Each launcher builds the service's dependencies
+//! (a [`RedisQueue`], a migrated database) from the harness' server URLs
+//! and hands them to the service crate's own `run`, as its `main` does.
+//!
+//! This crate sits above the generic harness, as linkerd's
+//! `linkerd-app-integration` sits above the app: [`votemesh_testing`]
+//! knows no service, this crate knows the services and the harness, and
+//! nothing below depends on it. Like the harness it is a dev-dependency
+//! only.
+//!
+//! ## Layout
+//!
+//! One file, one job: the settings a service under test runs with
+//! ([`SERVED_BY`], [`PROBE_INTERVAL`], [`REFRESH_INTERVAL`],
+//! [`cats_and_dogs`], [`worker_settings`]) and a launcher per service
+//! ([`start_vote`], [`start_vote_named`], [`start_worker`],
+//! [`start_result`]). A launcher returns the harness' [`TestServer`], bound
+//! where it was asked ([`votemesh_testing::ANY_PORT`]: any free port).
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use votemesh::{config::PollArgs, poll::Poll, queue::redis::RedisQueue, store};
 use votemesh_worker::DrainSettings;
 
-use crate::{PostgresServer, RedisServer, TestServer};
+use votemesh_testing::{ANY_PORT, PostgresServer, RedisServer, TestServer};
 
-/// Any free loopback port.
-pub const ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 /// The instance name a vote service under test reports in `served_by`.
 pub const SERVED_BY: &str = "vote-under-test";
 /// How often services under test check their dependencies.
