@@ -23,7 +23,7 @@ use crate::{
     HarnessError, START_TIMEOUT,
     process::{
         PortServer, find_binary, free_port, port_open, restart_on_same_ports, signal,
-        start_on_free_ports,
+        start_failure, start_on_free_ports,
     },
     tls::Identity,
 };
@@ -33,8 +33,6 @@ const INSTALL: &str = "apt-get install -y postgresql";
 const POSTGRES_ACCOUNT: &str = "postgres";
 /// How long a fast shutdown may take before the server is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-/// What postgres logs when its port was taken.
-const ADDRESS_IN_USE: &str = "Address already in use";
 
 /// A running PostgreSQL server (user `postgres`, trust authentication,
 /// database `postgres`), stopped and deleted when dropped.
@@ -294,18 +292,7 @@ impl PortServer for PostgresServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let log = tokio::fs::read_to_string(self.log_path())
-            .await
-            .unwrap_or_default();
-        match log.lines().find(|line| line.contains(ADDRESS_IN_USE)) {
-            Some(line) => Err(HarnessError::PortTaken {
-                server: "postgres",
-                detail: line.trim().to_owned(),
-            }),
-            None => Err(HarnessError::Failed(format!(
-                "{failure}; postgres log:\n{log}"
-            ))),
-        }
+        Err(start_failure("postgres", &self.log_path(), failure).await)
     }
 }
 

@@ -263,6 +263,23 @@ pub fn through_line<'a>(output: &'a str, marker: &str) -> &'a str {
         .unwrap_or(output)
 }
 
+/// What a server's own log says a failed start ended on: the port was taken
+/// ([`HarnessError::PortTaken`], which [`start_on_free_ports`] retries on
+/// other ports), or anything else, with `failure` and the whole log.
+pub async fn start_failure(server: &'static str, log_path: &Path, failure: String) -> HarnessError {
+    const ADDRESS_IN_USE: &str = "Address already in use";
+    let log = tokio::fs::read_to_string(log_path)
+        .await
+        .unwrap_or_default();
+    match log.lines().find(|line| line.contains(ADDRESS_IN_USE)) {
+        Some(line) => HarnessError::PortTaken {
+            server,
+            detail: line.trim().to_owned(),
+        },
+        None => HarnessError::Failed(format!("{failure}; {server} log:\n{log}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,8 @@ use votemesh::config::ConnectionUrl;
 use crate::{
     HarnessError, START_TIMEOUT,
     process::{
-        PortServer, find_binary, free_port, restart_on_same_ports, signal, start_on_free_ports,
+        PortServer, find_binary, free_port, restart_on_same_ports, signal, start_failure,
+        start_on_free_ports,
     },
     tls::Identity,
 };
@@ -35,9 +36,6 @@ fn temp_dir() -> Result<TempDir, HarnessError> {
         .tempdir()
         .map_err(HarnessError::io("creating a Redis directory"))
 }
-
-/// What redis-server logs when a port of its was taken.
-const ADDRESS_IN_USE: &str = "Address already in use";
 
 /// Longest a raw command waits for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -347,18 +345,7 @@ impl PortServer for RedisServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let log = tokio::fs::read_to_string(self.log_path())
-            .await
-            .unwrap_or_default();
-        match log.lines().find(|line| line.contains(ADDRESS_IN_USE)) {
-            Some(line) => Err(HarnessError::PortTaken {
-                server: "redis-server",
-                detail: line.trim().to_owned(),
-            }),
-            None => Err(HarnessError::Failed(format!(
-                "{failure}; redis-server log:\n{log}"
-            ))),
-        }
+        Err(start_failure("redis-server", &self.log_path(), failure).await)
     }
 }
 
