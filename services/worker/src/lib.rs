@@ -10,7 +10,8 @@
 //! ```
 //!
 //! It also serves gRPC health (readiness follows Redis, the database and
-//! the drain loop's last attempt, set by the probe alone) and `votemesh.v1.WorkerService/GetStats` on port 8080.
+//! the drain loop's last attempt, set by the probe alone) and
+//! `votemesh.v1.WorkerService/GetStats` on port 8080.
 //!
 //! ## Layout
 //!
