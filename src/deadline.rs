@@ -25,6 +25,9 @@ pub fn of(headers: &HeaderMap) -> Option<Duration> {
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m,
 /// u, n).
 pub fn parse(value: &str) -> Option<Duration> {
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
@@ -59,6 +62,7 @@ mod tests {
         assert_eq!(parse("100m"), Some(Duration::from_millis(100)));
         assert_eq!(parse("x"), None);
         assert_eq!(parse(""), None);
+        assert_eq!(parse("1é"), None);
         let left = Duration::from_millis(1234);
         assert_eq!(parse(&encode(left)), Some(left));
         let long = Duration::from_secs(500);

@@ -67,6 +67,10 @@ pub enum GrpcError {
     /// A background task the server needs ended; the server drained.
     #[error(transparent)]
     TaskEnded(#[from] crate::supervise::TaskEnded),
+    /// The server stopped taking connections before shutdown was asked for
+    /// (its listener's stream ended); stopping so that it is restarted.
+    #[error("the server stopped taking connections before shutdown was asked for")]
+    ListenerEnded,
 }
 
 /// A listener could not be set up.
@@ -278,6 +282,11 @@ where
         }
     };
     shutdown::with_drain_deadline(both, &shutdown, Ok(())).await?;
+    if !shutdown.is_cancelled() {
+        // The listener's stream ended on its own (the TLS accept loop
+        // stopped): the process must not exit 0 as if asked to stop.
+        return Err(GrpcError::ListenerEnded);
+    }
     Ok(())
 }
 

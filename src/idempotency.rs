@@ -15,7 +15,8 @@
 //! the retry been stamped anew, this could happen: vote A is queued and
 //! its answer lost, the same voter's vote B is queued, A's retry is queued
 //! after B and wins. With the key, A's retry finds A's marker and is not
-//! queued again, so B stays the voter's vote (docs/DESIGN.md, "Retries").
+//! queued again, so B stays the voter's vote (docs/DESIGN.md, "Retries are
+//! the same vote").
 //!
 //! The key travels as gRPC metadata, as the `Idempotency-Key` header does in
 //! HTTP APIs, so any client can set one (`grpcurl -H 'idempotency-key: …'`)
@@ -34,8 +35,9 @@ pub const METADATA_KEY: &str = "idempotency-key";
 pub const MAX_KEY_LEN: usize = 64;
 
 /// Longest a repeat is recognised for: the repeat window of a call with no
-/// deadline, and the cap of any other. A retry comes within its call's
-/// deadline (the client's retry layer never retries past it).
+/// deadline, and the cap of any other. The client's retry layer sends no
+/// retry past its call's deadline, nor later than this (less
+/// [`REPEAT_WINDOW_MARGIN`]) after the first attempt.
 pub const MAX_REPEAT_WINDOW: Duration = Duration::from_secs(30);
 
 /// Added to a call's deadline: a retry sent just before the deadline may

@@ -47,8 +47,10 @@
 //!   health Check a probe makes, and `--health-check`.
 //! - [`tls`]: mutual TLS: the identity files (reloaded when they change),
 //!   the TLS listener and connector, and authorization by identity.
-//! - [`supervise`]: a critical background task that ends stops its
-//!   component, so it is restarted instead of serving with nothing behind it.
+//! - [`supervise`]: who owns each background task and what its end does:
+//!   a critical task that ends stops its component (so it is restarted
+//!   instead of serving with nothing behind it); a side job is restarted
+//!   (`supervise::restarting`).
 //! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal as a cancellation token.
 //!

@@ -261,13 +261,31 @@ async fn a_repeat_of_a_keyed_push_is_answered_as_the_first_and_not_queued_again(
         .unwrap();
     assert_ne!(after.vote_id, brief.vote_id, "queued anew once forgotten");
 
+    // The key reused for another option: answered with the first call's
+    // vote (its option included), not queued.
+    let reused = NewVote {
+        option_id: "b".into(),
+        ..keyed_vote("v1", "call-1", window)
+    };
+    assert_eq!(queue.sink().push(&reused).await.unwrap(), first);
+
+    // Two attempts of one call at once (they may share a script call):
+    // one is queued, both are answered with it.
+    let (attempt, again) = (
+        keyed_vote("v4", "call-4", window),
+        keyed_vote("v4", "call-4", window),
+    );
+    let (one, two) = tokio::join!(queue.sink().push(&attempt), queue.sink().push(&again));
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert_eq!(one, two);
+
     let worker = queue.worker("w");
     let batch = worker.take_batch(10, Duration::ZERO).await.unwrap();
     let mut taken = parsed(&batch);
     taken.reverse();
     assert_eq!(
         taken,
-        vec![first, later, other_voter, brief, after],
+        vec![first, later, other_voter, brief, after, one],
         "each vote queued once, in order"
     );
 }

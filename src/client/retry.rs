@@ -20,10 +20,12 @@
 //! jittered, growing pause ([`crate::backoff`]), stay inside the caller's
 //! deadline (each attempt gets only the time left, and the whole call,
 //! waiting for a replica included, ends at the deadline with
-//! DEADLINE_EXCEEDED), and draw on a budget shared by every
-//! call of the client (at least [`MIN_RETRIES_PER_SECOND`], plus
-//! [`RETRY_PERCENT`] of recent calls), so a real outage is not multiplied
-//! into a retry storm.
+//! DEADLINE_EXCEEDED) and inside the idempotency key's repeat window
+//! (none is sent later than [`MAX_REPEAT_WINDOW`] after the first attempt,
+//! whatever the deadline), and draw on a budget shared by every call of
+//! the client (at least [`MIN_RETRIES_PER_SECOND`], plus [`RETRY_PERCENT`]
+//! of recent calls), so a real outage is not multiplied into a retry
+//! storm.
 
 use std::{
     future::Future,
@@ -33,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::idempotency::{IdempotencyKey, METADATA_KEY};
+use crate::idempotency::{IdempotencyKey, MAX_REPEAT_WINDOW, METADATA_KEY, REPEAT_WINDOW_MARGIN};
 use http_body_util::{BodyExt, Full};
 use tonic::{
     body::Body,
@@ -94,8 +96,13 @@ impl std::fmt::Debug for RetrySafeCalls {
 /// Which attempt a stored request is for, and until when it may run.
 #[derive(Clone, Copy, Debug)]
 struct Attempts {
+    /// Attempts made so far, the first included.
     made: u32,
+    /// When the caller's time runs out, if it set a deadline.
     deadline: Option<Instant>,
+    /// When the first attempt was sent: no retry is sent later than its
+    /// idempotency key's repeat window allows.
+    first_sent: Instant,
 }
 
 impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeCalls {
@@ -121,6 +128,14 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
         let pause = crate::backoff::delays_between(FIRST_RETRY_DELAY, MAX_RETRY_DELAY)
             .nth(attempts.made as usize - 1)
             .unwrap_or(MAX_RETRY_DELAY);
+        // A retry must reach the server while its first attempt's
+        // idempotency marker lives (at most MAX_REPEAT_WINDOW from when the
+        // server took it, which is after the client sent it): later, a
+        // queued first attempt would be forgotten, and the retry would be a
+        // second, later vote.
+        if attempts.first_sent.elapsed() + pause + REPEAT_WINDOW_MARGIN >= MAX_REPEAT_WINDOW {
+            return None;
+        }
         let deadline = attempts.deadline;
         if let Some(deadline) = deadline {
             // Leave the next attempt some of the caller's time.
@@ -227,9 +242,11 @@ where
             }
             let deadline =
                 crate::deadline::of(request.headers()).map(|timeout| Instant::now() + timeout);
-            request
-                .extensions_mut()
-                .insert(Attempts { made: 1, deadline });
+            request.extensions_mut().insert(Attempts {
+                made: 1,
+                deadline,
+                first_sent: Instant::now(),
+            });
             let call = inner.oneshot(request);
             let Some(deadline) = deadline else {
                 return call.await;

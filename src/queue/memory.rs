@@ -100,7 +100,7 @@ impl State {
     /// `max`.
     fn forget_markers(&mut self, now: Instant, max: usize) {
         while let Some((expires, _)) = self.marker_order.front() {
-            if *expires > now && self.marker_order.len() <= max {
+            if *expires > now && self.markers.len() <= max {
                 break;
             }
             let Some((expires, key)) = self.marker_order.pop_front() else {

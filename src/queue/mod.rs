@@ -19,7 +19,9 @@
 //! The queue also stamps each vote with a `sequence`: one stamp for the
 //! whole queue, rising in the order the queue accepted the votes, so the
 //! worker can tell which of two votes of one voter is the later one. It
-//! keeps no state per voter (docs/DESIGN.md, "Ordering and its limit").
+//! keeps no lasting state per voter: a vote pushed with an idempotency key
+//! leaves a marker that expires with its call's repeat window
+//! ([`crate::idempotency`]; docs/DESIGN.md, "Ordering and its limit").
 
 pub mod connect;
 pub mod memory;

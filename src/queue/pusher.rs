@@ -80,15 +80,15 @@ const WAITING_CAPACITY: usize = 8192;
 /// A vote sent with an idempotency key names its marker
 /// (`votes:request:<key>:<voter>`, [`super::request_key`]): if the marker
 /// exists, an earlier attempt of the same call was pushed, and the vote is
-/// not pushed again; the marker's text (that attempt's sequence, vote id
-/// and time) is its answer. Otherwise the vote is pushed and the marker set
+/// not pushed again; the marker's text (that attempt's sequence, vote id,
+/// time and option) is its answer. Otherwise the vote is pushed and the marker set
 /// for the vote's repeat window (`PX`), so it leaves nothing behind.
 ///
 /// KEYS: queue, clock, then the marker of each vote that has one, in the
 /// votes' order. ARGV: three per vote, in order: the marker's lifetime in
 /// ms (`0`: no marker), the vote's stamp (`<vote id> <µs since the
-/// epoch>`), its JSON without the sequence. Returns one text per vote: its
-/// sequence, or a repeat's marker (`<sequence> <vote id> <µs>`).
+/// epoch> <option id>`), its JSON without the sequence. Returns one text
+/// per vote: its sequence, or a repeat's marker (`<sequence> <stamp>`).
 const PUSH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -137,7 +137,7 @@ pub struct Marker {
     /// How long it is kept.
     pub lifetime: Duration,
     /// What a repeat is answered with besides the sequence: `<vote id>
-    /// <cast_at in µs since the epoch>`.
+    /// <cast_at in µs since the epoch> <option id>` ([`Marker::stamp`]).
     pub stamp: String,
 }
 
@@ -163,13 +163,25 @@ pub struct FirstAttempt {
     pub vote_id: Uuid,
     /// When the vote service accepted it.
     pub cast_at: DateTime<Utc>,
+    /// The option it was for (a caller that reuses a key for another
+    /// vote gets this back, not its new option).
+    pub option_id: String,
+}
+
+impl Marker {
+    /// The stamp of a vote: what its repeats are answered with.
+    pub fn stamp(vote_id: Uuid, cast_at: DateTime<Utc>, option_id: &str) -> String {
+        format!("{vote_id} {} {option_id}", cast_at.timestamp_micros())
+    }
 }
 
 impl Pushed {
     /// Reads the script's answer for one vote: a sequence, or a repeat's
-    /// marker (`<sequence> <vote id> <µs>`).
+    /// marker (`<sequence> <vote id> <µs> <option id>`). An answer it
+    /// cannot read is [`QueueError::Unconfirmed`]: the script ran, and the
+    /// vote may have been queued.
     fn parse(answer: &str) -> Result<Self, QueueError> {
-        let bad = || QueueError::Failed(format!("bad push answer {answer:?} from Redis"));
+        let bad = || QueueError::Unconfirmed(format!("bad push answer {answer:?} from Redis"));
         let mut parts = answer.split(' ');
         let sequence = parts
             .next()
@@ -184,10 +196,12 @@ impl Pushed {
             .and_then(|micros| micros.parse().ok())
             .and_then(DateTime::from_timestamp_micros)
             .ok_or_else(bad)?;
+        let option_id = parts.next().ok_or_else(bad)?.to_owned();
         Ok(Self::Repeat(FirstAttempt {
             sequence,
             vote_id,
             cast_at,
+            option_id,
         }))
     }
 }
@@ -429,7 +443,8 @@ async fn push_batch(
     let answers = match outcome {
         Ok(answers) if answers.len() == batch.len() => answers,
         Ok(answers) => {
-            let error = QueueError::Failed(format!(
+            // The script ran: what it did with each vote is unknown.
+            let error = QueueError::Unconfirmed(format!(
                 "Redis answered {} votes of {}",
                 answers.len(),
                 batch.len()

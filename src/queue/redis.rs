@@ -345,7 +345,7 @@ impl VoteSink for RedisQueue {
         let marker = vote.idempotency.as_ref().map(|idempotency| Marker {
             key: super::request_key(&idempotency.key, &vote.voter_id),
             lifetime: idempotency.window,
-            stamp: format!("{} {}", vote.vote_id, vote.cast_at.timestamp_micros()),
+            stamp: Marker::stamp(vote.vote_id, vote.cast_at, &vote.option_id),
         });
         match self.push_handle()?.push(json, marker).await? {
             Pushed::Queued { sequence } => Ok(QueuedVote::stamped(vote, sequence)),
@@ -353,6 +353,7 @@ impl VoteSink for RedisQueue {
                 sequence: first.sequence,
                 vote_id: first.vote_id,
                 cast_at: first.cast_at,
+                option_id: first.option_id,
                 ..QueuedVote::stamped(vote, first.sequence)
             }),
         }

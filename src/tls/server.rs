@@ -134,6 +134,7 @@ pub fn incoming_with_limit(
             Box::pin(Handshaken {
                 connections: ReceiverStream::new(handshaken),
                 accepting,
+                ended: false,
             })
         }
     }
@@ -143,18 +144,24 @@ pub fn incoming_with_limit(
 /// and handshakes them (mini-redis's `DbDropGuard`): the task ends when the
 /// stream is dropped (tonic drops it when shutdown begins), and if the task
 /// ends first (a panic: it has no other way to), the stream says why at
-/// error and ends, so the server stops taking connections and the
-/// component shuts down to be restarted, instead of listening with no one
-/// accepting.
+/// error and ends, so the server stops taking connections and
+/// `grpc::serve` returns an error (the process exits non-zero and is
+/// restarted) instead of listening with no one accepting.
 struct Handshaken {
     connections: ReceiverStream<ServerIo>,
     accepting: JoinHandle<()>,
+    /// Whether the stream has ended (and said why): polled again, it stays
+    /// ended without polling the finished task.
+    ended: bool,
 }
 
 impl Stream for Handshaken {
     type Item = io::Result<ServerIo>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
         match Pin::new(&mut self.connections).poll_next(cx) {
             Poll::Ready(Some(connection)) => Poll::Ready(Some(Ok(connection))),
             Poll::Ready(None) => {
@@ -170,6 +177,7 @@ impl Stream for Handshaken {
                         );
                     }
                 }
+                self.ended = true;
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,

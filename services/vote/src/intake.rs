@@ -29,6 +29,16 @@ pub enum VoteError {
     /// The call's `idempotency-key` metadata breaks the rules.
     #[error(transparent)]
     BadIdempotencyKey(#[from] KeyError),
+    /// The call's idempotency key was used, within its window, by a call of
+    /// the same voter for another option: a new vote needs a new key.
+    #[error(
+        "this idempotency-key was already used by this voter for option {queued:?}; \
+         a different vote needs a new key (nothing was queued)"
+    )]
+    IdempotencyKeyReused {
+        /// The option the key's first call queued.
+        queued: String,
+    },
     /// The queue did not take the vote.
     #[error(transparent)]
     Queue(#[from] QueueError),

@@ -4,7 +4,7 @@
 //! them for the worker:
 //!
 //! ```text
-//! CastVote ─► ballot: validate, stamp (id, time, trace) ─► queue.push (Redis LPUSH)
+//! CastVote ─► intake: validate, stamp (id, time, trace, idempotency key) ─► queue.push (Redis LPUSH)
 //!          ◄─ OK only after the queue accepted the vote; UNAVAILABLE when
 //!             Redis cannot be reached or did not answer, RESOURCE_EXHAUSTED
 //!             when it is full

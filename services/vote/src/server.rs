@@ -60,11 +60,24 @@ impl<Q: VoteSink> VoteService for VoteApi<Q> {
         .map_err(|error| refused(&error))?;
         vote.idempotency = idempotency;
         match self.queue.push(&vote).await {
+            Ok(first) if first.option_id != vote.option_id => {
+                // The key's earlier call was for another option: this call
+                // is not its repeat, and was not queued.
+                Err(refused(&VoteError::IdempotencyKeyReused {
+                    queued: first.option_id,
+                }))
+            }
             Ok(queued) => {
-                metrics::counter!("votemesh_votes_accepted_total").increment(1);
-                // A repeat of an attempt already queued answers with that
-                // attempt's vote id, so both log lines name one vote.
-                tracing::debug!(vote_id = %queued.vote_id, option_id = %queued.option_id, sequence = queued.sequence, "vote queued");
+                // A repeat of a call already queued is answered with that
+                // call's vote (its id, time and sequence): nothing new was
+                // queued, and both log lines name one vote.
+                let repeat = queued.vote_id != vote.vote_id;
+                if repeat {
+                    metrics::counter!("votemesh_votes_repeated_total").increment(1);
+                } else {
+                    metrics::counter!("votemesh_votes_accepted_total").increment(1);
+                }
+                tracing::debug!(vote_id = %queued.vote_id, option_id = %queued.option_id, sequence = queued.sequence, repeat, "vote queued");
                 Ok(Response::new(CastVoteResponse {
                     vote_id: queued.vote_id.to_string(),
                     cast_at: Some(SystemTime::from(queued.cast_at).into()),
@@ -100,6 +113,7 @@ pub fn reason_of(error: &VoteError) -> &'static str {
     match error {
         VoteError::BadBallot(_) => "invalid_ballot",
         VoteError::BadIdempotencyKey(_) => "invalid_idempotency_key",
+        VoteError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
         VoteError::UnknownOption { .. } => "unknown_option",
         VoteError::Queue(QueueError::Unavailable(_)) => "queue_unavailable",
         VoteError::Queue(QueueError::Unconfirmed(_)) => "queue_unconfirmed",
@@ -113,7 +127,8 @@ pub fn status_of(error: &VoteError) -> Status {
     match error {
         VoteError::BadBallot(_)
         | VoteError::UnknownOption { .. }
-        | VoteError::BadIdempotencyKey(_) => Status::invalid_argument(error.to_string()),
+        | VoteError::BadIdempotencyKey(_)
+        | VoteError::IdempotencyKeyReused { .. } => Status::invalid_argument(error.to_string()),
         VoteError::Queue(QueueError::Unavailable(_)) => Status::unavailable(
             "the vote queue is unavailable; the vote was not queued and retrying is safe",
         ),

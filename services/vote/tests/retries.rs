@@ -156,7 +156,8 @@ async fn a_retry_whose_first_attempt_was_queued_does_not_override_the_voters_nex
 }
 
 #[tokio::test]
-async fn a_repeated_idempotency_key_is_answered_as_the_first_attempt_and_a_bad_one_is_refused() {
+async fn a_repeated_idempotency_key_is_answered_as_the_first_attempt_and_a_reused_or_bad_one_is_refused()
+ {
     let redis = RedisServer::start().await.unwrap();
     let service = start_vote(&redis, ANY_PORT).await;
     let mut client = VoteServiceClient::new(votemesh::client::connect(service.addr).await.unwrap());
@@ -176,6 +177,13 @@ async fn a_repeated_idempotency_key_is_answered_as_the_first_attempt_and_a_bad_o
     // The same key from another voter is that voter's own call.
     let other = client.cast_vote(with_key("v2", "a", "k-1")).await.unwrap();
     assert_ne!(other.into_inner().vote_id, first.vote_id);
+    // The key reused by the voter for another option is no repeat.
+    let reused = client
+        .cast_vote(with_key("v1", "b", "k-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::InvalidArgument, "{reused:?}");
+    assert!(reused.message().contains("new key"), "{reused:?}");
     let queued = redis.command(&["LLEN", QUEUE_KEY]).await.unwrap();
     assert_eq!(queued.trim(), ":2");
 

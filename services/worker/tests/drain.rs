@@ -493,7 +493,21 @@ async fn a_blocking_move_that_lands_late_is_part_of_the_next_batch_not_lost() {
     redis.wait_for_blocked_clients(1).await.unwrap();
     // The worker's own BLMOVE waits behind it: v1 goes to the first, v2
     // to the second.
-    let take = tokio::spawn(async move { source.take_batch(10, Duration::from_millis(300)).await });
+    // A take's blocking wait is short (300 ms); on a busy machine it may
+    // end before the votes arrive, and the worker takes again, as its
+    // drain loop does. Each take returns the whole processing list, so
+    // once both votes are there, so is the batch.
+    let take = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let batch = source.take_batch(10, Duration::from_millis(300)).await;
+            if batch.as_ref().map_or(true, |batch| batch.len() >= 2)
+                || tokio::time::Instant::now() >= deadline
+            {
+                return batch;
+            }
+        }
+    });
     redis.wait_for_blocked_clients(2).await.unwrap();
     queue.push(&new_vote("v1", "a")).await.unwrap();
     queue.push(&new_vote("v2", "b")).await.unwrap();
