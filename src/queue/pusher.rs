@@ -81,8 +81,10 @@ const WAITING_CAPACITY: usize = 8192;
 /// (`votes:request:<key>:<voter>`, [`super::request_key`]): if the marker
 /// exists, an earlier attempt of the same call was pushed, and the vote is
 /// not pushed again; the marker's text (that attempt's sequence, vote id,
-/// time and option) is its answer. Otherwise the vote is pushed and the marker set
-/// for the vote's repeat window (`PX`), so it leaves nothing behind.
+/// time and option) is its answer. Otherwise the vote is pushed and the
+/// marker set for the vote's repeat window (`PX`), so it leaves nothing
+/// behind. One `SET ... NX GET PX` both checks and sets it (`NX` with
+/// `GET` needs Redis 7.0, which votemesh requires anyway).
 ///
 /// KEYS: queue, clock, then the marker of each vote that has one, in the
 /// votes' order. ARGV: three per vote, in order: the marker's lifetime in
@@ -99,19 +101,17 @@ local marker = 2
 local answers = {}
 for i = 1, #ARGV, 3 do
   local ttl = tonumber(ARGV[i])
+  local seq_text = string.format('%d', seq)
   local prior = false
   if ttl > 0 then
+    -- One command sets the marker if it is absent and returns it if not.
     marker = marker + 1
-    prior = redis.call('GET', KEYS[marker])
+    prior = redis.call('SET', KEYS[marker], seq_text .. ' ' .. ARGV[i + 1], 'NX', 'GET', 'PX', ttl)
   end
   if prior then
     answers[#answers + 1] = prior
   else
-    local seq_text = string.format('%d', seq)
     redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[i + 2], 2))
-    if ttl > 0 then
-      redis.call('SET', KEYS[marker], seq_text .. ' ' .. ARGV[i + 1], 'PX', ttl)
-    end
     answers[#answers + 1] = seq_text
     seq = seq + 1
     pushed = pushed + 1
