@@ -1,5 +1,5 @@
-//! Client-side checks tests make against a running server: health status,
-//! what reflection lists and describes, and waiting for a condition.
+//! Client-side checks tests make against a running server: health status
+//! and its changes, what reflection lists and describes, and waiting for a condition.
 //!
 //! Channels come from [`votemesh::client::connect`], the same function
 //! `--health-check` uses: tests see a server the way its probes do.
@@ -7,7 +7,10 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::time::Instant;
-use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{
+    HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
+    health_client::HealthClient,
+};
 use votemesh::client;
 
 /// The health status `service` reports, or the gRPC code it answers with
@@ -16,6 +19,46 @@ pub async fn health(addr: SocketAddr, service: &str) -> Result<ServingStatus, to
     client::check_health(addr, service)
         .await
         .map_err(|status| status.code())
+}
+
+/// A health Watch stream on `service` at `addr`: every readiness change,
+/// the current status first.
+pub async fn watch_health(
+    addr: SocketAddr,
+    service: &str,
+) -> Result<tonic::Streaming<HealthCheckResponse>, tonic::Status> {
+    let channel = client::connect(addr)
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    Ok(HealthClient::new(channel)
+        .watch(request)
+        .await?
+        .into_inner())
+}
+
+/// Reads `updates` until one says `wanted`; fails the test if none does
+/// within `timeout` or the stream ends first.
+pub async fn watch_until(
+    updates: &mut tonic::Streaming<HealthCheckResponse>,
+    wanted: ServingStatus,
+    timeout: Duration,
+) {
+    let seen = tokio::time::timeout(timeout, async {
+        while let Some(update) = updates.message().await.expect("the Watch stream failed") {
+            if update.status == wanted as i32 {
+                return;
+            }
+        }
+        panic!("the Watch stream ended before readiness turned {wanted:?}");
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "readiness never turned {wanted:?} within {timeout:?}"
+    );
 }
 
 /// A reflection protocol version a server offers.

@@ -5,17 +5,14 @@
 
 use std::time::Duration;
 
-use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
     config::PollArgs,
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
     queue::{QUEUE_KEY, redis::RedisQueue},
 };
-use votemesh_testing::{ANY_PORT, RedisServer, TestServer};
+use votemesh_testing::{ANY_PORT, RedisServer, TestServer, probe};
 
 /// Bounds a hang; not a performance assertion.
 const WAIT: Duration = Duration::from_secs(20);
@@ -29,25 +26,23 @@ fn cast(voter_id: &str) -> CastVoteRequest {
     }
 }
 
-/// Reads `updates` until `wanted`; fails the test after [`WAIT`].
-async fn watch_until(
-    updates: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
-    wanted: ServingStatus,
-) {
-    let seen = tokio::time::timeout(WAIT, async {
-        while let Some(update) = updates.next().await {
-            if update.unwrap().status == wanted as i32 {
-                return true;
-            }
-        }
-        false
+/// The vote service over `queue`, its readiness probed every
+/// `probe_interval`, ready.
+async fn start_vote_on(queue: RedisQueue, probe_interval: Duration) -> TestServer {
+    let poll = PollArgs::default().poll().unwrap();
+    TestServer::spawn(ANY_PORT, |listener, shutdown| {
+        votemesh_vote::run(
+            listener,
+            queue,
+            poll,
+            "vote-under-test".into(),
+            probe_interval,
+            shutdown,
+        )
     })
-    .await;
-    assert_eq!(
-        seen,
-        Ok(true),
-        "readiness never turned {wanted:?} within {WAIT:?}"
-    );
+    .await
+    .ready()
+    .await
 }
 
 #[tokio::test]
@@ -55,36 +50,17 @@ async fn a_dead_pusher_turns_readiness_not_serving_and_is_replaced() {
     let redis = RedisServer::start().await.unwrap();
     let queue = RedisQueue::new(&redis.url()).unwrap();
     let owner = queue.clone();
-    let poll = PollArgs::default().poll().unwrap();
-    let service = TestServer::spawn(ANY_PORT, |listener, shutdown| {
-        votemesh_vote::run(
-            listener,
-            queue,
-            poll,
-            "vote-under-test".into(),
-            PROBE_INTERVAL,
-            shutdown,
-        )
-    })
-    .await
-    .ready()
-    .await;
+    let service = start_vote_on(queue, PROBE_INTERVAL).await;
     let channel = votemesh::client::connect(service.addr).await.unwrap();
-    let mut votes = VoteServiceClient::new(channel.clone());
+    let mut votes = VoteServiceClient::new(channel);
     votes.cast_vote(cast("before")).await.unwrap();
 
-    let mut readiness = HealthClient::new(channel.clone())
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    watch_until(&mut readiness, ServingStatus::Serving).await;
+    let mut readiness = probe::watch_health(service.addr, "").await.unwrap();
+    probe::watch_until(&mut readiness, ServingStatus::Serving, WAIT).await;
 
     owner.abort_pusher();
-    watch_until(&mut readiness, ServingStatus::NotServing).await;
-    watch_until(&mut readiness, ServingStatus::Serving).await;
+    probe::watch_until(&mut readiness, ServingStatus::NotServing, WAIT).await;
+    probe::watch_until(&mut readiness, ServingStatus::Serving, WAIT).await;
 
     // The new pusher takes votes again.
     votes.cast_vote(cast("after")).await.unwrap();
@@ -102,22 +78,9 @@ async fn a_vote_sent_to_a_dead_pusher_is_refused_as_unavailable() {
     let redis = RedisServer::start().await.unwrap();
     let queue = RedisQueue::new(&redis.url()).unwrap();
     let owner = queue.clone();
-    let poll = PollArgs::default().poll().unwrap();
     // A probe that never runs again after the first check: only the push
     // path is seen.
-    let service = TestServer::spawn(ANY_PORT, |listener, shutdown| {
-        votemesh_vote::run(
-            listener,
-            queue,
-            poll,
-            "vote-under-test".into(),
-            Duration::from_secs(3600),
-            shutdown,
-        )
-    })
-    .await
-    .ready()
-    .await;
+    let service = start_vote_on(queue, Duration::from_secs(3600)).await;
     let mut votes = VoteServiceClient::new(votemesh::client::connect(service.addr).await.unwrap());
     votes.cast_vote(cast("before")).await.unwrap();
     owner.abort_pusher();

@@ -8,10 +8,7 @@ use std::{collections::HashMap, time::Duration};
 
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use tonic_health::pb::{
-    HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
-    health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 use votemesh::{
     queue::{NewVote, VoteSink, redis::RedisQueue},
@@ -57,21 +54,6 @@ async fn refused(db: &DatabaseConnection) -> i64 {
     row.try_get::<i64>("", "n").unwrap()
 }
 
-/// Reads readiness updates (the probe publishes one at each check, changed
-/// or not) until `wanted`; fails the test after [`WAIT`].
-async fn watch_until(updates: &mut tonic::Streaming<HealthCheckResponse>, wanted: ServingStatus) {
-    let seen = tokio::time::timeout(WAIT, async {
-        while let Some(update) = updates.message().await.unwrap() {
-            if update.status == wanted as i32 {
-                return;
-            }
-        }
-        panic!("the Watch stream ended");
-    })
-    .await;
-    assert!(seen.is_ok(), "readiness never turned {wanted:?}");
-}
-
 #[tokio::test]
 async fn failing_batches_keep_readiness_not_serving_without_flapping() {
     let redis = RedisServer::start().await.unwrap();
@@ -85,15 +67,8 @@ async fn failing_batches_keep_readiness_not_serving_without_flapping() {
         probe::health(worker.addr, "").await == Ok(ServingStatus::Serving)
     })
     .await;
-    let channel = votemesh::client::connect(worker.addr).await.unwrap();
-    let mut readiness = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    watch_until(&mut readiness, ServingStatus::Serving).await;
+    let mut readiness = probe::watch_health(worker.addr, "").await.unwrap();
+    probe::watch_until(&mut readiness, ServingStatus::Serving, WAIT).await;
 
     let queue = RedisQueue::new(&redis.url()).unwrap();
     queue
@@ -107,7 +82,7 @@ async fn failing_batches_keep_readiness_not_serving_without_flapping() {
         })
         .await
         .unwrap();
-    watch_until(&mut readiness, ServingStatus::NotServing).await;
+    probe::watch_until(&mut readiness, ServingStatus::NotServing, WAIT).await;
 
     // Batches keep failing while both pings pass: readiness stays put.
     let until = refused(&db).await + FAILURES_WATCHED;
@@ -135,7 +110,7 @@ async fn failing_batches_keep_readiness_not_serving_without_flapping() {
 
     // Once the database takes the batch, readiness comes back.
     execute(&db, "DROP TRIGGER refuse_vote ON votes").await;
-    watch_until(&mut readiness, ServingStatus::Serving).await;
+    probe::watch_until(&mut readiness, ServingStatus::Serving, WAIT).await;
     assert_eq!(
         votemesh_testing::stored_tally(&db).await.unwrap(),
         [("a".to_owned(), 1)].into_iter().collect()
