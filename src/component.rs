@@ -16,6 +16,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use crate::{
+    admission::AdmissionArgs,
     client::selfcheck::{self, SelfCheckArgs},
     telemetry::{self, TelemetryArgs, TelemetryError},
 };
@@ -31,6 +32,9 @@ pub struct ServerArgs {
     /// Logs and traces.
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    /// Who gets in when the server is busy.
+    #[command(flatten)]
+    pub admission: AdmissionArgs,
 }
 
 /// Runs the component named `component` (`vote`: its spans' service name is

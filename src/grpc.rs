@@ -3,12 +3,21 @@
 //!
 //! ```text
 //! TCP ─► TLS when configured (client certificate required; tls::server)
-//!     ─► per-request span (trace context from the caller) ─► load shedding
-//!     ─► concurrency limit per connection ─► request timeout
+//!     ─► per-request span (trace context from the caller) ─► request timeout
 //!     ─► GET /metrics (HTTP/1.1 too) | RPC metrics
+//!     ─► admission: wait for capacity within the call's deadline, or
+//!        UNAVAILABLE + grpc-retry-pushback-ms (health checks bypass it)
 //!     ─► authorization by identity (the business service only)
 //!     ─► grpc.health.v1 | reflection v1 + v1alpha | the business service
 //! ```
+//!
+//! Connections are bounded in time: every one is recycled after
+//! [`MAX_CONNECTION_AGE`] (and closed [`MAX_CONNECTION_AGE_GRACE`] later
+//! whatever it is doing), HTTP/2 keepalive pings close a peer that stops
+//! answering within [`KEEPALIVE_TIMEOUT`], and an HTTP/1.1 request head
+//! (the `/metrics` path) must arrive within hyper's 30 s header timeout.
+//! A client that connects and sends nothing is closed when its connection
+//! reaches that age, like every other.
 //!
 //! With mutual TLS on, a second, plaintext listener serves only
 //! `grpc.health.v1` and `/metrics`: the kubelet's gRPC probes speak no TLS
@@ -33,9 +42,11 @@ use tonic::{
 use tonic_health::pb::health_server::{Health as HealthApi, HealthServer};
 
 use crate::{
+    admission::{Admission, AdmissionLayer, Refusal, Refuse},
     client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT},
     component::local_addr,
     config::TlsServerArgs,
+    deadline,
     health::Health,
     metrics,
     proto::FILE_DESCRIPTOR_SET,
@@ -45,8 +56,9 @@ use crate::{
 
 /// Longest a unary call may take before it fails with CANCELLED.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Concurrent calls per client connection before new ones are shed.
-pub const CONCURRENCY_PER_CONNECTION: usize = 256;
+/// The metadata with which a refused call asks its client to wait before
+/// retrying (milliseconds; gRPC's retry design, A6).
+pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 /// Age after which a server asks a client to open a new connection (which
 /// kube-proxy may send to another replica).
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
@@ -99,6 +111,8 @@ pub struct Listener {
     tcp: TcpListener,
     /// Mutual TLS, when configured.
     tls: Option<ServerTls>,
+    /// Who gets in when the server is busy.
+    admission: Admission,
 }
 
 /// The mutual TLS part of a [`Listener`].
@@ -112,7 +126,11 @@ struct ServerTls {
 
 impl From<TcpListener> for Listener {
     fn from(tcp: TcpListener) -> Self {
-        Self { tcp, tls: None }
+        Self {
+            tcp,
+            tls: None,
+            admission: Admission::default(),
+        }
     }
 }
 
@@ -133,7 +151,15 @@ impl Listener {
                 allowed,
                 health,
             }),
+            admission: Admission::default(),
         }
+    }
+
+    /// The same listener admitting calls through `admission`
+    /// ([`crate::admission`]); the default limits otherwise.
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Binds `listen` as a binary does: with mutual TLS (and the health
@@ -210,7 +236,11 @@ where
     // grpcurl releases before 1.9 only speak v1alpha.
     let reflection_v1alpha = reflection(S::NAME).build_v1alpha()?;
 
-    let Listener { tcp, tls } = listener.into();
+    let Listener {
+        tcp,
+        tls,
+        admission,
+    } = listener.into();
     let (tls, allowed, health_listener) = match tls {
         Some(ServerTls {
             tls,
@@ -248,8 +278,6 @@ where
     });
     let server = Server::builder()
         .trace_fn(telemetry::server_span)
-        .load_shed(true)
-        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .timeout(REQUEST_TIMEOUT)
         // Clients reconnect now and then, so connections (which Kubernetes
         // balances, not calls) spread over new replicas too.
@@ -263,6 +291,7 @@ where
             tower::ServiceBuilder::new()
                 .layer(metrics::MetricsEndpointLayer)
                 .layer(metrics::RpcMetricsLayer::new(metrics::Side::Server))
+                .layer(AdmissionLayer::new(admission, GrpcRefusal))
                 .layer(AuthorizeLayer::new(S::NAME, &allowed)),
         )
         .add_service(health_service)
@@ -288,6 +317,30 @@ where
         return Err(GrpcError::ListenerEnded);
     }
     Ok(())
+}
+
+/// How a gRPC server refuses a call it cannot admit: UNAVAILABLE with
+/// [`RETRY_PUSHBACK`]; a call's deadline is its `grpc-timeout`; health
+/// checks are always admitted (the kubelet must not restart a busy pod).
+#[derive(Clone, Copy, Debug)]
+struct GrpcRefusal;
+
+impl Refuse<Body> for GrpcRefusal {
+    fn deadline(&self, request: &http::request::Parts) -> Option<Duration> {
+        deadline::of(&request.headers)
+    }
+
+    fn exempt(&self, request: &http::request::Parts) -> bool {
+        request.uri.path().starts_with("/grpc.health.v1.Health/")
+    }
+
+    fn refuse(&self, refusal: Refusal, retry_after: Duration) -> http::Response<Body> {
+        let mut status = tonic::Status::unavailable(format!("{refusal}; retry later"));
+        if let Ok(value) = retry_after.as_millis().to_string().parse() {
+            status.metadata_mut().insert(RETRY_PUSHBACK, value);
+        }
+        status.into_http()
+    }
 }
 
 /// Reflection that describes exactly what this server serves: the business

@@ -38,6 +38,9 @@
 //! - [`health`]: `grpc.health.v1` wiring: liveness and readiness names.
 //! - [`grpc`]: the one place a gRPC server is assembled (health, reflection,
 //!   tracing, limits).
+//! - [`admission`]: who gets in when a server is busy: requests wait for
+//!   capacity within their deadline; sustained overload is refused fast
+//!   (the gRPC servers and the gateway).
 //! - [`deadline`]: a call's deadline as the `grpc-timeout` header carries
 //!   it, read and written once for the client's retries, the metrics and
 //!   idempotency windows.
@@ -61,6 +64,7 @@
 //! The design behind the data path and the health model is written down in
 //! `docs/DESIGN.md`.
 
+pub mod admission;
 pub mod backoff;
 pub mod ballot;
 pub mod client;

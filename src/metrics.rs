@@ -7,8 +7,15 @@
 //! Why this crate pair: the facade keeps instrumentation a one-line call at
 //! the place something happens, with no registry to thread through, and the
 //! exporter renders the standard text format without an HTTP server of its
-//! own (votemesh serves `/metrics` itself: on the gateway's port, and on
-//! each gRPC server's own port over HTTP/1.1, see [`MetricsEndpointLayer`]).
+//! own (votemesh serves `/metrics` itself: on the gateway's operator port,
+//! and on each gRPC server's own port over HTTP/1.1, see
+//! [`MetricsEndpointLayer`]).
+//!
+//! Histograms keep every sample until the exporter's upkeep folds them into
+//! buckets. The exporter runs upkeep only when `/metrics` is rendered, so
+//! a process nobody scraped grew by every sample it ever recorded (about
+//! 4 MiB a minute at 2,000 votes/s); [`install`] starts a thread that runs
+//! it every [`UPKEEP_INTERVAL`] whether or not anyone scrapes.
 //!
 //! Names follow the OpenTelemetry semantic conventions for RPC and HTTP,
 //! in Prometheus form (`_total`, `_seconds`). Every metric votemesh
@@ -49,10 +56,14 @@ const SIZE_BUCKETS: [f64; 13] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
 ];
 
+/// How often histogram samples are folded into buckets, scraped or not.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once; later calls do
-/// nothing). Until it is installed, recording is a no-op.
+/// nothing) and starts its upkeep thread. Until it is installed,
+/// recording is a no-op.
 pub fn install() {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
@@ -64,6 +75,7 @@ pub fn install() {
         match builder.map(PrometheusBuilder::install_recorder) {
             Ok(Ok(handle)) => {
                 crate::telemetry::export::register_metrics();
+                spawn_upkeep(handle.clone());
                 Some(handle)
             }
             Ok(Err(error)) | Err(error) => {
@@ -72,6 +84,23 @@ pub fn install() {
             }
         }
     });
+}
+
+/// Runs the exporter's upkeep every [`UPKEEP_INTERVAL`] for the life of the
+/// process, on a thread of its own: it needs no runtime, and the recorder
+/// it keeps small is process-wide too.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread; histograms grow until scraped");
+    }
 }
 
 /// Every metric recorded so far, in the Prometheus text format.

@@ -11,6 +11,10 @@ pub struct Cli {
     /// Address to serve HTTP on.
     #[arg(long, env = "GATEWAY_LISTEN_ADDR", default_value = crate::DEFAULT_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: std::net::SocketAddr,
+    /// Address of the operator port: /metrics, /healthz and /readyz, for
+    /// Prometheus and the kubelet; no public route should reach it.
+    #[arg(long, env = "GATEWAY_ADMIN_LISTEN_ADDR", default_value = crate::DEFAULT_ADMIN_LISTEN, value_parser = config::parse_listen_addr)]
+    pub admin_listen: std::net::SocketAddr,
     /// The vote service.
     #[arg(long, env = "VOTE_ADDR", default_value = config::DEFAULT_VOTE_ADDR, value_parser = config::parse_endpoint)]
     pub vote_addr: String,
@@ -23,6 +27,9 @@ pub struct Cli {
     /// Limits on votes at the edge.
     #[command(flatten)]
     pub edge: crate::edge::EdgeArgs,
+    /// Limits on connections.
+    #[command(flatten)]
+    pub connections: crate::ConnectionArgs,
     /// `--health-check`, logs and traces.
     #[command(flatten)]
     pub server: ServerArgs,

@@ -5,11 +5,17 @@
 //! the vote and result services.
 //!
 //! ```text
-//! browser ─► tower stack (trace, shed, limit, timeout, body limit, gzip, headers)
+//! browser ─► connections: cap, header-read timeout (connections)
+//!         ─► tower stack (trace, metrics, headers, admission, timeout, body limit, gzip)
 //!         ─► GET / · POST /vote · GET /results       (pages: HTML, works without JS)
 //!         ─► POST /api/vote · GET /api/results       (JSON)      ─► vote / result gRPC
 //!         ─► GET /api/results/stream (SSE) ◄─ fan-out ◄─ ONE WatchResults stream
+//!
+//! operator ─► port 8081: GET /metrics · GET /healthz · GET /readyz   (admin_app)
 //! ```
+//!
+//! `/metrics` is on the operator port only, which no public route
+//! reaches; the probes answer on both ports.
 //!
 //! ## Layout
 //!
@@ -24,11 +30,13 @@
 //! - [`api`]: JSON and SSE handlers; [`pages`]: HTML handlers; [`assets`]:
 //!   CSS and JS compiled into the binary.
 //! - [`app`]: routes and the tower stack, assembled in one place; [`run`].
+//! - [`connections`]: accepting and bounding HTTP/1.1 connections.
 //! - [`cli`]: the command line; [`readiness`]: `--health-check`.
 
 pub mod api;
 pub mod assets;
 pub mod cli;
+pub mod connections;
 pub mod edge;
 pub mod error;
 pub mod fanout;
@@ -39,7 +47,7 @@ pub mod upstream;
 pub mod view;
 pub mod voter;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -51,20 +59,26 @@ use axum::{
 };
 use thiserror::Error;
 use tokio::{net::TcpListener, sync::Semaphore};
-use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tower::{BoxError, ServiceBuilder};
 use tower_http::{
     catch_panic::CatchPanicLayer, compression::CompressionLayer,
     set_header::SetResponseHeaderLayer, trace::TraceLayer,
 };
 use votemesh::{
+    admission::{Admission, AdmissionLayer, Refusal, Refuse},
     client::{ClientError, Transport},
     shutdown::CancellationToken,
     telemetry,
 };
 
+pub use connections::ConnectionArgs;
 pub use fanout::Fanout;
 pub use upstream::Upstream;
 
+/// Default address of the operator port (`/metrics`, `/healthz`,
+/// `/readyz`): the same port as the gRPC servers' plaintext health
+/// listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:8081";
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
 /// Longest a request may take (an SSE stream only until its headers).
@@ -73,9 +87,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body accepted (a vote is a few dozen bytes).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Requests handled at once before new ones are shed with 503 (an open
-/// SSE stream counts only until its headers are sent).
-pub const MAX_CONCURRENT_REQUESTS: usize = 512;
 /// Open SSE streams per gateway before new ones get 503.
 pub const MAX_EVENT_STREAMS: usize = 10_000;
 /// Seconds a client is asked to wait (Retry-After) when the gateway or a
@@ -111,6 +122,9 @@ pub struct AppState {
     pub event_streams: Arc<Semaphore>,
     /// Limits on the vote routes (none by default).
     pub edge: Arc<edge::Edge>,
+    /// Who gets in when the gateway is busy (an open SSE stream counts
+    /// only until its headers are sent).
+    pub admission: Admission,
 }
 
 /// The gateway's routes behind its tower stack: reading this function
@@ -136,10 +150,8 @@ pub fn app(state: AppState) -> Router {
         .fallback(pages::not_found);
     // The probes stay outside the request budget: a gateway busy with slow
     // upstream calls is overloaded, not dead, and must not be restarted.
-    let probes = Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route(votemesh::metrics::METRICS_PATH, get(api::metrics));
+    // /metrics is not here: it is the operator port's alone (admin_app).
+    let probes = probes();
 
     let security_headers = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -163,8 +175,9 @@ pub fn app(state: AppState) -> Router {
             HeaderValue::from_static("same-origin"),
         ));
 
-    // Router::layer wraps each route on its own, so the concurrency limit
-    // is a global one: one budget shared by every route.
+    // Router::layer wraps each route on its own; the admission's permits
+    // are shared by every clone, so they are one budget for every route.
+    let admission = AdmissionLayer::new(state.admission.clone(), GatewayRefusal);
     routes
         .layer(
             ServiceBuilder::new()
@@ -172,9 +185,8 @@ pub fn app(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(http_metrics::measure))
                 .layer(security_headers)
                 .layer(CatchPanicLayer::new())
+                .layer(admission)
                 .layer(HandleErrorLayer::new(layer_error))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
                 .timeout(REQUEST_TIMEOUT)
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
                 .layer(CompressionLayer::new()),
@@ -183,17 +195,52 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// What the layers refuse: a shed request gets 503 with Retry-After, one
-/// that ran out of time 504, both as `{"error": ...}`.
-async fn layer_error(error: BoxError) -> Response {
-    let failure = if error.is::<tower::load_shed::error::Overloaded>() {
-        tracing::warn!("request shed: too many requests in flight");
-        error::HttpFailure::new(
+/// `/healthz` and `/readyz`, served on both ports.
+fn probes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+}
+
+/// The operator port's routes: `/metrics` and the probes, nothing a
+/// browser needs. No public route (Ingress, HTTPRoute, NodePort) reaches
+/// this port, so what the gateway measures is not published.
+pub fn admin_app(state: AppState) -> Router {
+    probes()
+        .route(votemesh::metrics::METRICS_PATH, get(api::metrics))
+        .with_state(state)
+}
+
+/// How the gateway refuses a request it cannot admit: 503 with
+/// `Retry-After`, as `{"error": ...}`. The gateway's own budget (no
+/// deadline comes with a browser's request) bounds the wait.
+#[derive(Clone, Copy, Debug)]
+struct GatewayRefusal;
+
+impl Refuse<axum::body::Body> for GatewayRefusal {
+    fn deadline(&self, _request: &axum::http::request::Parts) -> Option<Duration> {
+        Some(REQUEST_TIMEOUT)
+    }
+
+    fn refuse(&self, refusal: Refusal, retry_after: Duration) -> Response {
+        tracing::debug!(%refusal, "request refused");
+        let mut response = error::HttpFailure::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the gateway is overloaded; please retry",
+            format!("the gateway is busy ({refusal}); please retry"),
         )
-        .with_retry_after()
-    } else if error.is::<tower::timeout::error::Elapsed>() {
+        .into_json_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after.as_secs().max(1)),
+        );
+        response
+    }
+}
+
+/// What the layers refuse: a request that ran out of time gets 504, as
+/// `{"error": ...}`.
+async fn layer_error(error: BoxError) -> Response {
+    let failure = if error.is::<tower::timeout::error::Elapsed>() {
         error::HttpFailure::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!("the request took longer than {REQUEST_TIMEOUT:?}"),
@@ -243,7 +290,14 @@ impl AppState {
             shutdown,
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
             edge: Arc::default(),
+            admission: Admission::default(),
         }
+    }
+
+    /// The same state admitting requests with `admission`.
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// The current tally: from the result service, or, while it does not
@@ -265,33 +319,67 @@ impl AppState {
     }
 }
 
-/// Serves the gateway on `listener` until `state.shutdown`, then lets
-/// requests in flight finish (SSE streams end), for at most
-/// [`votemesh::shutdown::DRAIN_TIMEOUT`].
+/// Serves the gateway's public routes on `listener` with the default
+/// connection limits ([`serve_with`]).
 pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), GatewayError> {
+    serve_with(listener, None, state, &ConnectionArgs::default()).await
+}
+
+/// Serves the gateway on `listener` (the public routes) and, when given,
+/// `admin` (the operator port: [`admin_app`]) under `limits` until
+/// `state.shutdown`, then lets requests in flight finish (SSE streams end),
+/// for at most [`votemesh::shutdown::DRAIN_TIMEOUT`].
+pub async fn serve_with(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    state: AppState,
+    limits: &ConnectionArgs,
+) -> Result<(), GatewayError> {
     tracing::info!(addr = %votemesh::component::local_addr(&listener), "gateway listening");
     let shutdown = state.shutdown.clone();
-    // The peer's address keys the vote limit.
-    let server = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .into_future();
-    votemesh::shutdown::with_drain_deadline(server, &shutdown, Ok(())).await?;
+    let admin = admin.map(|admin| {
+        tracing::info!(
+            addr = %votemesh::component::local_addr(&admin),
+            "operator port (/metrics, /healthz, /readyz) listening"
+        );
+        connections::serve(admin, admin_app(state.clone()), limits, shutdown.clone())
+    });
+    let public = connections::serve(listener, app(state), limits, shutdown.clone());
+    let both = async {
+        match admin {
+            Some(admin) => tokio::try_join!(public, admin).map(|_| ()),
+            None => public.await,
+        }
+    };
+    votemesh::shutdown::with_drain_deadline(both, &shutdown, Ok(())).await?;
     Ok(())
 }
 
-/// [`AppState::connect_over`] `transport`, with `edge`'s limits, then
-/// [`serve`].
+/// How a gateway binary is set up besides its upstreams: the limits on
+/// votes at the edge, on requests and on connections.
+#[derive(Debug, Default)]
+pub struct Limits {
+    /// Limits on the vote routes.
+    pub edge: edge::Edge,
+    /// Who gets in when the gateway is busy.
+    pub admission: Admission,
+    /// Limits on connections.
+    pub connections: ConnectionArgs,
+}
+
+/// [`AppState::connect_over`] `transport`, with `limits`, then
+/// [`serve_with`] (the operator port on `admin`, when given).
 pub async fn run(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     vote_addr: &str,
     result_addr: &str,
     transport: Transport,
-    edge: edge::Edge,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
-    let state = AppState::connect_over(vote_addr, result_addr, transport, shutdown)?;
-    serve(listener, state.with_edge(edge)).await
+    let state = AppState::connect_over(vote_addr, result_addr, transport, shutdown)?
+        .with_edge(limits.edge)
+        .with_admission(limits.admission);
+    serve_with(listener, admin, state, &limits.connections).await
 }

@@ -6,8 +6,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use votemesh::{client::Transport, component, config, shutdown, tls::Tls};
-use votemesh_gateway::{cli::Cli, edge::Edge, readiness};
+use votemesh::{admission::Admission, client::Transport, component, config, shutdown, tls::Tls};
+use votemesh_gateway::{Limits, cli::Cli, edge::Edge, readiness};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,13 +22,21 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let admin = tokio::net::TcpListener::bind(cli.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.admin_listen))?;
     let tls = Tls::from_args(&cli.tls).context("bad TLS settings")?;
     votemesh_gateway::run(
         listener,
+        Some(admin),
         &cli.vote_addr,
         &cli.result_addr,
         Transport::from_tls(tls.as_ref()),
-        Edge::new(&cli.edge),
+        Limits {
+            edge: Edge::new(&cli.edge),
+            admission: Admission::new(&cli.server.admission),
+            connections: cli.connections.clone(),
+        },
         shutdown::on_signal(),
     )
     .await?;

@@ -43,7 +43,12 @@ async fn counters_move_by_exactly_the_requests_made() {
         assert_eq!(answer.status, 405, "{method}");
     }
 
-    let gateway = get(&system.url("/metrics"), &[]).await;
+    // /metrics is the operator port's alone: the public port has no such
+    // route, so a public route to it cannot publish the metrics.
+    assert_eq!(get(&system.url("/metrics"), &[]).await.status, 404);
+    let admin = support::start_gateway_admin(system.vote_addr, system.result_addr).await;
+    let admin_metrics = format!("http://{}/metrics", admin.addr);
+    let gateway = get(&admin_metrics, &[]).await;
     assert_eq!(gateway.status, 200);
     assert!(
         gateway
@@ -144,8 +149,7 @@ async fn counters_move_by_exactly_the_requests_made() {
     // request counts with 499 (client closed request) and leaves nothing
     // in flight, and the gateway's call for it counts as CANCELLED.
     system.redis.freeze();
-    let gateway_metrics =
-        || async { parse(&get(&system.url("/metrics"), &[]).await.body).unwrap() };
+    let gateway_metrics = || async { parse(&get(&admin_metrics, &[]).await.body).unwrap() };
     let mut browser = TcpStream::connect(system.gateway.addr).await.unwrap();
     let body = r#"{"option":"a","voter_id":"leaves"}"#;
     let head = format!(

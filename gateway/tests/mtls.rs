@@ -85,6 +85,7 @@ async fn the_gateway_votes_and_reads_results_over_mutual_tls() {
     let port = free_port().await.unwrap();
     let _gateway = Command::new(env!("CARGO_BIN_EXE_votemesh-gateway"))
         .env("GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("GATEWAY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
         .env("VOTE_ADDR", format!("https://{}", vote.addr))
         .env("RESULT_ADDR", format!("https://{}", result.addr))
         .env("RUST_LOG", "warn")

@@ -11,13 +11,16 @@ use votemesh_testing::process::{free_port, output_until, settings_command, throu
 
 const STARTED: &str = "starting the gateway";
 
-/// Runs the gateway with only `changes` set, until `until`.
+/// Runs the gateway with only `changes` set, until `until`; its operator
+/// port on any free loopback port unless `changes` set it.
 async fn run(changes: &[(&str, &str)], until: &str) -> (Option<i32>, String) {
     let settings = votemesh::config::env_names(&Cli::command());
+    let admin = ("GATEWAY_ADMIN_LISTEN_ADDR", "127.0.0.1:0");
+    let admin_set = changes.iter().any(|(name, _)| *name == admin.0);
     let command = settings_command(
         env!("CARGO_BIN_EXE_votemesh-gateway"),
         settings,
-        changes.iter().copied(),
+        changes.iter().copied().chain((!admin_set).then_some(admin)),
     );
     output_until(command, until).await
 }
@@ -52,6 +55,12 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
         ("VOTE_RATE_LIMIT", STARTED, "invalid value"),
         ("VOTE_RATE_BURST", STARTED, "invalid value"),
         ("TRUSTED_PROXIES", STARTED, "invalid value"),
+        ("GATEWAY_ADMIN_LISTEN_ADDR", STARTED, "invalid value"),
+        ("MAX_IN_FLIGHT", STARTED, "invalid value"),
+        ("MAX_QUEUE_WAIT_MS", STARTED, "invalid value"),
+        ("OVERLOAD_AFTER_MS", STARTED, "invalid value"),
+        ("MAX_CONNECTIONS", STARTED, "invalid value"),
+        ("HEADER_READ_TIMEOUT_MS", STARTED, "invalid value"),
     ];
     let covered: BTreeSet<String> = cases.iter().map(|case| case.0.to_owned()).collect();
     assert_eq!(covered, every_setting(), "every setting has a case");
@@ -80,6 +89,12 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("VOTE_RATE_LIMIT", "many"),
         ("VOTE_RATE_BURST", "-1"),
         ("TRUSTED_PROXIES", "10.0.0.1,proxy.example"),
+        ("GATEWAY_ADMIN_LISTEN_ADDR", "8081"),
+        ("MAX_IN_FLIGHT", "0"),
+        ("MAX_QUEUE_WAIT_MS", "soon"),
+        ("OVERLOAD_AFTER_MS", "-5"),
+        ("MAX_CONNECTIONS", "0"),
+        ("HEADER_READ_TIMEOUT_MS", "0"),
     ];
     // Any text is a valid service name (and empty is unset); the TLS
     // files are paths, checked when read (the test below).

@@ -16,7 +16,9 @@
 //! A call is tried again when it failed at the transport (a connection
 //! refused, reset, or closed by a server recycling it with GOAWAY: the
 //! call never reached a handler or its outcome is lost) or the server
-//! answered UNAVAILABLE; never for any other status. Retries wait a
+//! answered UNAVAILABLE; never for any other status, and never when an
+//! overloaded server refused it with `grpc-retry-pushback-ms`
+//! ([`crate::admission`]). Retries wait a
 //! jittered, growing pause ([`crate::backoff`]), stay inside the caller's
 //! deadline (each attempt gets only the time left, and the whole call,
 //! waiting for a replica included, ends at the deadline with
@@ -115,10 +117,16 @@ impl<B> Policy<http::Request<Bytes>, http::Response<B>, BoxError> for RetrySafeC
     ) -> Option<Self::Future> {
         let retriable = match result {
             Err(_) => true,
-            Ok(response) => response
-                .headers()
-                .get("grpc-status")
-                .is_some_and(|status| status == UNAVAILABLE),
+            // An overloaded server's refusal carries a pushback: retrying
+            // at once would add to the load it refused (the caller's
+            // caller is told to come back later instead).
+            Ok(response) => {
+                let headers = response.headers();
+                headers
+                    .get("grpc-status")
+                    .is_some_and(|status| status == UNAVAILABLE)
+                    && !headers.contains_key(crate::grpc::RETRY_PUSHBACK)
+            }
         };
         let attempts = request.extensions_mut().get_mut::<Attempts>()?;
         if !retriable || attempts.made >= MAX_ATTEMPTS {

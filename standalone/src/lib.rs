@@ -231,12 +231,15 @@ async fn run_with<Q: VoteSink, S: VoteSource>(
         local_url("http", addrs.result),
     );
     // The all-in-one run stays plaintext and unlimited (zero-config, local).
+    // No operator port of its own: the process's metrics (one registry
+    // for all four components) are on every gRPC server's /metrics.
     let gateway = votemesh_gateway::run(
         listeners.gateway,
+        None,
         &vote_url,
         &result_url,
         votemesh::client::Transport::Plaintext,
-        votemesh_gateway::edge::Edge::default(),
+        votemesh_gateway::Limits::default(),
         shutdown.clone(),
     );
     // A component that fails stops the others at once (a process that runs

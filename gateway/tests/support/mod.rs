@@ -29,6 +29,29 @@ pub async fn start_gateway(vote: SocketAddr, result: SocketAddr) -> TestServer {
     .await
 }
 
+/// Starts a gateway's operator port (`/metrics`, `/healthz`, `/readyz`)
+/// over its own state in front of `vote` and `result` (the metrics are
+/// the process's, whichever state serves them).
+pub async fn start_gateway_admin(vote: SocketAddr, result: SocketAddr) -> TestServer {
+    TestServer::spawn(ANY, |listener, shutdown| async move {
+        let state = AppState::connect(
+            &format!("http://{vote}"),
+            &format!("http://{result}"),
+            shutdown.clone(),
+        )
+        .unwrap();
+        let limits = votemesh_gateway::ConnectionArgs::default();
+        votemesh_gateway::connections::serve(
+            listener,
+            votemesh_gateway::admin_app(state),
+            &limits,
+            shutdown,
+        )
+        .await
+    })
+    .await
+}
+
 /// The whole system: real servers, the three services and a gateway. The
 /// vote and result services can be stopped and started again on their
 /// addresses.

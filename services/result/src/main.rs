@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use votemesh::{
-    client::selfcheck, component, config, grpc::Listener, shutdown, store, tls::TlsFiles,
+    admission::Admission, client::selfcheck, component, config, grpc::Listener, shutdown, store,
+    tls::TlsFiles,
 };
 use votemesh_result::cli::Cli;
 
@@ -32,7 +33,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let db = store::connect(&database_url).await?;
     let listener = Listener::bind(cli.listen, &cli.tls)
         .await
-        .context("cannot set up the gRPC listener")?;
+        .context("cannot set up the gRPC listener")?
+        .with_admission(Admission::new(&cli.server.admission));
     votemesh_result::run(
         listener,
         db,

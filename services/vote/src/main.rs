@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use votemesh::{
-    client::selfcheck, component, config, grpc::Listener, health::DEFAULT_PROBE_INTERVAL,
-    queue::redis::RedisQueue, shutdown,
+    admission::Admission, client::selfcheck, component, config, grpc::Listener,
+    health::DEFAULT_PROBE_INTERVAL, queue::redis::RedisQueue, shutdown,
 };
 use votemesh_vote::cli::Cli;
 
@@ -29,7 +29,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     tracing::info!(redis = %redis_url, options = %poll.labels(), "starting the vote service");
     let listener = Listener::bind(cli.listen, &cli.tls)
         .await
-        .context("cannot set up the gRPC listener")?;
+        .context("cannot set up the gRPC listener")?
+        .with_admission(Admission::new(&cli.server.admission));
     let queue = RedisQueue::with_tls(&redis_url, listener.tls())?;
     votemesh_vote::run(
         listener,

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use votemesh::{
-    client::selfcheck, component, config, grpc::Listener, queue::redis::RedisQueue, shutdown,
-    store, tls::TlsFiles,
+    admission::Admission, client::selfcheck, component, config, grpc::Listener,
+    queue::redis::RedisQueue, shutdown, store, tls::TlsFiles,
 };
 use votemesh_worker::{DrainSettings, cli::Cli};
 
@@ -36,7 +36,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let db = store::connect(&database_url).await?;
     let listener = Listener::bind(cli.listen, &cli.tls)
         .await
-        .context("cannot set up the gRPC listener")?;
+        .context("cannot set up the gRPC listener")?
+        .with_admission(Admission::new(&cli.server.admission));
     let queue = RedisQueue::with_tls(&redis_url, listener.tls())?.for_worker(&worker_id);
     let mut settings = DrainSettings::new(worker_id);
     settings.batch_size = cli.batch_size.max(1);

@@ -166,6 +166,20 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
             "batch_size=7".into(),
             "invalid value",
         ),
+        // Admission: empty is the default, not an invalid value.
+        ("MAX_IN_FLIGHT", &[], "batch_size=7".into(), "invalid value"),
+        (
+            "MAX_QUEUE_WAIT_MS",
+            &[],
+            "batch_size=7".into(),
+            "invalid value",
+        ),
+        (
+            "OVERLOAD_AFTER_MS",
+            &[],
+            "batch_size=7".into(),
+            "invalid value",
+        ),
         // The listen address: asking a running worker at the default.
         (
             "WORKER_LISTEN_ADDR",
@@ -216,6 +230,9 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("HEALTH_LISTEN_ADDR", "nope"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "many"),
+        ("MAX_IN_FLIGHT", "0"),
+        ("MAX_QUEUE_WAIT_MS", "soon"),
+        ("OVERLOAD_AFTER_MS", "-5"),
     ];
     // Any text is a valid value of these (and empty is unset).
     let free_text = [

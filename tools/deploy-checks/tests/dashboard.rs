@@ -245,6 +245,24 @@ async fn the_dashboard_asks_only_for_metrics_the_services_export() {
         votemesh_gateway::serve(listener, state)
     })
     .await;
+    // The gateway's /metrics is on its operator port.
+    let gateway_admin = TestServer::spawn(ANY_PORT, |listener, shutdown| async move {
+        let state = votemesh_gateway::AppState::connect(
+            &format!("http://{vote_addr}"),
+            &format!("http://{result_addr}"),
+            shutdown.clone(),
+        )
+        .unwrap();
+        let limits = votemesh_gateway::ConnectionArgs::default();
+        votemesh_gateway::connections::serve(
+            listener,
+            votemesh_gateway::admin_app(state),
+            &limits,
+            shutdown,
+        )
+        .await
+    })
+    .await;
 
     for (voter, option) in [("d1", "a"), ("d2", "b"), ("d3", "a")] {
         let body = format!(r#"{{"option":"{option}","voter_id":"{voter}"}}"#);
@@ -271,7 +289,7 @@ async fn the_dashboard_asks_only_for_metrics_the_services_export() {
 
     let mut scraped = BTreeSet::new();
     for (component, addr) in [
-        ("gateway", gateway.addr),
+        ("gateway", gateway_admin.addr),
         ("vote", vote.addr),
         ("result", result.addr),
         ("worker", worker.addr),

@@ -28,6 +28,8 @@ pub struct Recorder {
     ok: AtomicU64,
     failed: AtomicU64,
     shards: Vec<Mutex<Histogram<u64>>>,
+    /// The latencies of failed calls: how fast a refusal comes back.
+    failed_shards: Vec<Mutex<Histogram<u64>>>,
     failures: Mutex<BTreeMap<CallFailure, u64>>,
 }
 
@@ -45,6 +47,7 @@ impl Recorder {
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             shards: (0..SHARDS).map(|_| Mutex::new(empty())).collect(),
+            failed_shards: (0..SHARDS).map(|_| Mutex::new(empty())).collect(),
             failures: Mutex::new(BTreeMap::new()),
         }
     }
@@ -54,19 +57,25 @@ impl Recorder {
         self.sent.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A call ended: acknowledged after `latency`, or failed.
-    pub fn record(&self, slot: usize, outcome: Result<Duration, CallFailure>) {
+    /// A call ended after `latency`: acknowledged, or failed.
+    pub fn record(&self, slot: usize, latency: Duration, outcome: Result<(), CallFailure>) {
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, HIGHEST_MICROS);
         match outcome {
-            Ok(latency) => {
+            Ok(()) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
-                let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 self.shards[slot % SHARDS]
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .saturating_record(micros.clamp(1, HIGHEST_MICROS));
+                    .saturating_record(micros);
             }
             Err(failure) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                self.failed_shards[slot % SHARDS]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .saturating_record(micros);
                 *self
                     .failures
                     .lock()
@@ -98,14 +107,24 @@ impl Recorder {
 
     /// The latencies of acknowledged calls, in microseconds.
     pub fn latencies(&self) -> Histogram<u64> {
-        let mut merged = empty();
-        for shard in &self.shards {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            // Same bounds on both sides: adding cannot fail.
-            let _ = merged.add(&*shard);
-        }
-        merged
+        merged(&self.shards)
     }
+
+    /// The latencies of failed calls, in microseconds.
+    pub fn failed_latencies(&self) -> Histogram<u64> {
+        merged(&self.failed_shards)
+    }
+}
+
+/// One histogram of every shard's samples.
+fn merged(shards: &[Mutex<Histogram<u64>>]) -> Histogram<u64> {
+    let mut merged = empty();
+    for shard in shards {
+        let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        // Same bounds on both sides: adding cannot fail.
+        let _ = merged.add(&*shard);
+    }
+    merged
 }
 
 fn empty() -> Histogram<u64> {

@@ -177,7 +177,7 @@ async fn closed(
                 if outcome.is_ok() {
                     voters.acknowledged(&ballot);
                 }
-                recorder.record(slot, outcome.map(|()| sent_at.elapsed()));
+                recorder.record(slot, sent_at.elapsed(), outcome);
             }
         });
     }
@@ -247,7 +247,7 @@ impl Open {
                     if outcome.is_ok() {
                         voters.acknowledged(&ballot);
                     }
-                    recorder.record(slot, outcome.map(|()| intended.elapsed()));
+                    recorder.record(slot, intended.elapsed(), outcome);
                 });
             }
             while calls.try_join_next().is_some() {}

@@ -71,6 +71,9 @@ pub struct Summary {
     /// Latency of acknowledged calls; in an open loop from the moment each
     /// call was due, so a stall counts for every call it delayed.
     pub latency_ms: Latency,
+    /// Latency of failed calls, measured alike: how fast a refusal came.
+    #[serde(default)]
+    pub failed_latency_ms: Option<Latency>,
     /// Per option id, voters whose last acknowledged vote chose it: the
     /// tally once the worker has counted everything.
     pub expected_tally: BTreeMap<String, u64>,
@@ -119,6 +122,10 @@ impl Summary {
                 0.0
             },
             latency_ms: Latency::of(&recorder.latencies()),
+            failed_latency_ms: {
+                let failed = recorder.failed_latencies();
+                (!failed.is_empty()).then(|| Latency::of(&failed))
+            },
             expected_tally: voters.expected_tally().into_iter().collect(),
         }
     }

@@ -29,6 +29,7 @@ impl Suite {
                     concurrency: c_mid,
                     run: None,
                     count: Some(size.drain_votes),
+                    rate: None,
                     voters: size.drain_voters,
                     prefix: format!("drain{workers}"),
                 })

@@ -100,8 +100,14 @@ impl Suite {
         for (k, acked_at) in acks.iter().enumerate() {
             let needed = base + k as i64 + 1;
             match seen.iter().find(|(total, _)| *total >= needed) {
-                Some((_, at)) => recorder.record(0, Ok(at.saturating_duration_since(*acked_at))),
-                None => recorder.record(0, Err(crate::target::CallFailure("never seen".into()))),
+                Some((_, at)) => {
+                    recorder.record(0, at.saturating_duration_since(*acked_at), Ok(()))
+                }
+                None => recorder.record(
+                    0,
+                    Duration::ZERO,
+                    Err(crate::target::CallFailure("never seen".into())),
+                ),
             }
         }
         let (_, _, unseen) = recorder.counts();

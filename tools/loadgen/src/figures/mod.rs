@@ -47,6 +47,7 @@ mod ingest;
 mod peer;
 mod read;
 pub mod report;
+pub mod soak;
 mod sustained;
 
 use crate::summary::Summary;
@@ -274,6 +275,8 @@ struct Load<'a> {
     concurrency: usize,
     run: Option<Duration>,
     count: Option<u64>,
+    /// An open loop at this many votes/s instead of `concurrency` callers.
+    rate: Option<f64>,
     voters: u64,
     prefix: String,
 }
@@ -295,6 +298,7 @@ impl<'a> Load<'a> {
             concurrency,
             run: Some(run),
             count: None,
+            rate: None,
             voters,
             prefix,
         }
@@ -394,6 +398,7 @@ impl Suite {
             "gateway",
             &[
                 ("GATEWAY_LISTEN_ADDR", "{addr}".into()),
+                ("GATEWAY_ADMIN_LISTEN_ADDR", "127.0.0.1:0".into()),
                 ("VOTE_ADDR", vote.url()),
                 ("RESULT_ADDR", result.url()),
             ],
@@ -433,7 +438,10 @@ impl Suite {
             _ => "--gateway-url",
         });
         command.arg(&load.address);
-        command.args(["-c", &load.concurrency.to_string()]);
+        match load.rate {
+            Some(rate) => command.args(["--rate", &format!("{rate:.0}")]),
+            None => command.args(["-c", &load.concurrency.to_string()]),
+        };
         if let Some(run) = load.run {
             command.args(["-d", &format!("{}ms", run.as_millis())]);
         }

@@ -1,0 +1,164 @@
+//! The gateway's HTTP/1.1 connections: accepted, bounded and served here
+//! (axum's own `serve` has no timeouts and no cap, so a client that
+//! connects and sends nothing, or half a request, held a connection and
+//! its memory for ever).
+//!
+//! ```text
+//! accept ─► a connection slot free (MAX_CONNECTIONS)? ─ no ─► closed at once,
+//!                                                              counted, logged
+//!        ─► hyper HTTP/1.1: the request head must arrive within
+//!           HEADER_READ_TIMEOUT, the first one and every later one on a
+//!           kept-alive connection (so an idle connection closes after it too)
+//!        ─► the router, with the peer's address (ConnectInfo)
+//! ```
+//!
+//! A response being written (a results stream, SSE) is not limited here:
+//! streams stay open as designed and are counted by their own permits.
+//! On shutdown every connection is asked to close once its current
+//! request is answered; the caller bounds how long that may take.
+//!
+//! Metrics: `votemesh_http_connections` (open now),
+//! `votemesh_http_connections_refused_total` (closed at once because the
+//! cap was reached).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Router, extract::ConnectInfo};
+use clap::{Args, builder::TypedValueParser};
+use hyper::{body::Incoming, server::conn::http1};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tower::ServiceExt;
+use votemesh::shutdown::CancellationToken;
+
+/// Open connections per gateway before new ones are closed at once. Each
+/// idle connection costs about 12 KiB (3,000 silent ones held 36 MiB);
+/// the results streams (at most `MAX_EVENT_STREAMS`) need one each.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// How long a client has to send a request's head, on a new connection
+/// and between the requests of a kept-alive one.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one "connection cap reached" warning per this long.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// Limits on the gateway's connections.
+#[derive(Args, Clone, Debug)]
+pub struct ConnectionArgs {
+    /// Open connections before new ones are closed at once.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's head, on a new
+    /// connection and on an idle kept-alive one.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for ConnectionArgs {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+/// Serves `router` on `listener` under `limits` until `shutdown`, then asks
+/// every connection to close after its current request and waits for them
+/// (the caller bounds the wait).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &ConnectionArgs,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    let graceful = GracefulShutdown::new();
+    let open = metrics::gauge!("votemesh_http_connections");
+    let refused = metrics::counter!("votemesh_http_connections_refused_total");
+    let cap_warning = RateLimitedWarning::default();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset
+                    // before it was accepted: not the listener's end.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.increment(1);
+            cap_warning.warn(limits.max_connections);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper::service::service_fn({
+            let router = router.clone();
+            move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request)
+            }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let open = open.clone();
+        tokio::spawn(async move {
+            open.increment(1.0);
+            if let Err(error) = connection.await {
+                // A timed-out head, a reset, a malformed request: the
+                // client's doing, worth a debug line only.
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+            open.decrement(1.0);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// One warning per [`CAP_WARNING_EVERY`], however often the cap is hit.
+#[derive(Default)]
+struct RateLimitedWarning {
+    /// When the last warning was logged (ms after `since`), plus one.
+    last_ms: AtomicU64,
+    since: std::sync::OnceLock<Instant>,
+}
+
+impl RateLimitedWarning {
+    fn warn(&self, cap: usize) {
+        let since = *self.since.get_or_init(Instant::now);
+        let now = since.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now - last < CAP_WARNING_EVERY.as_millis() as u64 {
+            return;
+        }
+        if self
+            .last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                max_connections = cap,
+                "connection cap reached: new connections are closed at once (MAX_CONNECTIONS)"
+            );
+        }
+    }
+}

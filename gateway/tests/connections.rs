@@ -1,0 +1,212 @@
+//! The gateway's edges under real-world clients: connections that send
+//! half a request or nothing at all are closed (header-read timeout), an
+//! idle kept-alive connection too, the number of connections is capped
+//! (counted, refused at once), and a busy gateway refuses with 503 and
+//! `Retry-After` instead of failing the requests it can still take.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{System, request};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use votemesh::admission::{Admission, AdmissionArgs};
+use votemesh_gateway::{AppState, ConnectionArgs, connections::DEFAULT_HEADER_READ_TIMEOUT};
+use votemesh_testing::{
+    ANY_PORT, TestServer,
+    metrics::{parse, value},
+};
+
+/// A gateway in front of `system` with `limits` and `admission`.
+async fn gateway(system: &System, limits: ConnectionArgs, admission: Admission) -> TestServer {
+    let (vote, result) = (system.vote_addr, system.result_addr);
+    TestServer::spawn(ANY_PORT, move |listener, shutdown| async move {
+        let state = AppState::connect(
+            &format!("http://{vote}"),
+            &format!("http://{result}"),
+            shutdown,
+        )
+        .unwrap()
+        .with_admission(admission);
+        votemesh_gateway::serve_with(listener, None, state, &limits).await
+    })
+    .await
+}
+
+/// Reads until the gateway closes `stream` (end of file or a reset);
+/// panics if it is still open after `within`.
+async fn closed_within(mut stream: TcpStream, within: Duration) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open after {within:?}"
+    );
+    received
+}
+
+fn vote_body(voter: &str) -> String {
+    format!(r#"{{"option":"a","voter_id":"{voter}"}}"#)
+}
+
+#[tokio::test]
+async fn silent_and_half_sent_connections_are_closed_while_votes_go_through() {
+    const EACH: usize = 200;
+    let system = System::start(false).await;
+    let gateway = gateway(&system, ConnectionArgs::default(), Admission::default()).await;
+    let addr = gateway.addr;
+
+    let mut silent = Vec::new();
+    let mut half_sent = Vec::new();
+    for _ in 0..EACH {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /api/vote HTTP/1.1\r\nHost: gateway\r\nContent-Type: appl")
+            .await
+            .unwrap();
+        half_sent.push(stream);
+    }
+    // A kept-alive connection that answered one request, then goes idle.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /static/style.css HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+
+    // Meanwhile a normal vote goes through.
+    let answer = request(
+        "POST",
+        &format!("http://{addr}/api/vote"),
+        Some("application/json"),
+        vote_body("meanwhile"),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    let within = Duration::from_secs(60);
+    let closing = silent
+        .into_iter()
+        .chain(half_sent)
+        .map(|stream| tokio::spawn(closed_within(stream, within)));
+    for closed in futures_util::future::join_all(closing).await {
+        let received = closed.unwrap();
+        // Closed without an answer, or with a 408 at most.
+        assert!(
+            received.is_empty() || received.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&received)
+        );
+    }
+    let received = closed_within(idle, within).await;
+    assert!(received.starts_with(b"HTTP/1.1 200"), "{received:?}");
+    assert!(DEFAULT_HEADER_READ_TIMEOUT < within);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
+    const CAP: usize = 5;
+    let system = System::start(false).await;
+    let limits = ConnectionArgs {
+        max_connections: CAP,
+        header_read_timeout_ms: 1_000,
+    };
+    let gateway = gateway(&system, limits, Admission::default()).await;
+    let addr = gateway.addr;
+    let refused_before = refused_connections();
+
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // The gateway takes the connections in order; give it a request on
+    // the last so it has surely counted all five.
+    held.last_mut()
+        .unwrap()
+        .write_all(b"GET /static/style.css HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 16];
+    let n = held.last_mut().unwrap().read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+
+    // One more: closed at once, with nothing said.
+    let one_too_many = TcpStream::connect(addr).await.unwrap();
+    let received = closed_within(one_too_many, Duration::from_secs(5)).await;
+    assert!(received.is_empty());
+    assert!(refused_connections() - refused_before >= 1.0);
+
+    // Once the silent ones are timed out, there is room again.
+    drop(held);
+    votemesh_testing::probe::wait_for("a connection admitted", Duration::from_secs(30), || async {
+        request(
+            "GET",
+            &format!("http://{addr}/static/style.css"),
+            None,
+            "",
+            &[],
+        )
+        .await
+        .status
+            == 200
+    })
+    .await;
+}
+
+fn refused_connections() -> f64 {
+    let scrape = parse(&votemesh::metrics::render()).unwrap();
+    value(&scrape, "votemesh_http_connections_refused_total", &[])
+}
+
+#[tokio::test]
+async fn a_busy_gateway_answers_503_with_retry_after() {
+    let system = System::start(false).await;
+    let admission = Admission::new(&AdmissionArgs {
+        max_in_flight: 1,
+        max_queue_wait_ms: 2_000,
+        overload_after_ms: 100,
+    });
+    let gateway = gateway(&system, ConnectionArgs::default(), admission.clone()).await;
+    let url = format!("http://{}/static/style.css", gateway.addr);
+
+    // A request holds the only permit for longer than the overload
+    // threshold (the test holds it, as a stalled request would).
+    let held = admission.admit(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = request("GET", &url, None, "", &[]).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(
+        answer
+            .headers
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()),
+        Some("1")
+    );
+    assert!(answer.body.contains("busy"), "{answer:?}");
+
+    // Probes are not behind admission.
+    let ready = request(
+        "GET",
+        &format!("http://{}/healthz", gateway.addr),
+        None,
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(ready.status, 200);
+
+    drop(held);
+    assert_eq!(request("GET", &url, None, "", &[]).await.status, 200);
+}

@@ -1,0 +1,189 @@
+//! Admission by waiting time ([`votemesh::admission`]) through the vote
+//! service as it is served (`votemesh::grpc::serve`): calls that arrive
+//! while the server is stalled wait for capacity instead of failing;
+//! sustained overload is refused at once with UNAVAILABLE and a pushback
+//! that votemesh's clients honour by not retrying; a wait never outlives
+//! half the caller's deadline; health checks always get in.
+//!
+//! The test holds the server's permits itself (through the same
+//! [`Admission`] the server uses): for the server that is exactly a stall,
+//! every permit taken by calls that do not finish.
+
+use std::time::Duration;
+
+use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
+use votemesh::{
+    admission::{Admission, AdmissionArgs},
+    client::Transport,
+    grpc::{Listener, RETRY_PUSHBACK},
+    proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
+    queue::{VoteSource, memory::MemoryQueue},
+};
+use votemesh_testing::{
+    ANY_PORT, TestServer,
+    metrics::{parse, value},
+    probe,
+};
+use votemesh_testing_services::{PROBE_INTERVAL, SERVED_BY, cats_and_dogs};
+
+fn cast(voter_id: &str) -> Request<CastVoteRequest> {
+    let mut request = Request::new(CastVoteRequest {
+        voter_id: voter_id.into(),
+        option: "a".into(),
+    });
+    request.set_timeout(Duration::from_secs(10));
+    request
+}
+
+fn admission(max_in_flight: usize, max_queue_wait_ms: u64, overload_after_ms: u64) -> Admission {
+    Admission::new(&AdmissionArgs {
+        max_in_flight,
+        max_queue_wait_ms,
+        overload_after_ms,
+    })
+}
+
+/// The vote service over an in-process queue, admitting through `admission`.
+async fn start_vote(admission: Admission, queue: MemoryQueue) -> TestServer {
+    TestServer::spawn(ANY_PORT, move |listener, shutdown| {
+        votemesh_vote::run(
+            Listener::from(listener).with_admission(admission),
+            queue,
+            cats_and_dogs(),
+            SERVED_BY.to_owned(),
+            PROBE_INTERVAL,
+            shutdown,
+        )
+    })
+    .await
+    .ready()
+    .await
+}
+
+/// A client with no retries: every refusal reaches the test.
+async fn plain_client(server: &TestServer) -> VoteServiceClient<tonic::transport::Channel> {
+    VoteServiceClient::new(votemesh::client::connect(server.addr).await.unwrap())
+}
+
+/// Takes every one of `admission`'s `count` permits: a stalled server.
+async fn stall(admission: &Admission, count: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let mut permits = Vec::new();
+    for _ in 0..count {
+        permits.push(admission.admit(None).await.expect("a free server admits"));
+    }
+    permits
+}
+
+fn refused(reason: &str) -> f64 {
+    let scrape = parse(&votemesh::metrics::render()).unwrap();
+    value(
+        &scrape,
+        "votemesh_admission_refused_total",
+        &[("reason", reason)],
+    )
+}
+
+#[tokio::test]
+async fn calls_arriving_during_a_stall_wait_for_capacity_and_all_succeed() {
+    // As many calls as may wait for four permits.
+    const CALLS: usize = 4 * votemesh::admission::WAITING_PER_PERMIT;
+    // Four permits, and a stall shorter than the overload threshold.
+    let admission = admission(4, 2_000, 5_000);
+    let queue = MemoryQueue::new();
+    let server = start_vote(admission.clone(), queue.clone()).await;
+    let client = plain_client(&server).await;
+
+    let held = stall(&admission, 4).await;
+    let calls: Vec<_> = (0..CALLS)
+        .map(|n| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.cast_vote(cast(&format!("stalled-{n}"))).await })
+        })
+        .collect();
+    probe::wait_for("every call waiting", Duration::from_secs(10), || async {
+        admission.waiting() == CALLS
+    })
+    .await;
+    // The stall goes on a little, then ends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert!(answer.is_ok(), "a call that waited out a stall: {answer:?}");
+    }
+    assert_eq!(queue.backlog().await.unwrap().depth, CALLS as u64);
+}
+
+#[tokio::test]
+async fn sustained_overload_is_refused_at_once_with_a_pushback_and_not_retried() {
+    // Two permits; overloaded once none has been free for 200 ms.
+    let admission = admission(2, 2_000, 200);
+    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
+    let mut client = plain_client(&server).await;
+
+    let held = stall(&admission, 2).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = refused("overloaded");
+    let status = client.cast_vote(cast("overloaded")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("overloaded"), "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get(RETRY_PUSHBACK)
+            .and_then(|value| value.to_str().ok()),
+        Some("1000"),
+        "{status:?}"
+    );
+    // Refused without waiting: counted as overloaded, not as a wait that
+    // ran out, and nothing was left waiting.
+    assert_eq!(refused("overloaded") - before, 1.0);
+    assert_eq!(admission.waiting(), 0);
+
+    // Probes get in: a busy server is not a dead one.
+    assert_eq!(
+        probe::health(server.addr, "").await,
+        Ok(ServingStatus::Serving)
+    );
+
+    // votemesh's own client (with its retry layer) does not retry an
+    // overloaded server's refusal: one call, one refusal.
+    let channel =
+        votemesh::client::channel(&format!("http://{}", server.addr), Transport::Plaintext)
+            .unwrap();
+    let before = refused("overloaded");
+    let status = VoteServiceClient::new(channel)
+        .cast_vote(cast("not-retried"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        refused("overloaded") - before,
+        1.0,
+        "the refusal was retried"
+    );
+
+    // The load drops: the next call is served at once.
+    drop(held);
+    client.cast_vote(cast("after")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_call_waits_at_most_half_its_deadline() {
+    let admission = admission(1, 60_000, 60_000);
+    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
+    let mut client = plain_client(&server).await;
+
+    let _held = stall(&admission, 1).await;
+    let before = refused("wait_exceeded");
+    let mut request = cast("in-a-hurry");
+    request.set_timeout(Duration::from_secs(1));
+    let status = client.cast_vote(request).await.unwrap_err();
+    // Refused by admission (UNAVAILABLE, with time left to retry
+    // elsewhere), not run into the caller's deadline.
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("500ms"), "{status:?}");
+    assert_eq!(refused("wait_exceeded") - before, 1.0);
+}

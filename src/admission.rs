@@ -1,0 +1,362 @@
+//! Admission by waiting time, not by count: how a busy server decides
+//! whether to take one more request. Every votemesh server (the gRPC
+//! servers in [`crate::grpc`], the gateway) puts [`AdmissionLayer`] in
+//! front of its handlers.
+//!
+//! ```text
+//! request ─► a permit free (fewer than MAX_IN_FLIGHT in flight)? ─ yes ─► served
+//!               │ no
+//!               ├─ overloaded: no permit has been free for OVERLOAD_AFTER ─► refused at once
+//!               ├─ WAITING_PER_PERMIT × MAX_IN_FLIGHT already waiting     ─► refused at once
+//!               └─ wait for a permit, at most min(MAX_QUEUE_WAIT, half the caller's deadline)
+//!                     ├─ a permit came ─► served
+//!                     └─ time is up   ─► refused
+//! ```
+//!
+//! A fixed cap that sheds the moment it is reached (tower's `load_shed`
+//! over a concurrency limit, what votemesh had before) turns every brief
+//! stall into failed calls: a 300 ms pause (CFS throttling under a CPU
+//! limit, a noisy neighbour, a garbage-collecting peer) at 3,000 calls/s
+//! leaves 900 calls in flight when it ends, all of them answerable within
+//! the next 100 ms. Here they wait instead, for at most a share of what
+//! their caller is prepared to wait. Sustained overload is still refused
+//! fast: once the server has had no free permit for
+//! [`DEFAULT_OVERLOAD_AFTER`] (longer than any stall worth absorbing), new
+//! requests are refused without waiting until a permit is free again, so
+//! the served rate stays at capacity and refusals cost microseconds
+//! (the "adaptive" queue timeout of Facebook's RPC servers and of CoDel:
+//! a queue that never empties is a standing queue, not a burst).
+//!
+//! A permit is held until the handler has answered (a unary call's whole
+//! work; a stream's, such as WatchResults or the gateway's SSE, only until
+//! its head): streams never count against the limit.
+//!
+//! A refusal says how long to wait before retrying ([`Admission::retry_after`]):
+//! the gateway answers 503 with `Retry-After`, a gRPC server UNAVAILABLE
+//! with `grpc-retry-pushback-ms` (which votemesh's clients honour by not
+//! retrying at once; [`crate::client`]). RESOURCE_EXHAUSTED stays what a
+//! full queue answers, so an overloaded server and a full Redis are never
+//! confused.
+//!
+//! Metrics: `votemesh_admission_waited_seconds` (requests that had to wait,
+//! and how long), `votemesh_admission_refused_total{reason}`
+//! (`overloaded`, `queue_full`, `wait_exceeded`) and
+//! `votemesh_admission_waiting`.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use clap::{Args, builder::TypedValueParser};
+use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::codegen::http;
+
+/// Requests a server handles at once before new ones wait (the gateway
+/// and each gRPC server; not per connection). At capacity a vote takes a
+/// few milliseconds, so in steady state a server has tens in flight
+/// (Little's law: 9,000 votes/s × 5 ms ≈ 45); the cap is reached only when
+/// a stall piles requests up, and then bounds the memory they hold.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Longest a request waits for a permit (less when half its deadline is
+/// shorter).
+pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// How long the server may have had no free permit before it counts as
+/// overloaded and refuses new requests without letting them wait: longer
+/// than a stall worth absorbing, short enough that a real overload is
+/// refused fast after a second.
+pub const DEFAULT_OVERLOAD_AFTER: Duration = Duration::from_secs(1);
+/// Requests that may wait per permit: the line's length bounds the memory
+/// waiting requests hold, as the permits bound the running ones'.
+pub const WAITING_PER_PERMIT: usize = 4;
+/// What a refusal asks the client to wait before trying again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The admission settings every server binary shares (flattened into
+/// [`crate::component::ServerArgs`]).
+#[derive(Args, Clone, Debug)]
+pub struct AdmissionArgs {
+    /// Requests handled at once before new ones wait for a permit.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_in_flight: usize,
+    /// Longest a request waits for a permit, in milliseconds (a gRPC call
+    /// waits at most half its deadline).
+    #[arg(long, env = "MAX_QUEUE_WAIT_MS", default_value_t = DEFAULT_MAX_QUEUE_WAIT.as_millis() as u64)]
+    pub max_queue_wait_ms: u64,
+    /// Milliseconds without a free permit after which new requests are
+    /// refused at once instead of waiting.
+    #[arg(long, env = "OVERLOAD_AFTER_MS", default_value_t = DEFAULT_OVERLOAD_AFTER.as_millis() as u64)]
+    pub overload_after_ms: u64,
+}
+
+impl Default for AdmissionArgs {
+    fn default() -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_queue_wait_ms: DEFAULT_MAX_QUEUE_WAIT.as_millis() as u64,
+            overload_after_ms: DEFAULT_OVERLOAD_AFTER.as_millis() as u64,
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum Refusal {
+    /// No permit has been free for longer than the overload threshold.
+    #[error("the server is overloaded")]
+    Overloaded,
+    /// [`WAITING_PER_PERMIT`] requests per permit are already waiting.
+    #[error("too many requests are waiting")]
+    QueueFull,
+    /// No permit came within the request's waiting budget.
+    #[error("no capacity came free within {0:?}")]
+    WaitExceeded(Duration),
+}
+
+impl Refusal {
+    /// The metric label of this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Overloaded => "overloaded",
+            Self::QueueFull => "queue_full",
+            Self::WaitExceeded(_) => "wait_exceeded",
+        }
+    }
+}
+
+/// One server's admission control; clones share it.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    max_wait: Duration,
+    overload_after: Duration,
+    /// Requests waiting for a permit now.
+    waiting: AtomicUsize,
+    /// The time base of `last_free_ms`.
+    started: Instant,
+    /// When a request last found a permit free (ms after `started`).
+    last_free_ms: AtomicU64,
+    waiting_gauge: metrics::Gauge,
+    waited: metrics::Histogram,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self::new(&AdmissionArgs::default())
+    }
+}
+
+impl Admission {
+    /// Admission with `args`' limits.
+    pub fn new(args: &AdmissionArgs) -> Self {
+        let max_in_flight = args.max_in_flight.max(1);
+        Self {
+            shared: Arc::new(Shared {
+                permits: Arc::new(Semaphore::new(max_in_flight)),
+                max_in_flight,
+                max_wait: Duration::from_millis(args.max_queue_wait_ms),
+                overload_after: Duration::from_millis(args.overload_after_ms),
+                waiting: AtomicUsize::new(0),
+                started: Instant::now(),
+                last_free_ms: AtomicU64::new(0),
+                waiting_gauge: metrics::gauge!("votemesh_admission_waiting"),
+                waited: metrics::histogram!("votemesh_admission_waited_seconds"),
+            }),
+        }
+    }
+
+    /// How long a refused client is asked to wait before retrying.
+    pub fn retry_after(&self) -> Duration {
+        RETRY_AFTER
+    }
+
+    /// Requests waiting for a permit now.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight now (holding a permit).
+    pub fn in_flight(&self) -> usize {
+        self.shared.max_in_flight - self.shared.permits.available_permits()
+    }
+
+    /// A permit for one request whose caller waits at most `deadline`
+    /// (none known: [`DEFAULT_MAX_QUEUE_WAIT`] or the configured wait), or
+    /// why there is none. Hold the permit until the request is answered.
+    pub async fn admit(&self, deadline: Option<Duration>) -> Result<OwnedSemaphorePermit, Refusal> {
+        let shared = &self.shared;
+        if let Ok(permit) = shared.permits.clone().try_acquire_owned() {
+            shared
+                .last_free_ms
+                .store(shared.now_ms(), Ordering::Relaxed);
+            return Ok(permit);
+        }
+        let refused = |refusal: Refusal| {
+            metrics::counter!("votemesh_admission_refused_total", "reason" => refusal.reason())
+                .increment(1);
+            Err(refusal)
+        };
+        if shared.overloaded() {
+            return refused(Refusal::Overloaded);
+        }
+        let budget = deadline.map_or(shared.max_wait, |deadline| {
+            (deadline / 2).min(shared.max_wait)
+        });
+        let Some(_waiting) = Waiting::enter(shared) else {
+            return refused(Refusal::QueueFull);
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(budget, shared.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                shared.waited.record(started.elapsed().as_secs_f64());
+                Ok(permit)
+            }
+            // The semaphore is never closed; a closed one admits nothing.
+            Ok(Err(_)) | Err(_) => refused(Refusal::WaitExceeded(budget)),
+        }
+    }
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// No request has found a permit free for longer than `overload_after`.
+    fn overloaded(&self) -> bool {
+        let last_free = self.last_free_ms.load(Ordering::Relaxed);
+        self.now_ms().saturating_sub(last_free) > self.overload_after.as_millis() as u64
+    }
+}
+
+/// One request in the waiting line: counted while it waits.
+struct Waiting<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> Waiting<'a> {
+    /// Joins the line, unless it is full.
+    fn enter(shared: &'a Shared) -> Option<Self> {
+        let before = shared.waiting.fetch_add(1, Ordering::Relaxed);
+        if before >= shared.max_in_flight * WAITING_PER_PERMIT {
+            shared.waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        shared.waiting_gauge.increment(1.0);
+        Some(Self { shared })
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.shared.waiting_gauge.decrement(1.0);
+    }
+}
+
+/// What a server answers a request it does not admit, and how it reads
+/// the caller's deadline: the gRPC servers' and the gateway's differ.
+pub trait Refuse<B>: Clone + Send + Sync + 'static {
+    /// The deadline the caller gave `request`, if any.
+    fn deadline(&self, request: &http::request::Parts) -> Option<Duration>;
+    /// Whether `request` bypasses admission (health checks: a busy server
+    /// is not a dead one).
+    fn exempt(&self, _request: &http::request::Parts) -> bool {
+        false
+    }
+    /// The answer to a refused request; the client should wait
+    /// `retry_after` before trying again.
+    fn refuse(&self, refusal: Refusal, retry_after: Duration) -> http::Response<B>;
+}
+
+/// Puts [`Admission`] in front of a service.
+#[derive(Clone, Debug)]
+pub struct AdmissionLayer<R> {
+    admission: Admission,
+    refuse: R,
+}
+
+impl<R> AdmissionLayer<R> {
+    /// Admits through `admission`, refusing with `refuse`.
+    pub fn new(admission: Admission, refuse: R) -> Self {
+        Self { admission, refuse }
+    }
+}
+
+impl<S, R: Clone> tower::Layer<S> for AdmissionLayer<R> {
+    type Service = AdmissionService<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdmissionService {
+            inner,
+            admission: self.admission.clone(),
+            refuse: self.refuse.clone(),
+        }
+    }
+}
+
+/// The service [`AdmissionLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct AdmissionService<S, R> {
+    inner: S,
+    admission: Admission,
+    refuse: R,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody, ResBody, R> tower::Service<http::Request<ReqBody>> for AdmissionService<S, R>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    R: Refuse<ResBody>,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        // The clone answers this request; the service that was polled
+        // ready stays for the next (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = request.into_parts();
+        if self.refuse.exempt(&parts) {
+            return Box::pin(inner.call(http::Request::from_parts(parts, body)));
+        }
+        let deadline = self.refuse.deadline(&parts);
+        let admission = self.admission.clone();
+        let refuse = self.refuse.clone();
+        Box::pin(async move {
+            match admission.admit(deadline).await {
+                Ok(permit) => {
+                    let response = inner.call(http::Request::from_parts(parts, body)).await;
+                    drop(permit);
+                    response
+                }
+                Err(refusal) => Ok(refuse.refuse(refusal, admission.retry_after())),
+            }
+        })
+    }
+}

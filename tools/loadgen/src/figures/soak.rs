@@ -1,0 +1,323 @@
+//! Soak: what real arrivals do over minutes, through the gateway's JSON
+//! route into the whole system (vote, worker draining, result, gateway;
+//! real Redis and PostgreSQL), nobody scraping `/metrics`.
+//!
+//! ```text
+//! capacity   closed loop, c=64, 20 s                    the served rate the rest is read against
+//! stalls     open loop at RATE for MINUTES; the vote service frozen (SIGSTOP) for 300 ms
+//!            every 15 s, as CFS throttling or a noisy neighbour would; RSS of every
+//!            process every 30 s                         goal: no failed vote; RSS slope
+//!                                                       over the last 2/3 < 0.1 MiB/min
+//! overload   open loop at 1.5 x capacity for 60 s       goal: served >= 90 % of capacity,
+//!                                                       refusals within 10 ms, Retry-After
+//! recovery   open loop at half capacity for 20 s, at once   goal: no failed vote
+//! ```
+//!
+//! `cargo bench -p votemesh-loadgen --bench soak` runs it ([`SoakSize`]
+//! from the environment) and writes `docs/SOAK.md`.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Load, Suite, ratio};
+use crate::summary::Summary;
+
+/// How long and how hard the soak runs.
+#[derive(Clone, Debug)]
+pub struct SoakSize {
+    /// The stall run's rate, votes/s.
+    pub rate: f64,
+    /// The stall run's length.
+    pub run: Duration,
+    /// A freeze of the vote service every this long...
+    pub freeze_every: Duration,
+    /// ...for this long.
+    pub freeze_for: Duration,
+    /// RSS samples every this long.
+    pub sample_every: Duration,
+    /// The overload run's length.
+    pub overload_run: Duration,
+}
+
+impl SoakSize {
+    /// The issue's goals: 30 minutes at 2,000 votes/s (`SOAK_MINUTES`,
+    /// `SOAK_RATE` change them).
+    pub fn from_env() -> Self {
+        let number = |name: &str, default: f64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or(default)
+        };
+        Self {
+            rate: number("SOAK_RATE", 2_000.0),
+            run: Duration::from_secs_f64(number("SOAK_MINUTES", 30.0) * 60.0),
+            freeze_every: Duration::from_secs(15),
+            freeze_for: Duration::from_millis(300),
+            sample_every: Duration::from_secs(30),
+            overload_run: Duration::from_secs_f64(number("SOAK_OVERLOAD_SECONDS", 60.0)),
+        }
+    }
+}
+
+/// RSS samples: (seconds since the start, KiB) per process.
+type Samples = Vec<(String, Vec<(f64, u64)>)>;
+
+impl Suite {
+    /// Runs the soak and returns its report.
+    pub async fn soak(mut self, size: &SoakSize) -> (String, Vec<String>) {
+        let vote = self.vote().await;
+        let worker = self.worker("soak-worker").await;
+        let result = self.result().await;
+        let gateway = self.gateway(&vote, &result).await;
+        let voters = 200_000;
+        let json = |prefix: &str| Load {
+            mode: "json",
+            address: gateway.url(),
+            concurrency: 64,
+            run: Some(Duration::from_secs(20)),
+            count: None,
+            rate: None,
+            voters,
+            prefix: prefix.to_owned(),
+        };
+
+        let capacity = self.load(json("soak-capacity")).await;
+        self.counted(&capacity);
+
+        // The stall run, with a freezer and a memory sampler beside it.
+        let stop = CancellationToken::new();
+        let watched: Vec<(String, Option<u32>)> = [&vote, &worker, &result, &gateway]
+            .iter()
+            .map(|p| (p.name.clone(), p.child.id()))
+            .collect();
+        let sampler = tokio::spawn(sample_memory(watched, size.sample_every, stop.clone()));
+        let freezer = tokio::spawn(freeze_every(
+            vote.child.id(),
+            size.freeze_every,
+            size.freeze_for,
+            stop.clone(),
+        ));
+        let stalls = self
+            .load(Load {
+                rate: Some(size.rate),
+                run: Some(size.run),
+                ..json("soak-stalls")
+            })
+            .await;
+        stop.cancel();
+        let freezes = freezer.await.unwrap_or(0);
+        let samples = sampler.await.unwrap_or_default();
+        self.counted(&stalls);
+
+        let overload = self
+            .load(Load {
+                rate: Some(capacity.throughput * 1.5),
+                run: Some(size.overload_run),
+                ..json("soak-overload")
+            })
+            .await;
+        self.counted(&overload);
+        let recovery = self
+            .load(Load {
+                rate: Some(capacity.throughput * 0.5),
+                run: Some(Duration::from_secs(20)),
+                ..json("soak-recovery")
+            })
+            .await;
+        self.counted(&recovery);
+        // Refusals under overload are the point of that run, not a problem.
+        self.problems
+            .retain(|problem| !problem.contains("(prefix soak-overload)"));
+
+        self.soak_report(
+            size, &capacity, &stalls, freezes, &samples, &overload, &recovery,
+        );
+        let caught_up = self
+            .wait_counted(self.expected_total(), Duration::from_secs(600))
+            .await;
+        self.line(format!(
+            "\nEvery acknowledged vote was counted ({} in all; the worker caught up {:.1} s after the last run).",
+            self.expected_total(),
+            caught_up.as_secs_f64()
+        ));
+        for process in [gateway, result, worker, vote] {
+            process.stop().await;
+        }
+        (
+            std::mem::take(&mut self.report),
+            std::mem::take(&mut self.problems),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn soak_report(
+        &mut self,
+        size: &SoakSize,
+        capacity: &Summary,
+        stalls: &Summary,
+        freezes: u64,
+        samples: &Samples,
+        overload: &Summary,
+        recovery: &Summary,
+    ) {
+        let failures = |summary: &Summary| {
+            if summary.failures.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("{:?}", summary.failures)
+            }
+        };
+        self.line(format!(
+            "## Capacity\n\nClosed loop, 64 callers, JSON votes through the gateway, 20 s: \
+             **{:.0} votes/s** (p50 {:.2} ms, p99 {:.2} ms).\n",
+            capacity.throughput, capacity.latency_ms.p50, capacity.latency_ms.p99
+        ));
+        self.line(format!(
+            "## Stalls\n\nOpen loop at {:.0} votes/s ({:.0} % of capacity) for {:.0} min, the vote \
+             service frozen for {} ms every {} s ({freezes} freezes).\n\n\
+             | sent | acknowledged | failed | failures | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n\
+             | {} | {} | **{}** | {} | {:.2} | {:.2} | {:.0} |\n",
+            size.rate,
+            100.0 * size.rate / capacity.throughput.max(1.0),
+            size.run.as_secs_f64() / 60.0,
+            size.freeze_for.as_millis(),
+            size.freeze_every.as_secs(),
+            stalls.sent,
+            stalls.ok,
+            stalls.failed,
+            failures(stalls),
+            stalls.latency_ms.p50,
+            stalls.latency_ms.p99,
+            stalls.latency_ms.max,
+        ));
+        self.line(
+            "## Memory\n\nRSS from `/proc/<pid>/status` every 30 s during the stall run; the slope is \
+             a least-squares fit over its last two thirds (goal: under 0.1 MiB a minute).\n\n\
+             | process | RSS at start | at a third | at the end | slope over the last 2/3, MiB/min |\n|---|---|---|---|---|",
+        );
+        for (name, series) in samples {
+            let third = series.len() / 3;
+            let at = |i: usize| series.get(i).map_or(0.0, |&(_, kib)| kib as f64 / 1024.0);
+            self.line(format!(
+                "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.3} |",
+                at(0),
+                at(third),
+                at(series.len().saturating_sub(1)),
+                slope_mib_per_minute(&series[third.min(series.len())..]),
+            ));
+        }
+        let refused = overload.failed;
+        let refusal = overload.failed_latency_ms.as_ref();
+        self.line(format!(
+            "\n## Overload\n\nOpen loop at 1.5 x capacity ({:.0} votes/s) for {:.0} s, then at half \
+             capacity ({:.0} votes/s) for 20 s.\n\n\
+             | run | offered/s | served/s | served / capacity | refused | refusals | refusal p50 / p99 / max ms | served p50 / p99 / max ms |\n|---|---|---|---|---|---|---|---|\n\
+             | overload | {:.0} | {:.0} | {:.2} | {refused} | {} | {} | {:.1} / {:.1} / {:.0} |\n\
+             | recovery | {:.0} | {:.0} | {:.2} | {} | {} | - | {:.1} / {:.1} / {:.0} |\n",
+            capacity.throughput * 1.5,
+            overload.seconds,
+            capacity.throughput * 0.5,
+            capacity.throughput * 1.5,
+            overload.throughput,
+            ratio(overload.throughput, capacity.throughput),
+            failures(overload),
+            refusal.map_or("-".to_owned(), |l| format!("{:.2} / {:.2} / {:.0}", l.p50, l.p99, l.max)),
+            overload.latency_ms.p50,
+            overload.latency_ms.p99,
+            overload.latency_ms.max,
+            capacity.throughput * 0.5,
+            recovery.throughput,
+            ratio(recovery.throughput, capacity.throughput),
+            recovery.failed,
+            failures(recovery),
+            recovery.latency_ms.p50,
+            recovery.latency_ms.p99,
+            recovery.latency_ms.max,
+        ));
+    }
+}
+
+/// Least-squares slope of (seconds, KiB) samples, in MiB per minute.
+fn slope_mib_per_minute(samples: &[(f64, u64)]) -> f64 {
+    let n = samples.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mean_t = samples.iter().map(|&(t, _)| t).sum::<f64>() / n;
+    let mean_m = samples.iter().map(|&(_, m)| m as f64).sum::<f64>() / n;
+    let covariance: f64 = samples
+        .iter()
+        .map(|&(t, m)| (t - mean_t) * (m as f64 - mean_m))
+        .sum();
+    let variance: f64 = samples.iter().map(|&(t, _)| (t - mean_t).powi(2)).sum();
+    if variance == 0.0 {
+        return 0.0;
+    }
+    covariance / variance * 60.0 / 1024.0
+}
+
+/// Samples each process's RSS every `every` until `stop`.
+async fn sample_memory(
+    processes: Vec<(String, Option<u32>)>,
+    every: Duration,
+    stop: CancellationToken,
+) -> Samples {
+    let started = Instant::now();
+    let mut samples: Samples = processes
+        .iter()
+        .map(|(name, _)| (name.clone(), Vec::new()))
+        .collect();
+    loop {
+        let at = started.elapsed().as_secs_f64();
+        for ((_, pid), (_, series)) in processes.iter().zip(samples.iter_mut()) {
+            if let Some(kib) = pid.and_then(rss_kib) {
+                series.push((at, kib));
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+    samples
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Freezes `pid` (SIGSTOP) for `pause` every `every` until `stop`; returns
+/// how many times. The process is always left running.
+async fn freeze_every(
+    pid: Option<u32>,
+    every: Duration,
+    pause: Duration,
+    stop: CancellationToken,
+) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let signal = |signal| {
+        // SAFETY: kill(2) only sends a signal.
+        unsafe { libc::kill(pid as libc::pid_t, signal) };
+    };
+    let mut freezes = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        signal(libc::SIGSTOP);
+        tokio::time::sleep(pause).await;
+        signal(libc::SIGCONT);
+        freezes += 1;
+    }
+    freezes
+}
