@@ -77,7 +77,6 @@ async fn main() -> anyhow::Result<()> {
         "  worker             {}  health + votemesh.v1.WorkerService (gRPC)",
         local_url("grpc", addrs.worker)
     );
-    println!("  queue: {queue}; database: {}", backends.database);
     if let Some(open_up) = addrs.how_to_open_up() {
         tracing::info!(
             set = %open_up,
@@ -85,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         );
         println!("  only this machine can connect; to let others in, set any of: {open_up}");
     }
+    println!("  queue: {queue}; database: {}", backends.database);
     let settings = Settings {
         poll,
         instance: config::instance_name(),
