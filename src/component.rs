@@ -8,9 +8,17 @@
 //! telemetry and serves until the service returns (after SIGTERM: exit 0;
 //! on an error: the error on stderr, exit 1).
 //!
-//! [`local_addr`] is how a component names a bound listener in its logs.
+//! [`listen`] opens a server's listener the same way in every binary
+//! (`[::]` is dual-stack: IPv6 and IPv4 on one socket); [`local_addr`] is
+//! how a component names a bound listener in its logs.
 
-use std::{fmt, future::Future, process::ExitCode};
+use std::{
+    fmt,
+    future::Future,
+    io,
+    net::{Ipv4Addr, SocketAddr},
+    process::ExitCode,
+};
 
 use clap::Args;
 use tokio::net::TcpListener;
@@ -72,10 +80,144 @@ where
     }
 }
 
+/// How many connections the system may hold waiting to be accepted (as
+/// tokio's own `TcpListener::bind`).
+const BACKLOG: i32 = 1024;
+
+/// Opens a server's listener on `addr`, as every votemesh binary does.
+///
+/// `[::]` (any IPv6 address, the components' default) listens
+/// dual-stack: one socket takes IPv6 and IPv4 clients alike, with
+/// `IPV6_V6ONLY` turned off whatever the system's default, so the same
+/// image answers its probes on IPv4-only, IPv6-only and dual-stack
+/// clusters, and `[::1]` and `127.0.0.1` both reach it. On a host without
+/// IPv6 (a kernel booted with `ipv6.disable=1`) or without dual-stack
+/// sockets, it listens on `0.0.0.0` instead and logs a warning. Any other
+/// address (`0.0.0.0`, `127.0.0.1`, `[::1]`) is bound as given. Call inside
+/// a tokio runtime.
+pub async fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(listen_with(addr, dual_stack)?)
+}
+
+/// Why a dual-stack listener was not opened.
+#[derive(Debug)]
+enum DualStackError {
+    /// The host cannot: no IPv6 sockets, none that also take IPv4, or no
+    /// IPv6 address to bind.
+    Unavailable(io::Error),
+    /// It could, but binding failed (the port is taken, not allowed).
+    Bind(io::Error),
+}
+
+/// [`listen`], with the dual-stack socket opened by `dual_stack` (given
+/// the port), so that tests can play a host without IPv6.
+fn listen_with(
+    addr: SocketAddr,
+    dual_stack: impl FnOnce(u16) -> Result<std::net::TcpListener, DualStackError>,
+) -> io::Result<std::net::TcpListener> {
+    let listener = if addr.is_ipv6() && addr.ip().is_unspecified() {
+        match dual_stack(addr.port()) {
+            Ok(listener) => listener,
+            Err(DualStackError::Bind(error)) => return Err(error),
+            Err(DualStackError::Unavailable(error)) => {
+                let ipv4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+                tracing::warn!(%error, %addr, fallback = %ipv4, "no dual-stack IPv6 here; listening on IPv4 only");
+                std::net::TcpListener::bind(ipv4)?
+            }
+        }
+    } else {
+        std::net::TcpListener::bind(addr)?
+    };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// A socket on `[::]:port` that takes IPv4 clients too (IPV6_V6ONLY off).
+fn dual_stack(port: u16) -> Result<std::net::TcpListener, DualStackError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))
+        .map_err(DualStackError::Unavailable)?;
+    socket
+        .set_only_v6(false)
+        .map_err(DualStackError::Unavailable)?;
+    // As std and tokio do on Unix: a restarted server can take its port
+    // back while old connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket
+        .set_reuse_address(true)
+        .map_err(DualStackError::Bind)?;
+    let any = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    socket
+        .bind(&any.into())
+        .map_err(|error| match error.kind() {
+            io::ErrorKind::AddrNotAvailable => DualStackError::Unavailable(error),
+            _ => DualStackError::Bind(error),
+        })?;
+    socket.listen(BACKLOG).map_err(DualStackError::Bind)?;
+    Ok(socket.into())
+}
+
 /// Where `listener` listens, for a log line (`0.0.0.0:5000`; `unknown`
 /// if the system cannot say).
 pub fn local_addr(listener: &TcpListener) -> String {
     listener
         .local_addr()
         .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv6Addr, TcpStream};
+
+    use super::*;
+
+    fn any_v6() -> SocketAddr {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    }
+
+    #[tokio::test]
+    async fn any_ipv6_address_takes_ipv4_and_ipv6_clients() {
+        let has_ipv6 = std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok();
+        let listener = listen(any_v6()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        TcpStream::connect((Ipv4Addr::LOCALHOST, addr.port())).expect("IPv4 loopback");
+        if has_ipv6 {
+            assert!(addr.is_ipv6(), "dual-stack where the host has IPv6: {addr}");
+            TcpStream::connect((Ipv6Addr::LOCALHOST, addr.port())).expect("IPv6 loopback");
+        } else {
+            eprintln!("this host has no IPv6 loopback; only IPv4 was checked");
+        }
+    }
+
+    #[test]
+    fn without_ipv6_it_listens_on_ipv4() {
+        let unavailable = |_| {
+            Err(DualStackError::Unavailable(io::Error::from(
+                io::ErrorKind::Unsupported,
+            )))
+        };
+        let listener = listen_with(any_v6(), unavailable).unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(addr.ip(), Ipv4Addr::UNSPECIFIED, "{addr}");
+
+        let taken = |_| {
+            Err(DualStackError::Bind(io::Error::from(
+                io::ErrorKind::AddrInUse,
+            )))
+        };
+        let error = listen_with(any_v6(), taken).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            io::ErrorKind::AddrInUse,
+            "a taken port is an error, not a reason to listen elsewhere"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_addresses_are_bound_as_given() {
+        let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let listener = listen(loopback).await.unwrap();
+        assert_eq!(listener.local_addr().unwrap().ip(), Ipv4Addr::LOCALHOST);
+    }
 }

@@ -167,7 +167,7 @@ impl Listener {
     /// inside a tokio runtime (the identity is reloaded by a task).
     pub async fn bind(listen: SocketAddr, args: &TlsServerArgs) -> Result<Self, ListenError> {
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
+            crate::component::listen(addr)
                 .await
                 .map_err(|source| ListenError::Bind { addr, source })
         };

@@ -11,14 +11,16 @@
 //!   a minute (bursts of `VOTE_RATE_BURST`), with governor's GCRA keyed by
 //!   address; over it the answer is 429 with `Retry-After`. The client
 //!   address is the connection's peer, or, when that peer is a trusted
-//!   proxy (`TRUSTED_PROXIES`), found by walking `X-Forwarded-For` from the
-//!   right: hops added by trusted proxies are skipped, and the first one
-//!   that is not trusted is the client (if every hop is trusted, the
-//!   left-most; a hop that is not an address stops the walk at the proxy
-//!   that added it). A client cannot pick its own key by sending the
-//!   header. IPv6 clients are keyed by their /64, which one host or home
-//!   network holds whole (else one client would have 2^64 keys). Off by
-//!   default (local runs, speed tests); on in the prod overlay.
+//!   proxy (`TRUSTED_PROXIES`: only what the operator names, nothing by
+//!   default), found by walking `X-Forwarded-For` from the right: hops
+//!   added by trusted proxies are skipped, and the first one that is not
+//!   trusted is the client (if every hop is trusted, the left-most; a hop
+//!   that is not an address stops the walk at the proxy that added it). A
+//!   client cannot pick its own key by sending the header, nor can a hop
+//!   that is not named (a node's SNAT address): it counts as one client.
+//!   IPv6 clients are keyed by their /64, which one host or home network
+//!   holds whole (else one client would have 2^64 keys). Off by default
+//!   (local runs, speed tests); on in the prod overlay.
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
@@ -53,7 +55,9 @@ pub struct EdgeArgs {
     #[arg(long, env = "VOTE_RATE_BURST")]
     pub vote_rate_burst: Option<u32>,
     /// Proxies whose X-Forwarded-For is believed (IP addresses or CIDR
-    /// ranges, comma-separated), such as the ingress controller's pods.
+    /// ranges, comma-separated): the proxy pods in front of the gateway,
+    /// named as narrowly as possible. Nothing else is trusted; unset, the
+    /// header is ignored from everyone.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<IpNet>,
 }

@@ -77,10 +77,11 @@ pub use upstream::Upstream;
 
 /// Default address of the operator port (`/metrics`, `/healthz`,
 /// `/readyz`): the same port as the gRPC servers' plaintext health
-/// listener.
-pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:8081";
-/// Default listen address.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
+/// listener, every address (dual-stack).
+pub const DEFAULT_ADMIN_LISTEN: &str = "[::]:8081";
+/// Default listen address: every address, IPv6 and IPv4 (dual-stack, see
+/// [`votemesh::component::listen`]), port 3000.
+pub const DEFAULT_LISTEN: &str = "[::]:3000";
 /// Longest a request may take (an SSE stream only until its headers).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest one gRPC call to a service may take.

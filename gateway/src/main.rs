@@ -19,10 +19,10 @@ async fn main() -> ExitCode {
 /// Serves the browser pages and the API until SIGTERM.
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     tracing::info!(vote = %cli.vote_addr, result = %cli.result_addr, "starting the gateway");
-    let listener = tokio::net::TcpListener::bind(cli.listen)
+    let listener = votemesh::component::listen(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
-    let admin = tokio::net::TcpListener::bind(cli.admin_listen)
+    let admin = votemesh::component::listen(cli.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.admin_listen))?;
     let tls = Tls::from_args(&cli.tls).context("bad TLS settings")?;

@@ -3,7 +3,7 @@
 //! probe tool, so Docker's HEALTHCHECK runs the binary itself.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{Ipv4Addr, SocketAddr},
     process::ExitCode,
     time::Duration,
 };
@@ -26,12 +26,15 @@ pub struct SelfCheckArgs {
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The address to reach a server listening on `listen` from the same
-/// host: loopback instead of the unspecified address.
+/// host: loopback instead of the unspecified address. For `[::]` that is
+/// `127.0.0.1` too: a server there listens dual-stack, or on `0.0.0.0`
+/// where the host has no IPv6 ([`crate::component::listen`]), and the
+/// IPv4 loopback reaches it either way.
 pub fn loopback(listen: SocketAddr) -> SocketAddr {
-    match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
-        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
-        _ => listen,
+    if listen.ip().is_unspecified() {
+        (Ipv4Addr::LOCALHOST, listen.port()).into()
+    } else {
+        listen
     }
 }
 
@@ -67,6 +70,23 @@ pub fn report(outcome: Result<(), String>) -> ExitCode {
         Err(reason) => {
             eprintln!("unhealthy: {reason}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_address_is_asked_on_the_ipv4_loopback_and_others_as_given() {
+        for any in ["[::]:5000", "0.0.0.0:5000"] {
+            let listen: SocketAddr = any.parse().unwrap();
+            assert_eq!(loopback(listen), "127.0.0.1:5000".parse().unwrap(), "{any}");
+        }
+        for given in ["[::1]:5000", "127.0.0.1:5000", "10.1.2.3:5000"] {
+            let listen: SocketAddr = given.parse().unwrap();
+            assert_eq!(loopback(listen), listen);
         }
     }
 }

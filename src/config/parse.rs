@@ -125,8 +125,10 @@ pub fn parse_endpoint(raw: &str) -> Result<String, String> {
     }
 }
 
-/// Parses a listen address such as `0.0.0.0:5000`.
+/// Parses a listen address such as `[::]:5000` (every address, IPv6 and
+/// IPv4), `0.0.0.0:5000` or `127.0.0.1:5000`.
 pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
-    raw.parse()
-        .map_err(|error| format!("{raw:?} is not an address like 0.0.0.0:5000: {error}"))
+    raw.parse().map_err(|error| {
+        format!("{raw:?} is not an address like [::]:5000 or 127.0.0.1:5000: {error}")
+    })
 }

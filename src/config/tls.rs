@@ -4,7 +4,7 @@
 //! turns them into a TLS configuration.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{Ipv6Addr, SocketAddr, SocketAddrV6},
     path::PathBuf,
 };
 
@@ -13,9 +13,10 @@ use clap::Args;
 use super::parse_listen_addr;
 
 /// Default listen address of the plaintext health listener a gRPC server
-/// opens when mutual TLS is on (the kubelet's gRPC probes speak no TLS).
+/// opens when mutual TLS is on (the kubelet's gRPC probes speak no TLS):
+/// every address, dual-stack, as the components' own (see `addr.rs`).
 pub const DEFAULT_HEALTH_LISTEN: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8081));
+    SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 8081, 0, 0));
 
 /// This component's identity for mutual TLS: its certificate and key (used
 /// as server and as client) and the CA it trusts. All three or none: unset

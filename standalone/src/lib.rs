@@ -3,11 +3,13 @@
 //! Runs the gateway, the vote service, the worker and the result service
 //! side by side, each on its own port as in a real deployment (the gateway
 //! reaches the others over gRPC on loopback), so clients cannot tell the
-//! difference:
+//! difference. By default every port is on loopback (127.0.0.1), and the
+//! gRPC ports are the host ports compose and Tilt use, not the ports
+//! inside containers ([`cli`]):
 //!
 //! ```text
-//! :3000 gateway ─► :5000 vote ─► queue (Redis, or in-process) ─► worker (:8080)
-//!        └───────► :5001 result ◄── database ◄────────────────────────┘
+//! :3000 gateway ─► :15000 vote ─► queue (Redis, or in-process) ─► worker (:18080)
+//!        └───────► :15001 result ◄── database ◄─────────────────────────┘
 //! ```
 //!
 //! With no Redis configured the queue is in-process ([`MemoryQueue`]); with
@@ -46,7 +48,8 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the four addresses.
+    /// Binds the four addresses ([`votemesh::component::listen`]: `[::]`
+    /// is dual-stack).
     pub async fn bind(
         gateway: SocketAddr,
         vote: SocketAddr,
@@ -103,9 +106,28 @@ pub fn local_url(scheme: &str, addr: SocketAddr) -> String {
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|error| {
+    votemesh::component::listen(addr).await.map_err(|error| {
         std::io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
     })
+}
+
+impl Addrs {
+    /// When a server listens on loopback only, how to let other machines
+    /// in: the variables to set, for a log line at start
+    /// (`GATEWAY_LISTEN_ADDR=0.0.0.0:3000`); `None` when none does.
+    pub fn how_to_open_up(&self) -> Option<String> {
+        let on_loopback: Vec<String> = [
+            ("GATEWAY_LISTEN_ADDR", self.gateway),
+            ("VOTE_LISTEN_ADDR", self.vote),
+            ("RESULT_LISTEN_ADDR", self.result),
+            ("WORKER_LISTEN_ADDR", self.worker),
+        ]
+        .into_iter()
+        .filter(|(_, addr)| addr.ip().is_loopback())
+        .map(|(name, addr)| format!("{name}=0.0.0.0:{}", addr.port()))
+        .collect();
+        (!on_loopback.is_empty()).then(|| on_loopback.join(" "))
+    }
 }
 
 /// Where the system keeps votes.

@@ -11,9 +11,10 @@ use votemesh::{
 };
 use votemesh_standalone::{Backends, Listeners, Settings, cli::Cli, local_url};
 
-/// The gateway's URL for a person: `localhost` when it listens everywhere.
+/// The gateway's URL for a person: `localhost` when it listens on
+/// loopback or everywhere (a browser tries both `::1` and `127.0.0.1`).
 fn browser_url(addr: std::net::SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
+    if addr.ip().is_unspecified() || addr.ip().is_loopback() {
         format!("http://localhost:{}", addr.port())
     } else {
         local_url("http", addr)
@@ -76,6 +77,13 @@ async fn main() -> anyhow::Result<()> {
         "  worker             {}  health + votemesh.v1.WorkerService (gRPC)",
         local_url("grpc", addrs.worker)
     );
+    if let Some(open_up) = addrs.how_to_open_up() {
+        tracing::info!(
+            set = %open_up,
+            "listening on loopback only: other machines cannot connect"
+        );
+        println!("  only this machine can connect; to let others in, set any of: {open_up}");
+    }
     println!("  queue: {queue}; database: {}", backends.database);
     let settings = Settings {
         poll,

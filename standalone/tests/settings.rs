@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use clap::CommandFactory;
-use votemesh_standalone::cli::Cli;
+use votemesh_standalone::cli::{self, Cli};
 use votemesh_testing::process::{free_port, output_until, settings_command, through_line};
 
 const PASSWORD: &str = "hunter2-secret";
@@ -93,12 +93,24 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "GATEWAY_LISTEN_ADDR",
-            "0.0.0.0:3000".into(),
+            cli::DEFAULT_GATEWAY_LISTEN.into(),
             "invalid value",
         ),
-        ("VOTE_LISTEN_ADDR", "0.0.0.0:5000".into(), "invalid value"),
-        ("WORKER_LISTEN_ADDR", "0.0.0.0:8080".into(), "invalid value"),
-        ("RESULT_LISTEN_ADDR", "0.0.0.0:5001".into(), "invalid value"),
+        (
+            "VOTE_LISTEN_ADDR",
+            cli::DEFAULT_VOTE_LISTEN.into(),
+            "invalid value",
+        ),
+        (
+            "WORKER_LISTEN_ADDR",
+            cli::DEFAULT_WORKER_LISTEN.into(),
+            "invalid value",
+        ),
+        (
+            "RESULT_LISTEN_ADDR",
+            cli::DEFAULT_RESULT_LISTEN.into(),
+            "invalid value",
+        ),
         ("REDIS_URL", redis.clone(), "error"),
         ("REDIS_HOST", "queue=in-process queue".into(), "redis://"),
         (
@@ -185,6 +197,45 @@ async fn empty_database_and_redis_hosts_keep_the_embedded_defaults_and_it_runs()
     assert!(
         output.contains(RUNNING) && output.contains(banner),
         "(exit {code:?}):\n{output}"
+    );
+}
+
+/// What the banner says when its servers listen on loopback only.
+const OPEN_UP: &str = "to let others in, set any of:";
+
+#[tokio::test]
+async fn on_loopback_it_says_how_to_let_other_machines_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rp, dp) = (free_port().await.unwrap(), free_port().await.unwrap());
+    let base: Vec<(&'static str, String)> = base(rp, dp)
+        .into_iter()
+        .filter(|(name, _)| name.ends_with("LISTEN_ADDR"))
+        .collect();
+    // The banner's last line; the hint comes before it.
+    let banner = "queue: in-process queue";
+    let (code, output) = run(dir.path(), &base, &[], banner).await;
+    let hint = output
+        .lines()
+        .find(|line| line.contains(OPEN_UP))
+        .unwrap_or_else(|| panic!("(exit {code:?}):\n{output}"));
+    for name in [
+        "GATEWAY_LISTEN_ADDR",
+        "VOTE_LISTEN_ADDR",
+        "RESULT_LISTEN_ADDR",
+        "WORKER_LISTEN_ADDR",
+    ] {
+        assert!(hint.contains(&format!("{name}=0.0.0.0:")), "{name}: {hint}");
+    }
+
+    // Listening on every address, there is nothing to open.
+    let everywhere: Vec<(&'static str, String)> = base
+        .iter()
+        .map(|(name, _)| (*name, "0.0.0.0:0".to_owned()))
+        .collect();
+    let (_, output) = run(dir.path(), &everywhere, &[], banner).await;
+    assert!(
+        output.contains(banner) && !output.contains(OPEN_UP),
+        "{output}"
     );
 }
 

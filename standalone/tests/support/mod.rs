@@ -44,7 +44,12 @@ impl System {
     /// Starts the system on `backends` and waits until the gRPC services
     /// are ready.
     pub async fn start(backends: Backends, poll: Poll) -> Self {
-        let listeners = Listeners::loopback().await.unwrap();
+        Self::start_on(Listeners::loopback().await.unwrap(), backends, poll).await
+    }
+
+    /// Starts the system on `listeners` and `backends` and waits until the
+    /// gRPC services are ready (asked on loopback).
+    pub async fn start_on(listeners: Listeners, backends: Backends, poll: Poll) -> Self {
         let addrs = listeners.addrs().unwrap();
         let shutdown = CancellationToken::new();
         let settings = Settings {
@@ -60,6 +65,7 @@ impl System {
         ));
         let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
         for addr in [addrs.vote, addrs.worker, addrs.result] {
+            let addr = votemesh::client::selfcheck::loopback(addr);
             probe::wait_for("all services ready", WAIT, || async {
                 probe::health(addr, "").await == Ok(ServingStatus::Serving)
             })
