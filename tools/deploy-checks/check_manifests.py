@@ -1,20 +1,26 @@
 """Checks the promises of votemesh's rendered Kubernetes manifests.
 
-Usage: check_manifests.py RENDERED_YAML COMPONENTS_JSON FLAVOUR VERSION
+Usage: check_manifests.py RENDERED_YAML COMPONENTS_JSON FLAVOUR VERSION [REGISTRY]
 
 RENDERED_YAML is `kubectl kustomize` of k8s/ (FLAVOUR base), of
 k8s/overlays/dev (dev) or of k8s/overlays/prod (prod). COMPONENTS_JSON maps
 each component (vote, worker, result, gateway) to what its binary really
 does, taken from its clap definition by the Rust test: {"env": [names it
-reads], "port": listen port, "protocol": "grpc"|"http"}, and for the
+reads], "port": listen port, "listen_env": the variable that sets the
+listen address, "protocol": "grpc"|"http"}, and for the
 gateway "resolve_interval": how often (seconds) its client looks the
 upstream names up again; and the vote bot to {"env": [...], "client":
-true} (votemesh-loadgen's settings; it serves nothing). VERSION is the workspace version, the tag CI
-publishes the images under.
+true} (votemesh-loadgen's settings; it serves nothing). VERSION is the
+workspace version, the tag CI publishes the images under; REGISTRY
+(default ghcr.io/votemesh) is where k8s/components/published-images says
+they are.
 
-Every flavour keeps the base's promises (probes with timeouts that outlast
+Every flavour keeps the base's promises (each component's listen address
+set to every interface on its port, Postgres reading only its own
+ConfigMap db-config, whose database name and user the worker and the
+result service share, probes with timeouts that outlast
 CPU throttling, resources, security contexts, env names, secrets, policies,
-disruption budgets that let a drain evict unready pods, each component
+disruption budgets (but in dev) that let a drain evict unready pods, each component
 spread over nodes, Redis refusing writes below its memory limit, the
 gateway calling vote and result through headless names, generated config,
 and, where an overlay includes k8s/components/vote-bot, the bot reading
@@ -23,8 +29,9 @@ nothing else);
 then
 - base: production replica counts and autoscalers, the published images,
   the gateway on a LoadBalancer with NodePort 31000;
-- dev: one replica each, no autoscaler, local images, writable root for
-  the app containers only, the gateway on NodePort 31000;
+- dev: one replica each, no autoscaler, no disruption budget (with one
+  replica it blocks every drain), local images, writable root for the app
+  containers only, the gateway on NodePort 31000;
 - prod: the base's counts and autoscalers, pods spread over zones too, the namespace enforcing the restricted Pod Security Standard, an
   Ingress to the gateway with SSE-friendly timeouts, and no Secret in the
   output (db-credentials comes from outside the repository).
@@ -235,6 +242,35 @@ def check_redis_memory(statefulset):
         )
 
 
+def check_database_config(statefulset, objects):
+    """Postgres reads its own ConfigMap (db-config) and Secret, never the
+    app's settings: an edit to RUST_LOG or OPTION_A must not restart the
+    only database pod. The worker and the result service take the database
+    name and user from the same ConfigMap Postgres was initialised with."""
+    configmaps = by_kind(objects, "ConfigMap")
+    deployments = by_kind(objects, "Deployment")
+    pod = statefulset["spec"]["template"]["spec"]
+    for container in pod.get("containers", []):
+        for entry in container.get("env", []):
+            ref = entry.get("valueFrom", {}).get("configMapKeyRef", {}).get("name")
+            if ref and not re.fullmatch(GENERATED.format("db-config"), ref):
+                fail(f"statefulset/postgres: {entry['name']} comes from {ref}, not db-config: every edit to it rolls the database")
+        for ref in container.get("envFrom", []):
+            fail(f"statefulset/postgres: envFrom {ref}")
+    for volume in pod.get("volumes", []):
+        if "configMap" in volume:
+            fail(f"statefulset/postgres: mounts ConfigMap {volume['configMap'].get('name')}")
+    [postgres] = pod["containers"]
+    for variable, key in (("POSTGRES_DB", "DB_NAME"), ("POSTGRES_USER", "DB_USER")):
+        wanted = env_value(postgres, variable, configmaps)
+        for name in ("worker", "result"):
+            if name not in deployments:
+                continue
+            [container] = deployments[name]["spec"]["template"]["spec"]["containers"]
+            if env_value(container, key, configmaps) != wanted:
+                fail(f"deployment/{name}: {key} is {env_value(container, key, configmaps)!r}, Postgres' {variable} is {wanted!r}")
+
+
 def env_value(container, name, configmaps):
     """The value a container gets for `name`, directly or from a rendered
     ConfigMap; None if it does not get one."""
@@ -299,11 +335,11 @@ def check_service_account(owner, pod, accounts):
         fail(f"{owner}: pod mounts a service account token")
 
 
-def check_component(name, spec, deployment, flavour, version):
+def check_component(name, spec, deployment, flavour, version, registry):
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     where = f"deployment/{name}"
-    expected_image = f"votemesh-{name}:dev" if flavour == "dev" else f"{REGISTRY}/votemesh-{name}:{version}"
+    expected_image = f"votemesh-{name}:dev" if flavour == "dev" else f"{registry}/votemesh-{name}:{version}"
     if container["image"] != expected_image:
         fail(f"{where}: image {container['image']} is not {expected_image}")
     replicas = deployment["spec"].get("replicas")
@@ -319,6 +355,11 @@ def check_component(name, spec, deployment, flavour, version):
     ports = [p["containerPort"] for p in container.get("ports", [])]
     if ports != [spec["port"]]:
         fail(f"{where}: container ports {ports}, the binary listens on {spec['port']}")
+    # The listen address is set, on every interface, never left to the
+    # binary's default (which may be loopback or change between releases).
+    listen = next((e.get("value") for e in container.get("env", []) if e["name"] == spec["listen_env"]), None)
+    if listen not in (f"[::]:{spec['port']}", f"0.0.0.0:{spec['port']}"):
+        fail(f"{where}: {spec['listen_env']} is {listen!r}, not every interface on its port ([::]:{spec['port']} or 0.0.0.0:{spec['port']})")
 
     env_names = [e["name"] for e in container.get("env", [])]
     if container.get("envFrom"):
@@ -407,7 +448,7 @@ def check_generated_config(objects, flavour):
     configmaps = set(by_kind(objects, "ConfigMap"))
     secrets = set(by_kind(objects, "Secret"))
     names = {"ConfigMap": configmaps, "Secret": secrets}
-    expected = [("ConfigMap", "app-config")] + ([] if flavour == "prod" else [("Secret", "db-credentials")])
+    expected = [("ConfigMap", "app-config"), ("ConfigMap", "db-config")] + ([] if flavour == "prod" else [("Secret", "db-credentials")])
     for kind, name in expected:
         if not any(re.fullmatch(GENERATED.format(name), n) for n in names[kind]):
             fail(f"{kind.lower()} {name}: not generated with a content hash ({sorted(names[kind])})")
@@ -573,7 +614,7 @@ def check_observability(objects, components, dashboard_path):
 DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../k8s/components/observability/votemesh-dashboard.json")
 
 
-def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBOARD):
+def main(rendered_path, components_path, flavour, version, registry=REGISTRY, dashboard_path=DASHBOARD):
     if flavour not in ("base", "dev", "prod"):
         fail(f"unknown flavour {flavour}")
     with open(rendered_path) as f:
@@ -598,7 +639,7 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
         if name not in deployments:
             fail(f"no deployment/{name}")
             continue
-        check_component(name, spec, deployments[name], flavour, version)
+        check_component(name, spec, deployments[name], flavour, version, registry)
     for owner, workload in list(deployments.items()) + list(statefulsets.items()):
         pod = workload["spec"]["template"]["spec"]
         check_service_account(owner, pod, accounts)
@@ -631,13 +672,17 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
 
     pdbs = by_kind(objects, "PodDisruptionBudget")
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
-    for name in components:
+    if flavour == "dev" and pdbs:
+        fail(f"dev: PodDisruptionBudgets {sorted(pdbs)} with one replica each block every kubectl drain")
+    for name in components if flavour != "dev" else ():
         if name not in pdbs:
             fail(f"deployment/{name}: no PodDisruptionBudget")
         elif name in deployments:
             check_disruption_budget(name, pdbs[name], deployments[name]["spec"]["template"]["metadata"].get("labels", {}))
     if "redis" in statefulsets:
         check_redis_memory(statefulsets["redis"])
+    if "postgres" in statefulsets:
+        check_database_config(statefulsets["postgres"], objects)
     if flavour == "dev":
         if hpas:
             fail(f"dev: HorizontalPodAutoscalers {sorted(hpas)} would scale past one replica")

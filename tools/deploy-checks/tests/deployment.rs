@@ -145,8 +145,9 @@ fn base_with_observability(dir: &Path) -> String {
     base_with_component("observability", dir)
 }
 
-/// A kustomization in `dir` that is the base plus `k8s/components/<component>`,
-/// as a path `kubectl kustomize` takes from the repository.
+/// A kustomization in `dir` that is the base plus `k8s/components/<component>`
+/// and the published images (as `kubectl apply -k k8s/` deploys), as a path
+/// `kubectl kustomize` takes from the repository.
 fn base_with_component(component: &str, dir: &Path) -> String {
     let kustomization = dir.join(format!("base-with-{component}"));
     // kustomize takes only relative paths to other kustomizations.
@@ -156,7 +157,8 @@ fn base_with_component(component: &str, dir: &Path) -> String {
         kustomization.join("kustomization.yaml"),
         &format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-             resources: [{k8s}/base]\ncomponents: [{k8s}/components/{component}]\n"
+             resources: [{k8s}/base]\n\
+             components: [{k8s}/components/{component}, {k8s}/components/published-images]\n"
         ),
     );
     kustomization.display().to_string()
@@ -169,14 +171,26 @@ fn components(dir: &Path) -> PathBuf {
     let describe = |command: clap::Command, protocol: &str| {
         let mut env = config::env_names(&command);
         env.push(telemetry::LOG_FILTER_ENV.to_owned());
-        let listen = command
+        let argument = command
             .get_arguments()
             .find(|argument| argument.get_id() == "listen")
-            .and_then(|argument| argument.get_default_values().first())
+            .expect("every component has --listen");
+        let listen = argument
+            .get_default_values()
+            .first()
             .and_then(|value| value.to_str())
             .and_then(|value| value.parse::<SocketAddr>().ok())
             .expect("every component has a --listen default");
-        json!({ "env": env, "port": listen.port(), "protocol": protocol })
+        let listen_env = argument
+            .get_env()
+            .and_then(|name| name.to_str())
+            .expect("--listen reads a variable");
+        json!({
+            "env": env,
+            "port": listen.port(),
+            "listen_env": listen_env,
+            "protocol": protocol,
+        })
     };
     let mut gateway = describe(votemesh_gateway::cli::Cli::command(), "http");
     gateway["resolve_interval"] = json!(balance::RESOLVE_INTERVAL.as_secs());
@@ -308,6 +322,20 @@ fn every_kustomization_keeps_its_promises() {
         ),
         (
             "base",
+            broken(&base, "value: '[::]:5000'", "value: 127.0.0.1:5000"),
+            "VOTE_LISTEN_ADDR is '127.0.0.1:5000', not every interface",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "- name: POSTGRES_DB\n          valueFrom:\n            configMapKeyRef:\n              key: DB_NAME\n              name: db-config-",
+                "- name: POSTGRES_DB\n          valueFrom:\n            configMapKeyRef:\n              key: DB_NAME\n              name: app-config-",
+            ),
+            "statefulset/postgres: POSTGRES_DB comes from app-config-",
+        ),
+        (
+            "base",
             broken(&base, "appProtocol: kubernetes.io/h2c", "appProtocol: http"),
             "not kubernetes.io/h2c",
         ),
@@ -414,8 +442,9 @@ fn every_kustomization_keeps_its_promises() {
             broken(&dev, "replicas: 1\n", "replicas: 3\n"),
             "expected 1 on a laptop",
         ),
-        // The base's autoscalers in dev.
+        // The base's autoscalers and disruption budgets in dev.
         ("dev", base.clone(), "would scale past one replica"),
+        ("dev", base.clone(), "block every kubectl drain"),
         // The vote bot (k8s/components/vote-bot, in dev).
         (
             "dev",
@@ -1390,4 +1419,105 @@ fn the_mtls_component_issues_mounts_and_validates() {
             expected,
         );
     }
+}
+
+/// A fork names its image owner in one place
+/// (`k8s/components/published-images`), and every flavour follows: the base
+/// and prod (with the vote bot and with mutual TLS too) deploy the fork's
+/// published images and keep every promise, and dev still runs exactly the
+/// `votemesh-<name>:dev` images Tilt builds (the Tiltfile test checks those
+/// names against the dev overlay), with no trace of the old owner anywhere.
+#[test]
+fn a_fork_changes_the_image_owner_in_one_place_and_every_flavour_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let components = components(dir.path());
+    let k8s = k8s_copy(dir.path());
+    let place = k8s.join("components/published-images/kustomization.yaml");
+    let fork = "ghcr.io/someone-else";
+    write(
+        &place,
+        &broken(
+            &read(&place),
+            "registry=ghcr.io/votemesh",
+            &format!("registry={fork}"),
+        ),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let k8s_path = k8s.display().to_string();
+    let images = |rendered: &Path| -> Vec<String> {
+        let text = read(rendered);
+        assert!(
+            !text.contains("ghcr.io/votemesh"),
+            "{} still names ghcr.io/votemesh",
+            rendered.display()
+        );
+        let mut images: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter_map(|line| line.strip_prefix("image: "))
+            .filter(|image| image.contains("votemesh-"))
+            .map(str::to_owned)
+            .collect();
+        images.sort();
+        images
+    };
+    let published = |names: &[&str]| -> Vec<String> {
+        let mut images: Vec<String> = names
+            .iter()
+            .map(|name| format!("{fork}/votemesh-{name}:{version}"))
+            .collect();
+        images.sort();
+        images
+    };
+    let services = ["vote", "worker", "result", "gateway"];
+    for (kustomization, flavour) in [
+        (k8s_path.clone(), "base"),
+        (format!("{k8s_path}/overlays/prod"), "prod"),
+        (format!("{k8s_path}/overlays/dev"), "dev"),
+    ] {
+        let rendered = rendered(&kustomization, dir.path());
+        let output = script("check_manifests.py")
+            .arg(&rendered)
+            .arg(&components)
+            .arg(flavour)
+            .arg(version)
+            .arg(fork)
+            .output()
+            .unwrap();
+        assert_success(&format!("check_manifests.py {flavour} of a fork"), &output);
+        let expected = if flavour == "dev" {
+            let mut dev: Vec<String> = services
+                .iter()
+                .chain(["loadgen"].iter())
+                .map(|name| format!("votemesh-{name}:dev"))
+                .collect();
+            dev.sort();
+            dev
+        } else {
+            published(&services)
+        };
+        assert_eq!(images(&rendered), expected, "{flavour} of a fork");
+    }
+    // The base with the vote bot, and prod with mutual TLS.
+    let with_bot = dir.path().join("fork-with-bot");
+    write(
+        with_bot.join("kustomization.yaml"),
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [{up}{k8s_path}/base]\n\
+             components: [{up}{k8s_path}/components/vote-bot, {up}{k8s_path}/components/published-images]\n",
+            up = "../".repeat(with_bot.components().count() - 1),
+        )
+        .replace("//", "/"),
+    );
+    let rendered_bot = rendered(&with_bot.display().to_string(), dir.path());
+    assert_eq!(
+        images(&rendered_bot),
+        published(&["vote", "worker", "result", "gateway", "loadgen"])
+    );
+    let prod_mtls = with_mtls(dir.path(), &k8s, "overlays/prod");
+    assert_eq!(
+        images(&rendered(&prod_mtls, dir.path())),
+        published(&services)
+    );
 }
