@@ -32,9 +32,15 @@ then
 - dev: one replica each, no autoscaler, no disruption budget (with one
   replica it blocks every drain), local images, writable root for the app
   containers only, the gateway on NodePort 31000;
-- prod: the base's counts and autoscalers, pods spread over zones too, the namespace enforcing the restricted Pod Security Standard, an
-  Ingress to the gateway with SSE-friendly timeouts, and no Secret in the
-  output (db-credentials comes from outside the repository).
+- prod: the base's counts and autoscalers, pods spread over zones too,
+  the namespace enforcing the restricted Pod Security Standard, an
+  HTTPRoute (or, with k8s/components/ingress, an Ingress with a class and
+  TLS) reaching every public path of the gateway and none of /metrics,
+  /healthz and /readyz, the live results stream with no short request
+  timeout, Gateway API fields known (also on the GRPCRoute of
+  k8s/components/public-grpc, which reaches only the vote and result
+  APIs), TRUSTED_PROXIES without a whole private range, and no Secret in
+  the output (db-credentials comes from outside the repository).
 Every flavour also gives each component scrape annotations and a headless
 `<component>-metrics` Service whose port is named `metrics` (what a
 ServiceMonitor selects). Where the observability component is included
@@ -47,6 +53,7 @@ Prints every broken promise and exits 1 if there is any.
 """
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -467,30 +474,178 @@ def check_generated_config(objects, flavour):
                         fail(f"{workload['metadata']['name']}: {entry['name']} refers to {kind} {ref}, which is not rendered")
 
 
+# The gateway's public paths (an example of each) and those only operators
+# may reach; a public route must reach the first and none of the second.
+PUBLIC_PATHS = ("/", "/vote", "/results", "/api/vote", "/api/results", "/api/results/stream", "/api/options", "/static/app.js")
+OPERATOR_PATHS = ("/metrics", "/healthz", "/readyz")
+SSE_PATH = "/api/results/stream"
+# Gateway API v1 fields votemesh uses or may (kubernetes-validate has no
+# schema for them: a misspelt field would be dropped by a lenient apply).
+ROUTE_SPEC_FIELDS = {"parentRefs", "hostnames", "rules"}
+PARENT_REF_FIELDS = {"group", "kind", "namespace", "name", "sectionName", "port"}
+HTTP_RULE_FIELDS = {"name", "matches", "filters", "backendRefs", "timeouts", "retry", "sessionPersistence"}
+HTTP_MATCH_FIELDS = {"path", "headers", "queryParams", "method"}
+GRPC_RULE_FIELDS = {"name", "matches", "filters", "backendRefs", "sessionPersistence"}
+GRPC_MATCH_FIELDS = {"method", "headers"}
+BACKEND_FIELDS = {"group", "kind", "name", "namespace", "port", "weight", "filters"}
+TIMEOUT_FIELDS = {"request", "backendRequest"}
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+# Ranges a proxy list must never trust whole: every pod and node in them
+# could then name its own client address.
+BLANKET_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "0.0.0.0/0", "::/0")
+
+
+def path_matches(kind, value, path):
+    """Whether a route's path match (Gateway API Exact/PathPrefix, Ingress
+    Exact/Prefix: prefixes match whole path elements) covers `path`."""
+    if kind == "Exact":
+        return path == value
+    if kind in ("PathPrefix", "Prefix"):
+        prefix = value.rstrip("/")
+        return prefix == "" or path == prefix or path.startswith(prefix + "/")
+    return True  # RegularExpression, ImplementationSpecific: assume the worst
+
+
+def gateway_duration(text):
+    """A Gateway API duration (GEP-2257: 1h, 30s, 1h30m, 500ms) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+)(ms|h|m|s)", str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text):
+        raise ValueError(f"duration {text!r}")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def check_route_fields(where, spec, rule_fields, match_fields):
+    for key, allowed in (("spec", ROUTE_SPEC_FIELDS),):
+        extra = set(spec) - allowed
+        if extra:
+            fail(f"{where}: unknown fields {sorted(extra)} in {key}")
+    if not spec.get("parentRefs"):
+        fail(f"{where}: no parentRefs: it attaches to no Gateway")
+    for ref in spec.get("parentRefs", []):
+        if set(ref) - PARENT_REF_FIELDS or not ref.get("name"):
+            fail(f"{where}: parentRef {ref} has unknown fields or no name")
+    for rule in spec.get("rules", []):
+        if set(rule) - rule_fields:
+            fail(f"{where}: unknown fields {sorted(set(rule) - rule_fields)} in a rule")
+        for match in rule.get("matches", []):
+            if set(match) - match_fields:
+                fail(f"{where}: unknown fields {sorted(set(match) - match_fields)} in a match")
+        for backend in rule.get("backendRefs", []):
+            if set(backend) - BACKEND_FIELDS:
+                fail(f"{where}: unknown fields {sorted(set(backend) - BACKEND_FIELDS)} in a backendRef")
+        if set(rule.get("timeouts") or {}) - TIMEOUT_FIELDS:
+            fail(f"{where}: unknown fields {sorted(set(rule['timeouts']) - TIMEOUT_FIELDS)} in timeouts")
+    for value in [r.get("name", "") for r in spec.get("parentRefs", [])] + spec.get("hostnames", []):
+        if re.fullmatch(r"[A-Z-]+", str(value)):
+            fail(f"{where}: placeholder {value} left (edge.env's replacements did not reach it)")
+
+
+def check_public_routes(objects, services):
+    """The public entry (HTTPRoute, or an Ingress): the gateway's public
+    paths and nothing an operator alone should see; the live results
+    stream without a short timeout; a class and TLS on an Ingress."""
+    routes = by_kind(objects, "HTTPRoute")
+    ingresses = by_kind(objects, "Ingress")
+    # (where, path kind, path value, rule) for every path that reaches the gateway
+    entries = []
+    for name, route in routes.items():
+        where = f"httproute/{name}"
+        if route["apiVersion"] != GATEWAY_API:
+            fail(f"{where}: apiVersion {route['apiVersion']}, not {GATEWAY_API}")
+        spec = route.get("spec", {})
+        check_route_fields(where, spec, HTTP_RULE_FIELDS, HTTP_MATCH_FIELDS)
+        if not spec.get("hostnames"):
+            fail(f"{where}: no hostnames: it answers for every host name of the Gateway")
+        for rule in spec.get("rules", []):
+            if not any(b.get("name") == "gateway" for b in rule.get("backendRefs", [])):
+                continue
+            for match in rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]:
+                path = match.get("path") or {"type": "PathPrefix", "value": "/"}
+                entries.append((where, path.get("type", "PathPrefix"), path.get("value", "/"), rule))
+    for name, ingress in ingresses.items():
+        where = f"ingress/{name}"
+        spec = ingress.get("spec", {})
+        if not spec.get("ingressClassName"):
+            fail(f"{where}: no ingressClassName: a controller installed with its chart's defaults ignores it, and it never gets an address")
+        tls_hosts = {h for t in spec.get("tls", []) for h in t.get("hosts", [])}
+        for rule in spec.get("rules", []):
+            if rule.get("host") not in tls_hosts:
+                fail(f"{where}: host {rule.get('host')!r} has no TLS")
+            for path in rule.get("http", {}).get("paths", []):
+                if path.get("backend", {}).get("service", {}).get("name") == "gateway":
+                    entries.append((where, path.get("pathType"), path.get("path", "/"), None))
+        if spec.get("defaultBackend"):
+            fail(f"{where}: a defaultBackend reaches every path")
+    if not entries:
+        fail("prod: no HTTPRoute or Ingress routes to service/gateway")
+        return
+    for path in OPERATOR_PATHS:
+        for where, kind, value, _ in entries:
+            if path_matches(kind, value, path):
+                fail(f"{where}: {kind} {value} makes the operators' {path} public")
+    for path in PUBLIC_PATHS:
+        if not any(path_matches(kind, value, path) for _, kind, value, _ in entries):
+            fail(f"prod: no public route reaches the gateway's {path}")
+    # The rule that serves the stream (an Exact match wins over prefixes,
+    # the longest prefix over shorter ones).
+    serving = sorted(
+        ((kind == "Exact", len(value), where, rule) for where, kind, value, rule in entries if path_matches(kind, value, SSE_PATH)),
+        key=lambda e: e[:2],
+        reverse=True,
+    )
+    if serving and serving[0][3] is not None:
+        where, rule = serving[0][2], serving[0][3]
+        timeout = (rule.get("timeouts") or {}).get("request")
+        if timeout is None:
+            fail(f"{where}: the rule for {SSE_PATH} leaves the request timeout to the implementation (Envoy's is 15 s): it cuts the live results stream")
+        else:
+            seconds = gateway_duration(timeout)
+            if 0 < seconds < SSE_MIN_TIMEOUT:
+                fail(f"{where}: request timeout {timeout} cuts the live results stream")
+    for name, route in by_kind(objects, "GRPCRoute").items():
+        where = f"grpcroute/{name}"
+        spec = route.get("spec", {})
+        check_route_fields(where, spec, GRPC_RULE_FIELDS, GRPC_MATCH_FIELDS)
+        for rule in spec.get("rules", []):
+            services_named = {m.get("method", {}).get("service") for m in rule.get("matches", [])}
+            if not rule.get("matches") or None in services_named or not services_named <= {"votemesh.v1.VoteService", "votemesh.v1.ResultService"}:
+                fail(f"{where}: a rule reaches more than the vote and result APIs: {rule.get('matches')}")
+            for backend in rule.get("backendRefs", []):
+                ports = [p for p in services.get(backend.get("name"), {}).get("spec", {}).get("ports", []) if p.get("port") == backend.get("port")]
+                if not ports or ports[0].get("appProtocol") not in ("kubernetes.io/h2c", "https"):
+                    fail(f"{where}: backend {backend} is not a gRPC Service port")
+
+
+def check_trusted_proxies(objects):
+    """The gateway believes X-Forwarded-For only from the proxies the
+    operator names, never a whole private range."""
+    gateway = by_kind(objects, "Deployment").get("gateway")
+    if not gateway:
+        return
+    [container] = gateway["spec"]["template"]["spec"]["containers"]
+    value = env_value(container, "TRUSTED_PROXIES", {}) or ""
+    for entry in filter(None, (e.strip() for e in value.split(","))):
+        try:
+            net = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            fail(f"deployment/gateway: TRUSTED_PROXIES entry {entry!r} is not an address or range")
+            continue
+        for blanket in map(ipaddress.ip_network, BLANKET_RANGES):
+            if net.version == blanket.version and blanket.subnet_of(net):
+                fail(f"deployment/gateway: TRUSTED_PROXIES trusts all of {blanket} ({entry}): name your proxies, not the private ranges")
+
+
 def check_exposure(objects, flavour):
     """How the gateway is reached from outside the cluster."""
-    gateway = by_kind(objects, "Service").get("gateway", {}).get("spec", {})
+    services = by_kind(objects, "Service")
+    gateway = services.get("gateway", {}).get("spec", {})
     ports = gateway.get("ports", [])
     if flavour == "prod":
         if gateway.get("type", "ClusterIP") != "ClusterIP":
-            fail(f"service/gateway: {gateway.get('type')} in prod, expected ClusterIP behind the Ingress")
-        ingresses = by_kind(objects, "Ingress")
-        backends = [
-            path.get("backend", {}).get("service", {})
-            for ingress in ingresses.values()
-            for rule in ingress["spec"].get("rules", [])
-            for path in rule.get("http", {}).get("paths", [])
-        ]
-        if not any(b.get("name") == "gateway" for b in backends):
-            fail("prod: no Ingress routes to service/gateway")
-        for name, ingress in ingresses.items():
-            notes = ingress["metadata"].get("annotations", {})
-            for key in ("proxy-read-timeout", "proxy-send-timeout"):
-                value = notes.get(f"nginx.ingress.kubernetes.io/{key}", "60")
-                if int(value) < SSE_MIN_TIMEOUT:
-                    fail(f"ingress/{name}: {key} {value} s cuts the live results stream")
-            if notes.get("nginx.ingress.kubernetes.io/proxy-buffering") != "off":
-                fail(f"ingress/{name}: proxy buffering holds back server-sent events")
+            fail(f"service/gateway: {gateway.get('type')} in prod, expected ClusterIP behind the Gateway or Ingress")
+        check_public_routes(objects, services)
+        check_trusted_proxies(objects)
         namespace = by_kind(objects, "Namespace").get("votemesh", {})
         labels = namespace.get("metadata", {}).get("labels", {})
         if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
@@ -530,7 +685,12 @@ def allowed_clients(policies, target, port=None):
                 clients.add("*")
             for source in sources or []:
                 name = source.get("podSelector", {}).get("matchLabels", {}).get(NAME_LABEL)
-                clients.add(name or "*")
+                namespace = (source.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                if name is None and namespace:
+                    # Every pod of one other namespace (a Gateway's proxies).
+                    clients.add(f"namespace:{namespace}")
+                else:
+                    clients.add(name or "*")
     return clients
 
 
@@ -661,12 +821,21 @@ def main(rendered_path, components_path, flavour, version, registry=REGISTRY, da
         clients = allowed_clients(policies, store)
         if clients != expected:
             fail(f"{store} is reachable from {sorted(clients)}, expected only {sorted(expected)}")
+    grpc_backends = {
+        b.get("name")
+        for route in by_kind(objects, "GRPCRoute").values()
+        for rule in route.get("spec", {}).get("rules", [])
+        for b in rule.get("backendRefs", [])
+    }
     for name, expected in COMPONENT_CLIENTS.items():
         if name not in components:
             continue
         clients = allowed_clients(policies, name, components[name]["port"])
         if observed:
             expected = expected | {"prometheus"}
+        if name in grpc_backends:
+            # k8s/components/public-grpc: the Gateway's proxies, by namespace.
+            expected = expected | {c for c in clients if c.startswith("namespace:")}
         if clients != expected:
             fail(f"{name} is reachable on port {components[name]['port']} from {sorted(clients)}, expected only {sorted(expected)}")
 

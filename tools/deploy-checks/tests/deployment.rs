@@ -509,14 +509,39 @@ fn every_kustomization_keeps_its_promises() {
             ),
             "more than one spread over kubernetes.io/hostname",
         ),
+        // The public edge (more in the_public_edge_reaches_public_paths_only).
         (
             "prod",
             broken(
                 &prod,
-                "proxy-read-timeout: \"3600\"",
-                "proxy-read-timeout: \"60\"",
+                "type: PathPrefix\n        value: /api",
+                "type: PathPrefix\n        value: /",
             ),
-            "cuts the live results stream",
+            "httproute/gateway: PathPrefix / makes the operators' /metrics public",
+        ),
+        (
+            "prod",
+            broken(&prod, "request: 0s", "request: 30s"),
+            "request timeout 30s cuts the live results stream",
+        ),
+        (
+            "prod",
+            broken(&prod, "    timeouts:\n      request: 0s\n", ""),
+            "leaves the request timeout to the implementation",
+        ),
+        (
+            "prod",
+            broken(&prod, "sectionName: https", "section: https"),
+            "has unknown fields or no name",
+        ),
+        (
+            "prod",
+            broken(
+                &prod,
+                "name: TRUSTED_PROXIES\n          value: \"\"",
+                "name: TRUSTED_PROXIES\n          value: 10.0.0.0/8,192.0.2.7",
+            ),
+            "TRUSTED_PROXIES trusts all of 10.0.0.0/8",
         ),
         // Metrics and the observability component.
         (
@@ -590,7 +615,11 @@ fn every_kustomization_keeps_its_promises() {
         ),
         // The base in prod: an example Secret, no Ingress.
         ("prod", base.clone(), "must not come from the repository"),
-        ("prod", base.clone(), "no Ingress routes to service/gateway"),
+        (
+            "prod",
+            base.clone(),
+            "no HTTPRoute or Ingress routes to service/gateway",
+        ),
     ];
     for (flavour, manifests, expected) in cases {
         let path = dir.path().join("broken.yaml");
@@ -1520,4 +1549,108 @@ fn a_fork_changes_the_image_owner_in_one_place_and_every_flavour_follows() {
         images(&rendered(&prod_mtls, dir.path())),
         published(&services)
     );
+}
+
+/// `k8s/overlays/prod` of a copy of `k8s/` with `components` added to its
+/// own list (after published-images), so that its edge.env replacements
+/// reach what they add; rendered into `dir`.
+fn prod_with(dir: &Path, components: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let k8s = k8s_copy(dir);
+    let kustomization = k8s.join("overlays/prod/kustomization.yaml");
+    let listed: String = components
+        .iter()
+        .map(|c| format!("  - ../../components/{c}\n"))
+        .collect();
+    write(
+        &kustomization,
+        &broken(
+            &read(&kustomization),
+            "\n  - ../../components/published-images\n",
+            &format!("\n  - ../../components/published-images\n{listed}"),
+        ),
+    );
+    rendered(&k8s.join("overlays/prod").display().to_string(), dir)
+}
+
+/// The prod overlay's public entry in each variant: the HTTPRoute, the
+/// Ingress of `k8s/components/ingress` and the GRPCRoute of
+/// `k8s/components/public-grpc` reach the gateway's public paths (and the
+/// vote and result APIs), never /metrics, /healthz or /readyz; edge.env
+/// fills every placeholder; the Ingress has a class and TLS.
+#[test]
+fn the_public_edge_reaches_public_paths_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let components = components(dir.path());
+    let version = env!("CARGO_PKG_VERSION");
+    let check = |path: &Path| check_manifests(path, &components, "prod");
+    let ingress = prod_with(&dir.path().join("ingress"), &["ingress"]);
+    let grpc = prod_with(&dir.path().join("grpc"), &["public-grpc"]);
+    for (what, path) in [("ingress", &ingress), ("public-grpc", &grpc)] {
+        let text = read(path);
+        for placeholder in ["HOSTNAME", "GATEWAY-", "INGRESS-CLASS", "CLUSTER-ISSUER"] {
+            assert!(!text.contains(placeholder), "{what}: {placeholder} left");
+        }
+        assert_success(&format!("check_manifests.py prod + {what}"), &check(path));
+        let validated = tool("kubernetes-validate")
+            .args(["--strict", "--quiet"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert_success(&format!("kubernetes-validate prod + {what}"), &validated);
+    }
+    let ingress_text = read(&ingress);
+    assert!(
+        !ingress_text.contains("kind: HTTPRoute"),
+        "the Ingress replaces the HTTPRoute"
+    );
+    assert!(ingress_text.contains(&format!("ghcr.io/votemesh/votemesh-gateway:{version}")));
+    let grpc_text = read(&grpc);
+    let cases = [
+        (
+            broken(&ingress_text, "  ingressClassName: traefik\n", ""),
+            "no ingressClassName",
+        ),
+        (
+            broken(
+                &ingress_text,
+                "path: /results\n        pathType: Exact",
+                "path: /\n        pathType: Prefix",
+            ),
+            "ingress/gateway: Prefix / makes the operators' /metrics public",
+        ),
+        (
+            broken(
+                &ingress_text,
+                "  tls:\n  - hosts:\n    - votemesh.example.com",
+                "  tls:\n  - hosts:\n    - other.example.com",
+            ),
+            "has no TLS",
+        ),
+        (
+            broken(
+                &grpc_text,
+                "service: votemesh.v1.ResultService",
+                "service: grpc.health.v1.Health",
+            ),
+            "reaches more than the vote and result APIs",
+        ),
+        (
+            broken(
+                &grpc_text,
+                "      port: 5001\n    matches:",
+                "      port: 5002\n    matches:",
+            ),
+            "is not a gRPC Service port",
+        ),
+    ];
+    for (manifests, expected) in cases {
+        let path = dir.path().join("broken.yaml");
+        write(&path, &manifests);
+        assert_failure(
+            &format!("prod edge broken to show {expected:?}"),
+            &check(&path),
+            expected,
+        );
+    }
 }
