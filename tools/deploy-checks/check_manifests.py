@@ -39,7 +39,9 @@ then
   /healthz and /readyz, the live results stream with no short request
   timeout, Gateway API fields known (also on the GRPCRoute of
   k8s/components/public-grpc, which reaches only the vote and result
-  APIs), TRUSTED_PROXIES without a whole private range, and no Secret in
+  APIs), TRUSTED_PROXIES without a whole private range, an egress policy
+  on every workload letting it reach only what it calls (the components
+  also DNS and an OTLP collector), and no Secret in
   the output (db-credentials comes from outside the repository).
 Every flavour also gives each component scrape annotations and a headless
 `<component>-metrics` Service whose port is named `metrics` (what a
@@ -617,6 +619,64 @@ def check_public_routes(objects, services):
                     fail(f"{where}: backend {backend} is not a gRPC Service port")
 
 
+# Where each workload may connect in prod (k8s/components/egress), beside
+# DNS (components only) and an OTLP collector on 4317 (components only).
+EGRESS = {
+    "vote": {("redis", 6379)},
+    "worker": {("redis", 6379), ("postgres", 5432)},
+    "result": {("postgres", 5432)},
+    "gateway": {("vote", 5000), ("result", 5001)},
+    "redis": set(),
+    "postgres": set(),
+}
+DNS_PORTS = {53, 5353}
+OTLP_PORT = 4317
+
+
+def check_egress(objects):
+    """Prod: every workload is held by an egress policy that lets it reach
+    exactly what it calls (and, for the components, DNS and a collector)."""
+    policies = by_kind(objects, "NetworkPolicy")
+    workloads = {**by_kind(objects, "StatefulSet"), **by_kind(objects, "Deployment")}
+    for name, wanted in EGRESS.items():
+        if name not in workloads:
+            continue
+        labels = workloads[name]["spec"]["template"]["metadata"].get("labels", {})
+        egress = [p for p in policies.values() if "Egress" in p["spec"].get("policyTypes", []) and selects(p["spec"].get("podSelector", {}), labels)]
+        if not egress:
+            fail(f"{name}: no egress NetworkPolicy: it may connect anywhere")
+            continue
+        reached, dns = set(), False
+        for policy in egress:
+            for rule in policy["spec"].get("egress", []):
+                ports = {p.get("port") for p in rule.get("ports", [])}
+                peers = rule.get("to") or []
+                where = f"{name}: NetworkPolicy {policy['metadata']['name']}"
+                if ports and ports <= DNS_PORTS and peers:
+                    dns = True
+                    continue
+                if ports == {OTLP_PORT} and peers and all((p.get("podSelector") or {}).get("matchLabels") == {NAME_LABEL: "otel-collector"} for p in peers) and name in components_of(EGRESS):
+                    continue
+                for peer in peers or [{}]:
+                    target = (peer.get("podSelector") or {}).get("matchLabels", {}).get(NAME_LABEL)
+                    if target is None or "namespaceSelector" in peer or "ipBlock" in peer or not ports:
+                        fail(f"{where} lets it reach {peer or 'anywhere'} on {sorted(ports) or 'every port'}")
+                        continue
+                    for port in ports:
+                        if (target, port) in wanted:
+                            reached.add((target, port))
+                        else:
+                            fail(f"{where} lets it reach {target} on {port}, which it does not call")
+        for target, port in sorted(wanted - reached):
+            fail(f"{name}: its egress policies do not let it reach {target} on {port}")
+        if name in components_of(EGRESS) and not dns:
+            fail(f"{name}: its egress policies do not let it ask the cluster DNS")
+
+
+def components_of(egress):
+    return {"vote", "worker", "result", "gateway"} & set(egress)
+
+
 def check_trusted_proxies(objects):
     """The gateway believes X-Forwarded-For only from the proxies the
     operator names, never a whole private range."""
@@ -646,6 +706,7 @@ def check_exposure(objects, flavour):
             fail(f"service/gateway: {gateway.get('type')} in prod, expected ClusterIP behind the Gateway or Ingress")
         check_public_routes(objects, services)
         check_trusted_proxies(objects)
+        check_egress(objects)
         namespace = by_kind(objects, "Namespace").get("votemesh", {})
         labels = namespace.get("metadata", {}).get("labels", {})
         if labels.get("pod-security.kubernetes.io/enforce") != "restricted":

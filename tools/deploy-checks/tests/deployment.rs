@@ -620,6 +620,35 @@ fn every_kustomization_keeps_its_promises() {
             base.clone(),
             "no HTTPRoute or Ingress routes to service/gateway",
         ),
+        ("prod", base.clone(), "vote: no egress NetworkPolicy"),
+        // Egress (k8s/components/egress).
+        (
+            "prod",
+            broken(
+                &prod,
+                "name: vote-egress\n  namespace: votemesh\nspec:\n  egress:\n  - ports:\n    - port: 6379",
+                "name: vote-egress\n  namespace: votemesh\nspec:\n  egress:\n  - ports:\n    - port: 5432",
+            ),
+            "vote: NetworkPolicy vote-egress lets it reach redis on 5432, which it does not call",
+        ),
+        (
+            "prod",
+            broken(
+                &prod,
+                "  egress:\n  - ports:\n    - port: 53\n      protocol: UDP\n    - port: 53\n      protocol: TCP",
+                "  egress:\n  - ports:\n    - port: 53\n      protocol: UDP\n    - port: 443\n      protocol: TCP",
+            ),
+            "NetworkPolicy components-to-dns-and-collector lets it reach",
+        ),
+        (
+            "prod",
+            broken(
+                &prod,
+                "    - port: 5432\n      protocol: TCP\n    to:\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: postgres\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: worker",
+                "    - port: 6379\n      protocol: TCP\n    to:\n    - podSelector:\n        matchLabels:\n          app.kubernetes.io/name: redis\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: worker",
+            ),
+            "worker: its egress policies do not let it reach postgres on 5432",
+        ),
     ];
     for (flavour, manifests, expected) in cases {
         let path = dir.path().join("broken.yaml");
