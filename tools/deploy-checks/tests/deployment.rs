@@ -1033,9 +1033,11 @@ fn the_tilt_dev_build_runs_in_the_image_it_is_synced_into() {
 }
 
 fn check_compose(root: &Path) -> Output {
+    let dir = tempfile::tempdir().unwrap();
     script("check_compose.py")
         .arg(root)
         .arg(shutdown::DRAIN_TIMEOUT.as_secs_f64().to_string())
+        .arg(components(dir.path()))
         .output()
         .unwrap()
 }
@@ -1107,10 +1109,22 @@ fn the_compose_file_keeps_its_promises() {
         (
             broken(
                 &original,
+                "OTEL_EXPORTER_OTLP_ENDPOINT: ${VOTEMESH_OTLP_ENDPOINT:-}",
                 "OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}",
-                "OTEL_EXPORTER_OTLP_ENDPOINT: \"\"",
             ),
-            "vote: OTEL_EXPORTER_OTLP_ENDPOINT is not taken from the environment",
+            "vote: OTEL_EXPORTER_OTLP_ENDPOINT is not taken from VOTEMESH_OTLP_ENDPOINT",
+        ),
+        (
+            broken(&original, "prometheus.yml:ro,z", "prometheus.yml:ro"),
+            "prometheus: bind mount ./k8s/components/observability/prometheus-compose.yml:/etc/prometheus/prometheus.yml:ro has no SELinux label option",
+        ),
+        (
+            broken(
+                &original,
+                "RESULT_LISTEN_ADDR: 0.0.0.0:5001",
+                "RESULT_LISTEN_ADDR: 127.0.0.1:5001",
+            ),
+            "result: RESULT_LISTEN_ADDR is '127.0.0.1:5001', not every interface",
         ),
         (
             broken(
