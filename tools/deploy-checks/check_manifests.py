@@ -707,6 +707,8 @@ def check_exposure(objects, flavour):
         check_public_routes(objects, services)
         check_trusted_proxies(objects)
         check_egress(objects)
+        if "grafana" in by_kind(objects, "Deployment"):
+            fail("prod: includes the observability component, whose Grafana is dev only (anonymous viewing, admin/admin)")
         namespace = by_kind(objects, "Namespace").get("votemesh", {})
         labels = namespace.get("metadata", {}).get("labels", {})
         if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
@@ -778,6 +780,55 @@ def check_metrics(objects, components):
             fail(f"service/{name}-metrics: leaves out pods that are not ready, the ones whose metrics matter most")
         elif len(ports) != 1 or ports[0].get("port") != spec["port"] or ports[0].get("appProtocol") != "http":
             fail(f"service/{name}-metrics: no port named metrics on {spec['port']} with appProtocol http: {service.get('ports')}")
+
+
+# The label kube-prometheus-stack's Prometheus selects ServiceMonitors by
+# (its Helm release's name; the chart's own name as the release here).
+OPERATOR_RELEASE_LABEL = {"release": "kube-prometheus-stack"}
+SERVICE_MONITOR_FIELDS = {"jobLabel", "selector", "namespaceSelector", "endpoints", "targetLabels", "podTargetLabels", "sampleLimit"}
+ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "scheme", "relabelings", "metricRelabelings", "honorLabels"}
+
+
+def check_service_monitor(name, monitor, objects, components):
+    """k8s/components/prometheus-operator: the ServiceMonitor selects every
+    component's -metrics Service by a label they all carry, scrapes the
+    port named metrics, names each job after its component, carries the
+    label kube-prometheus-stack selects, and a NetworkPolicy lets that
+    Prometheus (from its own namespace) reach each metrics port."""
+    where = f"servicemonitor/{name}"
+    spec = monitor.get("spec", {})
+    if set(spec) - SERVICE_MONITOR_FIELDS:
+        fail(f"{where}: unknown fields {sorted(set(spec) - SERVICE_MONITOR_FIELDS)}")
+    for endpoint in spec.get("endpoints", []):
+        if set(endpoint) - ENDPOINT_FIELDS:
+            fail(f"{where}: unknown endpoint fields {sorted(set(endpoint) - ENDPOINT_FIELDS)}")
+    labels = monitor["metadata"].get("labels", {})
+    if any(labels.get(k) != v for k, v in OPERATOR_RELEASE_LABEL.items()):
+        fail(f"{where}: not labelled {OPERATOR_RELEASE_LABEL}: kube-prometheus-stack's Prometheus would not select it")
+    if spec.get("jobLabel") != NAME_LABEL:
+        fail(f"{where}: jobLabel {spec.get('jobLabel')!r}: the dashboard selects job by component name ({NAME_LABEL})")
+    if [e.get("port") for e in spec.get("endpoints", [])] != ["metrics"]:
+        fail(f"{where}: does not scrape the port named metrics: {spec.get('endpoints')}")
+    services = by_kind(objects, "Service")
+    policies = by_kind(objects, "NetworkPolicy")
+    for component, detail in components.items():
+        service = services.get(f"{component}-metrics", {})
+        if not selects(spec.get("selector", {}), service.get("metadata", {}).get("labels", {})):
+            fail(f"{where}: does not select service/{component}-metrics")
+        target = next((p.get("targetPort") for p in service.get("spec", {}).get("ports", []) if p.get("name") == "metrics"), None)
+        container = by_kind(objects, "Deployment").get(component, {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0]
+        port = next((p["containerPort"] for p in container.get("ports", []) if p.get("name") == target), target)
+        allowed = False
+        for policy in policies.values():
+            if not selects(policy["spec"]["podSelector"], {NAME_LABEL: component}):
+                continue
+            for rule in policy["spec"].get("ingress", []):
+                ports = [p.get("port") for p in rule.get("ports", [])]
+                for peer in rule.get("from", []):
+                    if peer.get("namespaceSelector") and (peer.get("podSelector") or {}).get("matchLabels", {}).get(NAME_LABEL) == "prometheus" and (not ports or port in ports):
+                        allowed = True
+        if not allowed:
+            fail(f"{component}: no NetworkPolicy lets an operator's Prometheus (another namespace) reach its metrics port {port}")
 
 
 def check_observability(objects, components, dashboard_path):
@@ -875,6 +926,8 @@ def main(rendered_path, components_path, flavour, version, registry=REGISTRY, da
             fail(f"statefulset/{store}: no PersistentVolumeClaim")
 
     observed = "prometheus" in deployments
+    # A Prometheus of the cluster's own (k8s/components/prometheus-operator).
+    scraped = observed or bool(by_kind(objects, "ServiceMonitor"))
     policies = by_kind(objects, "NetworkPolicy")
     if not any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies.values()):
         fail("no default-deny ingress NetworkPolicy")
@@ -892,7 +945,7 @@ def main(rendered_path, components_path, flavour, version, registry=REGISTRY, da
         if name not in components:
             continue
         clients = allowed_clients(policies, name, components[name]["port"])
-        if observed:
+        if scraped:
             expected = expected | {"prometheus"}
         if name in grpc_backends:
             # k8s/components/public-grpc: the Gateway's proxies, by namespace.
@@ -943,6 +996,8 @@ def main(rendered_path, components_path, flavour, version, registry=REGISTRY, da
     check_metrics(objects, components)
     if observed:
         check_observability(objects, components, dashboard_path)
+    for name, monitor in by_kind(objects, "ServiceMonitor").items():
+        check_service_monitor(name, monitor, objects, components)
     check_exposure(objects, flavour)
     check_generated_config(objects, flavour)
     check_secrets_stay_secret(objects)

@@ -264,9 +264,11 @@ fn every_kustomization_keeps_its_promises() {
     // The base and prod without the observability component, dev and the
     // base with it.
     let with_observability = base_with_observability(dir.path());
+    let with_operator = base_with_component("prometheus-operator", dir.path());
     for (kustomization, flavour) in KUSTOMIZATIONS
         .into_iter()
         .chain([(with_observability.as_str(), "base")])
+        .chain([(with_operator.as_str(), "base")])
     {
         let rendered = rendered(kustomization, dir.path());
         assert_success(
@@ -286,6 +288,7 @@ fn every_kustomization_keeps_its_promises() {
         text[at + 6..at + 6 + name.len() + 11].to_owned()
     };
     let config = hashed(&base, "app-config");
+    let operator = read(rendered(&with_operator, dir.path()));
     let cases = [
         (
             "base",
@@ -544,6 +547,33 @@ fn every_kustomization_keeps_its_promises() {
             "TRUSTED_PROXIES trusts all of 10.0.0.0/8",
         ),
         // Metrics and the observability component.
+        (
+            "base",
+            broken(
+                &operator,
+                "release: kube-prometheus-stack",
+                "release: prometheus",
+            ),
+            "kube-prometheus-stack's Prometheus would not select it",
+        ),
+        (
+            "base",
+            broken(
+                &operator,
+                "jobLabel: app.kubernetes.io/name",
+                "jobLabel: app",
+            ),
+            "the dashboard selects job by component name",
+        ),
+        (
+            "base",
+            broken(
+                &operator,
+                "kubernetes.io/metadata.name: monitoring\n      podSelector:\n        matchLabels:\n          app.kubernetes.io/name: prometheus\n    ports:\n    - port: 5000",
+                "kubernetes.io/metadata.name: monitoring\n      podSelector:\n        matchLabels:\n          app.kubernetes.io/name: prometheus\n    ports:\n    - port: 5050",
+            ),
+            "vote: no NetworkPolicy lets an operator's Prometheus (another namespace) reach its metrics port 5000",
+        ),
         (
             "base",
             broken(
