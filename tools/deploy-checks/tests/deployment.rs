@@ -651,6 +651,7 @@ fn every_kustomization_keeps_its_promises() {
             "no HTTPRoute or Ingress routes to service/gateway",
         ),
         ("prod", base.clone(), "vote: no egress NetworkPolicy"),
+        ("prod", dev.clone(), "whose Grafana is dev only"),
         // Egress (k8s/components/egress).
         (
             "prod",
@@ -1281,6 +1282,14 @@ fn host_ports_agree_across_the_docs_compose_tilt_and_kind() {
             "k8s/kind/cluster.yaml",
             ("containerPort: 31000", "containerPort: 30000"),
             "not the dev gateway's NodePort",
+        ),
+        (
+            "k8s/kind/cluster.yaml",
+            (
+                "image: kindest/node:v1.37.0@sha256:",
+                "image: kindest/node:v1.29.2@sha256:",
+            ),
+            "is older than Kubernetes 1.30",
         ),
     ];
     for (file, (from, to), expected) in cases {
