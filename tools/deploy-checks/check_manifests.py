@@ -900,6 +900,11 @@ def main(rendered_path, components_path, flavour, version, registry=REGISTRY, da
     # One namespace for everything: an object outside it (a component added
     # at an overlay that sets no namespace) lands in the current context's
     # namespace, where the services' short DNS names do not reach it.
+    # One label on everything, so `kubectl apply --prune -l` applies and
+    # prunes every object (an object without it would be skipped).
+    for o in objects:
+        if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/part-of") != "votemesh":
+            fail(f"{o['kind']}/{o['metadata']['name']}: no label app.kubernetes.io/part-of=votemesh (kubectl apply --prune -l would skip it)")
     for o in objects:
         if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != NAMESPACE:
             fail(f"{o['kind']}/{o['metadata']['name']}: namespace {o['metadata'].get('namespace')!r}, not {NAMESPACE}")

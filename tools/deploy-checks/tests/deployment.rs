@@ -158,7 +158,8 @@ fn base_with_component(component: &str, dir: &Path) -> String {
         &format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
              resources: [{k8s}/base]\n\
-             components: [{k8s}/components/{component}, {k8s}/components/published-images]\n"
+             components: [{k8s}/components/{component}, {k8s}/components/published-images]\n\
+             labels: [{{pairs: {{app.kubernetes.io/part-of: votemesh}}}}]\n"
         ),
     );
     kustomization.display().to_string()
@@ -652,6 +653,15 @@ fn every_kustomization_keeps_its_promises() {
         ),
         ("prod", base.clone(), "vote: no egress NetworkPolicy"),
         ("prod", dev.clone(), "whose Grafana is dev only"),
+        (
+            "dev",
+            broken(
+                &dev,
+                "    app.kubernetes.io/part-of: votemesh\n  name: vote-bot",
+                "  name: vote-bot",
+            ),
+            "ServiceAccount/vote-bot: no label app.kubernetes.io/part-of=votemesh",
+        ),
         // Egress (k8s/components/egress).
         (
             "prod",
