@@ -1351,37 +1351,94 @@ fn the_vote_bot_runs_the_published_loadgen_image_and_tilts_own_in_dev() {
 }
 
 #[test]
-fn the_ci_workflow_passes_actionlint() {
-    let workflow = repo().join(".github/workflows/images.yml");
-    let output = tool("actionlint").arg(&workflow).output().unwrap();
-    assert_success("actionlint", &output);
+fn the_ci_workflows_pass_actionlint() {
+    for name in ["images.yml", "kind.yml"] {
+        let workflow = repo().join(".github/workflows").join(name);
+        let output = tool("actionlint").arg(&workflow).output().unwrap();
+        assert_success(&format!("actionlint {name}"), &output);
+    }
 
     let dir = tempfile::tempdir().unwrap();
-    let original = read(&workflow);
+    let images = read(repo().join(".github/workflows/images.yml"));
+    let kind = read(repo().join(".github/workflows/kind.yml"));
     let cases = [
         (
-            broken(&original, "registry: ghcr.io", "registri: ghcr.io"),
+            broken(&images, "registry: ghcr.io", "registri: ghcr.io"),
             "input \"registri\" is not defined",
         ),
         (
-            broken(&original, "${{ github.ref_name }}", "${{ github.ref_nam }}"),
+            broken(&images, "${{ github.ref_name }}", "${{ github.ref_nam }}"),
             "property \"ref_nam\" is not defined",
         ),
         (
+            broken(&images, "docker/login-action@v4", "docker/login-action@v3"),
+            "deprecated",
+        ),
+        (
+            broken(&kind, "if: failure()", "if: failed()"),
+            "undefined function \"failed\"",
+        ),
+        (
             broken(
-                &original,
-                "docker/login-action@v4",
-                "docker/login-action@v3",
+                &kind,
+                "actions/upload-artifact@v6",
+                "actions/upload-artifact@v4",
             ),
             "deprecated",
         ),
     ];
     for (contents, expected) in cases {
-        let path = dir.path().join("images.yml");
+        let path = dir.path().join("workflow.yml");
         write(&path, &contents);
         let output = tool("actionlint").arg(&path).output().unwrap();
         assert_failure("a broken workflow", &output, expected);
     }
+}
+
+/// `.github/workflows/kind.yml` runs on a real cluster only what
+/// docs/DEPLOYING.md tells a user to run, line for line.
+#[test]
+fn the_kind_workflow_runs_the_documented_commands() {
+    let check = |workflow: &Path, doc: &Path| {
+        script("check_workflow_docs.py")
+            .arg(workflow)
+            .arg(doc)
+            .output()
+            .unwrap()
+    };
+    let workflow = repo().join(".github/workflows/kind.yml");
+    let doc = repo().join("docs/DEPLOYING.md");
+    assert_success("check_workflow_docs.py", &check(&workflow, &doc));
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken_doc = dir.path().join("DEPLOYING.md");
+    write(
+        &broken_doc,
+        &broken(
+            &read(&doc),
+            "kubectl apply -k k8s/overlays/dev\n",
+            "kubectl apply -k k8s/overlays/dev --server-side\n",
+        ),
+    );
+    assert_failure(
+        "a doc whose command differs from CI's",
+        &check(&workflow, &broken_doc),
+        "'kubectl apply -k k8s/overlays/dev' is not a command of",
+    );
+    let broken_workflow = dir.path().join("kind.yml");
+    write(
+        &broken_workflow,
+        &broken(
+            &read(&workflow),
+            "      - uses: actions/checkout@v5\n",
+            "      - uses: actions/checkout@v5\n      - uses: helm/kind-action@v1\n",
+        ),
+    );
+    assert_failure(
+        "a workflow that sets the cluster up with an action",
+        &check(&broken_workflow, &doc),
+        "uses helm/kind-action@v1",
+    );
 }
 
 /// A copy of `k8s/` in `dir`, to break.
