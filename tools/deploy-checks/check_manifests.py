@@ -757,6 +757,33 @@ def allowed_clients(policies, target, port=None):
     return clients
 
 
+# What each kind of component port is, in every Service that reaches it.
+APP_PROTOCOL = {"grpc": "kubernetes.io/h2c", "http": "http"}
+
+
+def check_app_protocols(objects):
+    """Every Service port that reaches the same container port of the same
+    pods declares the same appProtocol: a mesh (Istio, Linkerd) or a
+    Gateway keys the protocol on the pod's port, and two answers make it
+    pick one, or refuse."""
+    deployments = by_kind(objects, "Deployment")
+    declared = {}
+    for name, service in by_kind(objects, "Service").items():
+        selector = service["spec"].get("selector") or {}
+        for owner, deployment in deployments.items():
+            template = deployment["spec"]["template"]
+            if not selector or not selects({"matchLabels": selector}, template["metadata"].get("labels", {})):
+                continue
+            container_ports = {p.get("name"): p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+            for port in service["spec"].get("ports", []):
+                target = port.get("targetPort", port.get("port"))
+                number = container_ports.get(target, target)
+                declared.setdefault((owner, number), {}).setdefault(port.get("appProtocol"), []).append(f"service/{name}")
+    for (owner, number), protocols in sorted(declared.items(), key=str):
+        if len(protocols) > 1:
+            fail(f"deployment/{owner} port {number}: Services disagree on its appProtocol: {protocols}")
+
+
 def check_metrics(objects, components):
     """Each component's pods say where their metrics are (the prometheus.io
     annotations) and are selected, ready or not, by a headless Service
@@ -778,8 +805,8 @@ def check_metrics(objects, components):
             fail(f"service/{name}-metrics: missing, not headless, or not selecting the {name} pods")
         elif not service.get("publishNotReadyAddresses"):
             fail(f"service/{name}-metrics: leaves out pods that are not ready, the ones whose metrics matter most")
-        elif len(ports) != 1 or ports[0].get("port") != spec["port"] or ports[0].get("appProtocol") != "http":
-            fail(f"service/{name}-metrics: no port named metrics on {spec['port']} with appProtocol http: {service.get('ports')}")
+        elif len(ports) != 1 or ports[0].get("port") != spec["port"] or ports[0].get("appProtocol") != APP_PROTOCOL[spec["protocol"]]:
+            fail(f"service/{name}-metrics: no port named metrics on {spec['port']} with appProtocol {APP_PROTOCOL[spec['protocol']]}: {service.get('ports')}")
 
 
 # The label kube-prometheus-stack's Prometheus selects ServiceMonitors by
@@ -991,14 +1018,12 @@ def main(rendered_path, components_path, flavour, version, registry=REGISTRY, da
     grpc_ports = {spec["port"] for spec in components.values() if spec["protocol"] == "grpc"}
     for name, service in services.items():
         for port in service["spec"].get("ports", []):
-            if port.get("name") == "metrics":
-                # Prometheus reads /metrics over HTTP/1.1 (check_metrics).
-                continue
             if port.get("port") in grpc_ports and port.get("appProtocol") != "kubernetes.io/h2c":
                 fail(f"service/{name}: gRPC port {port.get('port')} has appProtocol {port.get('appProtocol')!r}, not kubernetes.io/h2c")
     check_upstreams(objects, components)
     check_bots(objects, bots, components)
     check_metrics(objects, components)
+    check_app_protocols(objects)
     if observed:
         check_observability(objects, components, dashboard_path)
     for name, monitor in by_kind(objects, "ServiceMonitor").items():

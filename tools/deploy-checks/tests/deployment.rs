@@ -422,8 +422,8 @@ fn every_kustomization_keeps_its_promises() {
             "base",
             broken(
                 &base,
-                "clusterIP: None\n  ports:\n  - appProtocol: kubernetes.io/h2c",
-                "ports:\n  - appProtocol: kubernetes.io/h2c",
+                "name: result-pods\n  namespace: votemesh\nspec:\n  clusterIP: None\n",
+                "name: result-pods\n  namespace: votemesh\nspec:\n",
             ),
             "which is not headless",
         ),
@@ -548,6 +548,15 @@ fn every_kustomization_keeps_its_promises() {
             "TRUSTED_PROXIES trusts all of 10.0.0.0/8",
         ),
         // Metrics and the observability component.
+        (
+            "base",
+            broken(
+                &base,
+                "appProtocol: kubernetes.io/h2c\n    name: metrics\n    port: 5000",
+                "appProtocol: http\n    name: metrics\n    port: 5000",
+            ),
+            "deployment/vote port 5000: Services disagree on its appProtocol",
+        ),
         (
             "base",
             broken(
