@@ -182,6 +182,15 @@ for name, service in built.items():
     if not nets(service) & collector:
         problems.append(f"{name}: shares no network with otel-collector")
     listens = [int(str(m).split(":")[-1]) for m in service.get("ports", [])]
+    if name in components:
+        # Where its metrics are: the admin port where it has one.
+        listens = [components[name].get("admin_port", components[name]["port"])]
+        if "admin_port" in components[name]:
+            admin = str(environment.get(components[name]["admin_env"]))
+            if admin not in (f"0.0.0.0:{components[name]['admin_port']}", f"[::]:{components[name]['admin_port']}"):
+                problems.append(f"{name}: {components[name]['admin_env']} is {admin!r}, not every interface on its admin port")
+            if any(str(m).split(":")[-1] == str(components[name]["admin_port"]) for m in service.get("ports", [])):
+                problems.append(f"{name}: publishes its admin port on the host")
     for port in listens:
         if (name, f"{name}:{port}") not in targets:
             problems.append(f"prometheus: does not scrape {name}:{port} as job {name} ({sorted(targets)})")

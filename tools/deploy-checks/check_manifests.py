@@ -362,13 +362,18 @@ def check_component(name, spec, deployment, flavour, version, registry):
         fail(f"{where}: {replicas} replicas, expected {REPLICAS[name]}")
     check_spread(name, pod, deployment["spec"]["template"]["metadata"].get("labels", {}), flavour)
     ports = [p["containerPort"] for p in container.get("ports", [])]
-    if ports != [spec["port"]]:
-        fail(f"{where}: container ports {ports}, the binary listens on {spec['port']}")
+    wanted_ports = [spec["port"]] + ([spec["admin_port"]] if "admin_port" in spec else [])
+    if ports != wanted_ports:
+        fail(f"{where}: container ports {ports}, the binary listens on {wanted_ports}")
     # The listen address is set, on every interface, never left to the
     # binary's default (which may be loopback or change between releases).
     listen = next((e.get("value") for e in container.get("env", []) if e["name"] == spec["listen_env"]), None)
     if listen not in (f"[::]:{spec['port']}", f"0.0.0.0:{spec['port']}"):
         fail(f"{where}: {spec['listen_env']} is {listen!r}, not every interface on its port ([::]:{spec['port']} or 0.0.0.0:{spec['port']})")
+    if "admin_port" in spec:
+        admin = next((e.get("value") for e in container.get("env", []) if e["name"] == spec["admin_env"]), None)
+        if admin not in (f"[::]:{spec['admin_port']}", f"0.0.0.0:{spec['admin_port']}"):
+            fail(f"{where}: {spec['admin_env']} is {admin!r}, not every interface on its admin port {spec['admin_port']}")
 
     env_names = [e["name"] for e in container.get("env", [])]
     if container.get("envFrom"):
@@ -393,10 +398,15 @@ def check_component(name, spec, deployment, flavour, version, registry):
         if start.get("grpc", {}).get("port") != spec["port"]:
             fail(f"{where}: startup probe is not gRPC on {spec['port']}: {start}")
     else:
+        # On the operators' port where there is one.
+        probe_port = spec.get("admin_port", spec["port"])
+        named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
         for kind, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
             http = (probes[kind] or {}).get("httpGet", {})
             if http.get("path") != path:
                 fail(f"{where}: {kind} is not GET {path}: {probes[kind]}")
+            elif named.get(http.get("port"), http.get("port")) != probe_port:
+                fail(f"{where}: {kind} asks port {http.get('port')}, not the operators' port {probe_port}")
 
     grace = pod.get("terminationGracePeriodSeconds", 30)
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
@@ -543,7 +553,7 @@ def check_route_fields(where, spec, rule_fields, match_fields):
             fail(f"{where}: placeholder {value} left (edge.env's replacements did not reach it)")
 
 
-def check_public_routes(objects, services):
+def check_public_routes(objects, services, components=None):
     """The public entry (HTTPRoute, or an Ingress): the gateway's public
     paths and nothing an operator alone should see; the live results
     stream without a short timeout; a class and TLS on an Ingress."""
@@ -582,6 +592,11 @@ def check_public_routes(objects, services):
     if not entries:
         fail("prod: no HTTPRoute or Ingress routes to service/gateway")
         return
+    admin = (components or {}).get("gateway", {}).get("admin_port")
+    gateway_ports = services.get("gateway", {}).get("spec", {}).get("ports", [])
+    for port in gateway_ports:
+        if admin is not None and port.get("targetPort") in ("admin", admin):
+            fail(f"service/gateway: port {port.get('port')} reaches the gateway's admin port: a public route could reach /metrics")
     for path in OPERATOR_PATHS:
         for where, kind, value, _ in entries:
             if path_matches(kind, value, path):
@@ -696,7 +711,7 @@ def check_trusted_proxies(objects):
                 fail(f"deployment/gateway: TRUSTED_PROXIES trusts all of {blanket} ({entry}): name your proxies, not the private ranges")
 
 
-def check_exposure(objects, flavour):
+def check_exposure(objects, flavour, components=None):
     """How the gateway is reached from outside the cluster."""
     services = by_kind(objects, "Service")
     gateway = services.get("gateway", {}).get("spec", {})
@@ -704,7 +719,7 @@ def check_exposure(objects, flavour):
     if flavour == "prod":
         if gateway.get("type", "ClusterIP") != "ClusterIP":
             fail(f"service/gateway: {gateway.get('type')} in prod, expected ClusterIP behind the Gateway or Ingress")
-        check_public_routes(objects, services)
+        check_public_routes(objects, services, components)
         check_trusted_proxies(objects)
         check_egress(objects)
         if "grafana" in by_kind(objects, "Deployment"):
@@ -794,7 +809,8 @@ def check_metrics(objects, components):
     for name, spec in components.items():
         template = deployments.get(name, {}).get("spec", {}).get("template", {})
         notes = template.get("metadata", {}).get("annotations", {})
-        wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec["port"]), "prometheus.io/path": "/metrics"}
+        metrics_port = spec.get("admin_port", spec["port"])
+        wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port), "prometheus.io/path": "/metrics"}
         for key, value in wanted.items():
             if notes.get(key) != value:
                 fail(f"deployment/{name}: pod annotation {key} is {notes.get(key)!r}, not {value!r}")
@@ -805,8 +821,8 @@ def check_metrics(objects, components):
             fail(f"service/{name}-metrics: missing, not headless, or not selecting the {name} pods")
         elif not service.get("publishNotReadyAddresses"):
             fail(f"service/{name}-metrics: leaves out pods that are not ready, the ones whose metrics matter most")
-        elif len(ports) != 1 or ports[0].get("port") != spec["port"] or ports[0].get("appProtocol") != APP_PROTOCOL[spec["protocol"]]:
-            fail(f"service/{name}-metrics: no port named metrics on {spec['port']} with appProtocol {APP_PROTOCOL[spec['protocol']]}: {service.get('ports')}")
+        elif len(ports) != 1 or ports[0].get("port") != metrics_port or ports[0].get("appProtocol") != APP_PROTOCOL[spec["protocol"]]:
+            fail(f"service/{name}-metrics: no port named metrics on {metrics_port} with appProtocol {APP_PROTOCOL[spec['protocol']]}: {service.get('ports')}")
 
 
 # The label kube-prometheus-stack's Prometheus selects ServiceMonitors by
@@ -977,13 +993,20 @@ def main(rendered_path, components_path, flavour, version, registry=REGISTRY, da
         if name not in components:
             continue
         clients = allowed_clients(policies, name, components[name]["port"])
-        if scraped:
+        if scraped and "*" not in expected and "admin_port" not in components[name]:
             expected = expected | {"prometheus"}
         if name in grpc_backends:
             # k8s/components/public-grpc: the Gateway's proxies, by namespace.
             expected = expected | {c for c in clients if c.startswith("namespace:")}
         if clients != expected:
             fail(f"{name} is reachable on port {components[name]['port']} from {sorted(clients)}, expected only {sorted(expected)}")
+        if "admin_port" in components[name]:
+            # The operators' port: Prometheus only, never anyone.
+            admin = components[name]["admin_port"]
+            clients = allowed_clients(policies, name, admin)
+            expected = {"prometheus"} if scraped else set()
+            if clients != expected:
+                fail(f"{name} is reachable on its admin port {admin} from {sorted(clients)}, expected only {sorted(expected)}")
 
     pdbs = by_kind(objects, "PodDisruptionBudget")
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
@@ -1028,7 +1051,7 @@ def main(rendered_path, components_path, flavour, version, registry=REGISTRY, da
         check_observability(objects, components, dashboard_path)
     for name, monitor in by_kind(objects, "ServiceMonitor").items():
         check_service_monitor(name, monitor, objects, components)
-    check_exposure(objects, flavour)
+    check_exposure(objects, flavour, components)
     check_generated_config(objects, flavour)
     check_secrets_stay_secret(objects)
 

@@ -165,6 +165,11 @@ fn base_with_component(component: &str, dir: &Path) -> String {
     kustomization.display().to_string()
 }
 
+/// The variable that sets the gateway's operator listener (`--admin-listen`).
+const GATEWAY_ADMIN_ENV: &str = "GATEWAY_ADMIN_LISTEN_ADDR";
+/// The port the manifests give that listener.
+const GATEWAY_ADMIN_PORT: u16 = 8081;
+
 /// What each component's binary reads and listens on, from its clap
 /// definition, and how often the gateway's client looks its upstreams'
 /// names up again.
@@ -193,8 +198,22 @@ fn components(dir: &Path) -> PathBuf {
             "protocol": protocol,
         })
     };
-    let mut gateway = describe(votemesh_gateway::cli::Cli::command(), "http");
+    let gateway_command = votemesh_gateway::cli::Cli::command();
+    // The gateway's operator port (/metrics, /healthz, /readyz): from its
+    // clap definition, or, until the binary has --admin-listen, the port
+    // the manifests give it (the env-name check then fails, as it must).
+    let admin_port = gateway_command
+        .get_arguments()
+        .find(|argument| {
+            argument.get_env().and_then(|name| name.to_str()) == Some(GATEWAY_ADMIN_ENV)
+        })
+        .and_then(|argument| argument.get_default_values().first().cloned())
+        .and_then(|value| value.to_str().and_then(|v| v.parse::<SocketAddr>().ok()))
+        .map_or(GATEWAY_ADMIN_PORT, |address| address.port());
+    let mut gateway = describe(gateway_command, "http");
     gateway["resolve_interval"] = json!(balance::RESOLVE_INTERVAL.as_secs());
+    gateway["admin_port"] = json!(admin_port);
+    gateway["admin_env"] = json!(GATEWAY_ADMIN_ENV);
     let mut bot_env = config::env_names(&votemesh_loadgen::cli::Cli::command());
     bot_env.push(telemetry::LOG_FILTER_ENV.to_owned());
     let spec = json!({
@@ -322,7 +341,7 @@ fn every_kustomization_keeps_its_promises() {
         (
             "base",
             broken(&base, "containerPort: 5000", "containerPort: 5050"),
-            "the binary listens on 5000",
+            "the binary listens on [5000]",
         ),
         (
             "base",
@@ -546,6 +565,34 @@ fn every_kustomization_keeps_its_promises() {
                 "name: TRUSTED_PROXIES\n          value: 10.0.0.0/8,192.0.2.7",
             ),
             "TRUSTED_PROXIES trusts all of 10.0.0.0/8",
+        ),
+        // The gateway's operator port (8081, GATEWAY_ADMIN_LISTEN_ADDR).
+        (
+            "base",
+            broken(
+                &base,
+                "path: /readyz\n            port: admin",
+                "path: /readyz\n            port: http",
+            ),
+            "readinessProbe asks port http, not the operators' port 8081",
+        ),
+        (
+            "base",
+            broken(
+                &base,
+                "name: gateway-from-anywhere\n  namespace: votemesh\nspec:\n  ingress:\n  - ports:\n    - port: 3000",
+                "name: gateway-from-anywhere\n  namespace: votemesh\nspec:\n  ingress:\n  - ports:\n    - port: 8081",
+            ),
+            "gateway is reachable on its admin port 8081 from ['*']",
+        ),
+        (
+            "prod",
+            broken(
+                &prod,
+                "    name: http\n    port: 3000\n    targetPort: http\n  selector:\n    app.kubernetes.io/name: gateway\n  type: ClusterIP",
+                "    name: http\n    port: 3000\n    targetPort: admin\n  selector:\n    app.kubernetes.io/name: gateway\n  type: ClusterIP",
+            ),
+            "reaches the gateway's admin port: a public route could reach /metrics",
         ),
         // Metrics and the observability component.
         (
@@ -1163,6 +1210,22 @@ fn the_compose_file_keeps_its_promises() {
                 "OTEL_EXPORTER_OTLP_ENDPOINT: ${OTEL_EXPORTER_OTLP_ENDPOINT:-}",
             ),
             "vote: OTEL_EXPORTER_OTLP_ENDPOINT is not taken from VOTEMESH_OTLP_ENDPOINT",
+        ),
+        (
+            broken(
+                &original,
+                "GATEWAY_ADMIN_LISTEN_ADDR: 0.0.0.0:8081",
+                "GATEWAY_ADMIN_LISTEN_ADDR: 127.0.0.1:8081",
+            ),
+            "gateway: GATEWAY_ADMIN_LISTEN_ADDR is '127.0.0.1:8081', not every interface on its admin port",
+        ),
+        (
+            broken(
+                &original,
+                "ports: [\"127.0.0.1:3000:3000\"]",
+                "ports: [\"127.0.0.1:3000:3000\", \"127.0.0.1:18081:8081\"]",
+            ),
+            "gateway: publishes its admin port on the host",
         ),
         (
             broken(&original, "prometheus.yml:ro,z", "prometheus.yml:ro"),
