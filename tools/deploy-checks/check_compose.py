@@ -1,6 +1,6 @@
 """Checks docker-compose.yml against the Dockerfile and the binaries.
 
-Usage: check_compose.py REPO_ROOT DRAIN_SECONDS
+Usage: check_compose.py REPO_ROOT DRAIN_SECONDS [COMPONENTS_JSON]
 
 The compose file must parse; every service built from the repository must
 use a target the Dockerfile has, and its healthcheck must run its own
@@ -11,18 +11,24 @@ its health check disabled and no port. Each service built here gets longer than
 the binaries' drain (DRAIN_SECONDS, votemesh::shutdown::DRAIN_TIMEOUT) to
 stop before compose kills it. Networks as in the original app: Redis and
 Postgres only on `back`, the gateway only on `front`. No port is published
-on a host port that macOS takes (AirPlay Receiver: 5000, 7000).
+on a host port that macOS takes (AirPlay Receiver: 5000, 7000). With
+COMPONENTS_JSON (check_manifests.py's: each component's port and the
+variable that sets its listen address), each component's listen address is
+set to every interface on its port, which is the port it publishes.
 
 The `observability` profile: the collector, Jaeger, Prometheus and Grafana
 only in that profile, each image pinned to a version, every file they mount
 from the repository present; no service outside the profile depends on
 one inside it (compose refuses to start it without the profile); every
-service built here takes OTEL_EXPORTER_OTLP_ENDPOINT from the environment
-(empty by default) and shares a network with the collector; Prometheus
+service built here takes OTEL_EXPORTER_OTLP_ENDPOINT from our own
+VOTEMESH_OTLP_ENDPOINT (empty by default; compose itself reads the standard
+name for its own traces) and shares a network with the collector; every
+file bind-mounted from the checkout carries the SELinux `z` option; Prometheus
 scrapes every service built here on the port it listens on, from a network
 it shares with it; Grafana is given the data source and the dashboard.
 """
 
+import json
 import os
 import re
 import sys
@@ -31,6 +37,10 @@ import yaml
 
 root = sys.argv[1]
 drain_seconds = float(sys.argv[2])
+components = {}
+if len(sys.argv) > 3:
+    with open(sys.argv[3]) as f:
+        components = {n: c for n, c in json.load(f).items() if not c.get("client")}
 problems = []
 # Host ports a stock macOS holds (AirPlay Receiver).
 TAKEN_ON_MACOS = {5000, 7000}
@@ -137,6 +147,11 @@ for name, service in services.items():
     for source, _ in mounts(service):
         if not os.path.isfile(os.path.join(root, source)):
             problems.append(f"{name}: mounts {source}, which does not exist")
+    for volume in service.get("volumes", []):
+        parts = str(volume).split(":")
+        options = set(parts[2].split(",")) if len(parts) > 2 else set()
+        if parts[0].startswith("./") and not options & {"z", "Z"}:
+            problems.append(f"{name}: bind mount {volume} has no SELinux label option (z): SELinux-enforcing hosts deny it")
     if PROFILE not in (service.get("profiles") or []):
         for dependency in service.get("depends_on") or {}:
             if PROFILE in (services.get(dependency, {}).get("profiles") or []):
@@ -154,11 +169,28 @@ for source, target in mounts(prometheus):
                 targets.update((job["job_name"], t) for t in static.get("targets", []))
 for name, service in built.items():
     environment = service.get("environment") or {}
-    if str(environment.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")) != "${OTEL_EXPORTER_OTLP_ENDPOINT:-}":
-        problems.append(f"{name}: OTEL_EXPORTER_OTLP_ENDPOINT is not taken from the environment (${{OTEL_EXPORTER_OTLP_ENDPOINT:-}})")
+    if str(environment.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")) != "${VOTEMESH_OTLP_ENDPOINT:-}":
+        problems.append(
+            f"{name}: OTEL_EXPORTER_OTLP_ENDPOINT is not taken from VOTEMESH_OTLP_ENDPOINT (${{VOTEMESH_OTLP_ENDPOINT:-}}):"
+            f" {environment.get('OTEL_EXPORTER_OTLP_ENDPOINT')!r}"
+        )
+    if name in components:
+        spec = components[name]
+        listen = str(environment.get(spec["listen_env"]))
+        if listen not in (f"0.0.0.0:{spec['port']}", f"[::]:{spec['port']}"):
+            problems.append(f"{name}: {spec['listen_env']} is {listen!r}, not every interface on its port {spec['port']}")
     if not nets(service) & collector:
         problems.append(f"{name}: shares no network with otel-collector")
     listens = [int(str(m).split(":")[-1]) for m in service.get("ports", [])]
+    if name in components:
+        # Where its metrics are: the admin port where it has one.
+        listens = [components[name].get("admin_port", components[name]["port"])]
+        if "admin_port" in components[name]:
+            admin = str(environment.get(components[name]["admin_env"]))
+            if admin not in (f"0.0.0.0:{components[name]['admin_port']}", f"[::]:{components[name]['admin_port']}"):
+                problems.append(f"{name}: {components[name]['admin_env']} is {admin!r}, not every interface on its admin port")
+            if any(str(m).split(":")[-1] == str(components[name]["admin_port"]) for m in service.get("ports", [])):
+                problems.append(f"{name}: publishes its admin port on the host")
     for port in listens:
         if (name, f"{name}:{port}") not in targets:
             problems.append(f"prometheus: does not scrape {name}:{port} as job {name} ({sorted(targets)})")

@@ -12,7 +12,9 @@ port may be one a stock macOS holds (AirPlay Receiver: 5000 and 7000). The
 observability UIs (Grafana, Jaeger, Prometheus) must have the same host
 port from Tilt and compose, apart from the components'. The kind mapping
 must publish the dev overlay's gateway NodePort, and
-k8s/kind/ctlptl.yaml must describe the same cluster as k8s/kind/cluster.yaml.
+k8s/kind/ctlptl.yaml must describe the same cluster as k8s/kind/cluster.yaml,
+whose every node pins its image by digest to Kubernetes MIN_KUBERNETES or
+later (kind's default image depends on the kind release).
 In those sections, every localhost:PORT must be one of these ports,
 every `kubectl port-forward svc/NAME HOST:CONTAINER` must match, and every
 grpcurl call must go to the component that serves the method it names.
@@ -88,6 +90,15 @@ with open(os.path.join(root, "k8s/kind/cluster.yaml")) as f:
     kind = yaml.safe_load(f)
 with open(os.path.join(root, "k8s/kind/ctlptl.yaml")) as f:
     ctlptl = {d["kind"]: d for d in yaml.safe_load_all(f) if d}
+# The oldest Kubernetes votemesh's manifests run on (preStop.sleep).
+MIN_KUBERNETES = (1, 30)
+for node in kind.get("nodes", []):
+    image = str(node.get("image", ""))
+    match = re.fullmatch(r"kindest/node:v(\d+)\.(\d+)\.\d+@sha256:[0-9a-f]{64}", image)
+    if not match:
+        problems.append(f"k8s/kind/cluster.yaml: node image {image!r} is not kindest/node:vX.Y.Z@sha256:<digest>: kind's default depends on its release")
+    elif (int(match.group(1)), int(match.group(2))) < MIN_KUBERNETES:
+        problems.append(f"k8s/kind/cluster.yaml: node image {image} is older than Kubernetes {MIN_KUBERNETES[0]}.{MIN_KUBERNETES[1]}")
 if ctlptl.get("Cluster", {}).get("kindV1Alpha4Cluster") != kind:
     problems.append("k8s/kind/ctlptl.yaml's kindV1Alpha4Cluster differs from k8s/kind/cluster.yaml")
 registry_port = ctlptl.get("Registry", {}).get("port")

@@ -1,20 +1,26 @@
 """Checks the promises of votemesh's rendered Kubernetes manifests.
 
-Usage: check_manifests.py RENDERED_YAML COMPONENTS_JSON FLAVOUR VERSION
+Usage: check_manifests.py RENDERED_YAML COMPONENTS_JSON FLAVOUR VERSION [REGISTRY]
 
 RENDERED_YAML is `kubectl kustomize` of k8s/ (FLAVOUR base), of
 k8s/overlays/dev (dev) or of k8s/overlays/prod (prod). COMPONENTS_JSON maps
 each component (vote, worker, result, gateway) to what its binary really
 does, taken from its clap definition by the Rust test: {"env": [names it
-reads], "port": listen port, "protocol": "grpc"|"http"}, and for the
+reads], "port": listen port, "listen_env": the variable that sets the
+listen address, "protocol": "grpc"|"http"}, and for the
 gateway "resolve_interval": how often (seconds) its client looks the
 upstream names up again; and the vote bot to {"env": [...], "client":
-true} (votemesh-loadgen's settings; it serves nothing). VERSION is the workspace version, the tag CI
-publishes the images under.
+true} (votemesh-loadgen's settings; it serves nothing). VERSION is the
+workspace version, the tag CI publishes the images under; REGISTRY
+(default ghcr.io/votemesh) is where k8s/components/published-images says
+they are.
 
-Every flavour keeps the base's promises (probes with timeouts that outlast
+Every flavour keeps the base's promises (each component's listen address
+set to every interface on its port, Postgres reading only its own
+ConfigMap db-config, whose database name and user the worker and the
+result service share, probes with timeouts that outlast
 CPU throttling, resources, security contexts, env names, secrets, policies,
-disruption budgets that let a drain evict unready pods, each component
+disruption budgets (but in dev) that let a drain evict unready pods, each component
 spread over nodes, Redis refusing writes below its memory limit, the
 gateway calling vote and result through headless names, generated config,
 and, where an overlay includes k8s/components/vote-bot, the bot reading
@@ -23,11 +29,20 @@ nothing else);
 then
 - base: production replica counts and autoscalers, the published images,
   the gateway on a LoadBalancer with NodePort 31000;
-- dev: one replica each, no autoscaler, local images, writable root for
-  the app containers only, the gateway on NodePort 31000;
-- prod: the base's counts and autoscalers, pods spread over zones too, the namespace enforcing the restricted Pod Security Standard, an
-  Ingress to the gateway with SSE-friendly timeouts, and no Secret in the
-  output (db-credentials comes from outside the repository).
+- dev: one replica each, no autoscaler, no disruption budget (with one
+  replica it blocks every drain), local images, writable root for the app
+  containers only, the gateway on NodePort 31000;
+- prod: the base's counts and autoscalers, pods spread over zones too,
+  the namespace enforcing the restricted Pod Security Standard, an
+  HTTPRoute (or, with k8s/components/ingress, an Ingress with a class and
+  TLS) reaching every public path of the gateway and none of /metrics,
+  /healthz and /readyz, the live results stream with no short request
+  timeout, Gateway API fields known (also on the GRPCRoute of
+  k8s/components/public-grpc, which reaches only the vote and result
+  APIs), TRUSTED_PROXIES without a whole private range, an egress policy
+  on every workload letting it reach only what it calls (the components
+  also DNS and an OTLP collector), and no Secret in
+  the output (db-credentials comes from outside the repository).
 Every flavour also gives each component scrape annotations and a headless
 `<component>-metrics` Service whose port is named `metrics` (what a
 ServiceMonitor selects). Where the observability component is included
@@ -40,6 +55,7 @@ Prints every broken promise and exits 1 if there is any.
 """
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -235,6 +251,35 @@ def check_redis_memory(statefulset):
         )
 
 
+def check_database_config(statefulset, objects):
+    """Postgres reads its own ConfigMap (db-config) and Secret, never the
+    app's settings: an edit to RUST_LOG or OPTION_A must not restart the
+    only database pod. The worker and the result service take the database
+    name and user from the same ConfigMap Postgres was initialised with."""
+    configmaps = by_kind(objects, "ConfigMap")
+    deployments = by_kind(objects, "Deployment")
+    pod = statefulset["spec"]["template"]["spec"]
+    for container in pod.get("containers", []):
+        for entry in container.get("env", []):
+            ref = entry.get("valueFrom", {}).get("configMapKeyRef", {}).get("name")
+            if ref and not re.fullmatch(GENERATED.format("db-config"), ref):
+                fail(f"statefulset/postgres: {entry['name']} comes from {ref}, not db-config: every edit to it rolls the database")
+        for ref in container.get("envFrom", []):
+            fail(f"statefulset/postgres: envFrom {ref}")
+    for volume in pod.get("volumes", []):
+        if "configMap" in volume:
+            fail(f"statefulset/postgres: mounts ConfigMap {volume['configMap'].get('name')}")
+    [postgres] = pod["containers"]
+    for variable, key in (("POSTGRES_DB", "DB_NAME"), ("POSTGRES_USER", "DB_USER")):
+        wanted = env_value(postgres, variable, configmaps)
+        for name in ("worker", "result"):
+            if name not in deployments:
+                continue
+            [container] = deployments[name]["spec"]["template"]["spec"]["containers"]
+            if env_value(container, key, configmaps) != wanted:
+                fail(f"deployment/{name}: {key} is {env_value(container, key, configmaps)!r}, Postgres' {variable} is {wanted!r}")
+
+
 def env_value(container, name, configmaps):
     """The value a container gets for `name`, directly or from a rendered
     ConfigMap; None if it does not get one."""
@@ -299,11 +344,11 @@ def check_service_account(owner, pod, accounts):
         fail(f"{owner}: pod mounts a service account token")
 
 
-def check_component(name, spec, deployment, flavour, version):
+def check_component(name, spec, deployment, flavour, version, registry):
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     where = f"deployment/{name}"
-    expected_image = f"votemesh-{name}:dev" if flavour == "dev" else f"{REGISTRY}/votemesh-{name}:{version}"
+    expected_image = f"votemesh-{name}:dev" if flavour == "dev" else f"{registry}/votemesh-{name}:{version}"
     if container["image"] != expected_image:
         fail(f"{where}: image {container['image']} is not {expected_image}")
     replicas = deployment["spec"].get("replicas")
@@ -317,8 +362,18 @@ def check_component(name, spec, deployment, flavour, version):
         fail(f"{where}: {replicas} replicas, expected {REPLICAS[name]}")
     check_spread(name, pod, deployment["spec"]["template"]["metadata"].get("labels", {}), flavour)
     ports = [p["containerPort"] for p in container.get("ports", [])]
-    if ports != [spec["port"]]:
-        fail(f"{where}: container ports {ports}, the binary listens on {spec['port']}")
+    wanted_ports = [spec["port"]] + ([spec["admin_port"]] if "admin_port" in spec else [])
+    if ports != wanted_ports:
+        fail(f"{where}: container ports {ports}, the binary listens on {wanted_ports}")
+    # The listen address is set, on every interface, never left to the
+    # binary's default (which may be loopback or change between releases).
+    listen = next((e.get("value") for e in container.get("env", []) if e["name"] == spec["listen_env"]), None)
+    if listen not in (f"[::]:{spec['port']}", f"0.0.0.0:{spec['port']}"):
+        fail(f"{where}: {spec['listen_env']} is {listen!r}, not every interface on its port ([::]:{spec['port']} or 0.0.0.0:{spec['port']})")
+    if "admin_port" in spec:
+        admin = next((e.get("value") for e in container.get("env", []) if e["name"] == spec["admin_env"]), None)
+        if admin not in (f"[::]:{spec['admin_port']}", f"0.0.0.0:{spec['admin_port']}"):
+            fail(f"{where}: {spec['admin_env']} is {admin!r}, not every interface on its admin port {spec['admin_port']}")
 
     env_names = [e["name"] for e in container.get("env", [])]
     if container.get("envFrom"):
@@ -343,10 +398,15 @@ def check_component(name, spec, deployment, flavour, version):
         if start.get("grpc", {}).get("port") != spec["port"]:
             fail(f"{where}: startup probe is not gRPC on {spec['port']}: {start}")
     else:
+        # On the operators' port where there is one.
+        probe_port = spec.get("admin_port", spec["port"])
+        named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
         for kind, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
             http = (probes[kind] or {}).get("httpGet", {})
             if http.get("path") != path:
                 fail(f"{where}: {kind} is not GET {path}: {probes[kind]}")
+            elif named.get(http.get("port"), http.get("port")) != probe_port:
+                fail(f"{where}: {kind} asks port {http.get('port')}, not the operators' port {probe_port}")
 
     grace = pod.get("terminationGracePeriodSeconds", 30)
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
@@ -407,7 +467,7 @@ def check_generated_config(objects, flavour):
     configmaps = set(by_kind(objects, "ConfigMap"))
     secrets = set(by_kind(objects, "Secret"))
     names = {"ConfigMap": configmaps, "Secret": secrets}
-    expected = [("ConfigMap", "app-config")] + ([] if flavour == "prod" else [("Secret", "db-credentials")])
+    expected = [("ConfigMap", "app-config"), ("ConfigMap", "db-config")] + ([] if flavour == "prod" else [("Secret", "db-credentials")])
     for kind, name in expected:
         if not any(re.fullmatch(GENERATED.format(name), n) for n in names[kind]):
             fail(f"{kind.lower()} {name}: not generated with a content hash ({sorted(names[kind])})")
@@ -426,30 +486,244 @@ def check_generated_config(objects, flavour):
                         fail(f"{workload['metadata']['name']}: {entry['name']} refers to {kind} {ref}, which is not rendered")
 
 
-def check_exposure(objects, flavour):
+# The gateway's public paths (an example of each) and those only operators
+# may reach; a public route must reach the first and none of the second.
+PUBLIC_PATHS = ("/", "/vote", "/results", "/api/vote", "/api/results", "/api/results/stream", "/api/options", "/static/app.js")
+OPERATOR_PATHS = ("/metrics", "/healthz", "/readyz")
+SSE_PATH = "/api/results/stream"
+# Gateway API v1 fields votemesh uses or may (kubernetes-validate has no
+# schema for them: a misspelt field would be dropped by a lenient apply).
+ROUTE_SPEC_FIELDS = {"parentRefs", "hostnames", "rules"}
+PARENT_REF_FIELDS = {"group", "kind", "namespace", "name", "sectionName", "port"}
+HTTP_RULE_FIELDS = {"name", "matches", "filters", "backendRefs", "timeouts", "retry", "sessionPersistence"}
+HTTP_MATCH_FIELDS = {"path", "headers", "queryParams", "method"}
+GRPC_RULE_FIELDS = {"name", "matches", "filters", "backendRefs", "sessionPersistence"}
+GRPC_MATCH_FIELDS = {"method", "headers"}
+BACKEND_FIELDS = {"group", "kind", "name", "namespace", "port", "weight", "filters"}
+TIMEOUT_FIELDS = {"request", "backendRequest"}
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+# Ranges a proxy list must never trust whole: every pod and node in them
+# could then name its own client address.
+BLANKET_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "0.0.0.0/0", "::/0")
+
+
+def path_matches(kind, value, path):
+    """Whether a route's path match (Gateway API Exact/PathPrefix, Ingress
+    Exact/Prefix: prefixes match whole path elements) covers `path`."""
+    if kind == "Exact":
+        return path == value
+    if kind in ("PathPrefix", "Prefix"):
+        prefix = value.rstrip("/")
+        return prefix == "" or path == prefix or path.startswith(prefix + "/")
+    return True  # RegularExpression, ImplementationSpecific: assume the worst
+
+
+def gateway_duration(text):
+    """A Gateway API duration (GEP-2257: 1h, 30s, 1h30m, 500ms) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+)(ms|h|m|s)", str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text):
+        raise ValueError(f"duration {text!r}")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def check_route_fields(where, spec, rule_fields, match_fields):
+    for key, allowed in (("spec", ROUTE_SPEC_FIELDS),):
+        extra = set(spec) - allowed
+        if extra:
+            fail(f"{where}: unknown fields {sorted(extra)} in {key}")
+    if not spec.get("parentRefs"):
+        fail(f"{where}: no parentRefs: it attaches to no Gateway")
+    for ref in spec.get("parentRefs", []):
+        if set(ref) - PARENT_REF_FIELDS or not ref.get("name"):
+            fail(f"{where}: parentRef {ref} has unknown fields or no name")
+    for rule in spec.get("rules", []):
+        if set(rule) - rule_fields:
+            fail(f"{where}: unknown fields {sorted(set(rule) - rule_fields)} in a rule")
+        for match in rule.get("matches", []):
+            if set(match) - match_fields:
+                fail(f"{where}: unknown fields {sorted(set(match) - match_fields)} in a match")
+        for backend in rule.get("backendRefs", []):
+            if set(backend) - BACKEND_FIELDS:
+                fail(f"{where}: unknown fields {sorted(set(backend) - BACKEND_FIELDS)} in a backendRef")
+        if set(rule.get("timeouts") or {}) - TIMEOUT_FIELDS:
+            fail(f"{where}: unknown fields {sorted(set(rule['timeouts']) - TIMEOUT_FIELDS)} in timeouts")
+    for value in [r.get("name", "") for r in spec.get("parentRefs", [])] + spec.get("hostnames", []):
+        if re.fullmatch(r"[A-Z-]+", str(value)):
+            fail(f"{where}: placeholder {value} left (edge.env's replacements did not reach it)")
+
+
+def check_public_routes(objects, services, components=None):
+    """The public entry (HTTPRoute, or an Ingress): the gateway's public
+    paths and nothing an operator alone should see; the live results
+    stream without a short timeout; a class and TLS on an Ingress."""
+    routes = by_kind(objects, "HTTPRoute")
+    ingresses = by_kind(objects, "Ingress")
+    # (where, path kind, path value, rule) for every path that reaches the gateway
+    entries = []
+    for name, route in routes.items():
+        where = f"httproute/{name}"
+        if route["apiVersion"] != GATEWAY_API:
+            fail(f"{where}: apiVersion {route['apiVersion']}, not {GATEWAY_API}")
+        spec = route.get("spec", {})
+        check_route_fields(where, spec, HTTP_RULE_FIELDS, HTTP_MATCH_FIELDS)
+        if not spec.get("hostnames"):
+            fail(f"{where}: no hostnames: it answers for every host name of the Gateway")
+        for rule in spec.get("rules", []):
+            if not any(b.get("name") == "gateway" for b in rule.get("backendRefs", [])):
+                continue
+            for match in rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]:
+                path = match.get("path") or {"type": "PathPrefix", "value": "/"}
+                entries.append((where, path.get("type", "PathPrefix"), path.get("value", "/"), rule))
+    for name, ingress in ingresses.items():
+        where = f"ingress/{name}"
+        spec = ingress.get("spec", {})
+        if not spec.get("ingressClassName"):
+            fail(f"{where}: no ingressClassName: a controller installed with its chart's defaults ignores it, and it never gets an address")
+        tls_hosts = {h for t in spec.get("tls", []) for h in t.get("hosts", [])}
+        for rule in spec.get("rules", []):
+            if rule.get("host") not in tls_hosts:
+                fail(f"{where}: host {rule.get('host')!r} has no TLS")
+            for path in rule.get("http", {}).get("paths", []):
+                if path.get("backend", {}).get("service", {}).get("name") == "gateway":
+                    entries.append((where, path.get("pathType"), path.get("path", "/"), None))
+        if spec.get("defaultBackend"):
+            fail(f"{where}: a defaultBackend reaches every path")
+    if not entries:
+        fail("prod: no HTTPRoute or Ingress routes to service/gateway")
+        return
+    admin = (components or {}).get("gateway", {}).get("admin_port")
+    gateway_ports = services.get("gateway", {}).get("spec", {}).get("ports", [])
+    for port in gateway_ports:
+        if admin is not None and port.get("targetPort") in ("admin", admin):
+            fail(f"service/gateway: port {port.get('port')} reaches the gateway's admin port: a public route could reach /metrics")
+    for path in OPERATOR_PATHS:
+        for where, kind, value, _ in entries:
+            if path_matches(kind, value, path):
+                fail(f"{where}: {kind} {value} makes the operators' {path} public")
+    for path in PUBLIC_PATHS:
+        if not any(path_matches(kind, value, path) for _, kind, value, _ in entries):
+            fail(f"prod: no public route reaches the gateway's {path}")
+    # The rule that serves the stream (an Exact match wins over prefixes,
+    # the longest prefix over shorter ones).
+    serving = sorted(
+        ((kind == "Exact", len(value), where, rule) for where, kind, value, rule in entries if path_matches(kind, value, SSE_PATH)),
+        key=lambda e: e[:2],
+        reverse=True,
+    )
+    if serving and serving[0][3] is not None:
+        where, rule = serving[0][2], serving[0][3]
+        timeout = (rule.get("timeouts") or {}).get("request")
+        if timeout is None:
+            fail(f"{where}: the rule for {SSE_PATH} leaves the request timeout to the implementation (Envoy's is 15 s): it cuts the live results stream")
+        else:
+            seconds = gateway_duration(timeout)
+            if 0 < seconds < SSE_MIN_TIMEOUT:
+                fail(f"{where}: request timeout {timeout} cuts the live results stream")
+    for name, route in by_kind(objects, "GRPCRoute").items():
+        where = f"grpcroute/{name}"
+        spec = route.get("spec", {})
+        check_route_fields(where, spec, GRPC_RULE_FIELDS, GRPC_MATCH_FIELDS)
+        for rule in spec.get("rules", []):
+            services_named = {m.get("method", {}).get("service") for m in rule.get("matches", [])}
+            if not rule.get("matches") or None in services_named or not services_named <= {"votemesh.v1.VoteService", "votemesh.v1.ResultService"}:
+                fail(f"{where}: a rule reaches more than the vote and result APIs: {rule.get('matches')}")
+            for backend in rule.get("backendRefs", []):
+                ports = [p for p in services.get(backend.get("name"), {}).get("spec", {}).get("ports", []) if p.get("port") == backend.get("port")]
+                if not ports or ports[0].get("appProtocol") not in ("kubernetes.io/h2c", "https"):
+                    fail(f"{where}: backend {backend} is not a gRPC Service port")
+
+
+# Where each workload may connect in prod (k8s/components/egress), beside
+# DNS (components only) and an OTLP collector on 4317 (components only).
+EGRESS = {
+    "vote": {("redis", 6379)},
+    "worker": {("redis", 6379), ("postgres", 5432)},
+    "result": {("postgres", 5432)},
+    "gateway": {("vote", 5000), ("result", 5001)},
+    "redis": set(),
+    "postgres": set(),
+}
+DNS_PORTS = {53, 5353}
+OTLP_PORT = 4317
+
+
+def check_egress(objects):
+    """Prod: every workload is held by an egress policy that lets it reach
+    exactly what it calls (and, for the components, DNS and a collector)."""
+    policies = by_kind(objects, "NetworkPolicy")
+    workloads = {**by_kind(objects, "StatefulSet"), **by_kind(objects, "Deployment")}
+    for name, wanted in EGRESS.items():
+        if name not in workloads:
+            continue
+        labels = workloads[name]["spec"]["template"]["metadata"].get("labels", {})
+        egress = [p for p in policies.values() if "Egress" in p["spec"].get("policyTypes", []) and selects(p["spec"].get("podSelector", {}), labels)]
+        if not egress:
+            fail(f"{name}: no egress NetworkPolicy: it may connect anywhere")
+            continue
+        reached, dns = set(), False
+        for policy in egress:
+            for rule in policy["spec"].get("egress", []):
+                ports = {p.get("port") for p in rule.get("ports", [])}
+                peers = rule.get("to") or []
+                where = f"{name}: NetworkPolicy {policy['metadata']['name']}"
+                if ports and ports <= DNS_PORTS and peers:
+                    dns = True
+                    continue
+                if ports == {OTLP_PORT} and peers and all((p.get("podSelector") or {}).get("matchLabels") == {NAME_LABEL: "otel-collector"} for p in peers) and name in components_of(EGRESS):
+                    continue
+                for peer in peers or [{}]:
+                    target = (peer.get("podSelector") or {}).get("matchLabels", {}).get(NAME_LABEL)
+                    if target is None or "namespaceSelector" in peer or "ipBlock" in peer or not ports:
+                        fail(f"{where} lets it reach {peer or 'anywhere'} on {sorted(ports) or 'every port'}")
+                        continue
+                    for port in ports:
+                        if (target, port) in wanted:
+                            reached.add((target, port))
+                        else:
+                            fail(f"{where} lets it reach {target} on {port}, which it does not call")
+        for target, port in sorted(wanted - reached):
+            fail(f"{name}: its egress policies do not let it reach {target} on {port}")
+        if name in components_of(EGRESS) and not dns:
+            fail(f"{name}: its egress policies do not let it ask the cluster DNS")
+
+
+def components_of(egress):
+    return {"vote", "worker", "result", "gateway"} & set(egress)
+
+
+def check_trusted_proxies(objects):
+    """The gateway believes X-Forwarded-For only from the proxies the
+    operator names, never a whole private range."""
+    gateway = by_kind(objects, "Deployment").get("gateway")
+    if not gateway:
+        return
+    [container] = gateway["spec"]["template"]["spec"]["containers"]
+    value = env_value(container, "TRUSTED_PROXIES", {}) or ""
+    for entry in filter(None, (e.strip() for e in value.split(","))):
+        try:
+            net = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            fail(f"deployment/gateway: TRUSTED_PROXIES entry {entry!r} is not an address or range")
+            continue
+        for blanket in map(ipaddress.ip_network, BLANKET_RANGES):
+            if net.version == blanket.version and blanket.subnet_of(net):
+                fail(f"deployment/gateway: TRUSTED_PROXIES trusts all of {blanket} ({entry}): name your proxies, not the private ranges")
+
+
+def check_exposure(objects, flavour, components=None):
     """How the gateway is reached from outside the cluster."""
-    gateway = by_kind(objects, "Service").get("gateway", {}).get("spec", {})
+    services = by_kind(objects, "Service")
+    gateway = services.get("gateway", {}).get("spec", {})
     ports = gateway.get("ports", [])
     if flavour == "prod":
         if gateway.get("type", "ClusterIP") != "ClusterIP":
-            fail(f"service/gateway: {gateway.get('type')} in prod, expected ClusterIP behind the Ingress")
-        ingresses = by_kind(objects, "Ingress")
-        backends = [
-            path.get("backend", {}).get("service", {})
-            for ingress in ingresses.values()
-            for rule in ingress["spec"].get("rules", [])
-            for path in rule.get("http", {}).get("paths", [])
-        ]
-        if not any(b.get("name") == "gateway" for b in backends):
-            fail("prod: no Ingress routes to service/gateway")
-        for name, ingress in ingresses.items():
-            notes = ingress["metadata"].get("annotations", {})
-            for key in ("proxy-read-timeout", "proxy-send-timeout"):
-                value = notes.get(f"nginx.ingress.kubernetes.io/{key}", "60")
-                if int(value) < SSE_MIN_TIMEOUT:
-                    fail(f"ingress/{name}: {key} {value} s cuts the live results stream")
-            if notes.get("nginx.ingress.kubernetes.io/proxy-buffering") != "off":
-                fail(f"ingress/{name}: proxy buffering holds back server-sent events")
+            fail(f"service/gateway: {gateway.get('type')} in prod, expected ClusterIP behind the Gateway or Ingress")
+        check_public_routes(objects, services, components)
+        check_trusted_proxies(objects)
+        check_egress(objects)
+        if "grafana" in by_kind(objects, "Deployment"):
+            fail("prod: includes the observability component, whose Grafana is dev only (anonymous viewing, admin/admin)")
         namespace = by_kind(objects, "Namespace").get("votemesh", {})
         labels = namespace.get("metadata", {}).get("labels", {})
         if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
@@ -489,8 +763,40 @@ def allowed_clients(policies, target, port=None):
                 clients.add("*")
             for source in sources or []:
                 name = source.get("podSelector", {}).get("matchLabels", {}).get(NAME_LABEL)
-                clients.add(name or "*")
+                namespace = (source.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                if name is None and namespace:
+                    # Every pod of one other namespace (a Gateway's proxies).
+                    clients.add(f"namespace:{namespace}")
+                else:
+                    clients.add(name or "*")
     return clients
+
+
+# What each kind of component port is, in every Service that reaches it.
+APP_PROTOCOL = {"grpc": "kubernetes.io/h2c", "http": "http"}
+
+
+def check_app_protocols(objects):
+    """Every Service port that reaches the same container port of the same
+    pods declares the same appProtocol: a mesh (Istio, Linkerd) or a
+    Gateway keys the protocol on the pod's port, and two answers make it
+    pick one, or refuse."""
+    deployments = by_kind(objects, "Deployment")
+    declared = {}
+    for name, service in by_kind(objects, "Service").items():
+        selector = service["spec"].get("selector") or {}
+        for owner, deployment in deployments.items():
+            template = deployment["spec"]["template"]
+            if not selector or not selects({"matchLabels": selector}, template["metadata"].get("labels", {})):
+                continue
+            container_ports = {p.get("name"): p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+            for port in service["spec"].get("ports", []):
+                target = port.get("targetPort", port.get("port"))
+                number = container_ports.get(target, target)
+                declared.setdefault((owner, number), {}).setdefault(port.get("appProtocol"), []).append(f"service/{name}")
+    for (owner, number), protocols in sorted(declared.items(), key=str):
+        if len(protocols) > 1:
+            fail(f"deployment/{owner} port {number}: Services disagree on its appProtocol: {protocols}")
 
 
 def check_metrics(objects, components):
@@ -503,7 +809,8 @@ def check_metrics(objects, components):
     for name, spec in components.items():
         template = deployments.get(name, {}).get("spec", {}).get("template", {})
         notes = template.get("metadata", {}).get("annotations", {})
-        wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(spec["port"]), "prometheus.io/path": "/metrics"}
+        metrics_port = spec.get("admin_port", spec["port"])
+        wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port), "prometheus.io/path": "/metrics"}
         for key, value in wanted.items():
             if notes.get(key) != value:
                 fail(f"deployment/{name}: pod annotation {key} is {notes.get(key)!r}, not {value!r}")
@@ -514,8 +821,57 @@ def check_metrics(objects, components):
             fail(f"service/{name}-metrics: missing, not headless, or not selecting the {name} pods")
         elif not service.get("publishNotReadyAddresses"):
             fail(f"service/{name}-metrics: leaves out pods that are not ready, the ones whose metrics matter most")
-        elif len(ports) != 1 or ports[0].get("port") != spec["port"] or ports[0].get("appProtocol") != "http":
-            fail(f"service/{name}-metrics: no port named metrics on {spec['port']} with appProtocol http: {service.get('ports')}")
+        elif len(ports) != 1 or ports[0].get("port") != metrics_port or ports[0].get("appProtocol") != APP_PROTOCOL[spec["protocol"]]:
+            fail(f"service/{name}-metrics: no port named metrics on {metrics_port} with appProtocol {APP_PROTOCOL[spec['protocol']]}: {service.get('ports')}")
+
+
+# The label kube-prometheus-stack's Prometheus selects ServiceMonitors by
+# (its Helm release's name; the chart's own name as the release here).
+OPERATOR_RELEASE_LABEL = {"release": "kube-prometheus-stack"}
+SERVICE_MONITOR_FIELDS = {"jobLabel", "selector", "namespaceSelector", "endpoints", "targetLabels", "podTargetLabels", "sampleLimit"}
+ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "scheme", "relabelings", "metricRelabelings", "honorLabels"}
+
+
+def check_service_monitor(name, monitor, objects, components):
+    """k8s/components/prometheus-operator: the ServiceMonitor selects every
+    component's -metrics Service by a label they all carry, scrapes the
+    port named metrics, names each job after its component, carries the
+    label kube-prometheus-stack selects, and a NetworkPolicy lets that
+    Prometheus (from its own namespace) reach each metrics port."""
+    where = f"servicemonitor/{name}"
+    spec = monitor.get("spec", {})
+    if set(spec) - SERVICE_MONITOR_FIELDS:
+        fail(f"{where}: unknown fields {sorted(set(spec) - SERVICE_MONITOR_FIELDS)}")
+    for endpoint in spec.get("endpoints", []):
+        if set(endpoint) - ENDPOINT_FIELDS:
+            fail(f"{where}: unknown endpoint fields {sorted(set(endpoint) - ENDPOINT_FIELDS)}")
+    labels = monitor["metadata"].get("labels", {})
+    if any(labels.get(k) != v for k, v in OPERATOR_RELEASE_LABEL.items()):
+        fail(f"{where}: not labelled {OPERATOR_RELEASE_LABEL}: kube-prometheus-stack's Prometheus would not select it")
+    if spec.get("jobLabel") != NAME_LABEL:
+        fail(f"{where}: jobLabel {spec.get('jobLabel')!r}: the dashboard selects job by component name ({NAME_LABEL})")
+    if [e.get("port") for e in spec.get("endpoints", [])] != ["metrics"]:
+        fail(f"{where}: does not scrape the port named metrics: {spec.get('endpoints')}")
+    services = by_kind(objects, "Service")
+    policies = by_kind(objects, "NetworkPolicy")
+    for component, detail in components.items():
+        service = services.get(f"{component}-metrics", {})
+        if not selects(spec.get("selector", {}), service.get("metadata", {}).get("labels", {})):
+            fail(f"{where}: does not select service/{component}-metrics")
+        target = next((p.get("targetPort") for p in service.get("spec", {}).get("ports", []) if p.get("name") == "metrics"), None)
+        container = by_kind(objects, "Deployment").get(component, {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0]
+        port = next((p["containerPort"] for p in container.get("ports", []) if p.get("name") == target), target)
+        allowed = False
+        for policy in policies.values():
+            if not selects(policy["spec"]["podSelector"], {NAME_LABEL: component}):
+                continue
+            for rule in policy["spec"].get("ingress", []):
+                ports = [p.get("port") for p in rule.get("ports", [])]
+                for peer in rule.get("from", []):
+                    if peer.get("namespaceSelector") and (peer.get("podSelector") or {}).get("matchLabels", {}).get(NAME_LABEL) == "prometheus" and (not ports or port in ports):
+                        allowed = True
+        if not allowed:
+            fail(f"{component}: no NetworkPolicy lets an operator's Prometheus (another namespace) reach its metrics port {port}")
 
 
 def check_observability(objects, components, dashboard_path):
@@ -573,7 +929,7 @@ def check_observability(objects, components, dashboard_path):
 DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../k8s/components/observability/votemesh-dashboard.json")
 
 
-def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBOARD):
+def main(rendered_path, components_path, flavour, version, registry=REGISTRY, dashboard_path=DASHBOARD):
     if flavour not in ("base", "dev", "prod"):
         fail(f"unknown flavour {flavour}")
     with open(rendered_path) as f:
@@ -587,6 +943,11 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
     # One namespace for everything: an object outside it (a component added
     # at an overlay that sets no namespace) lands in the current context's
     # namespace, where the services' short DNS names do not reach it.
+    # One label on everything, so `kubectl apply --prune -l` applies and
+    # prunes every object (an object without it would be skipped).
+    for o in objects:
+        if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/part-of") != "votemesh":
+            fail(f"{o['kind']}/{o['metadata']['name']}: no label app.kubernetes.io/part-of=votemesh (kubectl apply --prune -l would skip it)")
     for o in objects:
         if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != NAMESPACE:
             fail(f"{o['kind']}/{o['metadata']['name']}: namespace {o['metadata'].get('namespace')!r}, not {NAMESPACE}")
@@ -598,7 +959,7 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
         if name not in deployments:
             fail(f"no deployment/{name}")
             continue
-        check_component(name, spec, deployments[name], flavour, version)
+        check_component(name, spec, deployments[name], flavour, version, registry)
     for owner, workload in list(deployments.items()) + list(statefulsets.items()):
         pod = workload["spec"]["template"]["spec"]
         check_service_account(owner, pod, accounts)
@@ -613,6 +974,8 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
             fail(f"statefulset/{store}: no PersistentVolumeClaim")
 
     observed = "prometheus" in deployments
+    # A Prometheus of the cluster's own (k8s/components/prometheus-operator).
+    scraped = observed or bool(by_kind(objects, "ServiceMonitor"))
     policies = by_kind(objects, "NetworkPolicy")
     if not any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies.values()):
         fail("no default-deny ingress NetworkPolicy")
@@ -620,24 +983,44 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
         clients = allowed_clients(policies, store)
         if clients != expected:
             fail(f"{store} is reachable from {sorted(clients)}, expected only {sorted(expected)}")
+    grpc_backends = {
+        b.get("name")
+        for route in by_kind(objects, "GRPCRoute").values()
+        for rule in route.get("spec", {}).get("rules", [])
+        for b in rule.get("backendRefs", [])
+    }
     for name, expected in COMPONENT_CLIENTS.items():
         if name not in components:
             continue
         clients = allowed_clients(policies, name, components[name]["port"])
-        if observed:
+        if scraped and "*" not in expected and "admin_port" not in components[name]:
             expected = expected | {"prometheus"}
+        if name in grpc_backends:
+            # k8s/components/public-grpc: the Gateway's proxies, by namespace.
+            expected = expected | {c for c in clients if c.startswith("namespace:")}
         if clients != expected:
             fail(f"{name} is reachable on port {components[name]['port']} from {sorted(clients)}, expected only {sorted(expected)}")
+        if "admin_port" in components[name]:
+            # The operators' port: Prometheus only, never anyone.
+            admin = components[name]["admin_port"]
+            clients = allowed_clients(policies, name, admin)
+            expected = {"prometheus"} if scraped else set()
+            if clients != expected:
+                fail(f"{name} is reachable on its admin port {admin} from {sorted(clients)}, expected only {sorted(expected)}")
 
     pdbs = by_kind(objects, "PodDisruptionBudget")
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
-    for name in components:
+    if flavour == "dev" and pdbs:
+        fail(f"dev: PodDisruptionBudgets {sorted(pdbs)} with one replica each block every kubectl drain")
+    for name in components if flavour != "dev" else ():
         if name not in pdbs:
             fail(f"deployment/{name}: no PodDisruptionBudget")
         elif name in deployments:
             check_disruption_budget(name, pdbs[name], deployments[name]["spec"]["template"]["metadata"].get("labels", {}))
     if "redis" in statefulsets:
         check_redis_memory(statefulsets["redis"])
+    if "postgres" in statefulsets:
+        check_database_config(statefulsets["postgres"], objects)
     if flavour == "dev":
         if hpas:
             fail(f"dev: HorizontalPodAutoscalers {sorted(hpas)} would scale past one replica")
@@ -658,17 +1041,17 @@ def main(rendered_path, components_path, flavour, version, dashboard_path=DASHBO
     grpc_ports = {spec["port"] for spec in components.values() if spec["protocol"] == "grpc"}
     for name, service in services.items():
         for port in service["spec"].get("ports", []):
-            if port.get("name") == "metrics":
-                # Prometheus reads /metrics over HTTP/1.1 (check_metrics).
-                continue
             if port.get("port") in grpc_ports and port.get("appProtocol") != "kubernetes.io/h2c":
                 fail(f"service/{name}: gRPC port {port.get('port')} has appProtocol {port.get('appProtocol')!r}, not kubernetes.io/h2c")
     check_upstreams(objects, components)
     check_bots(objects, bots, components)
     check_metrics(objects, components)
+    check_app_protocols(objects)
     if observed:
         check_observability(objects, components, dashboard_path)
-    check_exposure(objects, flavour)
+    for name, monitor in by_kind(objects, "ServiceMonitor").items():
+        check_service_monitor(name, monitor, objects, components)
+    check_exposure(objects, flavour, components)
     check_generated_config(objects, flavour)
     check_secrets_stay_secret(objects)
 

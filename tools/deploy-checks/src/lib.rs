@@ -15,7 +15,7 @@
 //!   scrape of the real services (started in process on real Redis and
 //!   PostgreSQL by `votemesh-testing`).
 //! - `check_manifests.py`: the promises of each rendered kustomization
-//!   (base, `overlays/dev`, `overlays/prod`).
+//!   (base, `overlays/dev`, `overlays/prod` and its edge variants).
 //! - `check_mtls.py`: the mtls components (certificates from cert-manager,
 //!   mounts, settings, probes on the plaintext health port) in a rendered
 //!   kustomization; it also hands the built-in kinds to kubernetes-validate.
@@ -27,6 +27,8 @@
 //! - `check_elf.py`: a built binary needs only what its runtime image has.
 //! - `check_host_ports.py`: Tilt, compose, kind and the docs a developer
 //!   follows (`docs/DEPLOYING.md`, `docs/OBSERVABILITY.md`) agree on the
-//!   ports published on a developer's host.
+//!   ports published on a developer's host; the kind node image is pinned.
+//! - `check_workflow_docs.py`: the kind workflow runs only commands
+//!   `docs/DEPLOYING.md` gives.
 //!
 //! `README.md` beside this file lists each test and what it holds.
