@@ -57,6 +57,8 @@ USER 65532:65532
 
 FROM runtime AS vote
 COPY --from=builder /out/votemesh-vote /usr/local/bin/votemesh-vote
+# Every address, IPv6 and IPv4: set here, never left to the binary's default.
+ENV VOTE_LISTEN_ADDR=[::]:5000
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/votemesh-vote", "--health-check"]
@@ -64,6 +66,8 @@ ENTRYPOINT ["/usr/local/bin/votemesh-vote"]
 
 FROM runtime AS worker
 COPY --from=builder /out/votemesh-worker /usr/local/bin/votemesh-worker
+# Every address, IPv6 and IPv4: set here, never left to the binary's default.
+ENV WORKER_LISTEN_ADDR=[::]:8080
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/votemesh-worker", "--health-check"]
@@ -71,6 +75,8 @@ ENTRYPOINT ["/usr/local/bin/votemesh-worker"]
 
 FROM runtime AS result
 COPY --from=builder /out/votemesh-result /usr/local/bin/votemesh-result
+# Every address, IPv6 and IPv4: set here, never left to the binary's default.
+ENV RESULT_LISTEN_ADDR=[::]:5001
 EXPOSE 5001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/votemesh-result", "--health-check"]
@@ -78,7 +84,10 @@ ENTRYPOINT ["/usr/local/bin/votemesh-result"]
 
 FROM runtime AS gateway
 COPY --from=builder /out/votemesh-gateway /usr/local/bin/votemesh-gateway
-EXPOSE 3000
+# Every address, IPv6 and IPv4: set here, never left to the binary's default.
+ENV GATEWAY_LISTEN_ADDR=[::]:3000 \
+    GATEWAY_ADMIN_LISTEN_ADDR=[::]:8081
+EXPOSE 3000 8081
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/votemesh-gateway", "--health-check"]
 ENTRYPOINT ["/usr/local/bin/votemesh-gateway"]
