@@ -33,10 +33,21 @@
 //!
 //! A refusal says how long to wait before retrying ([`Admission::retry_after`]):
 //! the gateway answers 503 with `Retry-After`, a gRPC server UNAVAILABLE
-//! with `grpc-retry-pushback-ms` (which votemesh's clients honour by not
-//! retrying at once; [`crate::client`]). RESOURCE_EXHAUSTED stays what a
-//! full queue answers, so an overloaded server and a full Redis are never
+//! with `grpc-retry-pushback-ms` (gRPC's retry design, A6: a client with a
+//! retry policy waits that long before its retry). votemesh's own client
+//! does not retry such a refusal at all ([`crate::client`]): its caller,
+//! the gateway, hands it on as 503 with `Retry-After` to the browser, which
+//! is the one to come back later. RESOURCE_EXHAUSTED stays what a full
+//! queue answers, so an overloaded server and a full Redis are never
 //! confused.
+//!
+//! The wait is bounded by the caller's deadline, not predicted from it:
+//! an estimate of the line's speed made during a stall (when almost
+//! nothing is answered) would refuse exactly the requests a stall should
+//! only delay. Under sustained overload the line therefore builds for
+//! `OVERLOAD_AFTER` (at most `WAITING_PER_PERMIT` × `MAX_IN_FLIGHT`
+//! requests), then is refused at once until it has drained: served
+//! requests wait about `OVERLOAD_AFTER` at worst.
 //!
 //! Metrics: `votemesh_admission_waited_seconds` (requests that had to wait,
 //! and how long), `votemesh_admission_refused_total{reason}`
@@ -162,6 +173,8 @@ impl Default for Admission {
 impl Admission {
     /// Admission with `args`' limits.
     pub fn new(args: &AdmissionArgs) -> Self {
+        // Metric handles made before the recorder exists stay no-ops.
+        crate::metrics::install();
         let max_in_flight = args.max_in_flight.max(1);
         Self {
             shared: Arc::new(Shared {
@@ -201,7 +214,7 @@ impl Admission {
         if let Ok(permit) = shared.permits.clone().try_acquire_owned() {
             shared
                 .last_free_ms
-                .store(shared.now_ms(), Ordering::Relaxed);
+                .fetch_max(shared.now_ms(), Ordering::Relaxed);
             return Ok(permit);
         }
         let refused = |refusal: Refusal| {
@@ -337,8 +350,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        // The clone answers this request; the service that was polled
-        // ready stays for the next (tower's usual swap).
+        // The service that was polled ready answers this request, and a
+        // fresh clone stays for the next (tower's usual swap). The routers
+        // behind this layer (tonic's, axum's) are always ready, so holding
+        // one across the wait for a permit reserves nothing.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = request.into_parts();

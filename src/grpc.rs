@@ -11,13 +11,18 @@
 //!     ─► grpc.health.v1 | reflection v1 + v1alpha | the business service
 //! ```
 //!
-//! Connections are bounded in time: every one is recycled after
-//! [`MAX_CONNECTION_AGE`] (and closed [`MAX_CONNECTION_AGE_GRACE`] later
-//! whatever it is doing), HTTP/2 keepalive pings close a peer that stops
-//! answering within [`KEEPALIVE_TIMEOUT`], and an HTTP/1.1 request head
-//! (the `/metrics` path) must arrive within hyper's 30 s header timeout.
-//! A client that connects and sends nothing is closed when its connection
-//! reaches that age, like every other.
+//! Connections are bounded in time: at [`MAX_CONNECTION_AGE`] every one is
+//! shut down gracefully (HTTP/2 GOAWAY: the client opens a new connection
+//! for its next calls, the calls and streams in flight finish on the old
+//! one), HTTP/2 keepalive pings close a peer that stops answering within
+//! [`KEEPALIVE_TIMEOUT`], and an HTTP/1.1 request head (the `/metrics`
+//! path) must arrive within hyper's 30 s header timeout. A client that
+//! connects and sends nothing, or only the HTTP/2 preface, is closed at
+//! that age like every other (it has nothing in flight).
+//!
+//! No grace period is set on purpose: in tonic 0.14 a grace replaces the
+//! graceful shutdown at the age with a hard close at age + grace, which
+//! cut every call in flight and every WatchResults stream every 40 s.
 //!
 //! With mutual TLS on, a second, plaintext listener serves only
 //! `grpc.health.v1` and `/metrics`: the kubelet's gRPC probes speak no TLS
@@ -62,10 +67,6 @@ pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 /// Age after which a server asks a client to open a new connection (which
 /// kube-proxy may send to another replica).
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
-/// How long calls in flight on a connection being recycled may still run
-/// before it is closed. Clients send new calls on a new connection as soon
-/// as they get the GOAWAY; what still fails is retried by the client.
-pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(10);
 
 /// A gRPC server could not be set up or failed.
 #[derive(Debug, Error)]
@@ -282,7 +283,6 @@ where
         // Clients reconnect now and then, so connections (which Kubernetes
         // balances, not calls) spread over new replicas too.
         .max_connection_age(MAX_CONNECTION_AGE)
-        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         // Prometheus scrapes GET /metrics on this same port over HTTP/1.1.

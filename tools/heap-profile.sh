@@ -69,7 +69,7 @@ target/release/votemesh-loadgen --mode json --gateway-url http://127.0.0.1:25003
 
 stop_all
 trap - EXIT
-profile=$(ls "$out/$component".*.zst "$out/$component".*.gz 2>/dev/null | head -n1)
+profile=$(ls "$out/$component"*.zst "$out/$component"*.gz 2>/dev/null | head -n1 || true)
 heaptrack_print --print-leaks 1 --print-peaks 1 --print-allocators 0 \
   --print-temporary 0 \
   --peak-limit 15 --sub-peak-limit 4 "$profile" >"$out/$component.txt"

@@ -105,10 +105,18 @@ pub async fn options(State(state): State<AppState>) -> Result<Json<Vec<OptionJso
 
 /// `GET /api/results/stream`: server-sent events, one `tally` event with
 /// the current tally (once known), then one per change, until the client
-/// leaves or the gateway shuts down.
+/// leaves or the gateway shuts down. `X-Accel-Buffering: no` asks an
+/// nginx-based proxy in front (NGINX Gateway Fabric, F5 NGINX Ingress) to
+/// pass each event on at once instead of buffering the response.
 pub async fn results_stream(
     State(state): State<AppState>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<
+    (
+        [(&'static str, &'static str); 1],
+        Sse<impl Stream<Item = Result<Event, Infallible>>>,
+    ),
+    ApiError,
+> {
     let permit = state
         .event_streams
         .clone()
@@ -130,7 +138,10 @@ pub async fn results_stream(
             std::future::ready(tally.and_then(|tally| event.json_data(&tally).ok()).map(Ok))
         })
         .take_until(state.shutdown.clone().cancelled_owned());
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok((
+        [("x-accel-buffering", "no")],
+        Sse::new(events).keep_alive(KeepAlive::default()),
+    ))
 }
 
 /// `GET /metrics`: every metric of this gateway, Prometheus text format.

@@ -80,6 +80,8 @@ pub async fn serve(
     limits: &ConnectionArgs,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Handles made before the recorder exists would stay no-ops.
+    votemesh::metrics::install();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -93,9 +95,17 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // A connection reset or aborted before it was accepted:
+                // that one is gone, the next may be taken at once.
+                Err(error) if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
                 Err(error) => {
-                    // Out of file descriptors, or a connection reset
-                    // before it was accepted: not the listener's end.
+                    // Out of file descriptors or memory: not the
+                    // listener's end, but taking the next at once would
+                    // spin. (MAX_CONNECTIONS should stay below the
+                    // process's file descriptor limit, `ulimit -n`.)
                     tracing::warn!(%error, "cannot accept a connection");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

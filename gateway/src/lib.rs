@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! browser ─► connections: cap, header-read timeout (connections)
-//!         ─► tower stack (trace, metrics, headers, admission, timeout, body limit, gzip)
+//!         ─► tower stack (trace, metrics, headers, whole body, admission, timeout, gzip)
 //!         ─► GET / · POST /vote · GET /results       (pages: HTML, works without JS)
 //!         ─► POST /api/vote · GET /api/results       (JSON)      ─► vote / result gRPC
 //!         ─► GET /api/results/stream (SSE) ◄─ fan-out ◄─ ONE WatchResults stream
@@ -30,7 +30,8 @@
 //! - [`api`]: JSON and SSE handlers; [`pages`]: HTML handlers; [`assets`]:
 //!   CSS and JS compiled into the binary.
 //! - [`app`]: routes and the tower stack, assembled in one place; [`run`].
-//! - [`connections`]: accepting and bounding HTTP/1.1 connections.
+//! - [`connections`]: accepting and bounding HTTP/1.1 connections;
+//!   [`whole_body`]: a body read whole before the request is admitted.
 //! - [`cli`]: the command line; [`readiness`]: `--health-check`.
 
 pub mod api;
@@ -46,6 +47,7 @@ pub mod readiness;
 pub mod upstream;
 pub mod view;
 pub mod voter;
+pub mod whole_body;
 
 use std::{sync::Arc, time::Duration};
 
@@ -186,6 +188,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(http_metrics::measure))
                 .layer(security_headers)
                 .layer(CatchPanicLayer::new())
+                .layer(axum::middleware::from_fn(whole_body::read_first))
                 .layer(admission)
                 .layer(HandleErrorLayer::new(layer_error))
                 .timeout(REQUEST_TIMEOUT)

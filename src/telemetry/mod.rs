@@ -157,19 +157,56 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs logging and, if an endpoint is configured, trace export for the
-/// component named `component` (such as `vote`). Call once, inside the
-/// tokio runtime, before anything logs.
+/// Installs logging (to stdout) and, if an endpoint is configured, trace
+/// export for the component named `component` (such as `vote`). Call
+/// once, inside the tokio runtime, before anything logs.
 pub fn init(component: &str, args: &TelemetryArgs) -> Result<TelemetryGuard, TelemetryError> {
+    init_logging_to(component, args, LogStream::Stdout)
+}
+
+/// [`init`] for a command-line tool whose stdout is its result (the load
+/// generator's `--json` summary): its logs go to stderr.
+pub fn init_for_tool(
+    component: &str,
+    args: &TelemetryArgs,
+) -> Result<TelemetryGuard, TelemetryError> {
+    init_logging_to(component, args, LogStream::Stderr)
+}
+
+/// Where logs are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+fn init_logging_to(
+    component: &str,
+    args: &TelemetryArgs,
+    stream: LogStream,
+) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let rust_log = std::env::var(LOG_FILTER_ENV).ok();
     let log_filter = EnvFilter::builder().parse_lossy(log_filter(rust_log.as_deref()));
-    let logs = match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
+    let logs = match (args.log_format, stream) {
+        (LogFormat::Text, LogStream::Stdout) => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())
             .with_filter(log_filter)
             .boxed(),
-        LogFormat::Json => json_subscriber::layer()
+        (LogFormat::Text, LogStream::Stderr) => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter)
+            .boxed(),
+        (LogFormat::Json, LogStream::Stdout) => json_subscriber::layer()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_opentelemetry_ids(true)
+            .with_filter(log_filter)
+            .boxed(),
+        (LogFormat::Json, LogStream::Stderr) => json_subscriber::layer()
+            .with_writer(std::io::stderr)
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)

@@ -368,11 +368,12 @@ def check_component(name, spec, deployment, flavour, version, registry):
     # The listen address is set, on every interface, never left to the
     # binary's default (which may be loopback or change between releases).
     listen = next((e.get("value") for e in container.get("env", []) if e["name"] == spec["listen_env"]), None)
-    if listen not in (f"[::]:{spec['port']}", f"0.0.0.0:{spec['port']}"):
-        fail(f"{where}: {spec['listen_env']} is {listen!r}, not every interface on its port ([::]:{spec['port']} or 0.0.0.0:{spec['port']})")
+    # [::] (dual-stack): 0.0.0.0 would leave IPv6-only clusters' probes unanswered.
+    if listen != f"[::]:{spec['port']}":
+        fail(f"{where}: {spec['listen_env']} is {listen!r}, not every interface, IPv6 and IPv4, on its port ([::]:{spec['port']})")
     if "admin_port" in spec:
         admin = next((e.get("value") for e in container.get("env", []) if e["name"] == spec["admin_env"]), None)
-        if admin not in (f"[::]:{spec['admin_port']}", f"0.0.0.0:{spec['admin_port']}"):
+        if admin != f"[::]:{spec['admin_port']}":
             fail(f"{where}: {spec['admin_env']} is {admin!r}, not every interface on its admin port {spec['admin_port']}")
 
     env_names = [e["name"] for e in container.get("env", [])]

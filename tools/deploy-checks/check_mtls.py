@@ -19,7 +19,7 @@ certificate, mount, settings and probes fit together:
 - its Deployment mounts <name>-tls read-only and points TLS_CERT_FILE,
   TLS_KEY_FILE, TLS_CA_FILE into the mount; it sets only variables its
   binary reads;
-- gRPC components: HEALTH_LISTEN_ADDR's port is a declared container port,
+- gRPC components: HEALTH_LISTEN_ADDR is dual-stack ([::]:port), its port a declared container port,
   and every probe and the Prometheus port use it (the business port
   answers mutual TLS only); their metrics Service targets it; a Service
   port that reaches the business port declares no cleartext appProtocol
@@ -161,6 +161,8 @@ def main(rendered_path, components_path, builtin_out):
 
         if spec["protocol"] == "grpc":
             health = urlparse("//" + (env.get("HEALTH_LISTEN_ADDR") or "")).port
+            if not (env.get("HEALTH_LISTEN_ADDR") or "").startswith("[::]:"):
+                fail(f"{name}: HEALTH_LISTEN_ADDR is {env.get('HEALTH_LISTEN_ADDR')!r}, not every interface, IPv6 and IPv4 ([::]:port): IPv6-only clusters' probes would go unanswered")
             ports = {p["containerPort"]: p.get("name") for p in container.get("ports", [])}
             if health not in ports:
                 fail(f"{name}: HEALTH_LISTEN_ADDR port {health} is not a container port")

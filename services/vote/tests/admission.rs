@@ -105,6 +105,10 @@ async fn calls_arriving_during_a_stall_wait_for_capacity_and_all_succeed() {
         admission.waiting() == CALLS
     })
     .await;
+    // /metrics shows them waiting (other tests of this binary share the
+    // process's registry, hence at least).
+    let scrape = parse(&votemesh::metrics::render()).unwrap();
+    assert!(value(&scrape, "votemesh_admission_waiting", &[]) >= CALLS as f64);
     // The stall goes on a little, then ends.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(held);
@@ -114,6 +118,8 @@ async fn calls_arriving_during_a_stall_wait_for_capacity_and_all_succeed() {
         assert!(answer.is_ok(), "a call that waited out a stall: {answer:?}");
     }
     assert_eq!(queue.backlog().await.unwrap().depth, CALLS as u64);
+    let scrape = parse(&votemesh::metrics::render()).unwrap();
+    assert!(value(&scrape, "votemesh_admission_waited_seconds", &[]) >= CALLS as f64);
 }
 
 #[tokio::test]
@@ -181,8 +187,8 @@ async fn a_call_waits_at_most_half_its_deadline() {
     let mut request = cast("in-a-hurry");
     request.set_timeout(Duration::from_secs(1));
     let status = client.cast_vote(request).await.unwrap_err();
-    // Refused by admission (UNAVAILABLE, with time left to retry
-    // elsewhere), not run into the caller's deadline.
+    // Refused by admission (UNAVAILABLE, with half the deadline left to
+    // its caller), not run into the caller's deadline.
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("500ms"), "{status:?}");
     assert_eq!(refused("wait_exceeded") - before, 1.0);

@@ -35,7 +35,8 @@ fn main() -> anyhow::Result<ExitCode> {
 
 async fn run() -> anyhow::Result<ExitCode> {
     let cli: Cli = config::parse_cli();
-    let _telemetry = telemetry::init("loadgen", &cli.telemetry)?;
+    // Logs go to stderr: stdout carries the summary (`--json`).
+    let _telemetry = telemetry::init_for_tool("loadgen", &cli.telemetry)?;
     let shutdown = shutdown::on_signal();
     if cli.noop_server {
         let listener = tokio::net::TcpListener::bind(cli.listen)

@@ -97,6 +97,10 @@ pub enum TargetError {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CallFailure(pub String);
 
+/// How long an idle pooled HTTP connection is kept: less than the
+/// gateway's header-read timeout, after which it closes idle connections.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A connected target, cheap to clone (one per caller).
@@ -347,7 +351,14 @@ async fn connect_http(mode: Mode, address: &str) -> Result<(Target, Vec<String>)
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(client::CONNECT_TIMEOUT));
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    // Idle pooled connections are dropped well before the gateway closes
+    // them (its header-read timeout, 10 s, applies to idle kept-alive
+    // connections too): a request sent on a connection the server is
+    // closing at that instant fails, the classic keep-alive race.
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector);
     let not_votemesh = |reason: String| TargetError::NotVotemesh {
         address: address.to_owned(),
         expected: "gateway (GET /api/options)",
