@@ -75,4 +75,7 @@ heaptrack_print --print-leaks 1 --print-peaks 1 --print-allocators 0 \
   --peak-limit 15 --sub-peak-limit 4 "$profile" >"$out/$component.txt"
 echo "profile: $profile"
 echo "report:  $out/$component.txt"
-sed -n '/^MOST MEMORY LEAKED/,/^$/p;/^PEAK MEMORY CONSUMERS/,$p' "$out/$component.txt" | head -120
+# The summary, then the top of the peak consumers (head closing the pipe
+# early is expected).
+tail -n 6 "$out/$component.txt"
+sed -n '/^PEAK MEMORY CONSUMERS/,/^MEMORY LEAKS/p' "$out/$component.txt" | head -60 || true
