@@ -41,8 +41,8 @@ use tonic::{
 };
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
-    util::SubscriberInitExt,
+    EnvFilter, Layer, filter::Targets, fmt::writer::BoxMakeWriter, layer::SubscriberExt,
+    registry::LookupSpan, util::SubscriberInitExt,
 };
 
 /// The environment variable that sets the log filter.
@@ -174,7 +174,7 @@ pub fn init_for_tool(
 }
 
 /// Where logs are written.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum LogStream {
     Stdout,
     Stderr,
@@ -188,25 +188,25 @@ fn init_logging_to(
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let rust_log = std::env::var(LOG_FILTER_ENV).ok();
     let log_filter = EnvFilter::builder().parse_lossy(log_filter(rust_log.as_deref()));
-    let logs = match (args.log_format, stream) {
-        (LogFormat::Text, LogStream::Stdout) => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stdout().is_terminal())
+    // One writer, chosen once, for either format.
+    let (writer, is_terminal) = match stream {
+        LogStream::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        LogStream::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
+    let logs = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(is_terminal)
+            .with_writer(writer)
             .with_filter(log_filter)
             .boxed(),
-        (LogFormat::Text, LogStream::Stderr) => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .with_filter(log_filter)
-            .boxed(),
-        (LogFormat::Json, LogStream::Stdout) => json_subscriber::layer()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_opentelemetry_ids(true)
-            .with_filter(log_filter)
-            .boxed(),
-        (LogFormat::Json, LogStream::Stderr) => json_subscriber::layer()
-            .with_writer(std::io::stderr)
+        LogFormat::Json => json_subscriber::layer()
+            .with_writer(writer)
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
