@@ -6,9 +6,10 @@
 //! ```text
 //! request ─► a permit free (fewer than MAX_IN_FLIGHT in flight)? ─ yes ─► served
 //!               │ no
-//!               ├─ overloaded: no permit has been free for OVERLOAD_AFTER ─► refused at once
-//!               ├─ WAITING_PER_PERMIT × MAX_IN_FLIGHT already waiting     ─► refused at once
-//!               └─ wait for a permit, at most min(MAX_QUEUE_WAIT, half the caller's deadline)
+//!               ├─ MAX_WAITING already waiting ─► refused at once
+//!               └─ wait for a permit, at most
+//!                    min(MAX_QUEUE_WAIT, half the caller's deadline), or
+//!                    OVERLOADED_QUEUE_WAIT once no permit has been free for OVERLOAD_AFTER
 //!                     ├─ a permit came ─► served
 //!                     └─ time is up   ─► refused
 //! ```
@@ -21,11 +22,13 @@
 //! the next 100 ms. Here they wait instead, for at most a share of what
 //! their caller is prepared to wait. Sustained overload is still refused
 //! fast: once the server has had no free permit for
-//! [`DEFAULT_OVERLOAD_AFTER`] (longer than any stall worth absorbing), new
-//! requests are refused without waiting until a permit is free again, so
-//! the served rate stays at capacity and refusals cost microseconds
-//! (the "adaptive" queue timeout of Facebook's RPC servers and of CoDel:
-//! a queue that never empties is a standing queue, not a burst).
+//! [`DEFAULT_OVERLOAD_AFTER`] (longer than any stall worth absorbing), a
+//! request waits at most [`DEFAULT_OVERLOADED_WAIT`], and the line that
+//! stood when overload began is cut to the same wait (the "adaptive"
+//! queue timeout of Facebook's RPC servers and of CoDel: a queue that
+//! never empties is a standing queue, not a burst). The permits stay
+//! busy, so the served rate stays at capacity; refusals come within
+//! milliseconds, and served requests are not held behind a line.
 //!
 //! A permit is held until the handler has answered (a unary call's whole
 //! work; a stream's, such as WatchResults or the gateway's SSE, only until
@@ -44,14 +47,12 @@
 //! The wait is bounded by the caller's deadline, not predicted from it:
 //! an estimate of the line's speed made during a stall (when almost
 //! nothing is answered) would refuse exactly the requests a stall should
-//! only delay. Under sustained overload the line therefore builds for
-//! `OVERLOAD_AFTER` (at most `WAITING_PER_PERMIT` × `MAX_IN_FLIGHT`
-//! requests), then is refused at once until it has drained: served
-//! requests wait about `OVERLOAD_AFTER` at worst.
+//! only delay.
 //!
 //! Metrics: `votemesh_admission_waited_seconds` (requests that had to wait,
 //! and how long), `votemesh_admission_refused_total{reason}`
-//! (`overloaded`, `queue_full`, `wait_exceeded`) and
+//! (`overloaded`: refused while overloaded; `queue_full`; `wait_exceeded`:
+//! a wait before overload ran out) and
 //! `votemesh_admission_waiting`.
 
 use std::{
@@ -59,7 +60,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -67,15 +68,24 @@ use std::{
 
 use clap::{Args, builder::TypedValueParser};
 use thiserror::Error;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
 
-/// Requests a server handles at once before new ones wait (the gateway
-/// and each gRPC server; not per connection). At capacity a vote takes a
-/// few milliseconds, so in steady state a server has tens in flight
-/// (Little's law: 9,000 votes/s × 5 ms ≈ 45); the cap is reached only when
-/// a stall piles requests up, and then bounds the memory they hold.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Requests a server handles at once per CPU it may use, before new ones
+/// wait (the gateway and each gRPC server; not per connection). At
+/// capacity a vote takes a few milliseconds, so a server needs tens in
+/// flight to stay busy (Little's law: 9,000 votes/s × 5 ms ≈ 45 on two
+/// cores). More only lengthens the line inside the server, where nothing
+/// can refuse it: under 1.5 x overload on one core, 1,024 in flight served
+/// 0.57 of capacity with a 1 s median, 256 served 0.59, 64 served 0.87
+/// with a 112 ms median (docs/BENCHMARKS.md#soak).
+pub const IN_FLIGHT_PER_CPU: usize = 32;
+/// The default cap on requests in flight: [`IN_FLIGHT_PER_CPU`] × the CPUs
+/// this process may use (`available_parallelism`, which reads a
+/// container's CPU quota).
+pub fn default_max_in_flight() -> usize {
+    IN_FLIGHT_PER_CPU * std::thread::available_parallelism().map_or(1, |cpus| cpus.get())
+}
 /// Longest a request waits for a permit (less when half its deadline is
 /// shorter).
 pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(2);
@@ -84,9 +94,16 @@ pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// than a stall worth absorbing, short enough that a real overload is
 /// refused fast after a second.
 pub const DEFAULT_OVERLOAD_AFTER: Duration = Duration::from_secs(1);
-/// Requests that may wait per permit: the line's length bounds the memory
-/// waiting requests hold, as the permits bound the running ones'.
-pub const WAITING_PER_PERMIT: usize = 4;
+/// Requests that may wait for a permit at once: the line's length bounds
+/// the memory waiting requests hold, as the permits bound the running
+/// ones'. It is what absorbs a stall: a 300 ms pause at 3,000 requests/s
+/// lines up 900.
+pub const DEFAULT_MAX_WAITING: usize = 4096;
+/// How long a request may wait for a permit while the server is
+/// overloaded: long enough that a permit coming free always finds a
+/// request ready (the server stays busy at capacity), short enough that
+/// refusals are fast and the served wait little.
+pub const DEFAULT_OVERLOADED_WAIT: Duration = Duration::from_millis(5);
 /// What a refusal asks the client to wait before trying again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -95,8 +112,11 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 #[derive(Args, Clone, Debug)]
 pub struct AdmissionArgs {
     /// Requests handled at once before new ones wait for a permit.
-    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = default_max_in_flight(), value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_in_flight: usize,
+    /// Requests that may wait for a permit at once; more are refused.
+    #[arg(long, env = "MAX_WAITING", default_value_t = DEFAULT_MAX_WAITING, value_parser = clap::value_parser!(u32).map(|n| n as usize))]
+    pub max_waiting: usize,
     /// Longest a request waits for a permit, in milliseconds (a gRPC call
     /// waits at most half its deadline).
     #[arg(long, env = "MAX_QUEUE_WAIT_MS", default_value_t = DEFAULT_MAX_QUEUE_WAIT.as_millis() as u64)]
@@ -105,14 +125,20 @@ pub struct AdmissionArgs {
     /// refused at once instead of waiting.
     #[arg(long, env = "OVERLOAD_AFTER_MS", default_value_t = DEFAULT_OVERLOAD_AFTER.as_millis() as u64)]
     pub overload_after_ms: u64,
+    /// Longest a request waits for a permit once the server is overloaded,
+    /// in milliseconds (0: refused at once).
+    #[arg(long, env = "OVERLOADED_QUEUE_WAIT_MS", default_value_t = DEFAULT_OVERLOADED_WAIT.as_millis() as u64)]
+    pub overloaded_queue_wait_ms: u64,
 }
 
 impl Default for AdmissionArgs {
     fn default() -> Self {
         Self {
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight: default_max_in_flight(),
+            max_waiting: DEFAULT_MAX_WAITING,
             max_queue_wait_ms: DEFAULT_MAX_QUEUE_WAIT.as_millis() as u64,
             overload_after_ms: DEFAULT_OVERLOAD_AFTER.as_millis() as u64,
+            overloaded_queue_wait_ms: DEFAULT_OVERLOADED_WAIT.as_millis() as u64,
         }
     }
 }
@@ -123,7 +149,7 @@ pub enum Refusal {
     /// No permit has been free for longer than the overload threshold.
     #[error("the server is overloaded")]
     Overloaded,
-    /// [`WAITING_PER_PERMIT`] requests per permit are already waiting.
+    /// [`DEFAULT_MAX_WAITING`] (or the configured number of) requests are already waiting.
     #[error("too many requests are waiting")]
     QueueFull,
     /// No permit came within the request's waiting budget.
@@ -152,8 +178,16 @@ pub struct Admission {
 struct Shared {
     permits: Arc<Semaphore>,
     max_in_flight: usize,
+    max_waiting: usize,
     max_wait: Duration,
     overload_after: Duration,
+    overloaded_wait: Duration,
+    /// Whether the waiting line has been told that the server is
+    /// overloaded (cleared when a request finds a permit free again).
+    overload_announced: AtomicBool,
+    /// Tells the waiting line that the server has become overloaded:
+    /// each request in it shortens its wait to `overloaded_wait`.
+    overload_began: Notify,
     /// Requests waiting for a permit now.
     waiting: AtomicUsize,
     /// The time base of `last_free_ms`.
@@ -180,8 +214,12 @@ impl Admission {
             shared: Arc::new(Shared {
                 permits: Arc::new(Semaphore::new(max_in_flight)),
                 max_in_flight,
+                max_waiting: args.max_waiting,
                 max_wait: Duration::from_millis(args.max_queue_wait_ms),
                 overload_after: Duration::from_millis(args.overload_after_ms),
+                overloaded_wait: Duration::from_millis(args.overloaded_queue_wait_ms),
+                overload_announced: AtomicBool::new(false),
+                overload_began: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 started: Instant::now(),
                 last_free_ms: AtomicU64::new(0),
@@ -212,9 +250,7 @@ impl Admission {
     pub async fn admit(&self, deadline: Option<Duration>) -> Result<OwnedSemaphorePermit, Refusal> {
         let shared = &self.shared;
         if let Ok(permit) = shared.permits.clone().try_acquire_owned() {
-            shared
-                .last_free_ms
-                .fetch_max(shared.now_ms(), Ordering::Relaxed);
+            shared.found_free();
             return Ok(permit);
         }
         let refused = |refusal: Refusal| {
@@ -222,23 +258,60 @@ impl Admission {
                 .increment(1);
             Err(refusal)
         };
-        if shared.overloaded() {
-            return refused(Refusal::Overloaded);
+        // Listening before looking: an overload announced after the look
+        // still reaches this request.
+        let overload_began = shared.overload_began.notified();
+        let mut overload_began = std::pin::pin!(overload_began);
+        overload_began.as_mut().enable();
+        let overloaded = shared.overloaded();
+        if overloaded && !shared.overload_announced.swap(true, Ordering::Relaxed) {
+            // The line that built up during the last OVERLOAD_AFTER is a
+            // standing queue now: shorten every wait in it, so the served
+            // do not carry it and the rest are refused now, not in seconds.
+            shared.overload_began.notify_waiters();
         }
-        let budget = deadline.map_or(shared.max_wait, |deadline| {
+        let mut budget = deadline.map_or(shared.max_wait, |deadline| {
             (deadline / 2).min(shared.max_wait)
         });
+        if overloaded {
+            budget = budget.min(shared.overloaded_wait);
+            if budget.is_zero() {
+                return refused(Refusal::Overloaded);
+            }
+        }
         let Some(_waiting) = Waiting::enter(shared) else {
             return refused(Refusal::QueueFull);
         };
         let started = Instant::now();
-        match tokio::time::timeout(budget, shared.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => {
-                shared.waited.record(started.elapsed().as_secs_f64());
-                Ok(permit)
+        let mut give_up_at = tokio::time::Instant::from_std(started + budget);
+        let mut overload_seen = overloaded;
+        let acquire = shared.permits.clone().acquire_owned();
+        let mut acquire = std::pin::pin!(acquire);
+        loop {
+            tokio::select! {
+                biased;
+                permit = acquire.as_mut() => {
+                    // The semaphore is never closed; a closed one admits nothing.
+                    let Ok(permit) = permit else {
+                        return refused(Refusal::WaitExceeded(budget));
+                    };
+                    shared.waited.record(started.elapsed().as_secs_f64());
+                    return Ok(permit);
+                }
+                () = tokio::time::sleep_until(give_up_at) => {
+                    return refused(if overload_seen {
+                        Refusal::Overloaded
+                    } else {
+                        Refusal::WaitExceeded(budget)
+                    });
+                }
+                () = overload_began.as_mut(), if !overload_seen => {
+                    overload_seen = true;
+                    give_up_at = give_up_at.min(tokio::time::Instant::from_std(
+                        started + shared.overloaded_wait,
+                    ));
+                }
             }
-            // The semaphore is never closed; a closed one admits nothing.
-            Ok(Err(_)) | Err(_) => refused(Refusal::WaitExceeded(budget)),
         }
     }
 }
@@ -246,6 +319,17 @@ impl Admission {
 impl Shared {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// A request found a permit free: the server is not overloaded.
+    fn found_free(&self) {
+        self.last_free_ms
+            .fetch_max(self.now_ms(), Ordering::Relaxed);
+        // Read first: a store on every admission would bounce the cache
+        // line between cores for nothing.
+        if self.overload_announced.load(Ordering::Relaxed) {
+            self.overload_announced.store(false, Ordering::Relaxed);
+        }
     }
 
     /// No request has found a permit free for longer than `overload_after`.
@@ -264,7 +348,7 @@ impl<'a> Waiting<'a> {
     /// Joins the line, unless it is full.
     fn enter(shared: &'a Shared) -> Option<Self> {
         let before = shared.waiting.fetch_add(1, Ordering::Relaxed);
-        if before >= shared.max_in_flight * WAITING_PER_PERMIT {
+        if before >= shared.max_waiting {
             shared.waiting.fetch_sub(1, Ordering::Relaxed);
             return None;
         }

@@ -63,8 +63,8 @@ use thiserror::Error;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tower::{BoxError, ServiceBuilder};
 use tower_http::{
-    catch_panic::CatchPanicLayer, compression::CompressionLayer,
-    set_header::SetResponseHeaderLayer, trace::TraceLayer,
+    catch_panic::CatchPanicLayer, classify::ServerErrorsFailureClass,
+    compression::CompressionLayer, set_header::SetResponseHeaderLayer, trace::TraceLayer,
 };
 use votemesh::{
     admission::{Admission, AdmissionLayer, Refusal, Refuse},
@@ -184,7 +184,11 @@ pub fn app(state: AppState) -> Router {
     routes
         .layer(
             ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http().make_span_with(telemetry::server_span))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(telemetry::server_span)
+                        .on_failure(log_failure),
+                )
                 .layer(axum::middleware::from_fn(http_metrics::measure))
                 .layer(security_headers)
                 .layer(CatchPanicLayer::new())
@@ -238,6 +242,23 @@ impl Refuse<axum::body::Body> for GatewayRefusal {
             HeaderValue::from(retry_after.as_secs().max(1)),
         );
         response
+    }
+}
+
+/// Logs a failed response: an error, unless it is a 503. A 503 is load,
+/// not a fault (an admission refusal, a service at capacity or briefly
+/// away); under overload there is one per refused request, and a log line
+/// each would make refusing as dear as serving. Metrics count them
+/// (`votemesh_http_requests_total{status="503"}`,
+/// `votemesh_admission_refused_total`); with `RUST_LOG=debug` they are
+/// logged too.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    match class {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(%class, latency_ms, "response failed");
+        }
+        class => tracing::error!(%class, latency_ms, "response failed"),
     }
 }
 

@@ -147,6 +147,7 @@ async fn a_slow_request_body_holds_no_permit() {
         max_in_flight: 2,
         max_queue_wait_ms: 2_000,
         overload_after_ms: 100,
+        ..AdmissionArgs::default()
     });
     let gateway = gateway(&system, ConnectionArgs::default(), admission).await;
     let addr = gateway.addr;
@@ -243,6 +244,7 @@ async fn a_busy_gateway_answers_503_with_retry_after() {
         max_in_flight: 1,
         max_queue_wait_ms: 2_000,
         overload_after_ms: 100,
+        ..AdmissionArgs::default()
     });
     let gateway = gateway(&system, ConnectionArgs::default(), admission.clone()).await;
     let url = format!("http://{}/static/style.css", gateway.addr);

@@ -57,8 +57,10 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
         ("TRUSTED_PROXIES", STARTED, "invalid value"),
         ("GATEWAY_ADMIN_LISTEN_ADDR", STARTED, "invalid value"),
         ("MAX_IN_FLIGHT", STARTED, "invalid value"),
+        ("MAX_WAITING", STARTED, "invalid value"),
         ("MAX_QUEUE_WAIT_MS", STARTED, "invalid value"),
         ("OVERLOAD_AFTER_MS", STARTED, "invalid value"),
+        ("OVERLOADED_QUEUE_WAIT_MS", STARTED, "invalid value"),
         ("MAX_CONNECTIONS", STARTED, "invalid value"),
         ("HEADER_READ_TIMEOUT_MS", STARTED, "invalid value"),
     ];
@@ -91,8 +93,10 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("TRUSTED_PROXIES", "10.0.0.1,proxy.example"),
         ("GATEWAY_ADMIN_LISTEN_ADDR", "8081"),
         ("MAX_IN_FLIGHT", "0"),
+        ("MAX_WAITING", "-1"),
         ("MAX_QUEUE_WAIT_MS", "soon"),
         ("OVERLOAD_AFTER_MS", "-5"),
+        ("OVERLOADED_QUEUE_WAIT_MS", "briefly"),
         ("MAX_CONNECTIONS", "0"),
         ("HEADER_READ_TIMEOUT_MS", "0"),
     ];

@@ -36,11 +36,16 @@ fn cast(voter_id: &str) -> Request<CastVoteRequest> {
     request
 }
 
+/// How many calls may wait for a permit in these tests.
+const LINE: usize = 16;
+
 fn admission(max_in_flight: usize, max_queue_wait_ms: u64, overload_after_ms: u64) -> Admission {
     Admission::new(&AdmissionArgs {
         max_in_flight,
+        max_waiting: LINE,
         max_queue_wait_ms,
         overload_after_ms,
+        ..AdmissionArgs::default()
     })
 }
 
@@ -86,8 +91,8 @@ fn refused(reason: &str) -> f64 {
 
 #[tokio::test]
 async fn calls_arriving_during_a_stall_wait_for_capacity_and_all_succeed() {
-    // As many calls as may wait for four permits.
-    const CALLS: usize = 4 * votemesh::admission::WAITING_PER_PERMIT;
+    // As many calls as may wait.
+    const CALLS: usize = LINE;
     // Four permits, and a stall shorter than the overload threshold.
     let admission = admission(4, 2_000, 5_000);
     let queue = MemoryQueue::new();
@@ -174,6 +179,51 @@ async fn sustained_overload_is_refused_at_once_with_a_pushback_and_not_retried()
     // The load drops: the next call is served at once.
     drop(held);
     client.cast_vote(cast("after")).await.unwrap();
+}
+
+#[tokio::test]
+async fn when_overload_begins_the_standing_line_is_refused_and_new_calls_wait_briefly() {
+    // One permit; overloaded once none has been free for 300 ms; until
+    // then a call may wait up to half its 10 s deadline.
+    let admission = admission(1, 10_000, 300);
+    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
+    let client = plain_client(&server).await;
+
+    let _held = stall(&admission, 1).await;
+    // Calls that arrive in the first 300 ms wait (leaving room in the line
+    // for one more): as far as anyone can tell yet, this is a stall.
+    const EARLY: usize = LINE - 1;
+    let early: Vec<_> = (0..EARLY)
+        .map(|n| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.cast_vote(cast(&format!("early-{n}"))).await })
+        })
+        .collect();
+    probe::wait_for(
+        "the early calls waiting",
+        Duration::from_secs(10),
+        || async { admission.waiting() == EARLY },
+    )
+    .await;
+    // It lasts: the next arrival finds the server overloaded. It waits
+    // only OVERLOADED_QUEUE_WAIT_MS, and the line it finds is a standing
+    // queue now: those calls are refused too, not after their 5 s.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let overloaded_at = std::time::Instant::now();
+    let status = client.clone().cast_vote(cast("late")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("overloaded"), "{status:?}");
+    for call in early {
+        let status = call.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("overloaded"), "{status:?}");
+    }
+    assert!(
+        overloaded_at.elapsed() < Duration::from_secs(2),
+        "the standing line was refused only after {:?}",
+        overloaded_at.elapsed()
+    );
+    assert_eq!(admission.waiting(), 0);
 }
 
 #[tokio::test]

@@ -168,6 +168,7 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
         ),
         // Admission: empty is the default, not an invalid value.
         ("MAX_IN_FLIGHT", &[], "batch_size=7".into(), "invalid value"),
+        ("MAX_WAITING", &[], "batch_size=7".into(), "invalid value"),
         (
             "MAX_QUEUE_WAIT_MS",
             &[],
@@ -176,6 +177,12 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
         ),
         (
             "OVERLOAD_AFTER_MS",
+            &[],
+            "batch_size=7".into(),
+            "invalid value",
+        ),
+        (
+            "OVERLOADED_QUEUE_WAIT_MS",
             &[],
             "batch_size=7".into(),
             "invalid value",
@@ -231,8 +238,10 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "many"),
         ("MAX_IN_FLIGHT", "0"),
+        ("MAX_WAITING", "-1"),
         ("MAX_QUEUE_WAIT_MS", "soon"),
         ("OVERLOAD_AFTER_MS", "-5"),
+        ("OVERLOADED_QUEUE_WAIT_MS", "briefly"),
     ];
     // Any text is a valid value of these (and empty is unset).
     let free_text = [

@@ -46,13 +46,10 @@ impl Group {
     pub fn cpu(&self) -> Duration {
         let mut ticks = process_ticks(self.pid).map_or(0, |(_, ticks)| ticks);
         if self.children {
-            for pid in all_pids() {
-                if let Some((parent, own)) = process_ticks(pid)
-                    && parent == self.pid
-                {
-                    ticks += own;
-                }
-            }
+            ticks += children_of(self.pid)
+                .into_iter()
+                .filter_map(|child| Some(process_ticks(child)?.1))
+                .sum::<u64>();
         }
         ticks_to_duration(ticks)
     }
@@ -139,6 +136,14 @@ fn process_ticks(pid: u32) -> Option<(u32, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((parent, utime + stime))
+}
+
+/// The living processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&child| process_ticks(child).is_some_and(|(parent, _)| parent == pid))
+        .collect()
 }
 
 fn all_pids() -> Vec<u32> {

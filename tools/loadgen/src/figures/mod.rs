@@ -37,6 +37,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod affinity;
 mod counts;
 mod cpu;
 mod drain;
@@ -320,6 +321,9 @@ pub struct Suite {
     problems: Vec<String>,
     /// The CPU cost of the runs measured for "Where the CPU goes".
     costs: Vec<(String, u64, f64, cpu::Cost)>,
+    /// The CPUs the load generator starts on, when the system under test
+    /// is pinned to the others ([`affinity`]).
+    generator_cpus: Option<Vec<usize>>,
 }
 
 impl Suite {
@@ -341,6 +345,7 @@ impl Suite {
             report: String::new(),
             problems: Vec::new(),
             costs: Vec::new(),
+            generator_cpus: None,
         }
     }
 
@@ -432,6 +437,9 @@ impl Suite {
             .args(["--voter-prefix", &load.prefix])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
+        if let Some(cpus) = &self.generator_cpus {
+            affinity::pin_on_start(&mut command, cpus);
+        }
         command.arg(match load.mode {
             "grpc" => "--vote-addr",
             "results" => "--result-addr",

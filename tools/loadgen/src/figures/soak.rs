@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Load, Suite, ratio};
+use super::{Load, Suite, affinity, ratio};
 use crate::summary::Summary;
 
 /// How long and how hard the soak runs.
@@ -61,6 +61,18 @@ impl SoakSize {
     }
 }
 
+/// The overload section's runs.
+struct Overloads {
+    /// `(system, generator)` CPUs, when pinned.
+    pinned: Option<(Vec<usize>, Vec<usize>)>,
+    /// Closed loop in the pinned layout: what the others are read against.
+    capacity: Summary,
+    /// Open loop at 1.5 x `capacity`.
+    overload: Summary,
+    /// Open loop at 0.5 x `capacity`, right after.
+    recovery: Summary,
+}
+
 /// RSS samples: (seconds since the start, KiB) per process.
 type Samples = Vec<(String, Vec<(f64, u64)>)>;
 
@@ -68,71 +80,57 @@ impl Suite {
     /// Runs the soak and returns its report.
     pub async fn soak(mut self, size: &SoakSize) -> (String, Vec<String>) {
         let vote = self.vote().await;
-        let worker = self.worker("soak-worker").await;
+        let worker = self.worker("bench-soak-worker").await;
         let result = self.result().await;
         let gateway = self.gateway(&vote, &result).await;
-        let voters = 200_000;
-        let json = |prefix: &str| Load {
-            mode: "json",
-            address: gateway.url(),
-            concurrency: 64,
-            run: Some(Duration::from_secs(20)),
-            count: None,
-            rate: None,
-            voters,
-            prefix: prefix.to_owned(),
-        };
+        let json = |prefix: &str| Self::soak_load(prefix, &gateway);
 
         let capacity = self.load(json("soak-capacity")).await;
         self.counted(&capacity);
 
         // The stall run, with a freezer and a memory sampler beside it.
-        let stop = CancellationToken::new();
-        let watched: Vec<(String, Option<u32>)> = [&vote, &worker, &result, &gateway]
-            .iter()
-            .map(|p| (p.name.clone(), p.child.id()))
-            .collect();
-        let sampler = tokio::spawn(sample_memory(watched, size.sample_every, stop.clone()));
-        let freezer = tokio::spawn(freeze_every(
-            vote.child.id(),
-            size.freeze_every,
-            size.freeze_for,
-            stop.clone(),
-        ));
-        let stalls = self
-            .load(Load {
-                rate: Some(size.rate),
-                run: Some(size.run),
-                ..json("soak-stalls")
-            })
-            .await;
-        stop.cancel();
-        let freezes = freezer.await.unwrap_or(0);
-        let samples = sampler.await.unwrap_or_default();
-        self.counted(&stalls);
+        let (stalls, freezes, samples) = if size.run.is_zero() {
+            (None, 0, Samples::new())
+        } else {
+            let stop = CancellationToken::new();
+            let watched: Vec<(String, Option<u32>)> = [&vote, &worker, &result, &gateway]
+                .iter()
+                .map(|p| (p.name.clone(), p.child.id()))
+                .collect();
+            let sampler = tokio::spawn(sample_memory(watched, size.sample_every, stop.clone()));
+            let freezer = tokio::spawn(freeze_every(
+                vote.child.id(),
+                size.freeze_every,
+                size.freeze_for,
+                stop.clone(),
+            ));
+            let stalls = self
+                .load(Load {
+                    rate: Some(size.rate),
+                    run: Some(size.run),
+                    ..json("soak-stalls")
+                })
+                .await;
+            stop.cancel();
+            let freezes = freezer.await.unwrap_or(0);
+            let samples = sampler.await.unwrap_or_default();
+            self.counted(&stalls);
+            (Some(stalls), freezes, samples)
+        };
 
-        let overload = self
-            .load(Load {
-                rate: Some(capacity.throughput * 1.5),
-                run: Some(size.overload_run),
-                ..json("soak-overload")
-            })
-            .await;
-        self.counted(&overload);
-        let recovery = self
-            .load(Load {
-                rate: Some(capacity.throughput * 0.5),
-                run: Some(Duration::from_secs(20)),
-                ..json("soak-recovery")
-            })
-            .await;
-        self.counted(&recovery);
-        // Refusals under overload are the point of that run, not a problem.
-        self.problems
-            .retain(|problem| !problem.contains("(prefix soak-overload)"));
-
+        let overloads = if size.overload_run.is_zero() {
+            None
+        } else {
+            Some(
+                self.overload_runs(size, [&vote, &worker, &result, &gateway])
+                    .await,
+            )
+        };
         self.soak_report(
-            size, &capacity, &stalls, freezes, &samples, &overload, &recovery,
+            size,
+            &capacity,
+            stalls.as_ref().map(|stalls| (stalls, freezes, &samples)),
+            overloads.as_ref(),
         );
         let caught_up = self
             .wait_counted(self.expected_total(), Duration::from_secs(600))
@@ -151,16 +149,113 @@ impl Suite {
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// JSON votes through `gateway` by 200,000 voters named `prefix-<n>`:
+    /// a closed loop of 64 callers for 20 s unless changed.
+    fn soak_load(prefix: &str, gateway: &super::Process) -> Load<'static> {
+        Load {
+            mode: "json",
+            address: gateway.url(),
+            concurrency: 64,
+            run: Some(Duration::from_secs(20)),
+            count: None,
+            rate: None,
+            voters: 200_000,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Overload and recovery, read against the capacity of the same
+    /// pinned layout: the system on half the cores, the generator on the
+    /// other half, so that the generator's own extra work at 1.5 x takes
+    /// nothing from the system it loads.
+    async fn overload_runs(&mut self, size: &SoakSize, system: [&super::Process; 4]) -> Overloads {
+        let gateway = system[3];
+        let pinned = self.pin_system(&system);
+        let pinned_capacity = self
+            .load_metered(
+                "capacity",
+                &system,
+                Self::soak_load("soak-capacity-pinned", gateway),
+            )
+            .await;
+        self.counted(&pinned_capacity);
+        let overload = self
+            .load_metered(
+                "overload, 1.5 x",
+                &system,
+                Load {
+                    rate: Some(pinned_capacity.throughput * 1.5),
+                    run: Some(size.overload_run),
+                    ..Self::soak_load("soak-overload", gateway)
+                },
+            )
+            .await;
+        self.counted(&overload);
+        let recovery = self
+            .load_metered(
+                "recovery, 0.5 x",
+                &system,
+                Load {
+                    rate: Some(pinned_capacity.throughput * 0.5),
+                    run: Some(Duration::from_secs(20)),
+                    ..Self::soak_load("soak-recovery", gateway)
+                },
+            )
+            .await;
+        self.counted(&recovery);
+        self.unpin_system(&system);
+        // Refusals under overload are the point of that run, not a problem.
+        self.problems
+            .retain(|problem| !problem.contains("(prefix soak-overload)"));
+        Overloads {
+            pinned,
+            capacity: pinned_capacity,
+            overload,
+            recovery,
+        }
+    }
+
+    /// Pins the system under test (these services, Redis, PostgreSQL) to
+    /// the first half of the allowed CPUs and every generator started from
+    /// now on to the rest; returns `(system, generator)` CPUs, or `None`
+    /// on a one-core machine, where nothing is pinned.
+    fn pin_system(&mut self, services: &[&super::Process]) -> Option<(Vec<usize>, Vec<usize>)> {
+        let allowed = affinity::allowed_cpus();
+        if allowed.len() < 2 {
+            return None;
+        }
+        let (system, generator) = allowed.split_at(allowed.len() / 2);
+        self.pin_all(services, system);
+        self.generator_cpus = Some(generator.to_vec());
+        Some((system.to_vec(), generator.to_vec()))
+    }
+
+    /// Lets the system and the generator run on every allowed CPU again.
+    fn unpin_system(&mut self, services: &[&super::Process]) {
+        self.pin_all(services, &affinity::allowed_cpus());
+        self.generator_cpus = None;
+    }
+
+    fn pin_all(&self, services: &[&super::Process], cpus: &[usize]) {
+        let pids = services
+            .iter()
+            .map(|p| (p.child.id(), false))
+            .chain([(self.redis.pid(), false), (self.postgres.pid(), true)]);
+        for (pid, children) in pids {
+            if let Some(pid) = pid
+                && let Err(error) = affinity::pin(pid, children, cpus)
+            {
+                panic!("cannot pin process {pid} to CPUs {cpus:?}: {error}");
+            }
+        }
+    }
+
     fn soak_report(
         &mut self,
         size: &SoakSize,
         capacity: &Summary,
-        stalls: &Summary,
-        freezes: u64,
-        samples: &Samples,
-        overload: &Summary,
-        recovery: &Summary,
+        stalls: Option<(&Summary, u64, &Samples)>,
+        overloads: Option<&Overloads>,
     ) {
         let failures = |summary: &Summary| {
             if summary.failures.is_empty() {
@@ -174,68 +269,97 @@ impl Suite {
              **{:.0} votes/s** (p50 {:.2} ms, p99 {:.2} ms).\n",
             capacity.throughput, capacity.latency_ms.p50, capacity.latency_ms.p99
         ));
-        self.line(format!(
-            "## Stalls\n\nOpen loop at {:.0} votes/s ({:.0} % of capacity) for {:.0} min, the vote \
-             service frozen for {} ms every {} s ({freezes} freezes).\n\n\
-             | sent | acknowledged | failed | failures | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n\
-             | {} | {} | **{}** | {} | {:.2} | {:.2} | {:.0} |\n",
-            size.rate,
-            100.0 * size.rate / capacity.throughput.max(1.0),
-            size.run.as_secs_f64() / 60.0,
-            size.freeze_for.as_millis(),
-            size.freeze_every.as_secs(),
-            stalls.sent,
-            stalls.ok,
-            stalls.failed,
-            failures(stalls),
-            stalls.latency_ms.p50,
-            stalls.latency_ms.p99,
-            stalls.latency_ms.max,
-        ));
-        self.line(
-            "## Memory\n\nRSS from `/proc/<pid>/status` every 30 s during the stall run; the slope is \
-             a least-squares fit over its last two thirds (goal: under 0.1 MiB a minute).\n\n\
-             | process | RSS at start | at a third | at the end | slope over the last 2/3, MiB/min |\n|---|---|---|---|---|",
-        );
-        for (name, series) in samples {
-            let third = series.len() / 3;
-            let at = |i: usize| series.get(i).map_or(0.0, |&(_, kib)| kib as f64 / 1024.0);
+        if let Some((stalls, freezes, samples)) = stalls {
             self.line(format!(
-                "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.3} |",
-                at(0),
-                at(third),
-                at(series.len().saturating_sub(1)),
-                slope_mib_per_minute(&series[third.min(series.len())..]),
+                "## Stalls\n\nOpen loop at {:.0} votes/s ({:.0} % of capacity) for {:.0} min, the vote \
+                 service frozen for {} ms every {} s ({freezes} freezes).\n\n\
+                 | sent | acknowledged | failed | failures | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n\
+                 | {} | {} | **{}** | {} | {:.2} | {:.2} | {:.0} |\n",
+                size.rate,
+                100.0 * size.rate / capacity.throughput.max(1.0),
+                size.run.as_secs_f64() / 60.0,
+                size.freeze_for.as_millis(),
+                size.freeze_every.as_secs(),
+                stalls.sent,
+                stalls.ok,
+                stalls.failed,
+                failures(stalls),
+                stalls.latency_ms.p50,
+                stalls.latency_ms.p99,
+                stalls.latency_ms.max,
             ));
+            self.line(
+                "## Memory\n\nRSS from `/proc/<pid>/status` every 30 s during the stall run; the slope is \
+                 a least-squares fit over its last two thirds (goal: under 0.1 MiB a minute).\n\n\
+                 | process | RSS at start | at a third | at the end | slope over the last 2/3, MiB/min |\n|---|---|---|---|---|",
+            );
+            for (name, series) in samples {
+                let third = series.len() / 3;
+                let at = |i: usize| series.get(i).map_or(0.0, |&(_, kib)| kib as f64 / 1024.0);
+                self.line(format!(
+                    "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.3} |",
+                    at(0),
+                    at(third),
+                    at(series.len().saturating_sub(1)),
+                    slope_mib_per_minute(&series[third.min(series.len())..]),
+                ));
+            }
         }
+        let Some(Overloads {
+            pinned,
+            capacity: pinned_capacity,
+            overload,
+            recovery,
+        }) = overloads
+        else {
+            return;
+        };
+        let layout = match pinned {
+            Some((system, generator)) => format!(
+                "The services, Redis and PostgreSQL run pinned to CPU {system:?} and the load \
+                     generator to CPU {generator:?} (`sched_setaffinity`), so the generator's extra \
+                     work at 1.5 x takes nothing from the system it loads; capacity is measured again \
+                     in that layout: closed loop, 64 callers, 20 s: **{:.0} votes/s** (p50 {:.2} ms, \
+                     p99 {:.2} ms).",
+                pinned_capacity.throughput,
+                pinned_capacity.latency_ms.p50,
+                pinned_capacity.latency_ms.p99
+            ),
+            None => "One CPU: nothing pinned.".to_owned(),
+        };
         let refused = overload.failed;
         let refusal = overload.failed_latency_ms.as_ref();
         self.line(format!(
-            "\n## Overload\n\nOpen loop at 1.5 x capacity ({:.0} votes/s) for {:.0} s, then at half \
-             capacity ({:.0} votes/s) for 20 s.\n\n\
-             | run | offered/s | served/s | served / capacity | refused | refusals | refusal p50 / p99 / max ms | served p50 / p99 / max ms |\n|---|---|---|---|---|---|---|---|\n\
-             | overload | {:.0} | {:.0} | {:.2} | {refused} | {} | {} | {:.1} / {:.1} / {:.0} |\n\
-             | recovery | {:.0} | {:.0} | {:.2} | {} | {} | - | {:.1} / {:.1} / {:.0} |\n",
-            capacity.throughput * 1.5,
-            overload.seconds,
-            capacity.throughput * 0.5,
-            capacity.throughput * 1.5,
-            overload.throughput,
-            ratio(overload.throughput, capacity.throughput),
-            failures(overload),
-            refusal.map_or("-".to_owned(), |l| format!("{:.2} / {:.2} / {:.0}", l.p50, l.p99, l.max)),
-            overload.latency_ms.p50,
-            overload.latency_ms.p99,
-            overload.latency_ms.max,
-            capacity.throughput * 0.5,
-            recovery.throughput,
-            ratio(recovery.throughput, capacity.throughput),
-            recovery.failed,
-            failures(recovery),
-            recovery.latency_ms.p50,
-            recovery.latency_ms.p99,
-            recovery.latency_ms.max,
-        ));
+                "\n## Overload\n\n{layout} Then open loop at 1.5 x that capacity ({:.0} votes/s) \
+                 for {:.0} s, then at half capacity ({:.0} votes/s) for 20 s.\n\n\
+                 | run | offered/s | served/s | served / capacity | refused | refusals | refusal p50 / p99 / max ms | served p50 / p99 / max ms |\n|---|---|---|---|---|---|---|---|\n\
+                 | overload | {:.0} | {:.0} | {:.2} | {refused} | {} | {} | {:.1} / {:.1} / {:.0} |\n\
+                 | recovery | {:.0} | {:.0} | {:.2} | {} | {} | - | {:.1} / {:.1} / {:.0} |\n",
+                pinned_capacity.throughput * 1.5,
+                overload.seconds,
+                pinned_capacity.throughput * 0.5,
+                pinned_capacity.throughput * 1.5,
+                overload.throughput,
+                ratio(overload.throughput, pinned_capacity.throughput),
+                failures(overload),
+                refusal.map_or("-".to_owned(), |l| format!("{:.2} / {:.2} / {:.0}", l.p50, l.p99, l.max)),
+                overload.latency_ms.p50,
+                overload.latency_ms.p99,
+                overload.latency_ms.max,
+                pinned_capacity.throughput * 0.5,
+                recovery.throughput,
+                ratio(recovery.throughput, pinned_capacity.throughput),
+                recovery.failed,
+                failures(recovery),
+                recovery.latency_ms.p50,
+                recovery.latency_ms.p99,
+                recovery.latency_ms.max,
+            ));
+        self.cpu_section();
+        self.line(
+            "\nUnder overload the per-call figures divide the CPU of served and refused \
+                 requests alike by the served ones.",
+        );
     }
 }
 
