@@ -13,13 +13,14 @@
 //! no timer (the pacer ticks for every stream), renders nothing (the pacer
 //! rendered each tally once) and buffers nothing: hyper asks for the next
 //! event only when it can write it, and by then the stream writes the
-//! newest tally, skipping any it missed. A stream that fell
-//! [`SLOW_STREAM_SKIPS`] tallies behind is ended (its browser reconnects
-//! and gets the current tally).
+//! newest tally, skipping any it missed (counted). A client that stops
+//! reading, or vanishes, is not ended here (its stream is not even polled
+//! while hyper cannot write): the kernel closes its connection after
+//! `TCP_USER_TIMEOUT` ([`crate::connections::USER_TIMEOUT`]), and with it
+//! the stream.
 
 use std::{
     convert::Infallible,
-    hash::{BuildHasher, Hasher, RandomState},
     pin::Pin,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
@@ -46,9 +47,6 @@ pub const RETRY_MIN: Duration = Duration::from_secs(1);
 /// streams of a gateway that went away come back spread over
 /// `RETRY_MIN..RETRY_MIN + RETRY_JITTER` instead of all at once.
 pub const RETRY_JITTER: Duration = Duration::from_secs(4);
-/// A stream that skipped this many published tallies in one go (at least
-/// a minute behind at the default interval) is ended as a slow client.
-pub const SLOW_STREAM_SKIPS: u64 = 300;
 
 /// Limits on the live results streams (`RESULTS_*`).
 #[derive(Clone, Debug, clap::Args)]
@@ -115,14 +113,16 @@ impl StreamCap {
 }
 
 /// The events of one open results stream, as the response body's chunks.
-/// Ends when the gateway shuts down, or when the stream fell too far
-/// behind.
+/// Ends when the gateway shuts down (a stream opened then gets its retry
+/// hint, then ends).
 pub struct TallyEvents {
     frames: WatchStream<Frame>,
     /// The number of the last tally written (0: none yet).
     written_seq: u64,
     /// Whether the first frame (retry hint and current tally) was sent.
     started: bool,
+    /// The gateway shuts down: the next poll ends the stream.
+    ended: bool,
     counters: Arc<StreamCounters>,
     /// Holds the stream's place under `RESULTS_MAX_STREAMS` and in the
     /// `votemesh_sse_clients` gauge until the stream ends.
@@ -140,6 +140,7 @@ impl TallyEvents {
             frames: WatchStream::new(frames),
             written_seq: 0,
             started: false,
+            ended: false,
             counters,
             _open: OpenStream::new(permit),
         }
@@ -148,7 +149,14 @@ impl TallyEvents {
     /// What to write for `frame`, if anything; `Err` ends the stream.
     fn write(&mut self, frame: Frame) -> Result<Option<Bytes>, ()> {
         if frame.closing {
-            return Err(());
+            if self.started {
+                return Err(());
+            }
+            // Opened while the gateway shuts down: tell the browser when
+            // to come back (to another gateway), then end.
+            self.started = true;
+            self.ended = true;
+            return Ok(Some(Bytes::from(retry_hint())));
         }
         let first = !self.started;
         self.started = true;
@@ -158,10 +166,6 @@ impl TallyEvents {
                     let skipped = frame.tally_seq.saturating_sub(self.written_seq + 1);
                     if skipped > 0 {
                         self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
-                    }
-                    if skipped >= SLOW_STREAM_SKIPS {
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        return Err(());
                     }
                 }
                 self.written_seq = frame.tally_seq;
@@ -190,6 +194,9 @@ impl Stream for TallyEvents {
     type Item = Result<Bytes, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
         loop {
             let frame = match Pin::new(&mut self.frames).poll_next(cx) {
                 Poll::Ready(Some(frame)) => frame,
@@ -209,8 +216,7 @@ impl Stream for TallyEvents {
 /// of [`RETRY_JITTER`], in milliseconds.
 pub fn retry_hint() -> String {
     let jitter_ms = RETRY_JITTER.as_millis() as u64;
-    let random = RandomState::new().build_hasher().finish();
-    let retry = RETRY_MIN.as_millis() as u64 + random % jitter_ms.max(1);
+    let retry = RETRY_MIN.as_millis() as u64 + fastrand::u64(0..jitter_ms.max(1));
     format!("retry: {retry}\n\n")
 }
 
@@ -236,6 +242,20 @@ impl Drop for OpenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stream_opened_during_shutdown_gets_its_retry_hint_then_ends() {
+        use futures_util::StreamExt;
+        let (_sender, frames) = tokio::sync::watch::channel(Frame {
+            closing: true,
+            ..Frame::default()
+        });
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let mut events = TallyEvents::new(frames, Arc::default(), permit);
+        let first = events.next().await.expect("a first chunk").unwrap();
+        assert!(first.starts_with(b"retry: "), "{first:?}");
+        assert!(events.next().await.is_none());
+    }
 
     #[test]
     fn retry_hints_are_spread_over_the_jitter() {

@@ -94,9 +94,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body accepted (a vote is a few dozen bytes).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Open SSE streams per gateway before new ones get 503: the default of
-/// `RESULTS_MAX_STREAMS` ([`events::ResultsArgs`]).
-pub const MAX_EVENT_STREAMS: usize = events::DEFAULT_MAX_STREAMS;
 /// Seconds a client is asked to wait (Retry-After) when the gateway or a
 /// service is unavailable.
 pub const RETRY_AFTER_SECONDS: u64 = 2;
@@ -154,7 +151,10 @@ pub fn app(state: AppState) -> Router {
         .route("/results", get(pages::results_page))
         .merge(votes)
         .route("/api/results", get(api::results))
-        .route("/api/results/stream", get(api::results_stream))
+        .route(
+            RESULTS_STREAM_PATH,
+            get(api::results_stream).layer(axum::middleware::from_fn(span_until_head)),
+        )
         .route("/api/options", get(api::options))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found);
@@ -191,7 +191,7 @@ pub fn app(state: AppState) -> Router {
     routes
         .layer(
             ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http().make_span_with(telemetry::server_span))
+                .layer(TraceLayer::new_for_http().make_span_with(make_span))
                 .layer(axum::middleware::from_fn(http_metrics::measure))
                 .layer(security_headers)
                 .layer(CatchPanicLayer::new())
@@ -204,6 +204,33 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(probes)
         .with_state(state)
+}
+
+/// The live results stream's path.
+pub const RESULTS_STREAM_PATH: &str = "/api/results/stream";
+
+/// The span of one request ([`telemetry::server_span`]), made by the
+/// `TraceLayer`, which keeps it open until the response body ends: for a
+/// results stream that is hours, one open OpenTelemetry span per browser.
+/// That route gets no span here, but its own from [`span_until_head`].
+fn make_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    if request.uri().path() == RESULTS_STREAM_PATH {
+        return tracing::Span::none();
+    }
+    telemetry::server_span(request)
+}
+
+/// The results stream's span: the same as every request's
+/// ([`telemetry::server_span`], continuing the caller's trace), but it
+/// ends once the response head is ready (the stream opened, or refused),
+/// not when the stream ends.
+async fn span_until_head(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let span = telemetry::server_span(&request);
+    next.run(request).instrument(span).await
 }
 
 /// `/healthz` and `/readyz`, served on both ports.
@@ -301,7 +328,7 @@ impl AppState {
             fanout,
             pacing,
             shutdown,
-            event_streams: events::StreamCap::new(MAX_EVENT_STREAMS),
+            event_streams: events::StreamCap::new(events::DEFAULT_MAX_STREAMS),
             edge: Arc::default(),
             admission: Admission::default(),
         }

@@ -69,8 +69,19 @@ pub struct StreamCounters {
     /// Published tallies a stream skipped because it could not write them
     /// in time (it got the newer one instead).
     pub skipped: AtomicU64,
-    /// Streams ended because they fell too far behind.
-    pub dropped: AtomicU64,
+}
+
+impl StreamCounters {
+    /// Moves what the streams counted since the last flush into the
+    /// metrics. Taking the counts (a swap to zero) rather than
+    /// remembering what was flushed means a restarted pacer neither counts
+    /// anything twice nor loses it.
+    fn flush(&self) {
+        metrics::counter!("votemesh_results_events_written_total")
+            .increment(self.written.swap(0, Ordering::Relaxed));
+        metrics::counter!("votemesh_results_changes_coalesced_total", "stage" => "stream")
+            .increment(self.skipped.swap(0, Ordering::Relaxed));
+    }
 }
 
 /// Handle to the pacer; cheap to clone. The pacer's task belongs to it:
@@ -162,18 +173,17 @@ async fn pace(
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keep_alive.reset();
     let mut flush = tokio::time::interval(METRICS_FLUSH);
-    let mut flushed = Flushed::default();
     // Changes received by the fan-out that are accounted for.
     let mut changes_seen = changes.load(Ordering::Relaxed);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                flushed.flush(&counters);
+                counters.flush();
                 frames.send_modify(|frame| frame.closing = true);
                 return;
             }
             _ = flush.tick() => {
-                flushed.flush(&counters);
+                counters.flush();
                 continue;
             }
             _ = keep_alive.tick() => {
@@ -214,38 +224,33 @@ async fn pace(
     }
 }
 
-/// The counter values already moved into the metrics.
-#[derive(Debug, Default)]
-struct Flushed {
-    written: u64,
-    skipped: u64,
-    dropped: u64,
-}
-
-impl Flushed {
-    /// Adds what the streams counted since the last flush to the metrics.
-    fn flush(&mut self, counters: &StreamCounters) {
-        let written = counters.written.load(Ordering::Relaxed);
-        let skipped = counters.skipped.load(Ordering::Relaxed);
-        let dropped = counters.dropped.load(Ordering::Relaxed);
-        metrics::counter!("votemesh_results_events_written_total")
-            .increment(written - self.written);
-        metrics::counter!("votemesh_results_changes_coalesced_total", "stage" => "stream")
-            .increment(skipped - self.skipped);
-        metrics::counter!("votemesh_results_slow_streams_dropped_total")
-            .increment(dropped - self.dropped);
-        *self = Self {
-            written,
-            skipped,
-            dropped,
-        };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::view::OptionView;
+
+    /// The value of the counter line starting with `series` (0 if absent).
+    fn counter(series: &str) -> u64 {
+        votemesh::metrics::render()
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_flush_moves_each_count_into_the_metrics_once() {
+        const WRITTEN: &str = "votemesh_results_events_written_total ";
+        votemesh::metrics::install();
+        let before = counter(WRITTEN);
+        let counters = StreamCounters::default();
+        counters.written.fetch_add(5, Ordering::Relaxed);
+        counters.flush();
+        // A restarted pacer flushes the same counters again.
+        counters.flush();
+        assert_eq!(counter(WRITTEN) - before, 5);
+        assert_eq!(counters.written.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn a_tally_renders_as_one_event_with_one_data_line() {
