@@ -1,12 +1,26 @@
-// Live results: subscribe to the gateway's server-sent events and redraw
-// the counts and bars in place. The browser reconnects by itself.
+// Live results: follow the gateway's server-sent events and redraw the
+// counts and bars in place.
+//
+// While the stream is up, the browser reconnects a broken one by itself
+// after the `retry:` time the gateway gave this stream (its own, with
+// jitter, so a gateway's streams do not all come back at once). When the
+// gateway refuses the stream (503: too many streams open) the browser
+// gives up on it; then this script polls /api/results every 5 to 10 s (at
+// random) while it waits, and tries the stream again after a delay that
+// grows with each failure, has a random part and is never under the
+// gateway's Retry-After (2 s). Polling moves this page's load to
+// GetResults. A gateway shutting down ends its streams after a retry
+// hint, and the browser reconnects by itself (to another gateway).
+// Without JavaScript the page reloads itself (a <noscript> refresh in its
+// head).
 "use strict";
 (() => {
   const list = document.getElementById("results");
   const total = document.getElementById("total");
   const live = document.getElementById("live");
-  if (!list || !total || !window.EventSource) return;
+  if (!list || !total) return;
 
+  const LIVE = "Live: updates as votes are counted.";
   const totalText = (n) => (n === 0 ? "No votes yet. Be the first!" : n === 1 ? "1 vote" : `${n} votes`);
 
   function row(option) {
@@ -46,12 +60,76 @@
     }
   }
 
+  // The gateway's Retry-After on a refused stream, in ms: no retry sooner.
+  const RETRY_AFTER = 2000;
+  // Stream retries after failures: a ceiling of 2 s, 4 s, 8 s ... up to
+  // 30 s, each wait a random time between half and all of it ("equal
+  // jitter"), never under RETRY_AFTER.
+  let failures = 0;
+  const backoff = () => {
+    const ceiling = Math.min(30000, RETRY_AFTER * 2 ** Math.min(failures, 4));
+    failures += 1;
+    return Math.max(RETRY_AFTER, ceiling / 2 + Math.random() * (ceiling / 2));
+  };
+
+  // While the stream is refused: its own loop, one GET /api/results every
+  // 5 to 10 s (at random, so refused pages do not poll in step), apart from
+  // the stream retries. Each poll is one GetResults call behind the gateway.
+  let polling = null;
+  async function poll() {
+    try {
+      const answer = await fetch("/api/results", { headers: { accept: "application/json" } });
+      if (answer.ok) render(await answer.json());
+    } catch (_) {
+      // The gateway is away: the next poll comes on schedule.
+    }
+  }
+  function startPolling() {
+    if (polling !== null) return;
+    const next = () => {
+      polling = setTimeout(async () => {
+        await poll();
+        if (polling !== null) next();
+      }, 5000 + Math.random() * 5000);
+    };
+    poll();
+    next();
+  }
+  function stopPolling() {
+    if (polling !== null) clearTimeout(polling);
+    polling = null;
+  }
+
+  let source = null;
+  function connect() {
+    if (!window.EventSource) {
+      // No SSE at all: poll for good.
+      startPolling();
+      return;
+    }
+    source = new EventSource("/api/results/stream");
+    source.addEventListener("tally", (event) => {
+      failures = 0;
+      stopPolling();
+      render(JSON.parse(event.data));
+      live.textContent = LIVE;
+    });
+    source.addEventListener("open", () => { live.textContent = LIVE; });
+    source.addEventListener("error", () => {
+      if (source.readyState !== EventSource.CLOSED) {
+        // The browser reconnects by itself, after the stream's retry hint.
+        live.textContent = "Reconnecting…";
+        return;
+      }
+      // Refused (503) or not an event stream: poll meanwhile, and try the
+      // stream again later.
+      source = null;
+      live.textContent = "Live updates paused; retrying soon.";
+      startPolling();
+      setTimeout(connect, backoff());
+    });
+  }
+
   live.textContent = "Connecting…";
-  const source = new EventSource("/api/results/stream");
-  source.addEventListener("tally", (event) => {
-    render(JSON.parse(event.data));
-    live.textContent = "Live: updates as votes are counted.";
-  });
-  source.addEventListener("open", () => { live.textContent = "Live: updates as votes are counted."; });
-  source.addEventListener("error", () => { live.textContent = "Reconnecting…"; });
+  connect();
 })();

@@ -1,30 +1,22 @@
 //! JSON and SSE handlers, and the probes.
 
-use std::{convert::Infallible, time::Duration};
-
 use axum::{
     Json,
+    body::Body,
     extract::{State, rejection::JsonRejection},
-    http::StatusCode,
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
+    http::{HeaderName, StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use axum_extra::extract::cookie::CookieJar;
-use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio_stream::wrappers::WatchStream;
 
 use crate::{
     AppState,
     error::{ApiError, HttpFailure},
+    events,
     view::TallyView,
     voter,
 };
-
-/// How long a browser waits before reconnecting a broken SSE stream.
-const SSE_RETRY: Duration = Duration::from_secs(2);
 
 /// `POST /api/vote` body.
 #[derive(Debug, Deserialize)]
@@ -103,45 +95,37 @@ pub async fn options(State(state): State<AppState>) -> Result<Json<Vec<OptionJso
     ))
 }
 
-/// `GET /api/results/stream`: server-sent events, one `tally` event with
-/// the current tally (once known), then one per change, until the client
-/// leaves or the gateway shuts down. `X-Accel-Buffering: no` asks an
-/// nginx-based proxy in front (NGINX Gateway Fabric, F5 NGINX Ingress) to
-/// pass each event on at once instead of buffering the response.
-pub async fn results_stream(
-    State(state): State<AppState>,
-) -> Result<
-    (
-        [(&'static str, &'static str); 1],
-        Sse<impl Stream<Item = Result<Event, Infallible>>>,
-    ),
-    ApiError,
-> {
-    let permit = state
-        .event_streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            HttpFailure::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many live results streams are open; please retry",
-            )
-            .with_retry_after()
-        })?;
-    let open = OpenStream::new(permit);
-    let events = WatchStream::new(state.fanout.subscribe())
-        .filter_map(move |tally| {
-            // The stream holds its permit (and its place in the gauge)
-            // until it ends.
-            let _open = &open;
-            let event = Event::default().event("tally").retry(SSE_RETRY);
-            std::future::ready(tally.and_then(|tally| event.json_data(&tally).ok()).map(Ok))
-        })
-        .take_until(state.shutdown.clone().cancelled_owned());
+/// `GET /api/results/stream`: server-sent events: a `retry:` hint (its
+/// own per stream, see [`events::retry_hint`]) and the current tally at
+/// once, then the newest tally at most once per `RESULTS_MIN_INTERVAL_MS`
+/// ([`crate::pacing`]), until the client leaves or the gateway shuts
+/// down. Past `RESULTS_MAX_STREAMS` open streams: 503 with `Retry-After`.
+/// `X-Accel-Buffering: no` asks an nginx-based proxy in front (NGINX
+/// Gateway Fabric, F5 NGINX Ingress) to pass each event on at once
+/// instead of buffering the response.
+pub async fn results_stream(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let permit = state.event_streams.try_open().ok_or_else(|| {
+        metrics::counter!("votemesh_results_streams_refused_total").increment(1);
+        HttpFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live results streams are open; please retry, or poll /api/results",
+        )
+        .with_retry_after()
+    })?;
+    let events = events::TallyEvents::new(
+        state.pacing.subscribe(),
+        state.pacing.counters().clone(),
+        permit,
+    );
     Ok((
-        [("x-accel-buffering", "no")],
-        Sse::new(events).keep_alive(KeepAlive::default()),
-    ))
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(events),
+    )
+        .into_response())
 }
 
 /// `GET /metrics`: every metric of this gateway, Prometheus text format.
@@ -156,25 +140,6 @@ pub async fn metrics() -> Response {
         .into_response()
 }
 
-/// One open SSE stream: holds its permit and counts in the
-/// `votemesh_sse_clients` gauge while it lives.
-struct OpenStream {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl OpenStream {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        metrics::gauge!("votemesh_sse_clients").increment(1.0);
-        Self { _permit: permit }
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        metrics::gauge!("votemesh_sse_clients").decrement(1.0);
-    }
-}
-
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
@@ -186,7 +151,8 @@ pub async fn healthz() -> impl IntoResponse {
 /// the results page with it). 503 only once the gateway is shutting down.
 /// The body names each upstream's state: `"status"` is `ok` or `degraded`,
 /// `vote` and `result` their health (`SERVING`, `NOT_SERVING`,
-/// `UNREACHABLE`), `results_stream` the shared live stream.
+/// `UNREACHABLE`), `results_stream` the shared live stream,
+/// `results_streams` the browsers' open streams and their cap.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let (vote, result) = state.upstream.health().await;
     let stream = state.fanout.status();
@@ -203,6 +169,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "vote": vote.as_deref().unwrap_or("UNREACHABLE"),
         "result": result.as_deref().unwrap_or("UNREACHABLE"),
         "results_stream": stream,
+        "results_streams": state.event_streams.count(),
     }));
     if state.shutdown.is_cancelled() {
         let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();

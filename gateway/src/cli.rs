@@ -30,6 +30,9 @@ pub struct Cli {
     /// Limits on connections.
     #[command(flatten)]
     pub connections: crate::ConnectionArgs,
+    /// Limits on the live results streams.
+    #[command(flatten)]
+    pub results: crate::events::ResultsArgs,
     /// `--health-check`, logs and traces.
     #[command(flatten)]
     pub server: ServerArgs,

@@ -14,6 +14,13 @@
 //!
 //! A response being written (a results stream, SSE) is not limited here:
 //! streams stay open as designed and are counted by their own permits.
+//! What ends a stream whose client is stuck or gone is the kernel: every
+//! accepted socket gets `TCP_USER_TIMEOUT` ([`USER_TIMEOUT`]: data sent
+//! but not acknowledged for that long, or a receive window that stays
+//! shut, closes the connection; Linux 5.11 and later count zero-window
+//! probes against it) and TCP keep-alive ([`KEEP_ALIVE_IDLE`], so a
+//! vanished peer of an idle connection is found too). hyper then sees a
+//! write error and drops the response, with its stream's permit.
 //! On shutdown every connection is asked to close once its current
 //! request is answered; the caller bounds how long that may take.
 //!
@@ -42,11 +49,22 @@ use votemesh::shutdown::CancellationToken;
 
 /// Open connections per gateway before new ones are closed at once. Each
 /// idle connection costs about 12 KiB (3,000 silent ones held 36 MiB);
-/// the results streams (at most `MAX_EVENT_STREAMS`) need one each.
+/// the results streams (at most `RESULTS_MAX_STREAMS`) need one each.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// How long a client has to send a request's head, on a new connection
 /// and between the requests of a kept-alive one.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `TCP_USER_TIMEOUT` of every accepted socket: a connection whose sent
+/// data stays unacknowledged this long (a client that vanished, or one
+/// whose receive window stays shut because it stopped reading) is closed
+/// by the kernel. Linux only; elsewhere keep-alive alone applies.
+pub const USER_TIMEOUT: Duration = Duration::from_secs(45);
+/// TCP keep-alive of every accepted socket: the first probe after this
+/// long without traffic...
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ...then one probe per this long until the peer answers (or
+/// [`USER_TIMEOUT`] passes).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// At most one "connection cap reached" warning per this long.
 const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
@@ -119,6 +137,9 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Err(error) = detect_dead_peers(&stream) {
+            tracing::debug!(%error, %peer, "cannot set the socket's timeouts");
+        }
         let service = hyper::service::service_fn({
             let router = router.clone();
             move |mut request: hyper::Request<Incoming>| {
@@ -141,6 +162,20 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+    Ok(())
+}
+
+/// Sets [`USER_TIMEOUT`] and TCP keep-alive on an accepted socket, so the
+/// kernel closes a connection whose peer is gone or stopped reading.
+pub fn detect_dead_peers(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEP_ALIVE_IDLE)
+            .with_interval(KEEP_ALIVE_INTERVAL),
+    )?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
     Ok(())
 }
 
@@ -170,5 +205,28 @@ impl RateLimitedWarning {
                 "connection cap reached: new connections are closed at once (MAX_CONNECTIONS)"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_get_a_user_timeout_and_keep_alive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        detect_dead_peers(&accepted).unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEP_ALIVE_IDLE);
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            KEEP_ALIVE_INTERVAL
+        );
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
     }
 }

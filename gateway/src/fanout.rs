@@ -5,6 +5,8 @@
 //! cost one gRPC stream, and a slow browser only ever skips to the newest
 //! tally. When the stream breaks (the result service restarts), the task
 //! reconnects with backoff; browsers keep their connection to the gateway.
+//! Browsers' streams do not follow this channel directly: the pacer
+//! ([`crate::pacing`]) renders and paces what they write.
 
 use std::{
     sync::{
@@ -41,6 +43,8 @@ struct StreamState {
     /// Streams opened since start: one, plus one per reconnection,
     /// whatever the number of browsers.
     opened: AtomicU64,
+    /// Tallies received since start (the pacer counts those it merged).
+    changes: Arc<AtomicU64>,
 }
 
 /// A snapshot of the upstream results stream, for operators.
@@ -85,6 +89,11 @@ impl Fanout {
     /// A receiver of every new tally (the current one first, once known).
     pub fn subscribe(&self) -> watch::Receiver<Option<TallyView>> {
         self.latest.clone()
+    }
+
+    /// How many tallies the upstream stream brought since start.
+    pub fn changes(&self) -> Arc<AtomicU64> {
+        self.stream.changes.clone()
     }
 
     /// The latest tally the stream brought, if any.
@@ -135,6 +144,7 @@ async fn hold_stream(
                     match message {
                         Ok(Some(tally)) => {
                             delays = backoff();
+                            stream_state.changes.fetch_add(1, Ordering::Relaxed);
                             sender.send_replace(Some(TallyView::from(tally)));
                         }
                         Ok(None) => {

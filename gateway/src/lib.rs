@@ -20,7 +20,9 @@
 //! ## Layout
 //!
 //! - [`upstream`]: the gRPC clients of the vote and result services.
-//! - [`fanout`]: one upstream WatchResults stream shared by every browser.
+//! - [`fanout`]: one upstream WatchResults stream shared by every browser;
+//!   [`pacing`]: each tally rendered once, at most one per interval;
+//!   [`events`]: one browser's results stream, and the limits on them.
 //! - [`http_metrics`]: the layer measuring every request for `/metrics`.
 //! - [`view`]: the tally as pages and JSON show it (with percentages).
 //! - [`voter`]: the `voter_id` cookie.
@@ -40,8 +42,10 @@ pub mod cli;
 pub mod connections;
 pub mod edge;
 pub mod error;
+pub mod events;
 pub mod fanout;
 pub mod http_metrics;
+pub mod pacing;
 pub mod pages;
 pub mod readiness;
 pub mod upstream;
@@ -60,7 +64,7 @@ use axum::{
     routing::{get, post},
 };
 use thiserror::Error;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::{
     catch_panic::CatchPanicLayer, classify::ServerErrorsFailureClass,
@@ -90,8 +94,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request body accepted (a vote is a few dozen bytes).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Open SSE streams per gateway before new ones get 503.
-pub const MAX_EVENT_STREAMS: usize = 10_000;
 /// Seconds a client is asked to wait (Retry-After) when the gateway or a
 /// service is unavailable.
 pub const RETRY_AFTER_SECONDS: u64 = 2;
@@ -119,10 +121,12 @@ pub struct AppState {
     pub upstream: Arc<Upstream>,
     /// The shared results stream.
     pub fanout: Fanout,
+    /// The tallies as the browsers' streams write them.
+    pub pacing: pacing::Pacing,
     /// Cancelled when the gateway shuts down (ends SSE streams).
     pub shutdown: CancellationToken,
-    /// One permit per open SSE stream.
-    pub event_streams: Arc<Semaphore>,
+    /// One permit per open SSE stream (`RESULTS_MAX_STREAMS`).
+    pub event_streams: events::StreamCap,
     /// Limits on the vote routes (none by default).
     pub edge: Arc<edge::Edge>,
     /// Who gets in when the gateway is busy (an open SSE stream counts
@@ -147,7 +151,10 @@ pub fn app(state: AppState) -> Router {
         .route("/results", get(pages::results_page))
         .merge(votes)
         .route("/api/results", get(api::results))
-        .route("/api/results/stream", get(api::results_stream))
+        .route(
+            RESULTS_STREAM_PATH,
+            get(api::results_stream).layer(axum::middleware::from_fn(span_until_head)),
+        )
         .route("/api/options", get(api::options))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found);
@@ -186,7 +193,7 @@ pub fn app(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(telemetry::server_span)
+                        .make_span_with(make_span)
                         .on_failure(log_failure),
                 )
                 .layer(axum::middleware::from_fn(http_metrics::measure))
@@ -201,6 +208,33 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(probes)
         .with_state(state)
+}
+
+/// The live results stream's path.
+pub const RESULTS_STREAM_PATH: &str = "/api/results/stream";
+
+/// The span of one request ([`telemetry::server_span`]), made by the
+/// `TraceLayer`, which keeps it open until the response body ends: for a
+/// results stream that is hours, one open OpenTelemetry span per browser.
+/// That route gets no span here, but its own from [`span_until_head`].
+fn make_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    if request.uri().path() == RESULTS_STREAM_PATH {
+        return tracing::Span::none();
+    }
+    telemetry::server_span(request)
+}
+
+/// The results stream's span: the same as every request's
+/// ([`telemetry::server_span`], continuing the caller's trace), but it
+/// ends once the response head is ready (the stream opened, or refused),
+/// not when the stream ends.
+async fn span_until_head(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let span = telemetry::server_span(&request);
+    next.run(request).instrument(span).await
 }
 
 /// `/healthz` and `/readyz`, served on both ports.
@@ -309,14 +343,24 @@ impl AppState {
     /// The state over clients already made; starts the results fan-out.
     pub fn with_upstream(upstream: Upstream, shutdown: CancellationToken) -> Self {
         let fanout = Fanout::spawn(upstream.clone(), shutdown.clone());
+        let pacing = pacing::Pacing::spawn(fanout.subscribe(), fanout.changes(), shutdown.clone());
         Self {
             upstream: Arc::new(upstream),
             fanout,
+            pacing,
             shutdown,
-            event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+            event_streams: events::StreamCap::new(events::DEFAULT_MAX_STREAMS),
             edge: Arc::default(),
             admission: Admission::default(),
         }
+    }
+
+    /// The same state with `results`' limits on the live results streams.
+    pub fn with_results(mut self, results: &events::ResultsArgs) -> Self {
+        self.event_streams = events::StreamCap::new(results.results_max_streams);
+        self.pacing
+            .set_min_interval(Duration::from_millis(results.results_min_interval_ms));
+        self
     }
 
     /// The same state admitting requests with `admission`.
@@ -390,6 +434,8 @@ pub struct Limits {
     pub admission: Admission,
     /// Limits on connections.
     pub connections: ConnectionArgs,
+    /// Limits on the live results streams.
+    pub results: events::ResultsArgs,
 }
 
 /// [`AppState::connect_over`] `transport`, with `limits`, then
@@ -405,6 +451,7 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let state = AppState::connect_over(vote_addr, result_addr, transport, shutdown)?
         .with_edge(limits.edge)
+        .with_results(&limits.results)
         .with_admission(limits.admission);
     serve_with(listener, admin, state, &limits.connections).await
 }

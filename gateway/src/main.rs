@@ -46,6 +46,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
             edge: Edge::new(&cli.edge),
             admission: Admission::new(&cli.server.admission),
             connections: cli.connections.clone(),
+            results: cli.results.clone(),
         },
         shutdown::on_signal(),
     )

@@ -73,7 +73,7 @@ pub async fn voting_page(
         }
         p { a.more href="/results" { "See the results, live →" } }
     };
-    (jar, layout(&title, body)).into_response()
+    (jar, layout(&title, None, body)).into_response()
 }
 
 /// `POST /vote`: casts the form's vote, then 303 back to `/`.
@@ -103,6 +103,10 @@ pub async fn submit_vote(
         Err(status) => (jar, error_page(status.into())).into_response(),
     }
 }
+
+/// How often the results page reloads itself in a browser without
+/// JavaScript.
+pub const NO_SCRIPT_REFRESH_SECONDS: u32 = 10;
 
 /// `GET /results`: counts and percentages with bars, updated live.
 pub async fn results_page(State(state): State<AppState>) -> Response {
@@ -139,14 +143,18 @@ pub async fn results_page(State(state): State<AppState>) -> Response {
                 ul.results #results {}
             }
         }
-        p.live #live aria-live="polite" { "Live updates need JavaScript; reload to refresh." }
+        p.live #live aria-live="polite" { "Live updates need JavaScript: this page reloads every " (NO_SCRIPT_REFRESH_SECONDS) " seconds instead." }
         p { a.more href="/" { "← Vote" } }
         script src="/static/results.js" defer {}
     };
     let status = failure
         .as_ref()
         .map_or(StatusCode::OK, |failure| failure.status);
-    let mut response = (status, layout("Results", body)).into_response();
+    let mut response = (
+        status,
+        layout("Results", Some(NO_SCRIPT_REFRESH_SECONDS), body),
+    )
+        .into_response();
     if let Some(failure) = &failure {
         failure.add_retry_after(&mut response);
     }
@@ -181,12 +189,15 @@ fn error_page(failure: HttpFailure) -> Response {
         p.error #error { (failure.message) }
         p { a.more href="/" { "← Back to the vote" } }
     };
-    let mut response = (failure.status, layout(title, body)).into_response();
+    let mut response = (failure.status, layout(title, None, body)).into_response();
     failure.add_retry_after(&mut response);
     response
 }
 
-fn layout(title: &str, body: Markup) -> Markup {
+/// A page; with `refresh`, a browser without JavaScript reloads it every
+/// that many seconds (a `<noscript>` refresh: with JavaScript on, the
+/// live stream updates it instead).
+fn layout(title: &str, refresh: Option<u32>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -194,6 +205,9 @@ fn layout(title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · votemesh" }
+                @if let Some(seconds) = refresh {
+                    noscript { meta http-equiv="refresh" content=(seconds); }
+                }
                 link rel="stylesheet" href="/static/style.css";
             }
             body {

@@ -63,6 +63,8 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
         ("OVERLOADED_QUEUE_WAIT_MS", STARTED, "invalid value"),
         ("MAX_CONNECTIONS", STARTED, "invalid value"),
         ("HEADER_READ_TIMEOUT_MS", STARTED, "invalid value"),
+        ("RESULTS_MAX_STREAMS", STARTED, "invalid value"),
+        ("RESULTS_MIN_INTERVAL_MS", STARTED, "invalid value"),
     ];
     let covered: BTreeSet<String> = cases.iter().map(|case| case.0.to_owned()).collect();
     assert_eq!(covered, every_setting(), "every setting has a case");
@@ -99,6 +101,8 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("OVERLOADED_QUEUE_WAIT_MS", "briefly"),
         ("MAX_CONNECTIONS", "0"),
         ("HEADER_READ_TIMEOUT_MS", "0"),
+        ("RESULTS_MAX_STREAMS", "0"),
+        ("RESULTS_MIN_INTERVAL_MS", "60001"),
     ];
     // Any text is a valid service name (and empty is unset); the TLS
     // files are paths, checked when read (the test below).

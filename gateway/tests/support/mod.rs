@@ -17,7 +17,16 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Starts a gateway in front of `vote` and `result`.
 pub async fn start_gateway(vote: SocketAddr, result: SocketAddr) -> TestServer {
-    TestServer::spawn(ANY, |listener, shutdown| {
+    start_gateway_on(ANY, vote, result).await
+}
+
+/// [`start_gateway`] on `addr` (such as the address of one stopped).
+pub async fn start_gateway_on(
+    addr: SocketAddr,
+    vote: SocketAddr,
+    result: SocketAddr,
+) -> TestServer {
+    TestServer::spawn(addr, move |listener, shutdown| {
         let state = AppState::connect(
             &format!("http://{vote}"),
             &format!("http://{result}"),

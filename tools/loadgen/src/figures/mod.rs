@@ -19,6 +19,9 @@
 //! footprint  binary sizes, idle and peak RSS from /proc
 //! ```
 //!
+//! The live results streams have their own run and bench target
+//! ([`streams`]: `cargo bench -p votemesh-loadgen --bench streams`).
+//!
 //! Each figure is one module (`ingest`, `sustained`, `drain`, `gateway`,
 //! `freshness`, `counts`, `peer`, `read`, `footprint`) adding its section
 //! to the report; [`Suite::run`] runs them in that order, and [`report`]
@@ -49,6 +52,7 @@ mod peer;
 mod read;
 pub mod report;
 pub mod soak;
+pub mod streams;
 mod sustained;
 
 use crate::summary::Summary;
@@ -398,19 +402,27 @@ impl Suite {
     }
 
     async fn gateway(&self, vote: &Process, result: &Process) -> Process {
-        Process::start(
-            &self.bin("votemesh-gateway"),
-            "gateway",
-            &[
-                ("GATEWAY_LISTEN_ADDR", "{addr}".into()),
-                ("GATEWAY_ADMIN_LISTEN_ADDR", "127.0.0.1:0".into()),
-                ("VOTE_ADDR", vote.url()),
-                ("RESULT_ADDR", result.url()),
-            ],
-        )
-        .await
-        .ready(false)
-        .await
+        self.gateway_with(vote, result, &[]).await
+    }
+
+    /// [`Self::gateway`] with more settings (`(variable, value)`).
+    async fn gateway_with(
+        &self,
+        vote: &Process,
+        result: &Process,
+        settings: &[(&str, String)],
+    ) -> Process {
+        let mut env = vec![
+            ("GATEWAY_LISTEN_ADDR", "{addr}".to_owned()),
+            ("GATEWAY_ADMIN_LISTEN_ADDR", "127.0.0.1:0".into()),
+            ("VOTE_ADDR", vote.url()),
+            ("RESULT_ADDR", result.url()),
+        ];
+        env.extend(settings.iter().cloned());
+        Process::start(&self.bin("votemesh-gateway"), "gateway", &env)
+            .await
+            .ready(false)
+            .await
     }
 
     async fn noop(&self) -> Process {
