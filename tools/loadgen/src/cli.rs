@@ -23,7 +23,16 @@ pub struct Cli {
     /// Serve the no-op VoteService on --listen instead of generating load.
     #[arg(long, env = "LOADGEN_NOOP_SERVER")]
     pub noop_server: bool,
-    /// Where --noop-server listens.
+    /// Serve the live results floor on --listen instead of generating
+    /// load: SSE streams that get one tally event each per
+    /// --sse-floor-interval-ms, with nothing else (the streams bench's
+    /// reference).
+    #[arg(long, env = "LOADGEN_SSE_FLOOR_SERVER", conflicts_with = "noop_server")]
+    pub sse_floor_server: bool,
+    /// How often --sse-floor-server writes an event to every stream, in milliseconds.
+    #[arg(long, env = "SSE_FLOOR_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sse_floor_interval_ms: u64,
+    /// Where --noop-server or --sse-floor-server listens.
     #[arg(long, env = "NOOP_LISTEN_ADDR", default_value = DEFAULT_NOOP_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: SocketAddr,
     /// Which route votes take: CastVote over gRPC, or the gateway's form or JSON vote (or `results`: GetResults calls, a read load).

@@ -24,6 +24,8 @@
 //! - [`run`]: the closed and open loops, and the progress line.
 //! - [`summary`]: what a run measured, as text and JSON.
 //! - [`noop`]: the no-op VoteService.
+//! - [`sse_floor`]: the live results floor: bare SSE streams, one write
+//!   per event, read against the gateway's streams.
 //! - `figures` (with the `suite` feature): the benchmark suite, one module
 //!   per figure plus the report; it starts real Redis, PostgreSQL and the
 //!   services' binaries, and drives them with this crate's binary. The
@@ -38,6 +40,7 @@ pub mod figures;
 pub mod noop;
 pub mod recorder;
 pub mod run;
+pub mod sse_floor;
 pub mod summary;
 pub mod target;
 pub mod voters;

@@ -1,6 +1,7 @@
 //! `votemesh-loadgen`: parses [`Cli`], checks the target, runs the load
 //! and prints the summary (or, with `--noop-server`, serves the no-op
-//! VoteService until SIGTERM).
+//! VoteService until SIGTERM; with `--sse-floor-server`, the live results
+//! floor).
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
@@ -10,6 +11,7 @@ use votemesh_loadgen::{
     cli::Cli,
     noop,
     run::{self, Pace, Progress, Stop},
+    sse_floor,
     summary::{PaceLabel, Summary},
     target::{Target, TargetError},
     voters::Voters,
@@ -44,6 +46,15 @@ async fn run() -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         tracing::info!(addr = %cli.listen, "no-op VoteService listening");
         noop::serve(listener, shutdown).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.sse_floor_server {
+        let listener = tokio::net::TcpListener::bind(cli.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cli.listen))?;
+        tracing::info!(addr = %cli.listen, "live results floor listening");
+        let interval = Duration::from_millis(cli.sse_floor_interval_ms);
+        sse_floor::serve(listener, interval, shutdown).await?;
         return Ok(ExitCode::SUCCESS);
     }
 

@@ -15,6 +15,11 @@
 //! from that acknowledgement to each sampled stream showing the final
 //! total, and every stream must show it. Memory is the gateway's RSS growth
 //! from before the streams opened to all of them open, per stream.
+//!
+//! The floor: the same readers then hold the same number of streams on a
+//! bare server that writes one tally-sized event to each per interval and
+//! does nothing else ([`crate::sse_floor`]); its CPU per event written is
+//! what a write costs this machine, and the gateway's is read against it.
 //! `BENCH_STREAMS` (default 10,000), `BENCH_STREAMS_SAMPLE` (200),
 //! `BENCH_STREAMS_RATES` (`50,500,5000`) and `BENCH_STREAMS_SECONDS` (10)
 //! set its size; this machine's hard open-file limit (20,000) bounds one
@@ -36,6 +41,12 @@ use tokio::{
 };
 
 use super::{Load, Process, Suite, cpu, kib};
+
+/// The interval between two events on a stream, the gateway's default
+/// `RESULTS_MIN_INTERVAL_MS` (set explicitly, so the floor uses the same):
+/// with votes arriving at 50 a second or more, every interval has a
+/// change, so each stream gets one event per interval.
+const INTERVAL_MS: u64 = 200;
 
 /// How big a streams run is.
 #[derive(Clone, Debug)]
@@ -173,6 +184,47 @@ async fn read_stream(addr: SocketAddr, timed: bool, readers: Arc<Readers>) {
     }
 }
 
+/// Opens `size.streams` readers on `addr`, a few hundred at a time, and
+/// waits (at most two minutes) until each has its first tally or failed;
+/// returns them and how many are open.
+async fn open_streams(
+    addr: SocketAddr,
+    size: &StreamsSize,
+    readers: &Arc<Readers>,
+) -> (tokio::task::JoinSet<()>, usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let every = (size.streams / size.sample.max(1)).max(1);
+    for n in 0..size.streams {
+        tasks.spawn(read_stream(addr, n % every == 0, readers.clone()));
+        if n % 250 == 249 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while readers.started.load(Ordering::Relaxed) + readers.failures.load(Ordering::Relaxed)
+        < size.streams
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (tasks, readers.started.load(Ordering::Relaxed))
+}
+
+/// What the floor measured.
+struct Floor {
+    /// Streams it held.
+    open: usize,
+    /// Its CPU, in cores.
+    cores: f64,
+}
+
+/// CPU per event written, in µs: `cores` spent on `streams` streams that
+/// each get one event per [`INTERVAL_MS`].
+fn micros_per_event(cores: f64, streams: usize) -> f64 {
+    let events_per_second = streams.max(1) as f64 * 1000.0 / INTERVAL_MS as f64;
+    cores * 1e6 / events_per_second
+}
+
 /// Where `needle` starts in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
@@ -221,6 +273,7 @@ impl Suite {
                 &result,
                 &[
                     ("RESULTS_MAX_STREAMS", max.to_string()),
+                    ("RESULTS_MIN_INTERVAL_MS", INTERVAL_MS.to_string()),
                     ("MAX_CONNECTIONS", (max + 1_000).to_string()),
                 ],
             )
@@ -240,22 +293,7 @@ impl Suite {
         // The streams, opened a few hundred at a time.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (rss_before, _) = gateway.memory();
-        let mut tasks = tokio::task::JoinSet::new();
-        let every = (size.streams / size.sample.max(1)).max(1);
-        for n in 0..size.streams {
-            tasks.spawn(read_stream(addr, n % every == 0, readers.clone()));
-            if n % 250 == 249 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while readers.started.load(Ordering::Relaxed) + readers.failures.load(Ordering::Relaxed)
-            < size.streams
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let open = readers.started.load(Ordering::Relaxed);
+        let (mut tasks, open) = open_streams(addr, size, &readers).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (rss_open, _) = gateway.memory();
         let per_stream_kib = rss_open.saturating_sub(rss_before) as f64 / open.max(1) as f64;
@@ -304,8 +342,9 @@ impl Suite {
             fresh.sort();
             let extra = (cores - reference).max(0.0);
             rows.push(format!(
-                "| {rate} | {reference:.2} | {cores:.2} | {extra:.3} | {:.4} | {reached} of {open} | {:.0} | {:.0} | {:.0} |",
+                "| {rate} | {reference:.2} | {cores:.2} | {extra:.3} | {:.4} | {:.1} | {reached} of {open} | {:.0} | {:.0} | {:.0} |",
                 extra / (open.max(1) as f64 / 1000.0),
+                micros_per_event(extra, open),
                 percentile_ms(&fresh, 0.5),
                 percentile_ms(&fresh, 0.99),
                 percentile_ms(&fresh, 1.0),
@@ -313,12 +352,14 @@ impl Suite {
         }
         readers.stop.store(true, Ordering::SeqCst);
         tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
         let failures = readers.failures.load(Ordering::Relaxed);
         if failures > 0 {
             self.problems.push(format!(
                 "streams: {failures} streams refused or ended early"
             ));
         }
+        let floor = self.floor(size).await;
         self.wait_counted(self.expected_total(), Duration::from_secs(600))
             .await;
         self.check_counts().await;
@@ -335,8 +376,8 @@ impl Suite {
              Gateway memory: {} before, {} with the streams open: **{:.1} KiB per stream** \
              ({} when the gateway started, before the reference runs: {:.1} KiB per stream \
              counted from there, an upper bound).\n\n\
-             | votes/s | gateway cores, no streams | with the streams | streams' cores | cores per 1,000 streams | streams that showed the final tally | p50 ms | p99 ms | max ms |\n\
-             |---|---|---|---|---|---|---|---|---|",
+             | votes/s | gateway cores, no streams | with the streams | streams' cores | cores per 1,000 streams | µs per event written | streams that showed the final tally | p50 ms | p99 ms | max ms |\n\
+             |---|---|---|---|---|---|---|---|---|---|",
             size.sample.min(open),
             size.run,
             kib(rss_before),
@@ -348,10 +389,60 @@ impl Suite {
         for row in rows {
             self.line(row);
         }
+        self.line(format!(
+            "\nµs per event written: the streams' cores over the events a second they wrote, \
+             one per stream per {INTERVAL_MS} ms. The floor, the same readers on {} bare streams \
+             getting one event per {INTERVAL_MS} ms and nothing else (`votemesh-loadgen \
+             --sse-floor-server`), for {:?}: **{:.3} cores, {:.1} µs per event written**.",
+            floor.open,
+            size.run,
+            floor.cores,
+            micros_per_event(floor.cores, floor.open),
+        ));
         for process in [gateway, worker, vote, result] {
             process.stop().await;
         }
         (self.report, self.problems)
+    }
+
+    /// The floor's run: the bare SSE server ([`crate::sse_floor`]) holding
+    /// `size.streams` streams for `size.run`, metered.
+    async fn floor(&mut self, size: &StreamsSize) -> Floor {
+        let server = Process::start(
+            &self.bin("votemesh-loadgen"),
+            "sse-floor",
+            &[
+                ("LOADGEN_SSE_FLOOR_SERVER", "true".into()),
+                ("NOOP_LISTEN_ADDR", "{addr}".into()),
+                ("SSE_FLOOR_INTERVAL_MS", INTERVAL_MS.to_string()),
+            ],
+        )
+        .await
+        .ready(false)
+        .await;
+        let readers = Arc::new(Readers::default());
+        let (mut tasks, open) = open_streams(server.addr, size, &readers).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let meter = cpu::Meter::start(server.cpu_group().into_iter().collect());
+        tokio::time::sleep(size.run).await;
+        let cost = meter.stop();
+        let cores = cost
+            .by_group
+            .iter()
+            .find(|(name, _)| name == "sse-floor")
+            .map_or(0.0, |(_, cpu)| cpu.as_secs_f64() / cost.wall.as_secs_f64());
+        readers.stop.store(true, Ordering::SeqCst);
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let failures = readers.failures.load(Ordering::Relaxed);
+        if failures > 0 || open < size.streams {
+            self.problems.push(format!(
+                "streams: the floor held {open} of {} streams ({failures} failed)",
+                size.streams
+            ));
+        }
+        server.stop().await;
+        Floor { open, cores }
     }
 
     /// Votes at `rate` for `run` through `gateway`'s JSON API (new voters);
