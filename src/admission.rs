@@ -10,6 +10,7 @@
 //!               └─ wait for a permit, at most
 //!                    min(MAX_QUEUE_WAIT, half the caller's deadline), or
 //!                    OVERLOADED_QUEUE_WAIT once no permit has been free for OVERLOAD_AFTER
+//!                    (until, over a tenth of that, most arrivals find a permit free)
 //!                     ├─ a permit came ─► served
 //!                     └─ time is up   ─► refused
 //! ```
@@ -29,6 +30,17 @@
 //! never empties is a standing queue, not a burst). The permits stay
 //! busy, so the served rate stays at capacity; refusals come within
 //! milliseconds, and served requests are not held behind a line.
+//!
+//! Overload ends once, over a tenth of `OVERLOAD_AFTER` (100 ms by
+//! default), more arrivals found a permit free than had to wait; not at
+//! the first permit found free. On a saturated core a permit is free for
+//! an instant now and then, and ending overload there gave every arrival
+//! its full wait again, so a second-long line built up before overload
+//! was seen anew (0.64 of capacity served at 1.5 x,
+//! docs/BENCHMARKS.md#soak). Nor once nobody has waited for a while: when
+//! the load drops, the work the overload left behind (a worker catching
+//! up) still makes some arrivals wait, and they were refused for seconds
+//! after the load had fallen to half (the same page).
 //!
 //! A permit is held until the handler has answered (a unary call's whole
 //! work; a stream's, such as WatchResults or the gateway's SSE, only until
@@ -182,9 +194,18 @@ struct Shared {
     max_wait: Duration,
     overload_after: Duration,
     overloaded_wait: Duration,
-    /// Whether the waiting line has been told that the server is
-    /// overloaded (cleared when a request finds a permit free again).
-    overload_announced: AtomicBool,
+    /// The window over which arrivals are counted while overloaded.
+    overload_window: Duration,
+    /// Whether the server is overloaded: set (and the waiting line told)
+    /// once no permit has been free for `overload_after`, cleared at the
+    /// end of an `overload_window` in which more arrivals found a permit
+    /// free than had to wait.
+    overloaded: AtomicBool,
+    /// While overloaded: the current window's start (ms after `started`)
+    /// and its arrivals so far.
+    window_started_ms: AtomicU64,
+    window_found_free: AtomicU64,
+    window_waited: AtomicU64,
     /// Tells the waiting line that the server has become overloaded:
     /// each request in it shortens its wait to `overloaded_wait`.
     overload_began: Notify,
@@ -196,6 +217,10 @@ struct Shared {
     last_free_ms: AtomicU64,
     waiting_gauge: metrics::Gauge,
     waited: metrics::Histogram,
+    /// `votemesh_admission_refused_total`, by [`Refusal::reason`].
+    refused_overloaded: metrics::Counter,
+    refused_queue_full: metrics::Counter,
+    refused_wait_exceeded: metrics::Counter,
 }
 
 impl Default for Admission {
@@ -218,13 +243,20 @@ impl Admission {
                 max_wait: Duration::from_millis(args.max_queue_wait_ms),
                 overload_after: Duration::from_millis(args.overload_after_ms),
                 overloaded_wait: Duration::from_millis(args.overloaded_queue_wait_ms),
-                overload_announced: AtomicBool::new(false),
+                overload_window: Duration::from_millis(args.overload_after_ms / 10),
+                overloaded: AtomicBool::new(false),
+                window_started_ms: AtomicU64::new(0),
+                window_found_free: AtomicU64::new(0),
+                window_waited: AtomicU64::new(0),
                 overload_began: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 started: Instant::now(),
                 last_free_ms: AtomicU64::new(0),
                 waiting_gauge: metrics::gauge!("votemesh_admission_waiting"),
                 waited: metrics::histogram!("votemesh_admission_waited_seconds"),
+                refused_overloaded: refused_counter(Refusal::Overloaded),
+                refused_queue_full: refused_counter(Refusal::QueueFull),
+                refused_wait_exceeded: refused_counter(Refusal::WaitExceeded(Duration::ZERO)),
             }),
         }
     }
@@ -254,8 +286,7 @@ impl Admission {
             return Ok(permit);
         }
         let refused = |refusal: Refusal| {
-            metrics::counter!("votemesh_admission_refused_total", "reason" => refusal.reason())
-                .increment(1);
+            shared.count_refusal(refusal);
             Err(refusal)
         };
         // Listening before looking: an overload announced after the look
@@ -263,13 +294,7 @@ impl Admission {
         let overload_began = shared.overload_began.notified();
         let mut overload_began = std::pin::pin!(overload_began);
         overload_began.as_mut().enable();
-        let overloaded = shared.overloaded();
-        if overloaded && !shared.overload_announced.swap(true, Ordering::Relaxed) {
-            // The line that built up during the last OVERLOAD_AFTER is a
-            // standing queue now: shorten every wait in it, so the served
-            // do not carry it and the rest are refused now, not in seconds.
-            shared.overload_began.notify_waiters();
-        }
+        let overloaded = shared.waiting_while_overloaded();
         let mut budget = deadline.map_or(shared.max_wait, |deadline| {
             (deadline / 2).min(shared.max_wait)
         });
@@ -316,26 +341,81 @@ impl Admission {
     }
 }
 
+fn refused_counter(refusal: Refusal) -> metrics::Counter {
+    metrics::counter!("votemesh_admission_refused_total", "reason" => refusal.reason())
+}
+
 impl Shared {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// A request found a permit free: the server is not overloaded.
+    fn count_refusal(&self, refusal: Refusal) {
+        match refusal {
+            Refusal::Overloaded => &self.refused_overloaded,
+            Refusal::QueueFull => &self.refused_queue_full,
+            Refusal::WaitExceeded(_) => &self.refused_wait_exceeded,
+        }
+        .increment(1);
+    }
+
+    /// A request found a permit free.
     fn found_free(&self) {
-        self.last_free_ms
-            .fetch_max(self.now_ms(), Ordering::Relaxed);
+        let now = self.now_ms();
+        self.last_free_ms.fetch_max(now, Ordering::Relaxed);
         // Read first: a store on every admission would bounce the cache
         // line between cores for nothing.
-        if self.overload_announced.load(Ordering::Relaxed) {
-            self.overload_announced.store(false, Ordering::Relaxed);
+        if self.overloaded.load(Ordering::Relaxed) {
+            self.window_found_free.fetch_add(1, Ordering::Relaxed);
+            self.close_window(now);
         }
     }
 
-    /// No request has found a permit free for longer than `overload_after`.
-    fn overloaded(&self) -> bool {
+    /// A request found no permit free and is about to wait: whether the
+    /// server is overloaded (it was, or no request has found a permit
+    /// free for longer than `overload_after`).
+    fn waiting_while_overloaded(&self) -> bool {
+        let now = self.now_ms();
+        if self.overloaded.load(Ordering::Relaxed) {
+            self.window_waited.fetch_add(1, Ordering::Relaxed);
+            self.close_window(now);
+            // This arrival waits under the rule in force when it came.
+            return true;
+        }
         let last_free = self.last_free_ms.load(Ordering::Relaxed);
-        self.now_ms().saturating_sub(last_free) > self.overload_after.as_millis() as u64
+        if now.saturating_sub(last_free) <= self.overload_after.as_millis() as u64 {
+            return false;
+        }
+        if !self.overloaded.swap(true, Ordering::Relaxed) {
+            self.window_started_ms.store(now, Ordering::Relaxed);
+            self.window_found_free.store(0, Ordering::Relaxed);
+            self.window_waited.store(1, Ordering::Relaxed);
+            // The line that built up during the last OVERLOAD_AFTER is a
+            // standing queue now: shorten every wait in it, so the served
+            // do not carry it and the rest are refused now, not in seconds.
+            self.overload_began.notify_waiters();
+        }
+        true
+    }
+
+    /// While overloaded: once the window is over, ends the overload if
+    /// more of its arrivals found a permit free than had to wait, and
+    /// starts the next window. One arrival closes each window.
+    fn close_window(&self, now: u64) {
+        let started = self.window_started_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(started) < self.overload_window.as_millis() as u64
+            || self
+                .window_started_ms
+                .compare_exchange(started, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let found_free = self.window_found_free.swap(0, Ordering::Relaxed);
+        let waited = self.window_waited.swap(0, Ordering::Relaxed);
+        if found_free > waited {
+            self.overloaded.store(false, Ordering::Relaxed);
+        }
     }
 }
 

@@ -227,6 +227,61 @@ async fn when_overload_begins_the_standing_line_is_refused_and_new_calls_wait_br
 }
 
 #[tokio::test]
+async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permit() {
+    // One permit; overloaded once none has been free for 3 s; overload
+    // ends at the end of a 300 ms window (a tenth of that) in which more
+    // calls found a permit free than had to wait.
+    let admission = admission(1, 10_000, 3_000);
+    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
+    let client = plain_client(&server).await;
+
+    let held = stall(&admission, 1).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let status = client.clone().cast_vote(cast("first")).await.unwrap_err();
+    assert!(status.message().contains("overloaded"), "{status:?}");
+    // A permit is free for an instant, as on any saturated core, and a
+    // call takes it...
+    drop(held);
+    client.clone().cast_vote(cast("in-the-gap")).await.unwrap();
+    let held = stall(&admission, 1).await;
+    // ...but the server is still overloaded (so far one call found a
+    // permit free, one had to wait): the next call that has to wait is
+    // refused within milliseconds, not after half its deadline.
+    let arrived = std::time::Instant::now();
+    let status = client.clone().cast_vote(cast("still")).await.unwrap_err();
+    assert!(status.message().contains("overloaded"), "{status:?}");
+    assert!(
+        arrived.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        arrived.elapsed()
+    );
+
+    // The load drops: once the window is over, the next call finds a
+    // permit free, and with it (and the two before, one the test's own)
+    // more calls found capacity than waited (two): the overload ends.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client
+        .clone()
+        .cast_vote(cast("after-the-quiet"))
+        .await
+        .unwrap();
+    // A stall now is absorbed again: the call waits for it to end.
+    let held = stall(&admission, 1).await;
+    let call = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.cast_vote(cast("in-a-stall")).await }
+    });
+    probe::wait_for("the call waiting", Duration::from_secs(10), || async {
+        admission.waiting() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_call_waits_at_most_half_its_deadline() {
     let admission = admission(1, 60_000, 60_000);
     let server = start_vote(admission.clone(), MemoryQueue::new()).await;
