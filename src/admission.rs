@@ -28,8 +28,10 @@
 //! stood when overload began is cut to the same wait (the "adaptive"
 //! queue timeout of Facebook's RPC servers and of CoDel: a queue that
 //! never empties is a standing queue, not a burst). The permits stay
-//! busy, so the served rate stays at capacity; refusals come within
-//! milliseconds, and served requests are not held behind a line.
+//! busy; refusals come within milliseconds, and served requests are not
+//! held behind a line. (A refusal still costs an HTTP or gRPC exchange,
+//! which a server pays on the cores its served requests need:
+//! docs/BENCHMARKS.md#refusals-cost-what-a-request-costs.)
 //!
 //! Overload ends once, over a tenth of `OVERLOAD_AFTER` (100 ms by
 //! default), more arrivals found a permit free than had to wait; not at
@@ -39,7 +41,7 @@
 //! was seen anew (0.64 of capacity served at 1.5 x,
 //! docs/BENCHMARKS.md#soak). Nor once nobody has waited for a while: when
 //! the load drops, the work the overload left behind (a worker catching
-//! up) still makes some arrivals wait, and they were refused for seconds
+//! up) still makes some arrivals wait, and 878 were refused in the 20 s
 //! after the load had fallen to half (the same page).
 //!
 //! A permit is held until the handler has answered (a unary call's whole

@@ -64,7 +64,7 @@ pub struct Summary {
     pub ok: u64,
     /// Calls failed.
     pub failed: u64,
-    /// Failures by kind (`UNAVAILABLE`, `HTTP 503`, ...).
+    /// Failures by kind (`UNAVAILABLE`, `HTTP 503: the gateway is busy (the server is overloaded)`, ...).
     pub failures: BTreeMap<String, u64>,
     /// Acknowledged calls per second.
     pub throughput: f64,

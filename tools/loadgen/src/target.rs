@@ -205,11 +205,12 @@ impl Target {
                         .map_err(|_| CallFailure("connection failed".into()))?;
                     let status = response.status();
                     // Read the body to the end so the connection is reused.
-                    let _ = response.into_body().collect().await;
+                    let body = response.into_body().collect().await;
                     if status == expected {
                         Ok(())
                     } else {
-                        Err(CallFailure(format!("HTTP {}", status.as_u16())))
+                        let body = body.map(|body| body.to_bytes()).unwrap_or_default();
+                        Err(CallFailure(http_failure(status, &body)))
                     }
                 };
                 tokio::time::timeout(CALL_TIMEOUT, exchange)
@@ -217,6 +218,30 @@ impl Target {
                     .unwrap_or_else(|_| Err(CallFailure("timeout".into())))
             }
         }
+    }
+}
+
+/// A failed HTTP vote's kind: its status and, when the gateway said why
+/// (`{"error": ...}`), the reason up to its first `;` (the gateway's
+/// own refusal, `the gateway is busy (the server is overloaded)`, and a
+/// refusal or failure of the service behind it read apart). The
+/// gateway's reasons are a small fixed set; a long one is cut.
+fn http_failure(status: StatusCode, body: &[u8]) -> String {
+    let reason = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|body| body.get("error")?.as_str().map(str::to_owned));
+    match reason {
+        Some(reason) => {
+            let reason: String = reason
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(80)
+                .collect();
+            format!("HTTP {}: {}", status.as_u16(), reason.trim())
+        }
+        None => format!("HTTP {}", status.as_u16()),
     }
 }
 
@@ -459,5 +484,30 @@ pub fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_http_vote_is_told_apart_by_the_gateways_reason() {
+        let busy = br#"{"error":"the gateway is busy (the server is overloaded); please retry"}"#;
+        assert_eq!(
+            http_failure(StatusCode::SERVICE_UNAVAILABLE, busy),
+            "HTTP 503: the gateway is busy (the server is overloaded)"
+        );
+        let upstream = br#"{"error":"a votemesh service is unavailable; please retry shortly"}"#;
+        assert_eq!(
+            http_failure(StatusCode::SERVICE_UNAVAILABLE, upstream),
+            "HTTP 503: a votemesh service is unavailable"
+        );
+        assert_eq!(
+            http_failure(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>"),
+            "HTTP 502"
+        );
+        let long = format!(r#"{{"error":"{}"}}"#, "x".repeat(500));
+        assert!(http_failure(StatusCode::BAD_REQUEST, long.as_bytes()).len() < 100);
     }
 }
