@@ -367,7 +367,7 @@ impl Shared {
         self.last_free_ms.fetch_max(now, Ordering::Relaxed);
         // Read first: a store on every admission would bounce the cache
         // line between cores for nothing.
-        if self.overloaded.load(Ordering::Relaxed) {
+        if self.overloaded.load(Ordering::Acquire) {
             self.window_found_free.fetch_add(1, Ordering::Relaxed);
             self.close_window(now);
         }
@@ -378,7 +378,7 @@ impl Shared {
     /// free for longer than `overload_after`).
     fn waiting_while_overloaded(&self) -> bool {
         let now = self.now_ms();
-        if self.overloaded.load(Ordering::Relaxed) {
+        if self.overloaded.load(Ordering::Acquire) {
             self.window_waited.fetch_add(1, Ordering::Relaxed);
             self.close_window(now);
             // This arrival waits under the rule in force when it came.
@@ -388,10 +388,12 @@ impl Shared {
         if now.saturating_sub(last_free) <= self.overload_after.as_millis() as u64 {
             return false;
         }
-        if !self.overloaded.swap(true, Ordering::Relaxed) {
-            self.window_started_ms.store(now, Ordering::Relaxed);
-            self.window_found_free.store(0, Ordering::Relaxed);
-            self.window_waited.store(1, Ordering::Relaxed);
+        // The first window is set before the flag is published: an arrival
+        // that sees the flag must not close a window of the last overload.
+        self.window_started_ms.store(now, Ordering::Relaxed);
+        self.window_found_free.store(0, Ordering::Relaxed);
+        self.window_waited.store(1, Ordering::Relaxed);
+        if !self.overloaded.swap(true, Ordering::AcqRel) {
             // The line that built up during the last OVERLOAD_AFTER is a
             // standing queue now: shorten every wait in it, so the served
             // do not carry it and the rest are refused now, not in seconds.
@@ -416,7 +418,7 @@ impl Shared {
         let found_free = self.window_found_free.swap(0, Ordering::Relaxed);
         let waited = self.window_waited.swap(0, Ordering::Relaxed);
         if found_free > waited {
-            self.overloaded.store(false, Ordering::Relaxed);
+            self.overloaded.store(false, Ordering::Release);
         }
     }
 }

@@ -237,16 +237,23 @@ async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permi
 
     let held = stall(&admission, 1).await;
     tokio::time::sleep(Duration::from_millis(3_100)).await;
-    let status = client.clone().cast_vote(cast("first")).await.unwrap_err();
-    assert!(status.message().contains("overloaded"), "{status:?}");
+    // Four calls find the server overloaded and are refused.
+    for n in 0..4 {
+        let status = client
+            .clone()
+            .cast_vote(cast(&format!("refused-{n}")))
+            .await
+            .unwrap_err();
+        assert!(status.message().contains("overloaded"), "{status:?}");
+    }
     // A permit is free for an instant, as on any saturated core, and a
-    // call takes it...
+    // call takes it (and the test, the next)...
     drop(held);
     client.clone().cast_vote(cast("in-the-gap")).await.unwrap();
     let held = stall(&admission, 1).await;
-    // ...but the server is still overloaded (so far one call found a
-    // permit free, one had to wait): the next call that has to wait is
-    // refused within milliseconds, not after half its deadline.
+    // ...but the server is still overloaded (two found a permit free, four
+    // waited, whenever the window closes): the next call that has to wait
+    // is refused within milliseconds, not after half its deadline.
     let arrived = std::time::Instant::now();
     let status = client.clone().cast_vote(cast("still")).await.unwrap_err();
     assert!(status.message().contains("overloaded"), "{status:?}");
@@ -256,16 +263,18 @@ async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permi
         arrived.elapsed()
     );
 
-    // The load drops: once the window is over, the next call finds a
-    // permit free, and with it (and the two before, one the test's own)
-    // more calls found capacity than waited (two): the overload ends.
+    // The load drops: calls find permits free. The first after the
+    // window closes it (what it counted may still end overloaded); the
+    // first after the next window, in which nobody waited, ends it.
     drop(held);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    client
-        .clone()
-        .cast_vote(cast("after-the-quiet"))
-        .await
-        .unwrap();
+    for n in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        client
+            .clone()
+            .cast_vote(cast(&format!("after-{n}")))
+            .await
+            .unwrap();
+    }
     // A stall now is absorbed again: the call waits for it to end.
     let held = stall(&admission, 1).await;
     let call = tokio::spawn({

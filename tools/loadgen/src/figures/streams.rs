@@ -22,9 +22,9 @@
 //! what a write costs this machine, and the gateway's is read against it.
 //! `BENCH_STREAMS` (default 10,000), `BENCH_STREAMS_SAMPLE` (200),
 //! `BENCH_STREAMS_RATES` (`50,500,5000`) and `BENCH_STREAMS_SECONDS` (10)
-//! set its size; this machine's hard open-file limit (20,000) bounds one
-//! box near 10,000 streams (the readers and the gateway hold one
-//! descriptor per stream each).
+//! set its size; the readers' process and the gateway hold one
+//! descriptor per stream each, under this machine's hard open-file limit
+//! of 20,000 per process.
 
 use std::{
     net::SocketAddr,
