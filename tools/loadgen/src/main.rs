@@ -40,21 +40,18 @@ async fn run() -> anyhow::Result<ExitCode> {
     // Logs go to stderr: stdout carries the summary (`--json`).
     let _telemetry = telemetry::init_for_tool("loadgen", &cli.telemetry)?;
     let shutdown = shutdown::on_signal();
-    if cli.noop_server {
+    if cli.noop_server || cli.sse_floor_server {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
-        tracing::info!(addr = %cli.listen, "no-op VoteService listening");
-        noop::serve(listener, shutdown).await?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if cli.sse_floor_server {
-        let listener = tokio::net::TcpListener::bind(cli.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", cli.listen))?;
-        tracing::info!(addr = %cli.listen, "live results floor listening");
-        let interval = Duration::from_millis(cli.sse_floor_interval_ms);
-        sse_floor::serve(listener, interval, shutdown).await?;
+        if cli.noop_server {
+            tracing::info!(addr = %cli.listen, "no-op VoteService listening");
+            noop::serve(listener, shutdown).await?;
+        } else {
+            tracing::info!(addr = %cli.listen, "live results floor listening");
+            let interval = Duration::from_millis(cli.sse_floor_interval_ms);
+            sse_floor::serve(listener, interval, shutdown).await?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
 

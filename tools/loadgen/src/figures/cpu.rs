@@ -112,6 +112,16 @@ impl Cost {
         self.total().as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
     }
 
+    /// Cores `group` kept busy on average (0 when it was not measured).
+    pub fn cores(&self, group: &str) -> f64 {
+        self.by_group
+            .iter()
+            .find(|(name, _)| name == group)
+            .map_or(0.0, |(_, cpu)| {
+                cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+            })
+    }
+
     /// CPU milliseconds per thousand calls (= µs per call) of `group`.
     pub fn per_thousand(&self, group: &str, calls: u64) -> Option<f64> {
         self.by_group

@@ -426,11 +426,7 @@ impl Suite {
         let meter = cpu::Meter::start(server.cpu_group().into_iter().collect());
         tokio::time::sleep(size.run).await;
         let cost = meter.stop();
-        let cores = cost
-            .by_group
-            .iter()
-            .find(|(name, _)| name == "sse-floor")
-            .map_or(0.0, |(_, cpu)| cpu.as_secs_f64() / cost.wall.as_secs_f64());
+        let cores = cost.cores("sse-floor");
         readers.stop.store(true, Ordering::SeqCst);
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
@@ -471,11 +467,6 @@ impl Suite {
             .await;
         let cost = meter.stop();
         self.counted(&summary);
-        let cores = cost
-            .by_group
-            .iter()
-            .find(|(name, _)| name == "gateway")
-            .map_or(0.0, |(_, cpu)| cpu.as_secs_f64() / cost.wall.as_secs_f64());
-        (cores, self.expected_total())
+        (cost.cores("gateway"), self.expected_total())
     }
 }
