@@ -208,6 +208,8 @@ struct Shared {
     window_started_ms: AtomicU64,
     window_found_free: AtomicU64,
     window_waited: AtomicU64,
+    /// When the current (or last) overload began, ms after `started`.
+    overload_since_ms: AtomicU64,
     /// Tells the waiting line that the server has become overloaded:
     /// each request in it shortens its wait to `overloaded_wait`.
     overload_began: Notify,
@@ -250,6 +252,7 @@ impl Admission {
                 window_started_ms: AtomicU64::new(0),
                 window_found_free: AtomicU64::new(0),
                 window_waited: AtomicU64::new(0),
+                overload_since_ms: AtomicU64::new(0),
                 overload_began: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 started: Instant::now(),
@@ -393,7 +396,16 @@ impl Shared {
         self.window_started_ms.store(now, Ordering::Relaxed);
         self.window_found_free.store(0, Ordering::Relaxed);
         self.window_waited.store(1, Ordering::Relaxed);
+        self.overload_since_ms.store(now, Ordering::Relaxed);
         if !self.overloaded.swap(true, Ordering::AcqRel) {
+            // Once per overload: what an operator (or a soak run) needs to
+            // tell an overload from a stall that outlasted OVERLOAD_AFTER.
+            tracing::warn!(
+                no_permit_free_for_ms = now.saturating_sub(last_free),
+                in_flight = self.max_in_flight - self.permits.available_permits(),
+                waiting = self.waiting.load(Ordering::Relaxed),
+                "overloaded: waits cut to OVERLOADED_QUEUE_WAIT_MS until most arrivals find a permit free"
+            );
             // The line that built up during the last OVERLOAD_AFTER is a
             // standing queue now: shorten every wait in it, so the served
             // do not carry it and the rest are refused now, not in seconds.
@@ -419,6 +431,12 @@ impl Shared {
         let waited = self.window_waited.swap(0, Ordering::Relaxed);
         if found_free > waited {
             self.overloaded.store(false, Ordering::Release);
+            tracing::info!(
+                lasted_ms = now.saturating_sub(self.overload_since_ms.load(Ordering::Relaxed)),
+                found_free,
+                waited,
+                "overload over: most arrivals found a permit free"
+            );
         }
     }
 }

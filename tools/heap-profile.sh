@@ -15,6 +15,12 @@
 # postgres://postgres@127.0.0.1:5432/postgres), on ports 25000-25003 and
 # 25081, nobody scraping /metrics. The raw profile and the printed report
 # stay in target/heap/. Findings so far: docs/BENCHMARKS.md, "Soak".
+#
+# FREEZE_EVERY=15 freezes the vote service for 300 ms every 15 s
+# (SIGSTOP/SIGCONT), as the soak benchmark does, so that stalls pile
+# requests up in the gateway. The gateway is profiled built without its
+# default allocator (jemalloc, which heaptrack cannot see), with the
+# system's malloc: what it keeps allocated is the same either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,15 +39,32 @@ command -v heaptrack >/dev/null || {
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 database_url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
-cargo build --release -q -p votemesh-vote -p votemesh-worker -p votemesh-result \
-  -p votemesh-gateway -p votemesh-loadgen
+freeze_every=${FREEZE_EVERY:-0}
 out=target/heap
 mkdir -p "$out"
 rm -f "$out/$component".*
 
+# The gateway on malloc is built first and kept aside, so that
+# target/release/votemesh-gateway is left on jemalloc for everything else.
+if [[ $component == gateway ]]; then
+  cargo build --release -q -p votemesh-gateway --no-default-features
+  cp target/release/votemesh-gateway "$out/votemesh-gateway-malloc"
+fi
+cargo build --release -q -p votemesh-vote -p votemesh-worker -p votemesh-result \
+  -p votemesh-gateway -p votemesh-loadgen
+
 pids=()
+# The profiled component runs as heaptrack's child: it is stopped, and
+# heaptrack left to finish its profile and exit on its own.
 stop_all() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  if [[ -n ${freezer:-} ]]; then
+    kill -TERM "$freezer" 2>/dev/null || true
+    wait "$freezer" 2>/dev/null || true
+  fi
+  for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    pkill -TERM -P "$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
   wait || true
 }
 trap stop_all EXIT
@@ -51,7 +74,9 @@ start() {
   local name=$1
   shift
   if [[ $name == "$component" ]]; then
-    env RUST_LOG=warn "$@" heaptrack -o "$out/$name" "target/release/votemesh-$name" &
+    local binary=target/release/votemesh-$name
+    [[ $name == gateway ]] && binary=$out/votemesh-gateway-malloc
+    env RUST_LOG=warn "$@" heaptrack -o "$out/$name" "$binary" &
   else
     env RUST_LOG=warn "$@" "target/release/votemesh-$name" &
   fi
@@ -59,10 +84,19 @@ start() {
 }
 
 start vote VOTE_LISTEN_ADDR=127.0.0.1:25000 REDIS_URL="$redis_url"
+vote_pid=${pids[0]}
 start result RESULT_LISTEN_ADDR=127.0.0.1:25001 DATABASE_URL="$database_url"
 start worker WORKER_LISTEN_ADDR=127.0.0.1:25002 REDIS_URL="$redis_url" DATABASE_URL="$database_url"
 start gateway GATEWAY_LISTEN_ADDR=127.0.0.1:25003 GATEWAY_ADMIN_LISTEN_ADDR=127.0.0.1:25081 \
   VOTE_ADDR=http://127.0.0.1:25000 RESULT_ADDR=http://127.0.0.1:25001
+
+if ((freeze_every > 0)); then
+  while sleep "$freeze_every"; do
+    kill -STOP "$vote_pid" && sleep 0.3
+    kill -CONT "$vote_pid" || break
+  done &
+  freezer=$!
+fi
 
 target/release/votemesh-loadgen --mode json --gateway-url http://127.0.0.1:25003 \
   --wait-for-target --rate "$rate" -d "${minutes}m" --voters 200000 --progress-every 60s
@@ -72,9 +106,14 @@ trap - EXIT
 profile=$(ls "$out/$component"*.zst "$out/$component"*.gz 2>/dev/null | head -n1 || true)
 heaptrack_print --print-leaks 1 --print-peaks 1 --print-allocators 0 \
   --print-temporary 0 \
-  --peak-limit 15 --sub-peak-limit 4 "$profile" >"$out/$component.txt"
+  --peak-limit 15 --sub-peak-limit 4 --print-massif "$out/$component.massif" \
+  "$profile" >"$out/$component.txt"
 echo "profile: $profile"
 echo "report:  $out/$component.txt"
+# The heap over the run (massif snapshots: seconds, MiB allocated), to
+# tell memory that grows from a peak that was reached once.
+awk -F= '/^time=/ { t = $2 } /^mem_heap_B=/ { printf "%8.0f s %8.2f MiB\n", t, $2 / 1048576 }' \
+  "$out/$component.massif" | awk 'NR % 10 == 1'
 # The summary, then the top of the peak consumers (head closing the pipe
 # early is expected).
 tail -n 6 "$out/$component.txt"

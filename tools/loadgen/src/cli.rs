@@ -29,10 +29,15 @@ pub struct Cli {
     /// reference).
     #[arg(long, env = "LOADGEN_SSE_FLOOR_SERVER", conflicts_with = "noop_server")]
     pub sse_floor_server: bool,
+    /// Serve the refusal floor on --listen instead of generating load:
+    /// every vote answered as the overloaded gateway answers it (503,
+    /// Retry-After), with nothing else (the soak's overload reference).
+    #[arg(long, env = "LOADGEN_REFUSAL_FLOOR_SERVER", conflicts_with_all = ["noop_server", "sse_floor_server"])]
+    pub refusal_floor_server: bool,
     /// How often --sse-floor-server writes an event to every stream, in milliseconds.
     #[arg(long, env = "SSE_FLOOR_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub sse_floor_interval_ms: u64,
-    /// Where --noop-server or --sse-floor-server listens.
+    /// Where --noop-server, --sse-floor-server or --refusal-floor-server listens.
     #[arg(long, env = "NOOP_LISTEN_ADDR", default_value = DEFAULT_NOOP_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: SocketAddr,
     /// Which route votes take: CastVote over gRPC, or the gateway's form or JSON vote (or `results`: GetResults calls, a read load).

@@ -39,6 +39,7 @@ pub mod cli;
 pub mod figures;
 pub mod noop;
 pub mod recorder;
+pub mod refusal_floor;
 pub mod run;
 pub mod sse_floor;
 pub mod summary;

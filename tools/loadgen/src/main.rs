@@ -1,7 +1,7 @@
 //! `votemesh-loadgen`: parses [`Cli`], checks the target, runs the load
 //! and prints the summary (or, with `--noop-server`, serves the no-op
 //! VoteService until SIGTERM; with `--sse-floor-server`, the live results
-//! floor).
+//! floor; with `--refusal-floor-server`, the refusal floor).
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
@@ -9,7 +9,7 @@ use anyhow::Context;
 use votemesh::{client::Transport, config, shutdown, telemetry, tls::Tls};
 use votemesh_loadgen::{
     cli::Cli,
-    noop,
+    noop, refusal_floor,
     run::{self, Pace, Progress, Stop},
     sse_floor,
     summary::{PaceLabel, Summary},
@@ -40,13 +40,16 @@ async fn run() -> anyhow::Result<ExitCode> {
     // Logs go to stderr: stdout carries the summary (`--json`).
     let _telemetry = telemetry::init_for_tool("loadgen", &cli.telemetry)?;
     let shutdown = shutdown::on_signal();
-    if cli.noop_server || cli.sse_floor_server {
+    if cli.noop_server || cli.sse_floor_server || cli.refusal_floor_server {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         if cli.noop_server {
             tracing::info!(addr = %cli.listen, "no-op VoteService listening");
             noop::serve(listener, shutdown).await?;
+        } else if cli.refusal_floor_server {
+            tracing::info!(addr = %cli.listen, "refusal floor listening");
+            refusal_floor::serve(listener, shutdown).await?;
         } else {
             tracing::info!(addr = %cli.listen, "live results floor listening");
             let interval = Duration::from_millis(cli.sse_floor_interval_ms);

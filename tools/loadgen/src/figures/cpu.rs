@@ -13,7 +13,10 @@
 //! this table says why a figure is below its floor and which process to
 //! profile.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 /// A set of processes measured as one: a root process, and with
 /// `children` every process whose parent it is (PostgreSQL's backends).
@@ -44,13 +47,30 @@ impl Group {
     /// CPU time (user + system) of the group's living processes, since
     /// they started.
     pub fn cpu(&self) -> Duration {
-        let mut ticks = process_ticks(self.pid).map_or(0, |(_, ticks)| ticks);
+        ticks_to_duration(self.ticks_by_pid().values().sum())
+    }
+
+    /// CPU ticks of each living process of the group, since it started.
+    fn ticks_by_pid(&self) -> HashMap<u32, u64> {
+        let mut pids = vec![self.pid];
         if self.children {
-            ticks += children_of(self.pid)
-                .into_iter()
-                .filter_map(|child| Some(process_ticks(child)?.1))
-                .sum::<u64>();
+            pids.extend(children_of(self.pid));
         }
+        pids.into_iter()
+            .filter_map(|pid| Some((pid, process_ticks(pid)?.1)))
+            .collect()
+    }
+
+    /// The group's CPU time since `before` ([`Self::ticks_by_pid`] then),
+    /// process by process: one started since counts from its start, and
+    /// one that exited since (a PostgreSQL backend whose connection was
+    /// recycled) drops out instead of taking its whole past off the sum.
+    fn cpu_since(&self, before: &HashMap<u32, u64>) -> Duration {
+        let ticks = self
+            .ticks_by_pid()
+            .into_iter()
+            .map(|(pid, now)| now.saturating_sub(before.get(&pid).copied().unwrap_or(0)))
+            .sum();
         ticks_to_duration(ticks)
     }
 }
@@ -58,7 +78,7 @@ impl Group {
 /// CPU time of each group, and of the suite's exited children.
 pub struct Meter {
     groups: Vec<Group>,
-    before: Vec<Duration>,
+    before: Vec<HashMap<u32, u64>>,
     children_before: Duration,
     started: Instant,
 }
@@ -74,7 +94,7 @@ impl Meter {
     /// Starts measuring `groups` (and the load generator, as the suite's
     /// children that exit meanwhile).
     pub fn start(groups: Vec<Group>) -> Self {
-        let before = groups.iter().map(Group::cpu).collect();
+        let before = groups.iter().map(Group::ticks_by_pid).collect();
         Self {
             groups,
             before,
@@ -89,8 +109,8 @@ impl Meter {
             "loadgen".to_owned(),
             exited_children_cpu().saturating_sub(self.children_before),
         )];
-        for (group, before) in self.groups.iter().zip(self.before) {
-            by_group.push((group.name.clone(), group.cpu().saturating_sub(before)));
+        for (group, before) in self.groups.iter().zip(&self.before) {
+            by_group.push((group.name.clone(), group.cpu_since(before)));
         }
         Cost { wall, by_group }
     }

@@ -472,8 +472,11 @@ impl Suite {
             .output()
             .await
             .unwrap_or_else(|error| panic!("cannot run votemesh-loadgen: {error}"));
+        // Exit status 1 with a summary: no call succeeded (the refusal
+        // floor refuses every one); its failures are reported below.
         assert!(
-            output.status.success(),
+            output.status.success()
+                || (output.status.code() == Some(1) && !output.stdout.is_empty()),
             "votemesh-loadgen {command:?} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );

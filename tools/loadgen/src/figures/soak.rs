@@ -6,11 +6,13 @@
 //! capacity   closed loop, c=64, 20 s                    the served rate the rest is read against
 //! stalls     open loop at RATE for MINUTES; the vote service frozen (SIGSTOP) for 300 ms
 //!            every 15 s, as CFS throttling or a noisy neighbour would; RSS of every
-//!            process every 30 s                         goal: no failed vote; RSS slope
+//!            process every 5 s                          goal: no failed vote; RSS slope
 //!                                                       over the last 2/3 < 0.1 MiB/min
 //! overload   open loop at 1.5 x capacity for 60 s       goal: served >= 90 % of capacity,
 //!                                                       refusals within 10 ms, Retry-After
 //! recovery   open loop at half capacity for 20 s, at once   goal: no failed vote
+//! refusal    the refusal floor (hyper alone, refusing every vote) on the system's CPUs at
+//! floor      the overload rate for 20 s                 its CPU per refusal, against the gateway's
 //! ```
 //!
 //! `cargo bench -p votemesh-loadgen --bench soak` runs it ([`SoakSize`]
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Load, Suite, affinity, ratio};
+use super::{Load, Suite, affinity, cpu, ratio};
 use crate::summary::Summary;
 
 /// How long and how hard the soak runs.
@@ -34,7 +36,10 @@ pub struct SoakSize {
     pub freeze_every: Duration,
     /// ...for this long.
     pub freeze_for: Duration,
-    /// RSS samples every this long.
+    /// RSS samples every this long: often, because the gateway's RSS
+    /// rises with each stall's burst of connections and falls a second
+    /// or two later, and a slope fitted to a few samples is decided by
+    /// which of them caught a burst.
     pub sample_every: Duration,
     /// The overload run's length.
     pub overload_run: Duration,
@@ -55,7 +60,7 @@ impl SoakSize {
             run: Duration::from_secs_f64(number("SOAK_MINUTES", 30.0) * 60.0),
             freeze_every: Duration::from_secs(15),
             freeze_for: Duration::from_millis(300),
-            sample_every: Duration::from_secs(30),
+            sample_every: Duration::from_secs(5),
             overload_run: Duration::from_secs_f64(number("SOAK_OVERLOAD_SECONDS", 60.0)),
         }
     }
@@ -71,6 +76,18 @@ struct Overloads {
     overload: Summary,
     /// Open loop at 0.5 x `capacity`, right after.
     recovery: Summary,
+    /// What a refusal costs, µs of CPU: the gateway's, and the refusal
+    /// floor's on the same CPUs at the same rate.
+    refusal_micros: RefusalCost,
+}
+
+/// CPU per refusal under overload, µs.
+struct RefusalCost {
+    /// The gateway's CPU during the overload run less what its served
+    /// votes cost at the capacity run's rate per vote, over its refusals.
+    gateway: Option<f64>,
+    /// `votemesh-loadgen --refusal-floor-server` ([`crate::refusal_floor`]).
+    floor: Option<f64>,
 }
 
 /// RSS samples: (seconds since the start, KiB) per process.
@@ -203,6 +220,24 @@ impl Suite {
             )
             .await;
         self.counted(&recovery);
+        let system_cpus = pinned.as_ref().map(|(system, _)| system.clone());
+        let floor = self
+            .refusal_floor(system_cpus.as_deref(), pinned_capacity.throughput * 1.5)
+            .await;
+        let gateway_cores = |label: &str| {
+            self.costs
+                .iter()
+                .find(|(run, ..)| run == label)
+                .map(|(.., cost)| cost.cores("gateway"))
+        };
+        let gateway = match (gateway_cores("capacity"), gateway_cores("overload, 1.5 x")) {
+            (Some(at_capacity), Some(overloaded)) if overload.failed > 0 => {
+                let per_served = at_capacity / pinned_capacity.throughput.max(1.0);
+                let refused_per_second = overload.failed as f64 / overload.seconds.max(1e-9);
+                Some((overloaded - overload.throughput * per_served) / refused_per_second * 1e6)
+            }
+            _ => None,
+        };
         self.unpin_system(&system);
         // Refusals under overload are the point of that run, not a problem.
         self.problems
@@ -212,7 +247,44 @@ impl Suite {
             capacity: pinned_capacity,
             overload,
             recovery,
+            refusal_micros: RefusalCost { gateway, floor },
         }
+    }
+
+    /// The refusal floor on `cpus` (the system's, when pinned), open loop
+    /// at `rate` for 20 s: its CPU per refusal, in µs.
+    async fn refusal_floor(&mut self, cpus: Option<&[usize]>, rate: f64) -> Option<f64> {
+        let server = super::Process::start(
+            &self.bin("votemesh-loadgen"),
+            "refusal-floor",
+            &[
+                ("LOADGEN_REFUSAL_FLOOR_SERVER", "true".into()),
+                ("NOOP_LISTEN_ADDR", "{addr}".into()),
+            ],
+        )
+        .await
+        .ready(false)
+        .await;
+        if let (Some(cpus), Some(pid)) = (cpus, server.child.id())
+            && let Err(error) = affinity::pin(pid, false, cpus)
+        {
+            panic!("cannot pin the refusal floor to CPUs {cpus:?}: {error}");
+        }
+        let meter = cpu::Meter::start(server.cpu_group().into_iter().collect());
+        let refused = self
+            .load(Load {
+                rate: Some(rate),
+                ..Self::soak_load("soak-refusal-floor", &server)
+            })
+            .await;
+        let cost = meter.stop();
+        server.stop().await;
+        // It refuses every vote by design.
+        self.problems
+            .retain(|problem| !problem.contains("(prefix soak-refusal-floor)"));
+        (refused.failed > 0).then(|| {
+            cost.cores("refusal-floor") * 1e6 / (refused.failed as f64 / refused.seconds.max(1e-9))
+        })
     }
 
     /// Pins the system under test (these services, Redis, PostgreSQL) to
@@ -288,19 +360,22 @@ impl Suite {
                 stalls.latency_ms.p99,
                 stalls.latency_ms.max,
             ));
-            self.line(
-                "## Memory\n\nRSS from `/proc/<pid>/status` every 30 s during the stall run; the slope is \
+            self.line(format!(
+                "## Memory\n\nRSS from `/proc/<pid>/status` every {} s during the stall run; the slope is \
                  a least-squares fit over its last two thirds (goal: under 0.1 MiB a minute).\n\n\
-                 | process | RSS at start | at a third | at the end | slope over the last 2/3, MiB/min |\n|---|---|---|---|---|",
-            );
+                 | process | RSS at start | at a third | at the end | highest | slope over the last 2/3, MiB/min |\n|---|---|---|---|---|---|",
+                size.sample_every.as_secs()
+            ));
             for (name, series) in samples {
                 let third = series.len() / 3;
                 let at = |i: usize| series.get(i).map_or(0.0, |&(_, kib)| kib as f64 / 1024.0);
+                let highest = series.iter().map(|&(_, kib)| kib).max().unwrap_or(0);
                 self.line(format!(
-                    "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.3} |",
+                    "| {name} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.3} |",
                     at(0),
                     at(third),
                     at(series.len().saturating_sub(1)),
+                    highest as f64 / 1024.0,
                     slope_mib_per_minute(&series[third.min(series.len())..]),
                 ));
             }
@@ -310,6 +385,7 @@ impl Suite {
             capacity: pinned_capacity,
             overload,
             recovery,
+            refusal_micros,
         }) = overloads
         else {
             return;
@@ -355,6 +431,28 @@ impl Suite {
                 recovery.latency_ms.p99,
                 recovery.latency_ms.max,
             ));
+        if let Some((system, _)) = pinned {
+            // A served vote's CPU: the system's cores, saturated at capacity.
+            let served_micros = system.len() as f64 * 1e6 / pinned_capacity.throughput.max(1.0);
+            let show = |micros: Option<f64>| {
+                micros.map_or("-".to_owned(), |micros| {
+                    let r = micros / served_micros;
+                    let bound = ((1.0 - 1.5 * r) / (1.0 - r)).max(0.0);
+                    format!("**{micros:.1} µs** (r = {r:.2}, served at most {bound:.2})")
+                })
+            };
+            self.line(format!(
+                "\nWhat a refusal costs, against the {served_micros:.0} µs of a served vote (the \
+                 system's CPUs over its capacity): the gateway's {} (its CPU in the overload run \
+                 less its served votes' at the capacity run's cost per vote, over its refusals); \
+                 the refusal floor's {} (`votemesh-loadgen --refusal-floor-server`: hyper alone \
+                 answering every vote as the overloaded gateway does, on the system's CPUs at the \
+                 overload run's rate for 20 s). When refusals cost r of a served vote on the cores \
+                 that serve, 1.5 x can serve at most (1 - 1.5 r) / (1 - r) of capacity.",
+                show(refusal_micros.gateway),
+                show(refusal_micros.floor),
+            ));
+        }
         self.cpu_section();
         self.line(
             "\nUnder overload the per-call figures divide the CPU of served and refused \

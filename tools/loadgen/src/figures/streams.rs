@@ -216,6 +216,9 @@ struct Floor {
     open: usize,
     /// Its CPU, in cores.
     cores: f64,
+    /// Its RSS growth per stream held, KiB: what a connection and a task
+    /// cost with no HTTP library, the floor of the gateway's figure.
+    kib_per_stream: f64,
 }
 
 /// CPU per event written, in µs: `cores` spent on `streams` streams that
@@ -393,11 +396,13 @@ impl Suite {
             "\nµs per event written: the streams' cores over the events a second they wrote, \
              one per stream per {INTERVAL_MS} ms. The floor, the same readers on {} bare streams \
              getting one event per {INTERVAL_MS} ms and nothing else (`votemesh-loadgen \
-             --sse-floor-server`), for {:?}: **{:.3} cores, {:.1} µs per event written**.",
+             --sse-floor-server`), for {:?}: **{:.3} cores, {:.1} µs per event written, \
+             {:.1} KiB per stream**.",
             floor.open,
             size.run,
             floor.cores,
             micros_per_event(floor.cores, floor.open),
+            floor.kib_per_stream,
         ));
         for process in [gateway, worker, vote, result] {
             process.stop().await;
@@ -421,8 +426,11 @@ impl Suite {
         .ready(false)
         .await;
         let readers = Arc::new(Readers::default());
+        let (rss_before, _) = server.memory();
         let (mut tasks, open) = open_streams(server.addr, size, &readers).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let (rss_open, _) = server.memory();
+        let kib_per_stream = rss_open.saturating_sub(rss_before) as f64 / open.max(1) as f64;
         let meter = cpu::Meter::start(server.cpu_group().into_iter().collect());
         tokio::time::sleep(size.run).await;
         let cost = meter.stop();
@@ -438,7 +446,11 @@ impl Suite {
             ));
         }
         server.stop().await;
-        Floor { open, cores }
+        Floor {
+            open,
+            cores,
+            kib_per_stream,
+        }
     }
 
     /// Votes at `rate` for `run` through `gateway`'s JSON API (new voters);
