@@ -4,7 +4,9 @@
 //! 2,000) with the vote service frozen for 300 ms every 15 s, then 1.5 x
 //! capacity for `SOAK_OVERLOAD_SECONDS` (60) and a recovery; written to
 //! `docs/SOAK.md` (`BENCH_OUT` elsewhere). It builds the services' release
-//! binaries first (`BENCH_NO_BUILD=1` skips that).
+//! binaries first (`BENCH_NO_BUILD=1` skips that). `BENCH_LOG_DIR=dir`
+//! keeps each service's log in `dir/<name>.log` (warnings, and each
+//! overload's start and end), to read a run's refusals against.
 
 use std::{path::PathBuf, time::Instant};
 

@@ -34,6 +34,7 @@
 //!   them (this crate's dev-dependency on itself) and off in the
 //!   `votemesh-loadgen` binary, which so does not carry the test harness.
 
+pub mod accept;
 pub mod cli;
 #[cfg(feature = "suite")]
 pub mod figures;

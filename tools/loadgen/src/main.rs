@@ -49,11 +49,11 @@ async fn run() -> anyhow::Result<ExitCode> {
             noop::serve(listener, shutdown).await?;
         } else if cli.refusal_floor_server {
             tracing::info!(addr = %cli.listen, "refusal floor listening");
-            refusal_floor::serve(listener, shutdown).await?;
+            refusal_floor::serve(listener, shutdown).await;
         } else {
             tracing::info!(addr = %cli.listen, "live results floor listening");
             let interval = Duration::from_millis(cli.sse_floor_interval_ms);
-            sse_floor::serve(listener, interval, shutdown).await?;
+            sse_floor::serve(listener, interval, shutdown).await;
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -18,7 +18,7 @@
 //! purpose, like the no-op VoteService ([`crate::noop`]) and the streams
 //! floor ([`crate::sse_floor`]).
 
-use std::{convert::Infallible, io, time::Duration};
+use std::convert::Infallible;
 
 use http_body_util::{BodyExt, Full};
 use hyper::{
@@ -32,6 +32,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept;
+
 /// What the overloaded gateway answers, byte for byte.
 const REFUSAL: &[u8] =
     br#"{"error":"the gateway is busy (the server is overloaded); please retry"}"#;
@@ -39,29 +41,16 @@ const REFUSAL: &[u8] =
 const OPTIONS: &[u8] = br#"[{"id":"a","label":"A"}]"#;
 
 /// Serves on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, shutdown: CancellationToken) {
     let http = http1::Builder::new();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                let connection = http.serve_connection(TokioIo::new(stream), service_fn(answer));
-                tokio::spawn(async move {
-                    // A client that goes away mid-request ends its connection; nothing to report.
-                    let _ = connection.await;
-                });
-            }
-            // Out of descriptors, or a connection reset before it was taken.
-            Err(error) => {
-                tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    accept::each_connection(listener, shutdown, |stream| {
+        let connection = http.serve_connection(TokioIo::new(stream), service_fn(answer));
+        tokio::spawn(async move {
+            // A client that goes away mid-request ends its connection; nothing to report.
+            let _ = connection.await;
+        });
+    })
+    .await;
 }
 
 /// Every request's answer: the options for `GET /api/options`, a refusal
@@ -153,6 +142,6 @@ mod tests {
         assert_eq!(options[0]["id"], "a");
 
         shutdown.cancel();
-        server.await.unwrap().unwrap();
+        server.await.unwrap();
     }
 }

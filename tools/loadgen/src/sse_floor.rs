@@ -23,6 +23,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::accept;
+
 /// The answer's head: what the gateway sends before the events (chunked,
 /// as hyper frames a streamed body).
 const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -31,30 +33,13 @@ const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncach
 const MAX_HEAD: usize = 8 * 1024;
 
 /// Serves streams on `listener`, one event per `interval`, until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    interval: Duration,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, interval: Duration, shutdown: CancellationToken) {
     let (chunks, receiver) = watch::channel(chunk(0));
     tokio::spawn(tick(chunks, interval, shutdown.clone()));
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(hold(stream, receiver.clone()));
-            }
-            // Out of descriptors, or a connection reset before it was taken.
-            Err(error) => {
-                tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    accept::each_connection(listener, shutdown, |stream| {
+        tokio::spawn(hold(stream, receiver.clone()));
+    })
+    .await;
 }
 
 /// Publishes a new event every `interval`, its total one higher each time.

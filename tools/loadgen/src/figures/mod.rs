@@ -186,15 +186,36 @@ struct Process {
     child: Child,
 }
 
+/// Where a service's log goes: `BENCH_LOG_DIR/<name>.log` (appended to)
+/// when that is set, nowhere otherwise.
+fn log_file(name: &str) -> Stdio {
+    let Some(dir) = std::env::var_os("BENCH_LOG_DIR") else {
+        return Stdio::null();
+    };
+    let path = Path::new(&dir).join(format!("{name}.log"));
+    let file = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+    });
+    match file {
+        Ok(file) => Stdio::from(file),
+        Err(error) => panic!("cannot write the log {}: {error}", path.display()),
+    }
+}
+
 impl Process {
     async fn start(binary: &Path, name: &str, env: &[(&str, String)]) -> Self {
         let port = free_port().await.expect("a free port");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut command = Command::new(binary);
         command
-            .env("RUST_LOG", "warn")
+            // Warnings, and when admission's overloads begin and end (read
+            // against a run's refusals), kept with BENCH_LOG_DIR.
+            .env("RUST_LOG", "warn,votemesh::admission=info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log_file(name))
             .kill_on_drop(true);
         for (key, value) in env {
             command.env(key, value.replace("{addr}", &addr.to_string()));
