@@ -447,17 +447,22 @@ impl Suite {
     }
 
     async fn noop(&self) -> Process {
-        Process::start(
-            &self.bin("votemesh-loadgen"),
-            "noop",
-            &[
-                ("LOADGEN_NOOP_SERVER", "true".into()),
-                ("NOOP_LISTEN_ADDR", "{addr}".into()),
-            ],
-        )
-        .await
-        .ready(false)
-        .await
+        self.floor_server("noop", "LOADGEN_NOOP_SERVER", &[]).await
+    }
+
+    /// `votemesh-loadgen` serving one of its floors on a free port: the
+    /// server `switch` (its `LOADGEN_*_SERVER` variable) turns on, with
+    /// `settings` besides.
+    async fn floor_server(&self, name: &str, switch: &str, settings: &[(&str, String)]) -> Process {
+        let mut env = vec![
+            (switch, "true".to_owned()),
+            ("NOOP_LISTEN_ADDR", "{addr}".to_owned()),
+        ];
+        env.extend_from_slice(settings);
+        Process::start(&self.bin("votemesh-loadgen"), name, &env)
+            .await
+            .ready(false)
+            .await
     }
 
     /// Runs `votemesh-loadgen --json` and reads its summary.

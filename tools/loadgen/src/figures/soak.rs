@@ -254,17 +254,9 @@ impl Suite {
     /// The refusal floor on `cpus` (the system's, when pinned), open loop
     /// at `rate` for 20 s: its CPU per refusal, in µs.
     async fn refusal_floor(&mut self, cpus: Option<&[usize]>, rate: f64) -> Option<f64> {
-        let server = super::Process::start(
-            &self.bin("votemesh-loadgen"),
-            "refusal-floor",
-            &[
-                ("LOADGEN_REFUSAL_FLOOR_SERVER", "true".into()),
-                ("NOOP_LISTEN_ADDR", "{addr}".into()),
-            ],
-        )
-        .await
-        .ready(false)
-        .await;
+        let server = self
+            .floor_server("refusal-floor", "LOADGEN_REFUSAL_FLOOR_SERVER", &[])
+            .await;
         if let (Some(cpus), Some(pid)) = (cpus, server.child.id())
             && let Err(error) = affinity::pin(pid, false, cpus)
         {

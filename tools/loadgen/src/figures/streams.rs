@@ -413,18 +413,13 @@ impl Suite {
     /// The floor's run: the bare SSE server ([`crate::sse_floor`]) holding
     /// `size.streams` streams for `size.run`, metered.
     async fn floor(&mut self, size: &StreamsSize) -> Floor {
-        let server = Process::start(
-            &self.bin("votemesh-loadgen"),
-            "sse-floor",
-            &[
-                ("LOADGEN_SSE_FLOOR_SERVER", "true".into()),
-                ("NOOP_LISTEN_ADDR", "{addr}".into()),
-                ("SSE_FLOOR_INTERVAL_MS", INTERVAL_MS.to_string()),
-            ],
-        )
-        .await
-        .ready(false)
-        .await;
+        let server = self
+            .floor_server(
+                "sse-floor",
+                "LOADGEN_SSE_FLOOR_SERVER",
+                &[("SSE_FLOOR_INTERVAL_MS", INTERVAL_MS.to_string())],
+            )
+            .await;
         let readers = Arc::new(Readers::default());
         let (rss_before, _) = server.memory();
         let (mut tasks, open) = open_streams(server.addr, size, &readers).await;
