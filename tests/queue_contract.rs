@@ -207,6 +207,7 @@ contract!(
     a_reclaim_never_takes_the_own_batch_and_orphans_come_back_oldest_first,
     an_empty_queue_gives_empty_batches_and_a_waiting_worker_gets_the_next_vote,
     a_repeat_of_a_keyed_push_is_answered_as_the_first_and_not_queued_again,
+    votes_pushed_together_are_queued_as_each_was_answered,
 );
 
 /// A push repeated with the same idempotency key (a retried call whose
@@ -314,6 +315,41 @@ fn keyed_vote(voter: &str, key: &str, window: Duration) -> NewVote {
         }),
         ..new_vote(voter, 0)
     }
+}
+
+/// Votes pushed at once (so the Redis queue's pusher sends them in one
+/// script call): plain votes, keyed votes, and the repeat of a keyed vote
+/// among them. Each queued vote is in the queue exactly as its push was
+/// answered (its sequence included), every sequence differs, and the repeat
+/// is answered as its first attempt and not queued again.
+async fn votes_pushed_together_are_queued_as_each_was_answered(queue: &impl Queue) {
+    let window = Duration::from_secs(30);
+    let first = queue
+        .sink()
+        .push(&keyed_vote("k0", "call-0", window))
+        .await
+        .unwrap();
+    let votes: Vec<NewVote> = (0..40)
+        .map(|n| match n % 4 {
+            0 => keyed_vote(&format!("k{n}"), &format!("call-{n}"), window),
+            _ => new_vote(&format!("v{n}"), 40 - n),
+        })
+        .collect();
+    let answers = futures_util::future::join_all(votes.iter().map(|vote| queue.sink().push(vote)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>();
+    assert_eq!(answers[0], first, "the repeat is answered as the first");
+    let worker = queue.worker("w");
+    let mut queued = parsed(&worker.take_batch(1000, Duration::ZERO).await.unwrap());
+    queued.sort_by_key(|vote| vote.sequence);
+    let mut expected = answers[1..].to_vec();
+    expected.insert(0, first);
+    expected.sort_by_key(|vote| vote.sequence);
+    assert_eq!(queued, expected, "each vote queued as it was answered");
+    expected.dedup_by_key(|vote| vote.sequence);
+    assert_eq!(expected.len(), 40, "one sequence per queued vote");
 }
 
 /// Pushes `count` votes, the first cast earliest, and returns them as the

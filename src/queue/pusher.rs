@@ -4,15 +4,15 @@
 //! ```text
 //! CastVote ─┐
 //! CastVote ─┼─► channel ─► pusher task ─► one push script call per batch ─► Redis
-//! CastVote ─┘        (takes what waits,      (up to MAX_PUSHES_IN_FLIGHT calls
-//!                     up to MAX_PUSH_BATCH)    pipelined on one connection)
+//! CastVote ─┘        (takes what waits,      (MAX_PUSHES_IN_FLIGHT: one call
+//!                     up to MAX_PUSH_BATCH)    on the wire at a time)
 //! ```
 //!
 //! One task per process owns one multiplexed Redis connection. It takes the
 //! first waiting vote and whatever else is waiting (up to
 //! [`MAX_PUSH_BATCH`]), stamps and pushes them in one script call, and
 //! answers each caller once Redis answered. A lone vote goes out at once;
-//! under load, votes gather while earlier calls are on the wire, so the
+//! under load, votes gather while the call before is on the wire, so the
 //! cost per vote falls as load rises. Nothing is acknowledged before Redis
 //! accepted it.
 //!
@@ -64,8 +64,12 @@ use crate::{config::ConnectionUrl, supervise::why_ended, tls::Tls};
 
 /// Most votes stamped and pushed by one script call.
 pub const MAX_PUSH_BATCH: usize = 256;
-/// Script calls on the wire at once; further votes wait and gather.
-pub const MAX_PUSHES_IN_FLIGHT: usize = 4;
+/// Script calls on the wire at once; further votes wait and gather. One:
+/// a call costs Redis about as much as a few votes do, so the votes that
+/// arrive while a call is out are worth sending together (group commit).
+/// On loopback this left throughput as it was with 4 and carried 2-3x the
+/// votes per call (docs/BENCHMARKS.md, "Redis per queued vote").
+pub const MAX_PUSHES_IN_FLIGHT: usize = 1;
 /// Votes waiting for the pusher at most; beyond it, callers wait.
 const WAITING_CAPACITY: usize = 8192;
 
@@ -86,40 +90,62 @@ const WAITING_CAPACITY: usize = 8192;
 /// behind. One `SET ... NX GET PX` both checks and sets it (`NX` with
 /// `GET` needs Redis 7.0, which votemesh requires anyway).
 ///
+/// What a call costs Redis is mostly the call itself (about 6 µs: the
+/// script's entry, `TIME`, the clock's `GET` and `SET`), then about 1 µs a
+/// vote, close to what a plain `LPUSH` costs per message
+/// (docs/BENCHMARKS.md, "Redis per queued vote"). So the per-vote work is
+/// the least it can be: the vote service sends each vote's message whole
+/// but for its opening brace, the script only prepends the sequence, the
+/// whole batch goes out in one `LPUSH`, and the answer is the first
+/// sequence (the others follow from it) and the repeats alone. The same
+/// script serves one shard of a sharded queue: every key it touches is
+/// the shard's.
+///
 /// KEYS: queue, clock, then the marker of each vote that has one, in the
-/// votes' order. ARGV: three per vote, in order: the marker's lifetime in
-/// ms (`0`: no marker), the vote's stamp (`<vote id> <µs since the
-/// epoch> <option id>`), its JSON without the sequence. Returns one text
-/// per vote: its sequence, or a repeat's marker (`<sequence> <stamp>`).
+/// votes' order. ARGV: the number `m` of votes with a marker; for each of
+/// them, its position in the batch (from 1), the marker's lifetime in ms
+/// and the vote's stamp (`<vote id> <µs since the epoch> <option id>`);
+/// then every vote's JSON without its opening brace, in order. Returns the
+/// first sequence, then for each repeat its position and its marker
+/// (`<sequence> <stamp>`). Votes that were queued took consecutive
+/// sequences from the first, in order; a repeat takes none.
 const PUSH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local seq = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
-if seq < now then seq = now end
-local pushed = 0
-local marker = 2
-local answers = {}
-for i = 1, #ARGV, 3 do
-  local ttl = tonumber(ARGV[i])
-  local seq_text = string.format('%d', seq)
+local first = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
+if first < now then first = now end
+local marked = tonumber(ARGV[1])
+local before = 1 + 3 * marked
+local seq = first
+local mark = 1
+local messages = {}
+local answers = {string.format('%d', first)}
+for i = 1, #ARGV - before do
   local prior = false
-  if ttl > 0 then
+  if mark <= marked and tonumber(ARGV[3 * mark - 1]) == i then
     -- One command sets the marker if it is absent and returns it if not.
-    marker = marker + 1
-    prior = redis.call('SET', KEYS[marker], seq_text .. ' ' .. ARGV[i + 1], 'NX', 'GET', 'PX', ttl)
+    local stamp = string.format('%d', seq) .. ' ' .. ARGV[3 * mark + 1]
+    prior = redis.call('SET', KEYS[2 + mark], stamp, 'NX', 'GET', 'PX', ARGV[3 * mark])
+    mark = mark + 1
   end
   if prior then
+    answers[#answers + 1] = string.format('%d', i)
     answers[#answers + 1] = prior
   else
-    redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[i + 2], 2))
-    answers[#answers + 1] = seq_text
+    messages[#messages + 1] = '{"sequence":' .. string.format('%d', seq) .. ',' .. ARGV[before + i]
     seq = seq + 1
-    pushed = pushed + 1
   end
 end
-if pushed > 0 then redis.call('SET', KEYS[2], string.format('%d', seq - 1)) end
+if #messages > 0 then
+  redis.call('LPUSH', KEYS[1], unpack(messages))
+  redis.call('SET', KEYS[2], string.format('%d', seq - 1))
+end
 return answers
 "#;
+
+// One LPUSH takes the whole batch: Lua's `unpack` stays well under its
+// stack limit of about 8,000 values.
+const _: () = assert!(MAX_PUSH_BATCH <= 1000, "a batch must fit one unpack");
 
 /// One vote waiting to be pushed, and where its answer goes.
 struct Waiting {
@@ -176,21 +202,53 @@ impl Marker {
 }
 
 impl Pushed {
-    /// Reads the script's answer for one vote: a sequence, or a repeat's
-    /// marker (`<sequence> <vote id> <µs> <option id>`). An answer it
-    /// cannot read is [`QueueError::Unconfirmed`]: the script ran, and the
-    /// vote may have been queued.
-    fn parse(answer: &str) -> Result<Self, QueueError> {
-        let bad = || QueueError::Unconfirmed(format!("bad push answer {answer:?} from Redis"));
-        let mut parts = answer.split(' ');
+    /// Reads the script's reply for a batch of `votes` votes: the first
+    /// sequence, then a position and a marker per repeat (see
+    /// [`PUSH_SCRIPT`]). The queued votes took consecutive sequences from
+    /// the first, in the batch's order. A reply it cannot read is
+    /// [`QueueError::Unconfirmed`] for every vote, and a marker it cannot
+    /// read for its vote: the script ran, and they may have been queued.
+    fn read_reply(votes: usize, reply: &[String]) -> Vec<Result<Self, QueueError>> {
+        let unreadable = || {
+            let error = QueueError::Unconfirmed(format!("bad push reply {reply:?} from Redis"));
+            vec![Err(error); votes]
+        };
+        let Some(mut sequence) = reply.first().and_then(|first| first.parse::<i64>().ok()) else {
+            return unreadable();
+        };
+        let mut repeats = reply[1..].chunks_exact(2);
+        let mut next_repeat = repeats.next();
+        let mut answers = Vec::with_capacity(votes);
+        for position in 1..=votes {
+            match next_repeat {
+                Some([at, marker]) if at.parse() == Ok(position) => {
+                    answers.push(Self::read_marker(marker));
+                    next_repeat = repeats.next();
+                }
+                _ => {
+                    answers.push(Ok(Self::Queued { sequence }));
+                    sequence += 1;
+                }
+            }
+        }
+        if next_repeat.is_some() || !repeats.remainder().is_empty() {
+            return unreadable();
+        }
+        answers
+    }
+
+    /// Reads a repeat's marker (`<sequence> <vote id> <µs> <option id>`).
+    fn read_marker(marker: &str) -> Result<Self, QueueError> {
+        let bad = || QueueError::Unconfirmed(format!("bad push answer {marker:?} from Redis"));
+        let mut parts = marker.split(' ');
         let sequence = parts
             .next()
             .and_then(|text| text.parse().ok())
             .ok_or_else(bad)?;
-        let Some(vote_id) = parts.next() else {
-            return Ok(Self::Queued { sequence });
-        };
-        let vote_id = Uuid::parse_str(vote_id).map_err(|_| bad())?;
+        let vote_id = parts
+            .next()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(bad)?;
         let cast_at = parts
             .next()
             .and_then(|micros| micros.parse().ok())
@@ -283,11 +341,16 @@ impl Pusher {
 }
 
 impl PushHandle {
-    /// Pushes one vote (its JSON without the sequence; with `marker`, only
+    /// Pushes one vote (its JSON object without the sequence; with `marker`, only
     /// if no earlier attempt of its call was pushed) and returns what Redis
     /// did with it, once Redis answered.
     pub async fn push(&self, json: String, marker: Option<Marker>) -> Result<Pushed, QueueError> {
         let stopped = || QueueError::Unavailable("the vote pusher has stopped".into());
+        if !json.starts_with('{') {
+            return Err(QueueError::Failed(format!(
+                "a queued vote must be a JSON object, not {json:?}"
+            )));
+        }
         let (answer, answered) = oneshot::channel();
         let waiting = self.waiting.upgrade().ok_or_else(stopped)?;
         waiting
@@ -422,36 +485,31 @@ async fn push_batch(
 ) -> bool {
     let mut invocation = script.prepare_invoke();
     invocation.key(QUEUE_KEY).key(CLOCK_KEY);
-    for waiting in &batch {
-        match &waiting.marker {
-            Some(marker) => {
-                let lifetime = marker.lifetime.as_millis().max(1);
-                invocation
-                    .key(&marker.key)
-                    .arg(lifetime.to_string())
-                    .arg(&marker.stamp);
-            }
-            None => {
-                invocation.arg("0").arg("");
-            }
+    let marked = batch
+        .iter()
+        .filter(|waiting| waiting.marker.is_some())
+        .count();
+    invocation.arg(marked);
+    for (position, waiting) in (1..).zip(&batch) {
+        if let Some(marker) = &waiting.marker {
+            let lifetime = marker.lifetime.as_millis().max(1);
+            invocation
+                .key(&marker.key)
+                .arg(position)
+                .arg(lifetime.to_string())
+                .arg(&marker.stamp);
         }
-        invocation.arg(&waiting.json);
+    }
+    for waiting in &batch {
+        // The script prepends `{"sequence":N,` (PushHandle::push checked
+        // that the JSON opens with a brace).
+        invocation.arg(&waiting.json.as_bytes()[1..]);
     }
     let outcome: Result<Vec<String>, _> = invocation.invoke_async(&mut connection).await;
     // A timeout leaves the connection as it is: the call may still run
     // (Redis is slow, not gone), and its late answer is discarded.
-    let answers = match outcome {
-        Ok(answers) if answers.len() == batch.len() => answers,
-        Ok(answers) => {
-            // The script ran: what it did with each vote is unknown.
-            let error = QueueError::Unconfirmed(format!(
-                "Redis answered {} votes of {}",
-                answers.len(),
-                batch.len()
-            ));
-            answer_all(batch, &error);
-            return false;
-        }
+    let reply = match outcome {
+        Ok(reply) => reply,
         Err(error) => {
             let lost = !error.is_timeout();
             let error = classify(error);
@@ -460,8 +518,9 @@ async fn push_batch(
             return lost;
         }
     };
+    let answers = Pushed::read_reply(batch.len(), &reply);
     for (waiting, answer) in batch.into_iter().zip(answers) {
-        let _ = waiting.answer.send(Pushed::parse(&answer));
+        let _ = waiting.answer.send(answer);
     }
     false
 }
@@ -469,5 +528,60 @@ async fn push_batch(
 fn answer_all(batch: Vec<Waiting>, error: &QueueError) {
     for waiting in batch {
         let _ = waiting.answer.send(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(words: &[&str]) -> Vec<String> {
+        words.iter().map(|&word| word.to_owned()).collect()
+    }
+
+    #[test]
+    fn queued_votes_take_consecutive_sequences_and_repeats_take_none() {
+        let first = "7f1b1a4e-0b5e-4a59-9d4e-1c2b3a4d5e6f";
+        let marker = format!("90 {first} 1733500000000000 b");
+        let answers = Pushed::read_reply(4, &reply(&["100", "2", &marker]));
+        let answers: Vec<Pushed> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers[0], Pushed::Queued { sequence: 100 });
+        assert_eq!(
+            answers[1],
+            Pushed::Repeat(FirstAttempt {
+                sequence: 90,
+                vote_id: Uuid::parse_str(first).unwrap(),
+                cast_at: DateTime::from_timestamp_micros(1_733_500_000_000_000).unwrap(),
+                option_id: "b".into(),
+            })
+        );
+        assert_eq!(answers[2], Pushed::Queued { sequence: 101 });
+        assert_eq!(answers[3], Pushed::Queued { sequence: 102 });
+    }
+
+    #[test]
+    fn an_unreadable_reply_leaves_every_vote_unconfirmed() {
+        for bad in [
+            reply(&[]),
+            reply(&["x"]),
+            reply(&["100", "2"]),
+            reply(&["100", "9", "90 a 1 b"]),
+        ] {
+            let answers = Pushed::read_reply(2, &bad);
+            assert_eq!(answers.len(), 2);
+            assert!(
+                answers
+                    .iter()
+                    .all(|answer| matches!(answer, Err(QueueError::Unconfirmed(_)))),
+                "{bad:?}: {answers:?}"
+            );
+        }
+        // A marker someone else wrote: only its vote is unconfirmed.
+        let answers = Pushed::read_reply(2, &reply(&["100", "1", "garbage"]));
+        assert!(matches!(answers[0], Err(QueueError::Unconfirmed(_))));
+        assert_eq!(
+            answers[1].clone().unwrap(),
+            Pushed::Queued { sequence: 100 }
+        );
     }
 }

@@ -1,44 +1,32 @@
-//! Bench (not a test): votes pushed to Redis per second by the vote
-//! service's queue, at several concurrencies, next to two references in
-//! the same run on the same redis-server:
+//! Bench (not a test): what the vote service's pusher costs Redis per
+//! queued vote, at several concurrencies, next to the floor in the same
+//! run on the same redis-server: `redis-benchmark -t lpush -P 16 -d 256`,
+//! one `LPUSH` of a vote-sized message per request, pipelined (the
+//! cheapest way to put one message on a list, per message).
 //!
-//! - `pool+PING`: the path before the pusher, rebuilt here: a bb8 pool of
-//!   16 connections checked out with a PING, then one EVALSHA of the
-//!   previous push script (per-voter hash) per vote;
-//! - `redis-benchmark LPUSH`: Redis' own client, one LPUSH per request, at
-//!   the same concurrency (the ceiling of one command per vote).
+//! Redis' CPU time is read from `/proc` before and after each run; the
+//! votes are counted on the list itself (`LLEN`), and the script calls in
+//! `INFO commandstats`, so the table also says how many votes one call
+//! carried: a call costs Redis about as much as its votes do, so the
+//! batch size decides the cost per vote (docs/BENCHMARKS.md, "Redis per
+//! queued vote").
 //!
 //! `cargo bench -p votemesh-vote --bench push` (BENCH_SECONDS=N per figure,
-//! default 3). A throwaway measurement for the data-path work; the project's
-//! benchmark suite is the load generator's.
+//! default 3).
 
 use std::{
     process::Command,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use bb8_redis::{RedisConnectionManager, bb8, redis::Script};
 use chrono::Utc;
 use uuid::Uuid;
 use votemesh::queue::{NewVote, VoteSink, redis::RedisQueue};
 use votemesh_testing::RedisServer;
-
-/// The push script of the release before the pusher (per-voter hash).
-const OLD_PUSH_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local seq = now
-if last >= now then seq = last + 1 end
-local seq_text = string.format('%d', seq)
-redis.call('HSET', KEYS[2], ARGV[1], seq_text)
-redis.call('LPUSH', KEYS[1], '{"sequence":' .. seq_text .. ',' .. string.sub(ARGV[2], 2))
-return seq_text
-"#;
 
 fn vote(i: u64) -> NewVote {
     NewVote {
@@ -51,51 +39,93 @@ fn vote(i: u64) -> NewVote {
     }
 }
 
-/// Runs `concurrency` loops of `push` for `seconds`; votes per second.
-async fn rate<F, Fut>(concurrency: usize, seconds: f64, push: F) -> f64
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let push = Arc::new(push);
-    let done = Arc::new(AtomicU64::new(0));
+/// Runs `concurrency` loops of pushes for `seconds`.
+async fn push_for(queue: RedisQueue, concurrency: usize, seconds: f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut loops = Vec::new();
     for worker in 0..concurrency as u64 {
-        let (push, done, stop) = (push.clone(), done.clone(), stop.clone());
+        let (queue, stop) = (queue.clone(), stop.clone());
         loops.push(tokio::spawn(async move {
             let mut i = worker << 32;
             while !stop.load(Ordering::Relaxed) {
-                push(i).await;
+                queue.push(&vote(i)).await.expect("push");
                 i += 1;
-                done.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
-    let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    let counted = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for handle in loops {
-        handle.await.unwrap();
+        handle.await.expect("push loop");
     }
-    counted as f64 / elapsed
 }
 
-fn redis_benchmark(port: u16, concurrency: usize) -> f64 {
-    let output = Command::new("redis-benchmark")
+/// CPU time (user + system) of process `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf only reads a constant of the system.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// What Redis did during one measured stretch.
+struct Measured {
+    /// Redis CPU, µs per message put on the list.
+    micros_per_message: f64,
+    /// Messages on the list.
+    messages: u64,
+    /// Calls of `command` (lower case, as `INFO commandstats` names it).
+    calls: u64,
+}
+
+/// Runs `run` and measures Redis: `command` counts the calls, `list` is
+/// where the messages went.
+async fn measure(
+    redis: &RedisServer,
+    command: &str,
+    list: &str,
+    run: impl Future<Output = ()>,
+) -> Measured {
+    redis.command(&["FLUSHALL"]).await.unwrap();
+    redis.command(&["CONFIG", "RESETSTAT"]).await.unwrap();
+    let pid = redis.pid().expect("redis-server runs");
+    let before = cpu_seconds(pid);
+    run.await;
+    let cpu = cpu_seconds(pid) - before;
+    // Raw RESP: ":<n>\r\n".
+    let messages: u64 = redis.command(&["LLEN", list]).await.unwrap()[1..]
+        .trim()
+        .parse()
+        .unwrap();
+    let stats = redis.command(&["INFO", "commandstats"]).await.unwrap();
+    let calls = stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0);
+    Measured {
+        micros_per_message: cpu * 1e6 / messages.max(1) as f64,
+        messages,
+        calls,
+    }
+}
+
+/// `redis-benchmark` pushing `requests` vote-sized messages, one `LPUSH`
+/// each, 16 pipelined per connection, onto `mylist`.
+fn redis_benchmark(port: u16, concurrency: usize, requests: u64) {
+    let status = Command::new("redis-benchmark")
         .args(["-p", &port.to_string(), "-c", &concurrency.to_string()])
-        .args(["-n", "200000", "-t", "lpush", "-q"])
-        .output()
+        .args(["-n", &requests.to_string(), "-P", "16", "-d", "256"])
+        .args(["-t", "lpush", "-q"])
+        .stdout(std::process::Stdio::null())
+        .status()
         .expect("redis-benchmark (apt-get install -y redis-tools)");
-    let text = String::from_utf8_lossy(&output.stdout);
-    // "LPUSH: 81234.56 requests per second, p50=..."
-    text.rsplit("LPUSH: ")
-        .next()
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(f64::NAN)
+    assert!(status.success(), "redis-benchmark failed");
 }
 
 #[tokio::main]
@@ -106,51 +136,32 @@ async fn main() {
         .unwrap_or(3.0);
     let redis = RedisServer::start().await.expect("redis-server");
     println!(
-        "| concurrency | pusher (votes/s) | pool+PING, old script (votes/s) | pusher / old | redis-benchmark LPUSH (req/s) | pusher / LPUSH |"
+        "| concurrency | votes/s | votes per script call | Redis µs per vote | floor: LPUSH -P 16, Redis µs per message | ratio |"
     );
     println!("|---|---|---|---|---|---|");
     for concurrency in [1, 16, 64, 256] {
-        redis.command(&["FLUSHALL"]).await.unwrap();
         let queue = RedisQueue::new(&redis.url()).unwrap();
-        let new = rate(concurrency, seconds, move |i| {
-            let queue = queue.clone();
-            async move {
-                queue.push(&vote(i)).await.unwrap();
-            }
+        let pushed = measure(
+            &redis,
+            "evalsha",
+            "votes",
+            push_for(queue, concurrency, seconds),
+        )
+        .await;
+        let (port, requests) = (redis.port(), pushed.messages.clamp(100_000, 2_000_000));
+        let floor = measure(&redis, "lpush", "mylist", async {
+            tokio::task::spawn_blocking(move || redis_benchmark(port, concurrency, requests))
+                .await
+                .unwrap()
         })
         .await;
-
-        redis.command(&["FLUSHALL"]).await.unwrap();
-        let pool = bb8::Pool::builder()
-            .max_size(16)
-            .build(RedisConnectionManager::new(redis.url().expose()).unwrap())
-            .await
-            .unwrap();
-        let script = Script::new(OLD_PUSH_SCRIPT);
-        let old = rate(concurrency, seconds, move |i| {
-            let (pool, script) = (pool.clone(), script.clone());
-            async move {
-                let vote = vote(i);
-                let json = serde_json::to_string(&vote).unwrap();
-                let mut connection = pool.get().await.unwrap();
-                let _: String = script
-                    .key("votes")
-                    .key("votes:voter-sequence")
-                    .arg(&vote.voter_id)
-                    .arg(json)
-                    .invoke_async(&mut *connection)
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-
-        redis.command(&["FLUSHALL"]).await.unwrap();
-        let ceiling = redis_benchmark(redis.port(), concurrency);
         println!(
-            "| {concurrency} | {new:.0} | {old:.0} | {:.2} | {ceiling:.0} | {:.2} |",
-            new / old,
-            new / ceiling
+            "| {concurrency} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            pushed.messages as f64 / seconds,
+            pushed.messages as f64 / pushed.calls.max(1) as f64,
+            pushed.micros_per_message,
+            floor.micros_per_message,
+            pushed.micros_per_message / floor.micros_per_message,
         );
     }
 }
