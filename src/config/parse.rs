@@ -29,6 +29,21 @@ pub fn parse_host(raw: &str) -> Result<String, String> {
         })
 }
 
+/// Parses a `host:port` address (a seed node of `REDIS_CLUSTER_NODES`):
+/// a host as [`parse_host`] takes it (an IPv6 address in brackets) and a
+/// port from 1 to 65535.
+pub fn parse_host_port(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let (host, port) = raw
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{raw:?} is not host:port"))?;
+    let host = parse_host(host.trim_start_matches('[').trim_end_matches(']'))?;
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(format!("{host}:{port}")),
+        _ => Err(format!("{raw:?} has no port from 1 to 65535")),
+    }
+}
+
 /// Parses a listen or connection port (`REDIS_PORT`, `DB_PORT`): 1 to 65535.
 pub(super) fn port_parser() -> clap::builder::RangedI64ValueParser<u16> {
     clap::value_parser!(u16).range(1..)

@@ -24,9 +24,12 @@
 //! ([`crate::idempotency`]; docs/DESIGN.md, "Ordering and its limit").
 
 pub mod connect;
+pub mod link;
 pub mod memory;
 pub mod pusher;
 pub mod redis;
+pub mod shard;
+pub mod sharded;
 
 use std::{collections::HashMap, future::Future, time::Duration};
 
@@ -251,6 +254,14 @@ pub trait VoteSource: Send + Sync + 'static {
 
     /// What waits in the queue (not counting in-flight batches).
     fn backlog(&self) -> impl Future<Output = Result<Backlog, QueueError>> + Send;
+
+    /// Hands over what this worker holds of a shared queue (its shards'
+    /// leases and its membership), once it has written its last batch, so
+    /// the others take it over at once. Nothing to do for a queue that is
+    /// not shared out.
+    fn leave(&self) -> impl Future<Output = Result<(), QueueError>> + Send {
+        async { Ok(()) }
+    }
 
     /// Answers `Ok` while the queue answers.
     fn ping(&self) -> impl Future<Output = Result<(), QueueError>> + Send;

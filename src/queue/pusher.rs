@@ -39,17 +39,11 @@
 //! Metrics: `votemesh_vote_push_batch_size` (votes per script call) and
 //! `votemesh_vote_push_abandoned_total` (votes whose caller left first).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::{collections::BTreeMap, time::Duration};
 
-use bb8_redis::redis::{
-    self, Client, ProtocolVersion, PushInfo, RedisError, Script, aio::MultiplexedConnection,
-};
+use bb8_redis::redis::{self, ErrorKind, RedisError, Script, ServerErrorKind};
 use chrono::{DateTime, Utc};
-use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
-use std::time::Duration;
+use futures_util::{FutureExt, StreamExt, future::join_all, stream::FuturesUnordered};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -57,10 +51,12 @@ use tokio::{
 use uuid::Uuid;
 
 use super::{
-    CLOCK_KEY, QUEUE_KEY, QueueError,
-    connect::{self, classify},
+    QueueError,
+    connect::classify,
+    link::{Link, PushConnection, Target},
+    shard::Shard,
 };
-use crate::{config::ConnectionUrl, supervise::why_ended, tls::Tls};
+use crate::{config::QueueLayout, supervise::why_ended};
 
 /// Most votes stamped and pushed by one script call.
 pub const MAX_PUSH_BATCH: usize = 256;
@@ -150,6 +146,8 @@ const _: () = assert!(MAX_PUSH_BATCH <= 1000, "a batch must fit one unpack");
 /// One vote waiting to be pushed, and where its answer goes.
 struct Waiting {
     json: String,
+    /// The shard of the vote's voter: where it is pushed.
+    shard: Shard,
     marker: Option<Marker>,
     answer: oneshot::Sender<Result<Pushed, QueueError>>,
 }
@@ -291,22 +289,18 @@ pub struct PushHandle {
 }
 
 impl Pusher {
-    /// Starts the pusher task for the Redis at `url` (connecting lazily;
-    /// `tls` as in [`connect::client`]). Each new connection is made by a
-    /// client built with the identity current then, so a rotated
-    /// certificate reaches the pusher's next connection. A URL that cannot
-    /// make a client is refused here. Must be called inside a tokio runtime.
-    pub fn spawn(url: &ConnectionUrl, tls: Option<&Tls>) -> Result<Self, QueueError> {
-        let build = {
-            let (url, tls) = (url.clone(), tls.cloned());
-            move || connect::client(&url, tls.as_ref(), ProtocolVersion::RESP3)
-        };
-        build().map_err(|error| {
-            QueueError::Failed(format!("cannot build a Redis client for {url}: {error}"))
-        })?;
+    /// Starts the pusher task for `target` (connecting lazily; a single
+    /// node's client is built anew for each connection, with the TLS
+    /// identity current then, so a rotated certificate reaches the
+    /// pusher's next connection), pushing votes into the shards of
+    /// `layout` and waiting for its replica acknowledgements. A target
+    /// that cannot make a client is refused here. Must be called inside a
+    /// tokio runtime.
+    pub fn spawn(target: Target, layout: QueueLayout) -> Result<Self, QueueError> {
+        target.check()?;
         metrics::counter!("votemesh_vote_push_abandoned_total").increment(0);
         let (waiting, queue) = mpsc::channel(WAITING_CAPACITY);
-        let task = tokio::spawn(run(build, queue));
+        let task = tokio::spawn(run(target, layout, queue));
         Ok(Self { waiting, task })
     }
 
@@ -344,7 +338,12 @@ impl PushHandle {
     /// Pushes one vote (its JSON object without the sequence; with `marker`, only
     /// if no earlier attempt of its call was pushed) and returns what Redis
     /// did with it, once Redis answered.
-    pub async fn push(&self, json: String, marker: Option<Marker>) -> Result<Pushed, QueueError> {
+    pub async fn push(
+        &self,
+        json: String,
+        shard: Shard,
+        marker: Option<Marker>,
+    ) -> Result<Pushed, QueueError> {
         let stopped = || QueueError::Unavailable("the vote pusher has stopped".into());
         if !json.starts_with('{') {
             return Err(QueueError::Failed(format!(
@@ -356,6 +355,7 @@ impl PushHandle {
         waiting
             .send(Waiting {
                 json,
+                shard,
                 marker,
                 answer,
             })
@@ -370,53 +370,19 @@ impl PushHandle {
     }
 }
 
-/// A connection and whether the client saw it close.
-struct Connection {
-    connection: MultiplexedConnection,
-    closed: Arc<AtomicBool>,
-}
-
-impl Connection {
-    async fn open(client: Result<Client, RedisError>) -> Result<Self, QueueError> {
-        let client = client.map_err(|error| QueueError::Unavailable(error.to_string()))?;
-        let closed = Arc::new(AtomicBool::new(false));
-        let on_push = {
-            let closed = closed.clone();
-            move |info: PushInfo| {
-                if info.kind == redis::PushKind::Disconnection {
-                    closed.store(true, Ordering::Relaxed);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            }
-        };
-        let config = connect::connection_config().set_push_sender(on_push);
-        let connection = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|error| QueueError::Unavailable(error.to_string()))?;
-        Ok(Self { connection, closed })
-    }
-
-    fn is_open(&self) -> bool {
-        !self.closed.load(Ordering::Relaxed)
-    }
-}
-
 /// The pusher task: gathers waiting votes into batches and keeps up to
-/// [`MAX_PUSHES_IN_FLIGHT`] script calls on the wire.
-async fn run(
-    build: impl Fn() -> Result<Client, RedisError> + Send + 'static,
-    mut queue: mpsc::Receiver<Waiting>,
-) {
+/// [`MAX_PUSHES_IN_FLIGHT`] batches on the wire (a batch is one script
+/// call per shard it holds votes of).
+async fn run(target: Target, layout: QueueLayout, mut queue: mpsc::Receiver<Waiting>) {
     let script = Script::new(PUSH_SCRIPT);
-    let mut connection: Option<Connection> = None;
+    let mut link: Option<Link> = None;
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
             biased;
             Some(lost) = in_flight.next(), if !in_flight.is_empty() => {
                 if lost {
-                    connection = None;
+                    link = None;
                 }
             }
             first = queue.recv(), if in_flight.len() < MAX_PUSHES_IN_FLIGHT => {
@@ -425,9 +391,16 @@ async fn run(
                 if batch.is_empty() {
                     continue;
                 }
-                if !connection.as_ref().is_some_and(Connection::is_open) {
-                    connection = match Connection::open(build()).await {
-                        Ok(opened) => Some(opened),
+                if !link.as_ref().is_some_and(Link::is_open) {
+                    link = match Link::open(&target, layout.shards).await {
+                        Ok(opened) => {
+                            // Loaded once per link (on every primary of a
+                            // cluster), not found missing by the first push.
+                            if let Err(error) = script.load_async(&mut opened.connection()).await {
+                                tracing::debug!(%error, "could not load the push script ahead");
+                            }
+                            Some(opened)
+                        }
                         Err(error) => {
                             // Those who waited through the attempt would
                             // only wait through the next one too.
@@ -437,9 +410,14 @@ async fn run(
                         }
                     };
                 }
-                if let Some(open) = &connection {
+                if let Some(open) = &link {
                     metrics::histogram!("votemesh_vote_push_batch_size").record(batch.len() as f64);
-                    in_flight.push(push_batch(script.clone(), open.connection.clone(), batch));
+                    in_flight.push(push_batch(
+                        script.clone(),
+                        open.connection(),
+                        layout.replica_acks,
+                        batch,
+                    ));
                 }
             }
         }
@@ -475,22 +453,54 @@ fn gather_all(queue: &mut mpsc::Receiver<Waiting>) -> Vec<Waiting> {
         .collect()
 }
 
-/// Stamps and pushes `batch` in one script call and answers each vote.
-/// Returns whether the connection is to be replaced (it failed under the
-/// call, which may or may not have run).
+/// Stamps and pushes `batch`, one script call per shard, all at once, and
+/// answers each vote. Returns whether the connection is to be replaced
+/// (it failed under a call, which may or may not have run).
 async fn push_batch(
     script: Script,
-    mut connection: MultiplexedConnection,
+    connection: PushConnection,
+    replica_acks: u8,
     batch: Vec<Waiting>,
 ) -> bool {
+    let mut by_shard: BTreeMap<u16, Vec<Waiting>> = BTreeMap::new();
+    for waiting in batch {
+        by_shard
+            .entry(waiting.shard.index())
+            .or_default()
+            .push(waiting);
+    }
+    let calls = by_shard
+        .into_values()
+        .map(|votes| push_shard(&script, connection.clone(), replica_acks, votes));
+    join_all(calls).await.into_iter().any(|lost| lost)
+}
+
+/// Longest a push waits for its replicas' acknowledgement (`WAIT`): well
+/// inside the response timeout, so a missing replica reads as "not
+/// confirmed", not as a dead connection.
+pub const REPLICA_ACK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Stamps and pushes the `votes` of one shard in one script call (with
+/// `WAIT` for `replica_acks` replicas in the same round trip when it is
+/// above 0) and answers each vote. Returns whether the connection is to be
+/// replaced.
+async fn push_shard(
+    script: &Script,
+    mut connection: PushConnection,
+    replica_acks: u8,
+    votes: Vec<Waiting>,
+) -> bool {
+    let Some(shard) = votes.first().map(|waiting| waiting.shard.clone()) else {
+        return false;
+    };
     let mut invocation = script.prepare_invoke();
-    invocation.key(QUEUE_KEY).key(CLOCK_KEY);
-    let marked = batch
+    invocation.key(shard.queue_key()).key(shard.clock_key());
+    let marked = votes
         .iter()
         .filter(|waiting| waiting.marker.is_some())
         .count();
     invocation.arg(marked);
-    for (position, waiting) in (1..).zip(&batch) {
+    for (position, waiting) in (1..).zip(&votes) {
         if let Some(marker) = &waiting.marker {
             let lifetime = marker.lifetime.as_millis().max(1);
             invocation
@@ -500,29 +510,71 @@ async fn push_batch(
                 .arg(&marker.stamp);
         }
     }
-    for waiting in &batch {
+    for waiting in &votes {
         // The script prepends `{"sequence":N,` (PushHandle::push checked
         // that the JSON opens with a brace).
         invocation.arg(&waiting.json.as_bytes()[1..]);
     }
-    let outcome: Result<Vec<String>, _> = invocation.invoke_async(&mut connection).await;
+    let outcome = if replica_acks == 0 {
+        invocation.invoke_async(&mut connection).await
+    } else {
+        match push_and_wait(&invocation, &mut connection, replica_acks).await {
+            Ok((_, acknowledged)) if acknowledged < u64::from(replica_acks) => {
+                metrics::counter!("votemesh_vote_push_unreplicated_total").increment(1);
+                let error = QueueError::Unconfirmed(format!(
+                    "Redis took the vote, but {acknowledged} of {replica_acks} replicas \
+                     confirmed it within {REPLICA_ACK_TIMEOUT:?}: it would be lost if its \
+                     primary failed now"
+                ));
+                answer_all(votes, &error);
+                return false;
+            }
+            outcome => outcome.map(|(reply, _)| reply),
+        }
+    };
     // A timeout leaves the connection as it is: the call may still run
     // (Redis is slow, not gone), and its late answer is discarded.
-    let reply = match outcome {
+    let reply: Vec<String> = match outcome {
         Ok(reply) => reply,
         Err(error) => {
             let lost = !error.is_timeout();
             let error = classify(error);
             let lost = lost && matches!(error, QueueError::Unconfirmed(_));
-            answer_all(batch, &error);
+            answer_all(votes, &error);
             return lost;
         }
     };
-    let answers = Pushed::read_reply(batch.len(), &reply);
-    for (waiting, answer) in batch.into_iter().zip(answers) {
+    let answers = Pushed::read_reply(votes.len(), &reply);
+    for (waiting, answer) in votes.into_iter().zip(answers) {
         let _ = waiting.answer.send(answer);
     }
     false
+}
+
+/// Runs the push script and `WAIT` in one pipeline, so both go to the
+/// shard's primary, on one connection, in one round trip (the wait covers
+/// this push), loading the script first if that primary does not have it
+/// (a replica just promoted). Returns the script's reply and how many
+/// replicas confirmed within [`REPLICA_ACK_TIMEOUT`].
+async fn push_and_wait(
+    invocation: &redis::ScriptInvocation<'_>,
+    connection: &mut PushConnection,
+    replica_acks: u8,
+) -> Result<(Vec<String>, u64), RedisError> {
+    let mut pipeline = redis::pipe();
+    pipeline
+        .invoke_script(invocation)
+        .cmd("WAIT")
+        .arg(replica_acks)
+        .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64);
+    match pipeline.query_async(connection).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            // NOSCRIPT: the script did not run, nothing was pushed.
+            invocation.load_async(connection).await?;
+            pipeline.query_async(connection).await
+        }
+        outcome => outcome,
+    }
 }
 
 fn answer_all(batch: Vec<Waiting>, error: &QueueError) {

@@ -34,16 +34,24 @@ use std::{
 
 use bb8_redis::{
     bb8::{self, Pool, PooledConnection, RunError},
-    redis::{self, AsyncCommands, RedisError, Script},
+    redis::{
+        self, AsyncCommands, RedisError, Script, cluster::ClusterClient,
+        cluster_async::ClusterConnection,
+    },
 };
+use tokio::sync::OnceCell;
 
 use super::connect::{RESPONSE_TIMEOUT, RedisManager, classify};
+use super::link::{self, Target};
 use super::pusher::{Marker, PushHandle, Pushed, Pusher};
 use super::{
     Backlog, DEAD_LETTER_KEY, HEARTBEAT_KEY_PREFIX, NewVote, PROCESSING_KEY_PREFIX, QUEUE_KEY,
     QueueError, QueuedVote, VoteSink, VoteSource,
 };
-use crate::{config::ConnectionUrl, tls::Tls};
+use crate::{
+    config::{ConnectionUrl, QueueLayout},
+    tls::Tls,
+};
 
 /// How long a caller waits for a pooled connection before the queue counts
 /// as unavailable. Kept short so CastVote answers UNAVAILABLE quickly.
@@ -76,7 +84,7 @@ const _: () = assert!(
 /// with one `LREM` per message cost Redis 8 µs a drained vote
 /// (docs/BENCHMARKS.md, "What run E changed"). Shared by the two take
 /// scripts below.
-const MOVE_OLDEST_LUA: &str = r#"
+pub(super) const MOVE_OLDEST_LUA: &str = r#"
 local function move_oldest(queue, processing, want)
   if want <= 0 then return {} end
   local moved = redis.call('LRANGE', queue, -want, -1)
@@ -130,7 +138,7 @@ return move_oldest(KEYS[1], KEYS[2], tonumber(ARGV[1]))
 /// dead-letter list. ARGV: the number of dead letters `d`, the `d` dead
 /// letters, then the whole batch (dead letters included), newest first.
 /// Returns the number of messages removed.
-const ACK_SCRIPT: &str = r#"#!lua flags=allow-oom
+pub(super) const ACK_SCRIPT: &str = r#"#!lua flags=allow-oom
 local dead = tonumber(ARGV[1])
 local first = dead + 2
 local n = #ARGV - first + 1
@@ -190,11 +198,9 @@ fn take_script(body: &str) -> String {
 /// Producer side: what the vote service pushes votes through.
 #[derive(Clone, Debug)]
 pub struct RedisQueue {
-    pool: Pool<RedisManager>,
-    url: ConnectionUrl,
-    /// The identity a `rediss://` connection verifies Redis with (and
-    /// presents); `None`: the system's CA store.
-    tls: Option<Tls>,
+    backend: Backend,
+    /// Its shards and replica acknowledgements.
+    layout: QueueLayout,
     /// The pusher, owned here and shared by clones: started by the first
     /// push (it needs the runtime), replaced by [`VoteSink::ping`] (the
     /// readiness check) if its task ended; dropped, and so ended, with the
@@ -202,7 +208,52 @@ pub struct RedisQueue {
     pusher: Arc<Mutex<Option<Pusher>>>,
 }
 
+/// The Redis a [`RedisQueue`] is on.
+#[derive(Clone)]
+enum Backend {
+    /// One Redis: the pusher's connection, and a pool for the rest.
+    Single {
+        pool: Pool<RedisManager>,
+        url: ConnectionUrl,
+        /// The identity a `rediss://` connection verifies Redis with (and
+        /// presents); `None`: the system's CA store.
+        tls: Option<Tls>,
+    },
+    /// A Redis Cluster: the pusher's cluster connection, and one more,
+    /// opened at the first readiness check, for its PINGs.
+    Cluster {
+        client: Box<ClusterClient>,
+        probe: Arc<OnceCell<ClusterConnection>>,
+    },
+}
+
+impl std::fmt::Debug for Backend {
+    /// The URL (its password redacted) or the cluster's seeds; a cluster
+    /// connection has no `Debug` of its own.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single { url, .. } => f.debug_tuple("Single").field(url).finish(),
+            Self::Cluster { .. } => f.write_str("Cluster"),
+        }
+    }
+}
+
 impl RedisQueue {
+    /// The producer side of a queue on the Redis Cluster reached through
+    /// `seeds` (`host:port`, `REDIS_CLUSTER_NODES`), with `layout`'s
+    /// shards and replica acknowledgements. Connects lazily. Plaintext:
+    /// TLS to a cluster is not supported yet.
+    pub fn cluster(seeds: &[String], layout: QueueLayout) -> Result<Self, QueueError> {
+        Ok(Self {
+            backend: Backend::Cluster {
+                client: Box::new(link::cluster_client(seeds)?),
+                probe: Arc::default(),
+            },
+            layout,
+            pusher: Arc::default(),
+        })
+    }
+
     /// A queue on the Redis at `url`. Connects lazily: Redis need not be
     /// up yet, and the pool reconnects after Redis restarts. A `rediss://`
     /// URL verifies Redis against the system's CA store.
@@ -214,6 +265,16 @@ impl RedisQueue {
     /// `tls`'s CA (`TLS_CA_FILE`) and presents its certificate if Redis
     /// asks for one (see [`super::connect`]).
     pub fn with_tls(url: &ConnectionUrl, tls: Option<Tls>) -> Result<Self, QueueError> {
+        Self::single(url, tls, QueueLayout::SINGLE)
+    }
+
+    /// [`RedisQueue::with_tls`] with `layout`'s shards (`QUEUE_SHARDS`) and
+    /// replica acknowledgements (`REDIS_REPLICA_ACKS`) on one Redis.
+    pub fn single(
+        url: &ConnectionUrl,
+        tls: Option<Tls>,
+        layout: QueueLayout,
+    ) -> Result<Self, QueueError> {
         let manager = RedisManager::new(url, tls.clone()).map_err(|error| {
             QueueError::Failed(format!("cannot build a Redis client for {url}: {error}"))
         })?;
@@ -225,11 +286,41 @@ impl RedisQueue {
             .connection_timeout(POOL_CHECKOUT_TIMEOUT)
             .build_unchecked(manager);
         Ok(Self {
-            pool,
-            url: url.clone(),
-            tls,
+            backend: Backend::Single {
+                pool,
+                url: url.clone(),
+                tls,
+            },
+            layout,
             pusher: Arc::default(),
         })
+    }
+
+    /// The queue's shards and replica acknowledgements.
+    pub fn layout(&self) -> QueueLayout {
+        self.layout
+    }
+
+    /// Where the pusher connects.
+    fn target(&self) -> Target {
+        match &self.backend {
+            Backend::Single { url, tls, .. } => Target::Single {
+                url: url.clone(),
+                tls: tls.clone(),
+            },
+            Backend::Cluster { client, .. } => Target::Cluster(client.clone()),
+        }
+    }
+
+    /// The pool of a single Redis; a cluster has none.
+    fn pool(&self) -> Result<&Pool<RedisManager>, QueueError> {
+        match &self.backend {
+            Backend::Single { pool, .. } => Ok(pool),
+            Backend::Cluster { .. } => Err(QueueError::Failed(
+                "this queue is on a Redis Cluster: a worker drains it with the sharded source"
+                    .into(),
+            )),
+        }
     }
 
     /// The consumer side of this queue for the worker `worker_id`.
@@ -250,7 +341,7 @@ impl RedisQueue {
     /// connection could not be opened, or none came free in time), so the
     /// error is always [`QueueError::Unavailable`].
     async fn connection(&self) -> Result<PooledConnection<'_, RedisManager>, QueueError> {
-        self.pool.get().await.map_err(|error| match error {
+        self.pool()?.get().await.map_err(|error| match error {
             RunError::User(error) => QueueError::Unavailable(error.to_string()),
             RunError::TimedOut => {
                 QueueError::Unavailable("no Redis connection within the timeout".into())
@@ -261,7 +352,8 @@ impl RedisQueue {
     /// Publishes the pool's state for `/metrics`: connections idle and
     /// busy, check-outs by how they went, connections closed as broken.
     pub fn record_pool_metrics(&self) {
-        let state = self.pool.state();
+        let Ok(pool) = self.pool() else { return };
+        let state = pool.state();
         let busy = state.connections.saturating_sub(state.idle_connections);
         metrics::gauge!("votemesh_redis_pool_connections", "state" => "idle")
             .set(f64::from(state.idle_connections));
@@ -292,7 +384,7 @@ impl RedisQueue {
         if let Some(pusher) = slot.as_ref() {
             return Ok(pusher.handle());
         }
-        let pusher = Pusher::spawn(&self.url, self.tls.as_ref())?;
+        let pusher = Pusher::spawn(self.target(), self.layout)?;
         let handle = pusher.handle();
         *slot = Some(pusher);
         Ok(handle)
@@ -312,7 +404,7 @@ impl RedisQueue {
             .and_then(Pusher::ended)
             .unwrap_or_else(|| "unknown".to_owned());
         tracing::error!(%reason, "the vote pusher stopped; starting a new one");
-        *slot = Some(Pusher::spawn(&self.url, self.tls.as_ref())?);
+        *slot = Some(Pusher::spawn(self.target(), self.layout)?);
         Err(QueueError::Unavailable(format!(
             "the vote pusher had stopped ({reason}); a new one was started"
         )))
@@ -328,12 +420,33 @@ impl RedisQueue {
         }
     }
 
+    /// PINGs Redis (the single node, or every primary of the cluster) and
+    /// checks the queue's layout, as the pusher does on each new
+    /// connection, so a component started with another `QUEUE_SHARDS` than
+    /// the queue was set up with is not ready, and says why.
     async fn ping_redis(&self) -> Result<(), QueueError> {
-        let mut connection = self.connection().await?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut *connection)
-            .await
-            .map_err(classify)?;
+        match &self.backend {
+            Backend::Single { .. } => {
+                let mut connection = self.connection().await?;
+                let _: String = redis::cmd("PING")
+                    .query_async(&mut *connection)
+                    .await
+                    .map_err(classify)?;
+                link::check_layout(&mut *connection, self.layout.shards).await?;
+            }
+            Backend::Cluster { client, probe } => {
+                let mut connection = probe
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await
+                    .map_err(|error| QueueError::Unavailable(error.to_string()))?
+                    .clone();
+                let _: String = redis::cmd("PING")
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(classify)?;
+                link::check_layout(&mut connection, self.layout.shards).await?;
+            }
+        }
         Ok(())
     }
 }
@@ -342,12 +455,13 @@ impl VoteSink for RedisQueue {
     async fn push(&self, vote: &NewVote) -> Result<QueuedVote, QueueError> {
         let json = serde_json::to_string(vote)
             .map_err(|error| QueueError::Failed(format!("cannot encode the vote: {error}")))?;
+        let shard = self.layout.shards.of(&vote.voter_id);
         let marker = vote.idempotency.as_ref().map(|idempotency| Marker {
-            key: super::request_key(&idempotency.key, &vote.voter_id),
+            key: shard.request_key(&idempotency.key, &vote.voter_id),
             lifetime: idempotency.window,
             stamp: Marker::stamp(vote.vote_id, vote.cast_at, &vote.option_id),
         });
-        match self.push_handle()?.push(json, marker).await? {
+        match self.push_handle()?.push(json, shard, marker).await? {
             Pushed::Queued { sequence } => Ok(QueuedVote::stamped(vote, sequence)),
             Pushed::Repeat(first) => Ok(QueuedVote {
                 sequence: first.sequence,

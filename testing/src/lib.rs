@@ -23,6 +23,8 @@
 //! ## Layout
 //!
 //! - [`redis`]: a throwaway `redis-server`, and raw commands against it.
+//! - [`redis_cluster`]: a throwaway Redis Cluster of such servers (primaries
+//!   and replicas), and the faults a test inflicts on it.
 //! - [`postgres`]: a throwaway PostgreSQL cluster. As root (CI), PostgreSQL
 //!   runs as the `postgres` account Debian's package creates.
 //! - [`server`]: [`TestServer`], any server future running in the test on
@@ -47,6 +49,7 @@ pub mod postgres;
 pub mod probe;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 pub mod server;
 pub mod tls;
 
@@ -60,6 +63,7 @@ pub use self::{
     probe::wait_for,
     process::free_port,
     redis::RedisServer,
+    redis_cluster::RedisCluster,
     server::{ANY_PORT, SERVER_WAIT, TestServer},
 };
 

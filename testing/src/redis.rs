@@ -54,6 +54,9 @@ pub struct RedisServer {
     /// Whether every write goes to an append-only file in `dir` (fsync on
     /// each), which a restart reads back.
     append_only: bool,
+    /// Whether it runs as a node of a Redis Cluster ([`crate::RedisCluster`]):
+    /// its port then leaves port + 10000 free for the cluster bus.
+    cluster_node: bool,
 }
 
 /// Whether a TLS Redis asks its clients for a certificate
@@ -70,6 +73,23 @@ impl RedisServer {
     /// Starts a server on a free loopback port.
     pub async fn start() -> Result<Self, HarnessError> {
         Self::launch(temp_dir()?, None, false, false).await
+    }
+
+    /// A server in cluster mode (`--cluster-enabled yes`), not yet part of
+    /// a cluster: [`crate::RedisCluster`] forms one from several. Its
+    /// port is below 55535 and port + 10000 (the cluster bus) was free.
+    pub(crate) async fn start_cluster_node() -> Result<Self, HarnessError> {
+        let mut server = Self {
+            port: 0,
+            dir: temp_dir()?,
+            child: None,
+            tls_port: None,
+            auth_clients: false,
+            append_only: false,
+            cluster_node: true,
+        };
+        start_on_free_ports(&mut server).await?;
+        Ok(server)
     }
 
     /// [`RedisServer::start`] with persistence as `k8s/` runs Redis: an
@@ -94,6 +114,7 @@ impl RedisServer {
             tls_port,
             auth_clients,
             append_only,
+            cluster_node: false,
         };
         start_on_free_ports(&mut server).await?;
         Ok(server)
@@ -270,6 +291,28 @@ impl RedisServer {
         ]
     }
 
+    /// The cluster options of a cluster node (none otherwise): a node
+    /// presumed failed after 2 s, so a test sees a replica take over soon.
+    fn cluster_args(&self) -> Vec<String> {
+        if !self.cluster_node {
+            return Vec::new();
+        }
+        let config = self.dir.path().join("nodes.conf").display().to_string();
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &config,
+            "--cluster-node-timeout",
+            "2000",
+            // A replica's first sync at once, not after the default 5 s.
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     fn log_path(&self) -> std::path::PathBuf {
         self.dir.path().join("redis.log")
     }
@@ -297,9 +340,27 @@ impl RedisServer {
     }
 }
 
+/// A free loopback port below 55535 whose cluster bus port (+ 10000) is
+/// free too.
+async fn free_port_with_bus() -> Result<u16, HarnessError> {
+    for _ in 0..100 {
+        let port = free_port().await?;
+        if port < 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(HarnessError::Failed(
+        "no free port below 55535 with a free cluster bus port in 100 tries".into(),
+    ))
+}
+
 impl PortServer for RedisServer {
     async fn pick_ports(&mut self) -> Result<(), HarnessError> {
-        self.port = free_port().await?;
+        self.port = if self.cluster_node {
+            free_port_with_bus().await?
+        } else {
+            free_port().await?
+        };
         if self.tls_port.is_some() {
             self.tls_port = Some(free_port().await?);
         }
@@ -322,6 +383,7 @@ impl PortServer for RedisServer {
                 ["--appendonly", "no", "--appendfsync", "everysec"]
             })
             .args(self.tls_args())
+            .args(self.cluster_args())
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -365,6 +427,7 @@ mod tests {
             tls_port: None,
             auth_clients: false,
             append_only: false,
+            cluster_node: false,
         };
         let error = loser.start_process().await.unwrap_err();
         assert!(matches!(error, HarnessError::PortTaken { .. }), "{error}");

@@ -11,6 +11,11 @@
 //! batch size decides the cost per vote (docs/BENCHMARKS.md, "Redis per
 //! queued vote").
 //!
+//! A second table runs the same pusher against a Redis Cluster of 3
+//! primaries and 3 replicas (the test harness's), at each shard count and
+//! replica acknowledgement, next to the single Redis of the first table:
+//! what sharding and `WAIT` cost Redis per vote (docs/SCALING.md).
+//!
 //! `cargo bench -p votemesh-vote --bench push` (BENCH_SECONDS=N per figure,
 //! default 3).
 
@@ -23,10 +28,14 @@ use std::{
     time::Duration,
 };
 
+use bb8_redis::redis::{AsyncCommands, cluster::ClusterClient};
 use chrono::Utc;
 use uuid::Uuid;
-use votemesh::queue::{NewVote, VoteSink, redis::RedisQueue};
-use votemesh_testing::RedisServer;
+use votemesh::{
+    config::QueueLayout,
+    queue::{NewVote, VoteSink, redis::RedisQueue, shard::Shards},
+};
+use votemesh_testing::{RedisCluster, RedisServer};
 
 fn vote(i: u64) -> NewVote {
     NewVote {
@@ -163,5 +172,69 @@ async fn main() {
             floor.micros_per_message,
             pushed.micros_per_message / floor.micros_per_message,
         );
+    }
+    cluster_table(seconds).await;
+}
+
+/// The pusher on a 3-primary cluster: Redis CPU per vote over all nodes
+/// (primaries, and replicas apart), at 64 concurrent callers, for each
+/// shard count and replica acknowledgement.
+async fn cluster_table(seconds: f64) {
+    let cluster = RedisCluster::start(3, 1).await.expect("a Redis Cluster");
+    let seeds: Vec<String> = cluster.seeds().split(',').map(str::to_owned).collect();
+    let client = ClusterClient::new(
+        seeds
+            .iter()
+            .map(|seed| format!("redis://{seed}/"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut reader = client.get_async_connection().await.unwrap();
+    println!();
+    println!(
+        "| cluster, c=64 | shards | replica acks | votes/s | primaries' µs per vote | replicas' µs per vote |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (shards, replica_acks) in [(3, 0), (3, 1), (64, 0), (64, 1)] {
+        let layout = QueueLayout {
+            shards: Shards::new(std::num::NonZeroU16::new(shards).unwrap()),
+            replica_acks,
+        };
+        for node in cluster.nodes() {
+            let _ = node.command(&["FLUSHALL"]).await;
+        }
+        let topology = cluster.topology().await.unwrap();
+        let cpu_of = |primary: bool| {
+            topology
+                .iter()
+                .filter(|node| node.primary == primary)
+                .filter_map(|node| {
+                    cluster
+                        .nodes()
+                        .iter()
+                        .find(|server| server.port() == node.port)
+                        .and_then(RedisServer::pid)
+                })
+                .map(cpu_seconds)
+                .sum::<f64>()
+        };
+        let (primaries_before, replicas_before) = (cpu_of(true), cpu_of(false));
+        let queue = RedisQueue::cluster(&seeds, layout).unwrap();
+        push_for(queue, 64, seconds).await;
+        let (primaries, replicas) = (
+            cpu_of(true) - primaries_before,
+            cpu_of(false) - replicas_before,
+        );
+        let mut votes = 0u64;
+        for shard in layout.shards.all() {
+            votes += reader.llen::<_, u64>(shard.queue_key()).await.unwrap();
+        }
+        println!(
+            "| | {shards} | {replica_acks} | {:.0} | {:.2} | {:.2} |",
+            votes as f64 / seconds,
+            primaries * 1e6 / votes.max(1) as f64,
+            replicas * 1e6 / votes.max(1) as f64,
+        );
+        let _ = cluster.command(&["FLUSHALL"]).await;
     }
 }

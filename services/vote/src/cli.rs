@@ -4,7 +4,7 @@
 use clap::Parser;
 use votemesh::{
     component::ServerArgs,
-    config::{self, PollArgs, RedisArgs, TlsServerArgs},
+    config::{self, PollArgs, QueueArgs, RedisArgs, TlsServerArgs},
 };
 
 /// Takes votes over gRPC and queues them in Redis.
@@ -17,6 +17,10 @@ pub struct Cli {
     /// Where the Redis queue is.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// How the queue is spread: a Redis Cluster, shards, replica
+    /// acknowledgements.
+    #[command(flatten)]
+    pub queue: QueueArgs,
     /// The poll's options.
     #[command(flatten)]
     pub poll: PollArgs,

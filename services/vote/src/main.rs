@@ -25,13 +25,22 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .poll
         .poll()
         .context("bad poll options (OPTION_A, OPTION_B, EXTRA_OPTIONS)")?;
-    let redis_url = cli.redis.url_or_local();
-    tracing::info!(redis = %redis_url, options = %poll.labels(), "starting the vote service");
+    let layout = cli.queue.layout();
     let listener = Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?
         .with_admission(Admission::new(&cli.server.admission));
-    let queue = RedisQueue::with_tls(&redis_url, listener.tls())?;
+    let queue = match cli.queue.cluster_nodes() {
+        Some(seeds) => {
+            tracing::info!(redis_cluster = %seeds.join(","), shards = layout.shards.count(), replica_acks = layout.replica_acks, options = %poll.labels(), "starting the vote service");
+            RedisQueue::cluster(seeds, layout)?
+        }
+        None => {
+            let redis_url = cli.redis.url_or_local();
+            tracing::info!(redis = %redis_url, shards = layout.shards.count(), replica_acks = layout.replica_acks, options = %poll.labels(), "starting the vote service");
+            RedisQueue::single(&redis_url, listener.tls(), layout)?
+        }
+    };
     votemesh_vote::run(
         listener,
         queue,

@@ -10,7 +10,10 @@ use tonic::Code;
 use votemesh::{
     idempotency::MAX_REPEAT_WINDOW,
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
-    queue::{CLOCK_KEY, HEARTBEAT_KEY_PREFIX, REQUEST_KEY_PREFIX, VoteSink, redis::RedisQueue},
+    queue::{
+        CLOCK_KEY, HEARTBEAT_KEY_PREFIX, REQUEST_KEY_PREFIX, VoteSink, redis::RedisQueue,
+        shard::LAYOUT_KEY,
+    },
     store,
 };
 use votemesh_testing::{ANY_PORT, PostgresServer, RedisServer, TestServer, probe};
@@ -203,7 +206,8 @@ async fn concurrent_votes_share_script_calls_and_a_drained_queue_leaves_nothing_
     let expected = BTreeMap::from([("a".to_owned(), DISTINCT_VOTERS as i64)]);
     wait_for_tally(&db, &expected, "once drained").await;
 
-    // What is left: the queue's one clock and the worker's heartbeat, not
+    // What is left: the queue's one clock, its layout (its shard count)
+    // and the worker's heartbeat, not
     // a key, field or list entry per voter that stays; a call's
     // idempotency marker lives only for its repeat window.
     let reply = redis.command(&["KEYS", "*"]).await.unwrap();
@@ -221,8 +225,8 @@ async fn concurrent_votes_share_script_calls_and_a_drained_queue_leaves_nothing_
             );
         } else {
             assert!(
-                *key == CLOCK_KEY || key.starts_with(HEARTBEAT_KEY_PREFIX),
-                "only the clock, heartbeats and expiring markers remain: {keys:?}"
+                *key == CLOCK_KEY || *key == LAYOUT_KEY || key.starts_with(HEARTBEAT_KEY_PREFIX),
+                "only the clock, the layout, heartbeats and expiring markers remain: {keys:?}"
             );
         }
     }

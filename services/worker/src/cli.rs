@@ -4,7 +4,7 @@
 use clap::Parser;
 use votemesh::{
     component::ServerArgs,
-    config::{self, DatabaseArgs, RedisArgs, TlsServerArgs},
+    config::{self, DatabaseArgs, QueueArgs, RedisArgs, TlsServerArgs},
 };
 
 /// Drains the Redis vote queue into Postgres.
@@ -24,6 +24,10 @@ pub struct Cli {
     /// Where the Redis queue is.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// How the queue is spread: a Redis Cluster, shards, replica
+    /// acknowledgements.
+    #[command(flatten)]
+    pub queue: QueueArgs,
     /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,

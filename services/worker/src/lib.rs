@@ -91,6 +91,7 @@ pub async fn run<S: VoteSource>(
         )
     };
     let worker_id = settings.worker_id.clone();
+    let source_for_leave = source.clone();
     let heartbeat = tokio::spawn(drain::heartbeat(
         source.clone(),
         settings.heartbeat_interval,
@@ -116,7 +117,13 @@ pub async fn run<S: VoteSource>(
         ("heartbeat", heartbeat),
         ("readiness probe", probe),
     ];
-    supervise::serve_with(server, tasks, shutdown).await
+    let served = supervise::serve_with(server, tasks, shutdown).await;
+    // The last batch is written: hand the shards over now rather than
+    // when the leases expire.
+    if let Err(error) = source_for_leave.leave().await {
+        tracing::warn!(%error, "could not hand this worker's shards over; the others take them when its leases expire");
+    }
+    served
 }
 
 /// The worker id of this process on the instance (host or pod) named

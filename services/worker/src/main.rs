@@ -7,8 +7,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use votemesh::{
-    admission::Admission, client::selfcheck, component, config, grpc::Listener,
-    queue::redis::RedisQueue, shutdown, store, tls::TlsFiles,
+    admission::Admission,
+    client::selfcheck,
+    component, config,
+    grpc::Listener,
+    queue::{
+        link::{self, Target},
+        redis::RedisQueue,
+        sharded::{self, ShardedWorkerQueue},
+    },
+    shutdown, store,
+    tls::TlsFiles,
 };
 use votemesh_worker::{DrainSettings, cli::Cli};
 
@@ -25,23 +34,39 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .worker_id
         .clone()
         .unwrap_or_else(votemesh_worker::default_worker_id);
-    let redis_url = cli.redis.url_or_local();
+    let layout = cli.queue.layout();
     let database_url = store::with_tls_files(
         &cli.database.url_or_local()?,
         TlsFiles::from_args(&cli.tls.identity)?.as_ref(),
     );
-    tracing::info!(%worker_id, redis = %redis_url, database = %database_url, batch_size = cli.batch_size, "starting the worker");
-
     let shutdown = shutdown::on_signal();
     let db = store::connect(&database_url).await?;
     let listener = Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?
         .with_admission(Admission::new(&cli.server.admission));
-    let queue = RedisQueue::with_tls(&redis_url, listener.tls())?.for_worker(&worker_id);
-    let mut settings = DrainSettings::new(worker_id);
+    let mut settings = DrainSettings::new(worker_id.clone());
     settings.batch_size = cli.batch_size.max(1);
-    votemesh_worker::run(listener, queue, db, settings, shutdown).await?;
+    let sharded = cli.queue.cluster_nodes().is_some() || layout.shards.count() > 1;
+    if !sharded {
+        let redis_url = cli.redis.url_or_local();
+        tracing::info!(%worker_id, redis = %redis_url, database = %database_url, batch_size = cli.batch_size, "starting the worker");
+        let queue = RedisQueue::with_tls(&redis_url, listener.tls())?.for_worker(&worker_id);
+        votemesh_worker::run(listener, queue, db, settings, shutdown).await?;
+    } else {
+        let target = match cli.queue.cluster_nodes() {
+            Some(seeds) => Target::Cluster(Box::new(link::cluster_client(seeds)?)),
+            None => Target::Single {
+                url: cli.redis.url_or_local(),
+                tls: listener.tls(),
+            },
+        };
+        tracing::info!(%worker_id, redis = ?target, shards = layout.shards.count(), database = %database_url, batch_size = cli.batch_size, "starting the worker on a sharded queue");
+        let queue = ShardedWorkerQueue::new(target, layout, &worker_id)?;
+        // The heartbeat renews the shard leases.
+        settings.heartbeat_interval = sharded::LEASE_RENEW_INTERVAL;
+        votemesh_worker::run(listener, queue, db, settings, shutdown).await?;
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -91,6 +91,25 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
             "redis=redis://redis.invalid:6379/".into(),
             "error",
         ),
+        // The queue's spread: empty is one Redis, one shard.
+        (
+            "REDIS_CLUSTER_NODES",
+            &[],
+            format!("redis=redis://redis.invalid:{rp}/"),
+            "sharded",
+        ),
+        (
+            "QUEUE_SHARDS",
+            &[],
+            format!("redis=redis://redis.invalid:{rp}/"),
+            "sharded",
+        ),
+        (
+            "REDIS_REPLICA_ACKS",
+            &[],
+            format!("redis=redis://redis.invalid:{rp}/"),
+            "invalid value",
+        ),
         (
             "DATABASE_URL",
             &[],
@@ -228,6 +247,9 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("REDIS_URL", &bad_redis_url),
         ("REDIS_HOST", "redis host"),
         ("REDIS_PORT", "abc"),
+        ("REDIS_CLUSTER_NODES", "redis-0"),
+        ("QUEUE_SHARDS", "0"),
+        ("REDIS_REPLICA_ACKS", "-1"),
         ("DATABASE_URL", &bad_database_url),
         ("DB_HOST", "db:5432"),
         ("DB_PORT", "99999"),
