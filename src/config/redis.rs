@@ -16,9 +16,13 @@ use super::{
 };
 use crate::queue::shard::Shards;
 
-/// Queue shards on a Redis Cluster when `QUEUE_SHARDS` is unset: enough
-/// for 64 workers and for the slots of many primaries.
-pub const DEFAULT_CLUSTER_SHARDS: u16 = 64;
+/// Queue shards on a Redis Cluster when `QUEUE_SHARDS` is unset: up to 16
+/// workers drain in parallel. Not more by default, because a vote service
+/// sends one push call per shard its votes fall in, and a call costs Redis
+/// about what six votes do: at 64 concurrent votes per vote service on 3
+/// primaries, Redis spent 6.1-6.8 µs a vote with 3 shards, 15.1 with 16
+/// and 31-39 with 64 (docs/SCALING.md, "What a push costs on a cluster").
+pub const DEFAULT_CLUSTER_SHARDS: u16 = 16;
 /// Replicas that confirm a push on a Redis Cluster when
 /// `REDIS_REPLICA_ACKS` is unset.
 pub const DEFAULT_CLUSTER_REPLICA_ACKS: u8 = 1;
@@ -52,7 +56,7 @@ pub struct QueueArgs {
     #[arg(long = "redis-cluster-nodes", env = "REDIS_CLUSTER_NODES", value_delimiter = ',', value_parser = parse_host_port)]
     pub redis_cluster_nodes: Vec<String>,
     /// The queue's number of shards, fixed for its life (default: 1 on a
-    /// single Redis, 64 on a cluster). A component started with another
+    /// single Redis, 16 on a cluster). A component started with another
     /// count than the queue was set up with refuses to use it.
     #[arg(long = "queue-shards", env = "QUEUE_SHARDS")]
     pub queue_shards: Option<NonZeroU16>,
@@ -158,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_defaults_to_64_shards_and_one_replica_ack() {
+    fn a_cluster_defaults_to_16_shards_and_one_replica_ack() {
         let cluster = QueueArgs {
             redis_cluster_nodes: vec!["127.0.0.1:7000".into()],
             ..QueueArgs::default()

@@ -505,7 +505,9 @@ impl VoteSource for ShardedWorkerQueue {
 
     /// What waits in every shard (all of them, not only the held ones:
     /// the queue's backlog), dated by the oldest; each held shard's depth
-    /// is also published as `votemesh_queue_shard_depth{shard}`.
+    /// and the age of its oldest vote (how far behind it is) are also
+    /// published, as `votemesh_queue_shard_depth{shard}` and
+    /// `votemesh_queue_shard_oldest_age_seconds{shard}`.
     async fn backlog(&self) -> Result<Backlog, QueueError> {
         let connection = self.connection().await?;
         let calls = self.shards.all().map(|shard| {
@@ -525,8 +527,11 @@ impl VoteSource for ShardedWorkerQueue {
         for outcome in join_all(calls).await {
             let (index, backlog) = outcome?;
             if held.contains(&index) {
-                metrics::gauge!("votemesh_queue_shard_depth", "shard" => index.to_string())
+                let shard = index.to_string();
+                metrics::gauge!("votemesh_queue_shard_depth", "shard" => shard.clone())
                     .set(backlog.depth as f64);
+                metrics::gauge!("votemesh_queue_shard_oldest_age_seconds", "shard" => shard)
+                    .set(backlog.oldest_age(chrono::Utc::now()).as_secs_f64());
             }
             total.depth += backlog.depth;
             total.oldest_cast_at = match (total.oldest_cast_at, backlog.oldest_cast_at) {

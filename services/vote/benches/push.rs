@@ -195,7 +195,7 @@ async fn cluster_table(seconds: f64) {
         "| cluster, c=64 | shards | replica acks | votes/s | primaries' µs per vote | replicas' µs per vote |"
     );
     println!("|---|---|---|---|---|---|");
-    for (shards, replica_acks) in [(3, 0), (3, 1), (64, 0), (64, 1)] {
+    for (shards, replica_acks) in [(3, 0), (3, 1), (16, 1), (64, 0), (64, 1)] {
         let layout = QueueLayout {
             shards: Shards::new(std::num::NonZeroU16::new(shards).unwrap()),
             replica_acks,

@@ -206,3 +206,21 @@ async fn a_killed_workers_shards_and_batch_are_taken_over_and_the_backlog_drains
     }
     assert_eq!(votemesh_testing::stored_tally(&db).await.unwrap(), tally);
 }
+
+#[tokio::test]
+async fn a_worker_that_joins_gets_its_share_without_a_restart_of_the_others() {
+    let cluster = RedisCluster::start(3, 1).await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
+    let db = database(&postgres).await;
+    let _first = worker_process(&cluster, &postgres, "first");
+    wait_for_holders(&cluster, &["first"]).await;
+
+    let _second = worker_process(&cluster, &postgres, "second");
+    wait_for_holders(&cluster, &["first", "second"]).await;
+    let producers = [producer(&cluster)];
+    let expected = cast(&producers, 400).await;
+    probe::wait_for("every vote written", WAIT, || async {
+        stored_votes(&db).await == expected
+    })
+    .await;
+}
