@@ -153,6 +153,27 @@ pub fn signal(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// The CPU time (user and system) the process `pid` has used, in seconds,
+/// from `/proc/<pid>/stat`; 0 when it cannot be read (the process is gone).
+/// Benchmarks read it before and after a run.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which may itself hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / per_second
+}
+
 /// Runs `binary --health-check --listen addr`, as Docker's HEALTHCHECK
 /// does in the images, and returns what it printed and its exit status.
 pub async fn run_health_check(binary: &str, addr: std::net::SocketAddr) -> std::process::Output {

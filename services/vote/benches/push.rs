@@ -35,7 +35,7 @@ use votemesh::{
     config::QueueLayout,
     queue::{NewVote, VoteSink, redis::RedisQueue, shard::Shards},
 };
-use votemesh_testing::{RedisCluster, RedisServer};
+use votemesh_testing::{RedisCluster, RedisServer, process::cpu_seconds};
 
 fn vote(i: u64) -> NewVote {
     NewVote {
@@ -67,18 +67,6 @@ async fn push_for(queue: RedisQueue, concurrency: usize, seconds: f64) {
     for handle in loops {
         handle.await.expect("push loop");
     }
-}
-
-/// CPU time (user + system) of process `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf only reads a constant of the system.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 /// What Redis did during one measured stretch.

@@ -9,6 +9,11 @@
 //! worker did. Both run in the same run on the same machine, so the ratio
 //! is what to read; the absolute numbers depend on the machine (and the
 //! harness runs PostgreSQL with fsync off, which flatters the reference).
+//!
+//! Then the same drain with the queue on a Redis Cluster of 3 primaries
+//! and 3 replicas (the harness's), in 16 shards, one worker holding them
+//! all, next to one Redis with the default batch: the worker's and Redis'
+//! CPU per drained vote, read from `/proc` (docs/SCALING.md).
 
 use std::{
     collections::HashMap,
@@ -20,24 +25,85 @@ use chrono::Utc;
 use sea_orm::EntityTrait;
 use uuid::Uuid;
 use votemesh::{
-    queue::{NewVote, VoteSink, redis::RedisQueue},
+    config::QueueLayout,
+    queue::{NewVote, VoteSink, redis::RedisQueue, shard::Shards},
     store::{self, entity::tally},
 };
-use votemesh_testing::{PostgresServer, RedisServer};
+use votemesh_testing::{PostgresServer, RedisCluster, RedisServer, process::cpu_seconds};
 
 struct Outcome {
     batch_size: usize,
     seconds: f64,
     peak_rss_kib: u64,
+    /// CPU seconds of the worker and of Redis (every node) during the drain.
+    worker_cpu: f64,
+    redis_cpu: f64,
+}
+
+/// Where the queue is.
+enum Queue {
+    Single(Box<RedisServer>),
+    Cluster(RedisCluster),
+}
+
+/// Shards of the cluster configuration.
+const CLUSTER_SHARDS: u16 = 16;
+
+impl Queue {
+    fn producer(&self) -> RedisQueue {
+        match self {
+            Self::Single(redis) => RedisQueue::new(&redis.url()).unwrap(),
+            Self::Cluster(cluster) => {
+                let seeds: Vec<String> = cluster.seeds().split(',').map(str::to_owned).collect();
+                RedisQueue::cluster(
+                    &seeds,
+                    QueueLayout {
+                        shards: Shards::new(std::num::NonZeroU16::new(CLUSTER_SHARDS).unwrap()),
+                        replica_acks: 0,
+                    },
+                )
+                .unwrap()
+            }
+        }
+    }
+
+    fn worker_env(&self, command: &mut Command) {
+        match self {
+            Self::Single(redis) => {
+                command.env("REDIS_URL", redis.url().expose());
+            }
+            Self::Cluster(cluster) => {
+                command
+                    .env("REDIS_CLUSTER_NODES", cluster.seeds())
+                    .env("QUEUE_SHARDS", CLUSTER_SHARDS.to_string());
+            }
+        }
+    }
+
+    fn redis_cpu(&self) -> f64 {
+        match self {
+            Self::Single(redis) => redis.pid().map(cpu_seconds).unwrap_or(0.0),
+            Self::Cluster(cluster) => cluster
+                .nodes()
+                .iter()
+                .filter_map(RedisServer::pid)
+                .map(cpu_seconds)
+                .sum(),
+        }
+    }
 }
 
 async fn run(batch_size: usize, votes: usize) -> Outcome {
     let redis = RedisServer::start().await.expect("redis-server");
+    drain(Queue::Single(Box::new(redis)), batch_size, votes).await
+}
+
+async fn drain(redis: Queue, batch_size: usize, votes: usize) -> Outcome {
     let postgres = PostgresServer::start().await.expect("postgres");
     let db = store::connect(&postgres.url()).await.unwrap();
     store::migrate(&db).await.unwrap();
 
-    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let queue = redis.producer();
     let voters = votes * 3 / 4;
     let mut pushes = Vec::new();
     for i in 0..votes {
@@ -65,8 +131,10 @@ async fn run(batch_size: usize, votes: usize) -> Outcome {
     }
 
     let started = Instant::now();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_votemesh-worker"))
-        .env("REDIS_URL", redis.url().expose())
+    let redis_before = redis.redis_cpu();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_votemesh-worker"));
+    redis.worker_env(&mut command);
+    let mut worker = command
         .env("DATABASE_URL", postgres.url().expose())
         .env("WORKER_ID", "bench")
         .env("WORKER_LISTEN_ADDR", "127.0.0.1:0")
@@ -93,6 +161,8 @@ async fn run(batch_size: usize, votes: usize) -> Outcome {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let worker_cpu = cpu_seconds(worker.id());
+    let redis_cpu = redis.redis_cpu() - redis_before;
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", worker.id())).unwrap_or_default();
     let peak_rss_kib = status
@@ -106,6 +176,8 @@ async fn run(batch_size: usize, votes: usize) -> Outcome {
         batch_size,
         seconds,
         peak_rss_kib,
+        worker_cpu,
+        redis_cpu,
     }
 }
 
@@ -144,6 +216,35 @@ async fn main() {
             "batch {} drains {:.1}x faster than the reference",
             batched.batch_size,
             reference.seconds / batched.seconds
+        );
+    }
+
+    println!();
+    println!(
+        "| queue | votes/s | worker µs per vote | Redis µs per vote (all nodes) | peak worker RSS (MiB) |"
+    );
+    println!("|---|---|---|---|---|");
+    let single = run(votemesh_worker::DEFAULT_BATCH_SIZE, votes).await;
+    let cluster = RedisCluster::start(3, 1).await.expect("a Redis Cluster");
+    let sharded = drain(
+        Queue::Cluster(cluster),
+        votemesh_worker::DEFAULT_BATCH_SIZE,
+        votes,
+    )
+    .await;
+    for (label, outcome) in [
+        ("one Redis".to_owned(), &single),
+        (
+            format!("cluster, 3 primaries, {CLUSTER_SHARDS} shards"),
+            &sharded,
+        ),
+    ] {
+        println!(
+            "| {label} | {:.0} | {:.2} | {:.2} | {:.1} |",
+            votes as f64 / outcome.seconds,
+            outcome.worker_cpu * 1e6 / votes as f64,
+            outcome.redis_cpu * 1e6 / votes as f64,
+            outcome.peak_rss_kib as f64 / 1024.0,
         );
     }
 }
