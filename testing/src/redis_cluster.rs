@@ -38,6 +38,18 @@ pub struct ClusterNode {
     pub slots: Vec<(u16, u16)>,
 }
 
+impl ClusterNode {
+    /// Whether it is a live primary serving `slot`.
+    pub fn serves(&self, slot: u16) -> bool {
+        self.primary
+            && !self.failed
+            && self
+                .slots
+                .iter()
+                .any(|&(first, last)| (first..=last).contains(&slot))
+    }
+}
+
 impl RedisCluster {
     /// Starts `primaries` primaries with `replicas` replicas each and forms
     /// the cluster; returns once every node agrees it is whole.
@@ -133,14 +145,7 @@ impl RedisCluster {
         self.topology()
             .await?
             .into_iter()
-            .find(|node| {
-                node.primary
-                    && !node.failed
-                    && node
-                        .slots
-                        .iter()
-                        .any(|&(first, last)| (first..=last).contains(&slot))
-            })
+            .find(|node| node.serves(slot))
             .ok_or_else(|| HarnessError::Failed(format!("no live primary serves slot {slot}")))
     }
 
@@ -172,53 +177,30 @@ impl RedisCluster {
         pause: Duration,
     ) -> Result<(), HarnessError> {
         let topology = self.topology().await?;
-        let serves = |node: &ClusterNode| {
-            node.primary
-                && !node.failed
-                && node
-                    .slots
-                    .iter()
-                    .any(|&(first, last)| (first..=last).contains(&slot))
-        };
         let from = topology
             .iter()
-            .find(|node| serves(node))
+            .find(|node| node.serves(slot))
             .ok_or_else(|| HarnessError::Failed(format!("no primary serves slot {slot}")))?;
         let to = topology
             .iter()
             .find(|node| node.port == to_port && node.primary)
             .ok_or_else(|| HarnessError::Failed(format!("no primary on port {to_port}")))?;
         let slot_text = slot.to_string();
-        let ok = |reply: String, what: &str| {
-            if reply.starts_with('+') || reply.starts_with('*') {
-                Ok(reply)
-            } else {
-                Err(HarnessError::Failed(format!("{what}: {reply:?}")))
-            }
-        };
-        ok(
-            RedisServer::command_on(
-                to.port,
-                &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from.id],
-            )
-            .await?,
-            "SETSLOT IMPORTING",
-        )?;
-        ok(
-            RedisServer::command_on(
-                from.port,
-                &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to.id],
-            )
-            .await?,
-            "SETSLOT MIGRATING",
-        )?;
+        let (slot_text, to_port_text) = (slot_text.as_str(), to.port.to_string());
+        node_command(
+            to.port,
+            &["CLUSTER", "SETSLOT", slot_text, "IMPORTING", &from.id],
+        )
+        .await?;
+        node_command(
+            from.port,
+            &["CLUSTER", "SETSLOT", slot_text, "MIGRATING", &to.id],
+        )
+        .await?;
         let count = keys_per_step.to_string();
         loop {
-            let reply = RedisServer::command_on(
-                from.port,
-                &["CLUSTER", "GETKEYSINSLOT", &slot_text, &count],
-            )
-            .await?;
+            let reply =
+                node_command(from.port, &["CLUSTER", "GETKEYSINSLOT", slot_text, &count]).await?;
             let keys: Vec<&str> = reply
                 .lines()
                 .skip(1)
@@ -227,21 +209,25 @@ impl RedisCluster {
             if keys.is_empty() {
                 break;
             }
-            let port = to.port.to_string();
-            let mut words = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            let mut words = vec![
+                "MIGRATE",
+                "127.0.0.1",
+                &to_port_text,
+                "",
+                "0",
+                "5000",
+                "KEYS",
+            ];
             words.extend(keys.iter().copied());
-            ok(RedisServer::command_on(from.port, &words).await?, "MIGRATE")?;
+            node_command(from.port, &words).await?;
             tokio::time::sleep(pause).await;
         }
         for node in topology.iter().filter(|node| node.primary && !node.failed) {
-            ok(
-                RedisServer::command_on(
-                    node.port,
-                    &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to.id],
-                )
-                .await?,
-                "SETSLOT NODE",
-            )?;
+            node_command(
+                node.port,
+                &["CLUSTER", "SETSLOT", slot_text, "NODE", &to.id],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -323,6 +309,20 @@ impl RedisCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// Runs `words` on the node on `port`; an error reply (not `+...` or an
+/// array) is an error naming the command.
+async fn node_command(port: u16, words: &[&str]) -> Result<String, HarnessError> {
+    let reply = RedisServer::command_on(port, words).await?;
+    if reply.starts_with('+') || reply.starts_with('*') {
+        Ok(reply)
+    } else {
+        Err(HarnessError::Failed(format!(
+            "{} on {port}: {reply:?}",
+            words[..words.len().min(3)].join(" ")
+        )))
     }
 }
 

@@ -108,6 +108,20 @@ async fn stored_votes(db: &DatabaseConnection) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Waits until the votes table holds each voter's `expected` option, then
+/// checks the tally counts exactly those.
+async fn wait_until_counted(db: &DatabaseConnection, expected: &BTreeMap<String, String>) {
+    probe::wait_for("every vote written", WAIT, || async {
+        &stored_votes(db).await == expected
+    })
+    .await;
+    let mut tally = BTreeMap::<String, i64>::new();
+    for option in expected.values() {
+        *tally.entry(option.clone()).or_default() += 1;
+    }
+    assert_eq!(votemesh_testing::stored_tally(db).await.unwrap(), tally);
+}
+
 /// Who holds each shard's lease (`None`: nobody).
 async fn lease_holders(cluster: &RedisCluster) -> Vec<Option<String>> {
     let mut holders = Vec::new();
@@ -162,15 +176,7 @@ async fn three_workers_share_the_shards_and_each_voters_last_vote_is_counted_onc
 
     let producers = [producer(&cluster), producer(&cluster)];
     let expected = cast(&producers, 600).await;
-    probe::wait_for("every vote written", WAIT, || async {
-        stored_votes(&db).await == expected
-    })
-    .await;
-    let mut tally = BTreeMap::<String, i64>::new();
-    for option in expected.values() {
-        *tally.entry(option.clone()).or_default() += 1;
-    }
-    assert_eq!(votemesh_testing::stored_tally(&db).await.unwrap(), tally);
+    wait_until_counted(&db, &expected).await;
 }
 
 #[tokio::test]
@@ -196,15 +202,7 @@ async fn a_killed_workers_shards_and_batch_are_taken_over_and_the_backlog_drains
     );
 
     wait_for_holders(&cluster, &["survivor"]).await;
-    probe::wait_for("every vote written", WAIT, || async {
-        stored_votes(&db).await == expected
-    })
-    .await;
-    let mut tally = BTreeMap::<String, i64>::new();
-    for option in expected.values() {
-        *tally.entry(option.clone()).or_default() += 1;
-    }
-    assert_eq!(votemesh_testing::stored_tally(&db).await.unwrap(), tally);
+    wait_until_counted(&db, &expected).await;
 }
 
 #[tokio::test]
@@ -219,8 +217,5 @@ async fn a_worker_that_joins_gets_its_share_without_a_restart_of_the_others() {
     wait_for_holders(&cluster, &["first", "second"]).await;
     let producers = [producer(&cluster)];
     let expected = cast(&producers, 400).await;
-    probe::wait_for("every vote written", WAIT, || async {
-        stored_votes(&db).await == expected
-    })
-    .await;
+    wait_until_counted(&db, &expected).await;
 }
