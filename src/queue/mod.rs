@@ -8,16 +8,22 @@
 //! returns the processing list first), and a batch whose worker never comes
 //! back is returned to `votes` by the others ([`VoteSource::reclaim_orphans`]).
 //!
-//! Two implementations sit behind the same traits:
+//! Three implementations sit behind the same traits:
 //! - [`redis::RedisQueue`] / [`redis::RedisWorkerQueue`]: Redis (votes pushed
 //!   in batches over one multiplexed connection, the worker through a bb8 pool);
+//! - [`redis::RedisQueue`] / [`sharded::ShardedWorkerQueue`]: a queue in
+//!   several shards ([`shard`]), on one Redis or a Redis Cluster, whose
+//!   workers share the shards through leases (docs/SCALING.md);
 //! - [`memory::MemoryQueue`]: in-process, for the all-in-one local run.
 //!
-//! [`connect`] builds the Redis client of both Redis paths (plaintext, or
-//! TLS for a `rediss://` URL).
+//! [`connect`] builds the Redis client of the single-Redis paths (plaintext,
+//! or TLS for a `rediss://` URL); [`link`] is the pusher's and the sharded
+//! worker's connection, to one Redis or a cluster, and checks the queue's
+//! shard count on every new one.
 //!
 //! The queue also stamps each vote with a `sequence`: one stamp for the
-//! whole queue, rising in the order the queue accepted the votes, so the
+//! whole queue (for each shard of a sharded one: a voter is in one shard),
+//! rising in the order the queue accepted the votes, so the
 //! worker can tell which of two votes of one voter is the later one. It
 //! keeps no lasting state per voter: a vote pushed with an idempotency key
 //! leaves a marker that expires with its call's repeat window

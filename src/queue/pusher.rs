@@ -8,24 +8,27 @@
 //!                     up to MAX_PUSH_BATCH)    on the wire at a time)
 //! ```
 //!
-//! One task per process owns one multiplexed Redis connection. It takes the
-//! first waiting vote and whatever else is waiting (up to
-//! [`MAX_PUSH_BATCH`]), stamps and pushes them in one script call, and
-//! answers each caller once Redis answered. A lone vote goes out at once;
+//! One task per process owns one link to Redis ([`super::link`]: a
+//! multiplexed connection to one Redis, or a cluster connection). It takes
+//! the first waiting vote and whatever else is waiting (up to
+//! [`MAX_PUSH_BATCH`]), stamps and pushes them in one script call per
+//! shard they fall in (one call on an unsharded queue; with
+//! `REDIS_REPLICA_ACKS`, each call pipelined with its `WAIT`), and answers
+//! each caller once Redis answered. A lone vote goes out at once;
 //! under load, votes gather while the call before is on the wire, so the
 //! cost per vote falls as load rises. Nothing is acknowledged before Redis
 //! accepted it.
 //!
-//! The connection speaks RESP3 so the client reports a disconnection as it
-//! happens: a batch is then sent on a new connection, and if none can be
+//! A single Redis's connection speaks RESP3 so the client reports a
+//! disconnection as it happens (a cluster connection reconnects by itself): a batch is then sent on a new connection, and if none can be
 //! opened the votes are refused as [`QueueError::Unavailable`] (nothing was
 //! sent), together with every vote that gathered while the attempt waited.
 //! So when Redis does not answer at all (a host gone, not a port refused),
 //! no vote waits longer than one connection attempt
-//! ([`connect::CONNECTION_TIMEOUT`]) before its caller hears UNAVAILABLE,
+//! ([`super::connect::CONNECTION_TIMEOUT`]) before its caller hears UNAVAILABLE,
 //! however many arrive meanwhile. A vote whose caller has already gone (its
 //! deadline passed, the client hung up) is dropped before the push. A batch
-//! that was sent but not answered (within [`connect::RESPONSE_TIMEOUT`]) is
+//! that was sent but not answered (within [`super::connect::RESPONSE_TIMEOUT`]) is
 //! [`QueueError::Unconfirmed`] for each of its votes; the connection is
 //! replaced if it failed, and kept if the answer was only late (the call
 //! may still run, as it would have on a pooled connection).

@@ -126,7 +126,7 @@ return moved
 "#;
 
 /// The shard owner under rendezvous hashing: of `members`, the one with
-/// the highest [`rendezvous_score`] for the shard (ties to the smaller id).
+/// the highest `rendezvous_score` for the shard (ties to the smaller id).
 pub fn owner(members: &[String], shard: u16) -> Option<&str> {
     members
         .iter()
