@@ -149,6 +149,17 @@ impl Link {
     }
 }
 
+/// The readiness check of a queue on Redis: a PING (on a cluster, of every
+/// primary), then [`check_layout`], so a component started with another
+/// `QUEUE_SHARDS` than the queue was set up with is not ready, and says why.
+pub async fn ping(connection: &mut impl ConnectionLike, shards: Shards) -> Result<(), QueueError> {
+    let _: String = redis::cmd("PING")
+        .query_async(connection)
+        .await
+        .map_err(connect::classify)?;
+    check_layout(connection, shards).await
+}
+
 /// Checks that the queue was set up with `shards` shards, recording it if
 /// nobody has yet (`votes:layout`). Refused ([`QueueError::Failed`]):
 ///

@@ -428,11 +428,7 @@ impl RedisQueue {
         match &self.backend {
             Backend::Single { .. } => {
                 let mut connection = self.connection().await?;
-                let _: String = redis::cmd("PING")
-                    .query_async(&mut *connection)
-                    .await
-                    .map_err(classify)?;
-                link::check_layout(&mut *connection, self.layout.shards).await?;
+                link::ping(&mut *connection, self.layout.shards).await
             }
             Backend::Cluster { client, probe } => {
                 let mut connection = probe
@@ -440,14 +436,9 @@ impl RedisQueue {
                     .await
                     .map_err(|error| QueueError::Unavailable(error.to_string()))?
                     .clone();
-                let _: String = redis::cmd("PING")
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(classify)?;
-                link::check_layout(&mut connection, self.layout.shards).await?;
+                link::ping(&mut connection, self.layout.shards).await
             }
         }
-        Ok(())
     }
 }
 

@@ -281,16 +281,25 @@ impl ShardedWorkerQueue {
             self.lease(&mut connection, &self.shards.shard(index), false)
                 .await?;
         }
-        let _: Vec<String> = self
-            .members_script
+        self.membership(&mut connection, false).await?;
+        Ok(())
+    }
+
+    /// Joins (renews this worker's heartbeat in) or leaves the members, and
+    /// returns the live members.
+    async fn membership(
+        &self,
+        connection: &mut PushConnection,
+        join: bool,
+    ) -> Result<Vec<String>, QueueError> {
+        self.members_script
             .key(MEMBERS_KEY)
             .arg(&self.worker_id)
             .arg(MEMBER_TTL.as_millis() as u64)
-            .arg("0")
-            .invoke_async(&mut connection)
+            .arg(if join { "1" } else { "0" })
+            .invoke_async(connection)
             .await
-            .map_err(classify)?;
-        Ok(())
+            .map_err(classify)
     }
 
     /// Takes or renews (`want`) or releases a shard's lease; whether it is
@@ -452,15 +461,7 @@ impl VoteSource for ShardedWorkerQueue {
     /// and forgets released shards whose processing list is empty.
     async fn reclaim_orphans(&self) -> Result<usize, QueueError> {
         let mut connection = self.connection().await?;
-        let members: Vec<String> = self
-            .members_script
-            .key(MEMBERS_KEY)
-            .arg(&self.worker_id)
-            .arg(MEMBER_TTL.as_millis() as u64)
-            .arg("1")
-            .invoke_async(&mut connection)
-            .await
-            .map_err(classify)?;
+        let members = self.membership(&mut connection, true).await?;
         let mut reclaimed = 0;
         for shard in self.shards.all() {
             let mine = owner(&members, shard.index()) == Some(self.worker_id.as_str());
@@ -548,11 +549,7 @@ impl VoteSource for ShardedWorkerQueue {
 
     async fn ping(&self) -> Result<(), QueueError> {
         let mut connection = self.connection().await?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut connection)
-            .await
-            .map_err(classify)?;
-        super::link::check_layout(&mut connection, self.shards).await
+        super::link::ping(&mut connection, self.shards).await
     }
 }
 
