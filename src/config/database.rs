@@ -1,12 +1,18 @@
 //! Where the database is ([`DatabaseArgs`]): `DATABASE_URL`, or the
 //! `DB_*` parts (the password kept in a [`Secret`]), turned into the one URL
-//! the store connects to.
+//! the store connects to; and, for the worker and the result service,
+//! several PostgreSQL primaries ([`DatabaseHostsArgs`], `DB_HOSTS`) that
+//! share the other parts, turned into one URL each, in the order given.
 
 use clap::Args;
 use thiserror::Error;
 use url::Url;
 
-use super::{ConnectionUrl, ConnectionUrlParser, Secret, parse::port_parser, parse_host};
+use super::{
+    ConnectionUrl, ConnectionUrlParser, Secret,
+    parse::{parse_host_optional_port, port_parser},
+    parse_host,
+};
 
 /// Default PostgreSQL port.
 pub const DEFAULT_DB_PORT: u16 = 5432;
@@ -24,6 +30,12 @@ pub enum ConfigError {
     /// with [`parse_host`]).
     #[error("{0:?} is not a host name or IP address")]
     BadHost(String),
+    /// `DB_HOSTS` set together with the one database's `DATABASE_URL` or
+    /// `DB_HOST`: which is meant is not clear.
+    #[error(
+        "DB_HOSTS names several databases; DATABASE_URL and DB_HOST name one: set one or the other"
+    )]
+    HostsAndOneDatabase,
 }
 
 /// Where the database is: `DATABASE_URL`, or the `DB_*` parts.
@@ -99,6 +111,42 @@ impl DatabaseArgs {
     }
 }
 
+/// Several PostgreSQL primaries that share the votes (the worker and the
+/// result service only): `DB_HOSTS`, each with the `DB_*` parts of
+/// [`DatabaseArgs`] but the host (and the port, when an entry names one).
+#[derive(Args, Clone, Debug, Default)]
+pub struct DatabaseHostsArgs {
+    /// Several PostgreSQL primaries, host[:port],host[:port],... (DB_PORT
+    /// where no port is given; the same DB_NAME, DB_USER and DB_PASSWORD
+    /// for each). The queue's shards are split into contiguous ranges over
+    /// them, in this order, which must never change (docs/SCALING.md).
+    #[arg(long = "db-hosts", env = "DB_HOSTS", value_delimiter = ',', value_parser = parse_host_optional_port)]
+    pub db_hosts: Vec<(String, Option<u16>)>,
+}
+
+impl DatabaseHostsArgs {
+    /// One URL per database: those of `DB_HOSTS` in order, or else the one
+    /// database of `database` (configured, or PostgreSQL on this machine).
+    pub fn urls(&self, database: &DatabaseArgs) -> Result<Vec<ConnectionUrl>, ConfigError> {
+        if self.db_hosts.is_empty() {
+            return Ok(vec![database.url_or_local()?]);
+        }
+        if database.database_url.is_some() || database.db_host.is_some() {
+            return Err(ConfigError::HostsAndOneDatabase);
+        }
+        self.db_hosts
+            .iter()
+            .map(|(host, port)| {
+                DatabaseArgs {
+                    db_port: port.unwrap_or(database.db_port),
+                    ..database.clone()
+                }
+                .postgres_url(host)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +189,56 @@ mod tests {
             matches!(bad_host.url_or_local(), Err(ConfigError::BadHost(_))),
             "a host that makes no URL is an error, not a URL without the password"
         );
+    }
+
+    #[test]
+    fn db_hosts_make_one_url_each_in_order_with_the_shared_parts() {
+        let parts = DatabaseArgs {
+            db_port: 5433,
+            db_name: "votes".into(),
+            db_user: "app".into(),
+            db_password: Some(Secret::new("pw")),
+            ..DatabaseArgs::default()
+        };
+        let hosts = DatabaseHostsArgs {
+            db_hosts: ["pg-1", "pg-0:6000", "[::1]:7000", "::1", "[::2]"]
+                .into_iter()
+                .map(|raw| parse_host_optional_port(raw).unwrap())
+                .collect(),
+        };
+        let urls: Vec<String> = hosts
+            .urls(&parts)
+            .unwrap()
+            .iter()
+            .map(|url| url.expose().to_owned())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "postgres://app:pw@pg-1:5433/votes",
+                "postgres://app:pw@pg-0:6000/votes",
+                "postgres://app:pw@[::1]:7000/votes",
+                "postgres://app:pw@[::1]:5433/votes",
+                "postgres://app:pw@[::2]:5433/votes",
+            ]
+        );
+        // Unset: the one database, as before.
+        assert_eq!(
+            DatabaseHostsArgs::default().urls(&parts).unwrap(),
+            [parts.url_or_local().unwrap()]
+        );
+        // With DB_HOST or DATABASE_URL as well: which one is meant?
+        let with_host = DatabaseArgs {
+            db_host: Some("db".into()),
+            ..parts
+        };
+        assert!(matches!(
+            hosts.urls(&with_host),
+            Err(ConfigError::HostsAndOneDatabase)
+        ));
+        for bad in ["pg:0", "pg:99999", "pg:x", "user@pg", "pg/db", ""] {
+            assert!(parse_host_optional_port(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

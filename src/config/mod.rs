@@ -53,9 +53,12 @@ pub use self::{
     },
     database::{
         ConfigError, DEFAULT_DB_NAME, DEFAULT_DB_PORT, DEFAULT_DB_USER, DEFAULT_SQLITE_URL,
-        DatabaseArgs,
+        DatabaseArgs, DatabaseHostsArgs,
     },
-    parse::{ConnectionUrlParser, parse_endpoint, parse_host, parse_host_port, parse_listen_addr},
+    parse::{
+        ConnectionUrlParser, parse_endpoint, parse_host, parse_host_optional_port, parse_host_port,
+        parse_listen_addr,
+    },
     poll::{DEFAULT_OPTION_A, DEFAULT_OPTION_B, PollArgs},
     redis::{
         DEFAULT_CLUSTER_REPLICA_ACKS, DEFAULT_CLUSTER_SHARDS, DEFAULT_REDIS_PORT, QueueArgs,

@@ -44,6 +44,34 @@ pub fn parse_host_port(raw: &str) -> Result<String, String> {
     }
 }
 
+/// Parses `host[:port]` (an entry of `DB_HOSTS`): a host as
+/// [`parse_host`] takes it, then, if given, a port from 1 to 65535. An
+/// IPv6 address with a port is written in brackets (`[::1]:5433`); without
+/// one, brackets are optional.
+pub fn parse_host_optional_port(raw: &str) -> Result<(String, Option<u16>), String> {
+    let raw = raw.trim();
+    let bare_ipv6 = raw.parse::<std::net::Ipv6Addr>().is_ok();
+    let split = match raw.rsplit_once(':') {
+        Some((host, port)) if !bare_ipv6 && (!host.contains(':') || host.ends_with(']')) => {
+            Some((host, port))
+        }
+        _ => None,
+    };
+    let Some((host, port)) = split else {
+        return Ok((
+            parse_host(raw.trim_start_matches('[').trim_end_matches(']'))?,
+            None,
+        ));
+    };
+    let host = parse_host(host.trim_start_matches('[').trim_end_matches(']'))?;
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok((host, Some(port))),
+        _ => Err(format!(
+            "{raw:?} has no port from 1 to 65535 after its last ':'"
+        )),
+    }
+}
+
 /// Parses a listen or connection port (`REDIS_PORT`, `DB_PORT`): 1 to 65535.
 pub(super) fn port_parser() -> clap::builder::RangedI64ValueParser<u16> {
     clap::value_parser!(u16).range(1..)

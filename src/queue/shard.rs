@@ -63,9 +63,14 @@ impl Shards {
 
     /// The shard of `voter_id`: `crc32(voter id) mod count`.
     pub fn of(self, voter_id: &str) -> Shard {
+        self.shard(self.index_of(voter_id))
+    }
+
+    /// The number of [`Shards::of`]'s shard, without naming its keys.
+    pub fn index_of(self, voter_id: &str) -> u16 {
         let index = crc32fast::hash(voter_id.as_bytes()) % u32::from(self.count());
         // The remainder is below a u16.
-        self.shard(index as u16)
+        index as u16
     }
 
     /// Shard number `index` (below [`Shards::count`]).

@@ -1,13 +1,18 @@
 //! The database: schema, migrations, and connecting.
 //!
-//! Two tables, the same on PostgreSQL and on SQLite (the all-in-one run):
+//! Three tables, the same on PostgreSQL and on SQLite (the all-in-one run):
 //! - `votes`: one row per voter, their current vote and its sequence;
-//! - `tally`: one row per option id, the number of voters whose current
-//!   vote it is. The worker keeps it in step with `votes` in the same
-//!   transaction, so the result service reads counts without scanning votes.
+//! - `tally`: one row per option id and queue shard, the number of the
+//!   shard's voters whose current vote it is. The worker keeps it in step
+//!   with `votes` in the same transaction, so the result service reads
+//!   counts (an option's is the sum of its rows) without scanning votes;
+//! - `shard_map`: which shards of the queue this database holds, when
+//!   several share the votes ([`shard_map`]).
 //!
-//! The worker runs the migrations at start ([`migrate`]); on PostgreSQL they
-//! run under an advisory lock, so several workers starting at once are safe.
+//! The worker runs the migrations at start ([`migrate`], or
+//! [`shard_map::Databases::migrate`] for several databases); on PostgreSQL
+//! they run under an advisory lock, so several workers starting at once are
+//! safe.
 //!
 //! TLS to PostgreSQL is asked for in `DATABASE_URL`, as libpq does
 //! (`?sslmode=verify-full&sslrootcert=/path/ca.crt`); sqlx speaks it with
@@ -17,6 +22,7 @@
 
 pub mod entity;
 pub mod migration;
+pub mod shard_map;
 
 use std::time::Duration;
 
@@ -28,7 +34,8 @@ use sea_orm_migration::MigratorTrait;
 use thiserror::Error;
 use url::Url;
 
-use crate::{config::ConnectionUrl, tls::TlsFiles};
+pub use self::shard_map::{Databases, ShardMap};
+use crate::{config::ConnectionUrl, queue::shard::Shards, tls::TlsFiles};
 
 /// Connections per process.
 pub const POOL_SIZE: u32 = 10;
@@ -51,6 +58,32 @@ pub enum StoreError {
     /// A query or transaction failed.
     #[error("database error: {0}")]
     Query(#[from] DbErr),
+    /// A database recorded other shards than this process would use it
+    /// for (docs/SCALING.md, "Several databases").
+    #[error(
+        "{database} was set up as {recorded}, but this process was given it as {configured}; \
+         refusing to use it, since voters would be counted in two databases. \
+         Keep DB_HOSTS (in its order) and QUEUE_SHARDS as they were set up (docs/SCALING.md)"
+    )]
+    ShardMapConflict {
+        /// The database, without its password.
+        database: String,
+        /// The map it recorded.
+        recorded: String,
+        /// The map this process was given.
+        configured: String,
+    },
+    /// More databases than shards: some database would hold no shard.
+    #[error(
+        "DB_HOSTS names {databases} databases but the queue has {shards} shards; \
+         each database holds a shard at least: raise QUEUE_SHARDS"
+    )]
+    MoreDatabasesThanShards {
+        /// Databases in `DB_HOSTS`.
+        databases: usize,
+        /// `QUEUE_SHARDS`.
+        shards: u16,
+    },
 }
 
 /// The PostgreSQL notification channel on which the worker announces, in
@@ -183,21 +216,33 @@ pub async fn connect(url: &ConnectionUrl) -> Result<DatabaseConnection, StoreErr
         .map_err(|error| connect_error(url, &error))
 }
 
-/// Runs the migrations that have not run yet; safe to call from several
-/// processes at once.
+/// Runs the migrations that have not run yet, for the one database that
+/// holds every voter; safe to call from several processes at once.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    migrate_as(db, ShardMap::whole(Shards::ONE), "the database").await
+}
+
+/// Runs the migrations that have not run yet, then records `map` in the
+/// database, or checks it against the map recorded ([`shard_map`]); `name`
+/// names the database in errors.
+///
+/// All in one transaction, on both databases (their DDL is
+/// transactional): two processes migrating at once (several workers, or
+/// the all-in-one binary and its worker) never interleave the steps of a
+/// migration. On PostgreSQL an advisory lock makes the second wait; on
+/// SQLite the second fails as busy and retries, finding the work done.
+async fn migrate_as(db: &DatabaseConnection, map: ShardMap, name: &str) -> Result<(), StoreError> {
+    let transaction = db.begin().await?;
     if db.get_database_backend() == DbBackend::Postgres {
-        let transaction = db.begin().await?;
         transaction
             .execute_unprepared(&format!(
                 "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
             ))
             .await?;
-        migration::Migrator::up(&transaction, None).await?;
-        transaction.commit().await?;
-    } else {
-        migration::Migrator::up(db, None).await?;
     }
+    migration::Migrator::up(&transaction, None).await?;
+    shard_map::record(&transaction, map, name).await?;
+    transaction.commit().await?;
     Ok(())
 }
 
@@ -206,22 +251,26 @@ pub async fn ping(db: &DatabaseConnection) -> Result<(), StoreError> {
     db.ping().await.map_err(StoreError::from)
 }
 
-/// Publishes the connection pool's state for `/metrics`:
-/// `votemesh_db_pool_connections{state="idle"|"busy"}` (the readiness
-/// probes call it).
-pub fn record_pool_metrics(db: &DatabaseConnection) {
-    let (size, idle) = match db.get_database_backend() {
-        DbBackend::Postgres => {
-            let pool = db.get_postgres_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        DbBackend::Sqlite => {
-            let pool = db.get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        _ => return,
-    };
-    let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+/// Publishes the connection pools' state for `/metrics`, summed over
+/// `databases`: `votemesh_db_pool_connections{state="idle"|"busy"}` (the
+/// readiness probes call it).
+pub fn record_pool_metrics<'a>(databases: impl IntoIterator<Item = &'a DatabaseConnection>) {
+    let (mut size, mut idle) = (0_u32, 0_u32);
+    for db in databases {
+        let (pool_size, pool_idle) = match db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DbBackend::Sqlite => {
+                let pool = db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => continue,
+        };
+        size = size.saturating_add(pool_size);
+        idle = idle.saturating_add(u32::try_from(pool_idle).unwrap_or(u32::MAX));
+    }
     metrics::gauge!("votemesh_db_pool_connections", "state" => "idle").set(f64::from(idle));
     metrics::gauge!("votemesh_db_pool_connections", "state" => "busy")
         .set(f64::from(size.saturating_sub(idle)));

@@ -368,17 +368,20 @@ fn check(what: &str, output: &Output) -> Result<(), HarnessError> {
     }
 }
 
-/// The tally table as a map from option to count, without zero rows: what
-/// tests compare with the votes they cast.
+/// The tally table as a map from option to count (summed over the
+/// shards' rows), without zero counts: what tests compare with the votes
+/// they cast.
 pub async fn stored_tally(
     db: &sea_orm::DatabaseConnection,
 ) -> Result<std::collections::BTreeMap<String, i64>, sea_orm::DbErr> {
     use sea_orm::EntityTrait;
-    Ok(votemesh::store::entity::tally::Entity::find()
+    let mut sums = std::collections::BTreeMap::<String, i64>::new();
+    for row in votemesh::store::entity::tally::Entity::find()
         .all(db)
         .await?
-        .into_iter()
-        .filter(|row| row.count != 0)
-        .map(|row| (row.option_id, row.count))
-        .collect())
+    {
+        *sums.entry(row.option_id).or_default() += row.count;
+    }
+    sums.retain(|_, count| *count != 0);
+    Ok(sums)
 }

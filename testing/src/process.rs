@@ -157,21 +157,56 @@ pub fn signal(pid: u32, signal: libc::c_int) {
 /// from `/proc/<pid>/stat`; 0 when it cannot be read (the process is gone).
 /// Benchmarks read it before and after a run.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = stat_seconds(pid);
+    stat.utime + stat.stime
+}
+
+/// The CPU time of `pid` and all its children, living or gone, in seconds:
+/// its own, its children's that ended (`cutime`, `cstime`: waited for), and
+/// each living child's. For a server that forks a process per connection
+/// (PostgreSQL's postmaster): read before and after a run, the difference
+/// is what the server spent on it.
+pub fn cpu_seconds_with_children(pid: u32) -> f64 {
+    let stat = stat_seconds(pid);
+    let living_children: f64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse::<u32>().ok())
+        .map(cpu_seconds_with_children)
+        .sum();
+    stat.utime + stat.stime + stat.cutime + stat.cstime + living_children
+}
+
+/// The CPU times of `/proc/<pid>/stat`, in seconds (0 when unreadable).
+struct StatSeconds {
+    utime: f64,
+    stime: f64,
+    cutime: f64,
+    cstime: f64,
+}
+
+fn stat_seconds(pid: u32) -> StatSeconds {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name, which may itself hold spaces.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| {
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let seconds = |i: usize| {
         fields
             .get(i)
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or(0.0)
+            / per_second
     };
-    // SAFETY: sysconf only reads a constant of the system.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / per_second
+    StatSeconds {
+        utime: seconds(11),
+        stime: seconds(12),
+        cutime: seconds(13),
+        cstime: seconds(14),
+    }
 }
 
 /// Runs `binary --health-check --listen addr`, as Docker's HEALTHCHECK

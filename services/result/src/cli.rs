@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use votemesh::{
     component::ServerArgs,
-    config::{self, DatabaseArgs, PollArgs, TlsServerArgs},
+    config::{self, DatabaseArgs, DatabaseHostsArgs, PollArgs, TlsServerArgs},
 };
 
 /// Serves the poll's tally over gRPC, on request and live.
@@ -22,6 +22,9 @@ pub struct Cli {
     /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Several databases that share the votes.
+    #[command(flatten)]
+    pub database_hosts: DatabaseHostsArgs,
     /// The poll's options.
     #[command(flatten)]
     pub poll: PollArgs,

@@ -6,21 +6,24 @@
 //! tally.
 //!
 //! ```text
-//! worker commit ─► NOTIFY votemesh_tally ─► listener ─┐
-//!                                                     ├─► read tally ─► watch channel
-//! every interval (fallback; SQLite: the only way) ────┘
+//! worker commit ─► NOTIFY votemesh_tally ─► listener (1 per database) ─┐
+//!                                                                      ├─► read tallies ─► watch channel
+//! every interval (fallback; SQLite: the only way) ─────────────────────┘
 //! ```
 //!
-//! On PostgreSQL a listener (`LISTEN votemesh_tally`) wakes the reader as
-//! soon as a worker's transaction commits (a `NOTIFY` is delivered only
-//! on commit). Notifications that arrive while a read runs collapse into
+//! On PostgreSQL a listener (`LISTEN votemesh_tally`) on each database
+//! wakes the reader as soon as a worker's transaction there commits (a
+//! `NOTIFY` is delivered only on commit). Notifications that arrive while a read runs collapse into
 //! one more read, so a burst of commits costs at most two reads. The
 //! interval keeps reading as a fallback; when the listener's connection is
 //! lost it reconnects with the shared backoff and reads once it is back,
 //! since notifications sent meanwhile are lost.
 //!
 //! The reader is also the readiness probe: SERVING while the tally reads.
-//! It logs at warn when reading starts failing and when it recovers.
+//! It logs at warn when reading starts failing and when it recovers. A
+//! database recorded at another place than `DB_HOSTS` gives it is not a
+//! failure to wait out: the reader logs it at error and stops, and with
+//! it the service (`votemesh::store::shard_map`).
 //!
 //! For `/metrics`: `votemesh_result_tally_read_timestamp_seconds` (when
 //! the served tally was read: its freshness is `time()` minus it),
@@ -29,6 +32,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use futures_util::future::join_all;
 use sea_orm::{
     DatabaseConnection, DbBackend,
     sqlx::postgres::{PgListener, PgPoolOptions},
@@ -38,7 +42,11 @@ use tokio::{
     task::JoinHandle,
 };
 use votemesh::{
-    backoff, health::Health, poll::Poll, shutdown::CancellationToken, store::TALLY_CHANNEL,
+    backoff,
+    health::Health,
+    poll::Poll,
+    shutdown::CancellationToken,
+    store::{Databases, StoreError, TALLY_CHANNEL},
 };
 
 use crate::tally::{self, Tally};
@@ -50,10 +58,11 @@ pub const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(5);
 /// is the last read that found these counts.
 pub type TallyFeed = watch::Receiver<Option<Tally>>;
 
-/// Starts the reader (and, on PostgreSQL, its listener); returns the feed
-/// and the task that runs both.
+/// Starts the reader (and, on PostgreSQL, a listener per database);
+/// returns the feed and the task that runs them, which ends when the
+/// reader does.
 pub fn spawn(
-    db: DatabaseConnection,
+    databases: Databases,
     poll: Poll,
     interval: Duration,
     health: Health,
@@ -62,23 +71,32 @@ pub fn spawn(
     let (sender, feed) = watch::channel::<Option<Tally>>(None);
     metrics::counter!("votemesh_result_tally_read_failures_total").increment(0);
     let wake = Arc::new(Notify::new());
-    let listener = (db.get_database_backend() == DbBackend::Postgres)
-        .then(|| listen(db.clone(), wake.clone(), shutdown.clone()));
-    let reader = read_loop(db, poll, interval, health, sender, wake, shutdown);
+    let listeners: Vec<_> = databases
+        .connections()
+        .filter(|db| db.get_database_backend() == DbBackend::Postgres)
+        .map(|db| listen(db.clone(), wake.clone(), shutdown.clone()))
+        .collect();
+    let reader = read_loop(databases, poll, interval, health, sender, wake, shutdown);
     let task = tokio::spawn(async move {
-        match listener {
-            Some(listener) => {
-                tokio::join!(reader, listener);
-            }
-            None => reader.await,
+        // The listeners end only at shutdown (none on SQLite): the reader's
+        // end is the task's.
+        let listening = async {
+            join_all(listeners).await;
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = reader => {}
+            () = listening => {}
         }
     });
     (feed, task)
 }
 
-/// Reads the tally at every tick and every wake-up until `shutdown`.
+/// Reads the tally at every tick and every wake-up until `shutdown`, or
+/// until a database turns out to be at another place than `databases`
+/// gives it.
 async fn read_loop(
-    db: DatabaseConnection,
+    databases: Databases,
     poll: Poll,
     interval: Duration,
     health: Health,
@@ -97,8 +115,8 @@ async fn read_loop(
             _ = ticker.tick() => {}
             () = wake.notified() => {}
         }
-        let read = tally::read(&db, &poll).await;
-        votemesh::store::record_pool_metrics(&db);
+        let read = tally::read(&databases, &poll).await;
+        databases.record_pool_metrics();
         match read {
             Ok(latest) => {
                 metrics::gauge!("votemesh_result_tally_read_timestamp_seconds")
@@ -119,6 +137,11 @@ async fn read_loop(
                         true
                     }
                 });
+            }
+            Err(error @ StoreError::ShardMapConflict { .. }) => {
+                tracing::error!(%error, "refusing to sum the tallies");
+                health.set_ready(false).await;
+                return;
             }
             Err(error) => {
                 metrics::counter!("votemesh_result_tally_read_failures_total").increment(1);

@@ -2,12 +2,13 @@
 //!
 //! Serves the poll's tally over gRPC (`votemesh.v1.ResultService`, port
 //! 5001), from the `tally` table the worker keeps, never from a scan of
-//! the votes:
+//! the votes; with several databases (`DB_HOSTS`), from the sum of their
+//! tallies:
 //!
 //! ```text
-//! worker's NOTIFY, or every interval ─► tally reader (1 per process)
-//!     ─► read tally table ─► label with the poll ─► watch channel
-//!     ─► every WatchResults stream, and GetResults (latest in memory)
+//! any database's NOTIFY, or every interval ─► tally reader (1 per process)
+//!     ─► read every tally table, sum per option ─► label with the poll
+//!     ─► watch channel ─► every WatchResults stream, and GetResults (latest in memory)
 //! ```
 //!
 //! ## Layout
@@ -27,13 +28,13 @@ pub mod tally;
 
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
 use votemesh::{
     grpc::{self, GrpcError},
     health::Health,
     poll::Poll,
     proto::v1::result_service_server::ResultServiceServer,
     shutdown::CancellationToken,
+    store::Databases,
     supervise,
 };
 
@@ -49,25 +50,26 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// Shortest pause between two reads of the tally, whatever is configured.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Serves the result service on `listener` until `shutdown`; open
-/// WatchResults streams end when it comes.
+/// Serves the result service on `listener`, from the sum of `databases`'
+/// tallies, until `shutdown`; open WatchResults streams end when it comes.
 pub async fn run(
     listener: impl Into<grpc::Listener>,
-    db: DatabaseConnection,
+    databases: impl Into<Databases>,
     poll: Poll,
     refresh_interval: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
     let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
+    let databases = databases.into();
     let (feed, poller) = feed::spawn(
-        db.clone(),
+        databases.clone(),
         poll.clone(),
         refresh_interval,
         health.clone(),
         shutdown.clone(),
     );
     let api = server::ResultApi::new(
-        db,
+        databases,
         poll,
         feed,
         refresh_interval * MAX_AGE_IN_INTERVALS,

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use votemesh::{
-    admission::Admission, client::selfcheck, component, config, grpc::Listener, shutdown, store,
-    tls::TlsFiles,
+    admission::Admission, client::selfcheck, component, config, grpc::Listener, shutdown,
+    store::Databases, tls::TlsFiles,
 };
 use votemesh_result::cli::Cli;
 
@@ -25,19 +25,19 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .poll
         .poll()
         .context("bad poll options (OPTION_A, OPTION_B, EXTRA_OPTIONS)")?;
-    let database_url = store::with_tls_files(
-        &cli.database.url_or_local()?,
+    let databases = Databases::connect(
+        &cli.database_hosts.urls(&cli.database)?,
         TlsFiles::from_args(&cli.tls.identity)?.as_ref(),
-    );
-    tracing::info!(database = %database_url, options = %poll.labels(), refresh_interval = ?cli.refresh.interval(), "starting the result service");
-    let db = store::connect(&database_url).await?;
+    )
+    .await?;
+    tracing::info!(database = %databases, options = %poll.labels(), refresh_interval = ?cli.refresh.interval(), "starting the result service");
     let listener = Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?
         .with_admission(Admission::new(&cli.server.admission));
     votemesh_result::run(
         listener,
-        db,
+        databases,
         poll,
         cli.refresh.interval(),
         shutdown::on_signal(),

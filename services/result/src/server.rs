@@ -3,7 +3,6 @@
 use std::{pin::Pin, time::Duration};
 
 use futures_util::{Stream, StreamExt};
-use sea_orm::DatabaseConnection;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 use votemesh::{
@@ -12,6 +11,7 @@ use votemesh::{
         self, GetResultsRequest, WatchResultsRequest, result_service_server::ResultService,
     },
     shutdown::CancellationToken,
+    store::Databases,
 };
 
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
 /// `max_age`: the feed is failing, or has not read yet).
 #[derive(Debug)]
 pub struct ResultApi {
-    db: DatabaseConnection,
+    databases: Databases,
     poll: Poll,
     feed: TallyFeed,
     max_age: Duration,
@@ -32,17 +32,17 @@ pub struct ResultApi {
 }
 
 impl ResultApi {
-    /// A handler over `db`, answering from `feed` while its tally is at
-    /// most `max_age` old, streaming from it until `shutdown`.
+    /// A handler over `databases`, answering from `feed` while its tally
+    /// is at most `max_age` old, streaming from it until `shutdown`.
     pub fn new(
-        db: DatabaseConnection,
+        databases: Databases,
         poll: Poll,
         feed: TallyFeed,
         max_age: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            db,
+            databases,
             poll,
             feed,
             max_age,
@@ -67,10 +67,12 @@ impl ResultService for ResultApi {
             .filter(|tally| feed::is_fresh(tally, self.max_age));
         let tally = match latest {
             Some(tally) => tally,
-            None => tally::read(&self.db, &self.poll).await.map_err(|error| {
-                tracing::warn!(%error, "GetResults: cannot read the tally");
-                Status::unavailable("the results database is unavailable; please retry")
-            })?,
+            None => tally::read(&self.databases, &self.poll)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "GetResults: cannot read the tally");
+                    Status::unavailable("the results database is unavailable; please retry")
+                })?,
         };
         Ok(Response::new((&tally).into()))
     }

@@ -1,10 +1,16 @@
-//! The tally: stored per-option counts, labelled with the poll.
+//! The tally: stored counts summed per option over the databases' tally
+//! rows (one per option and queue shard), labelled with the poll.
 
-use std::time::SystemTime;
+use std::{collections::BTreeMap, time::SystemTime};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
-use votemesh::{poll::Poll, proto::v1, store::entity::tally};
+use futures_util::future::try_join_all;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
+use votemesh::{
+    poll::Poll,
+    proto::v1,
+    store::{Databases, StoreError},
+};
 
 /// The count of one option.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,16 +77,32 @@ impl Tally {
     }
 }
 
-/// Reads the tally table: one small row per option, whatever the number
-/// of votes.
-pub async fn read(db: &DatabaseConnection, poll: &Poll) -> Result<Tally, DbErr> {
-    let rows = tally::Entity::find()
-        .all(db)
+/// Reads the tally of every database at once and sums it per option: a
+/// few small rows per option and shard, whatever the number of votes.
+/// Before summing, each database not checked yet must have recorded the
+/// place `databases` gives it (`votemesh::store::shard_map`).
+pub async fn read(databases: &Databases, poll: &Poll) -> Result<Tally, StoreError> {
+    databases.check_places().await?;
+    let per_database = try_join_all(databases.connections().map(read_sums)).await?;
+    let mut sums: BTreeMap<String, i64> = BTreeMap::new();
+    for (option_id, count) in per_database.into_iter().flatten() {
+        *sums.entry(option_id).or_default() += count;
+    }
+    Ok(Tally::from_rows(
+        poll,
+        sums.into_iter().collect(),
+        Utc::now(),
+    ))
+}
+
+/// One database's count per option, summed over its shards' rows.
+async fn read_sums(db: &DatabaseConnection) -> Result<Vec<(String, i64)>, DbErr> {
+    const SUMS: &str = "SELECT option_id, CAST(SUM(count) AS BIGINT) FROM tally GROUP BY option_id";
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), SUMS))
         .await?
-        .into_iter()
-        .map(|row| (row.option_id, row.count))
-        .collect();
-    Ok(Tally::from_rows(poll, rows, Utc::now()))
+        .iter()
+        .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+        .collect()
 }
 
 impl From<&Tally> for v1::Tally {

@@ -23,7 +23,7 @@ async fn tally_read_failures_are_a_warning_per_outage_and_so_is_the_recovery() {
     let (health, _health_service) = votemesh::health::Health::new(&["test"]).await;
     let shutdown = votemesh::shutdown::CancellationToken::new();
     let (_feed, poller) = votemesh_result::feed::spawn(
-        db,
+        db.into(),
         votemesh_testing_services::cats_and_dogs(),
         Duration::from_millis(50),
         health.clone(),

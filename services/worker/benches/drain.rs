@@ -12,8 +12,10 @@
 //!
 //! Then the same drain with the queue on a Redis Cluster of 3 primaries
 //! and 3 replicas (the harness's), in 16 shards, one worker holding them
-//! all, next to one Redis with the default batch: the worker's and Redis'
-//! CPU per drained vote, read from `/proc` (docs/SCALING.md).
+//! all, next to one Redis with the default batch: the worker's, Redis'
+//! and PostgreSQL's CPU per drained vote, read from `/proc`, and the Redis
+//! memory a queued vote takes (`used_memory` before and after queueing;
+//! docs/SCALING.md).
 
 use std::{
     collections::HashMap,
@@ -29,15 +31,22 @@ use votemesh::{
     queue::{NewVote, VoteSink, redis::RedisQueue, shard::Shards},
     store::{self, entity::tally},
 };
-use votemesh_testing::{PostgresServer, RedisCluster, RedisServer, process::cpu_seconds};
+use votemesh_testing::{
+    PostgresServer, RedisCluster, RedisServer,
+    process::{cpu_seconds, cpu_seconds_with_children},
+};
 
 struct Outcome {
     batch_size: usize,
     seconds: f64,
     peak_rss_kib: u64,
-    /// CPU seconds of the worker and of Redis (every node) during the drain.
+    /// CPU seconds of the worker, of Redis (every node) and of PostgreSQL
+    /// (postmaster and backends) during the drain.
     worker_cpu: f64,
     redis_cpu: f64,
+    postgres_cpu: f64,
+    /// Redis memory (every node) the queued votes took, in bytes.
+    redis_queued_bytes: f64,
 }
 
 /// Where the queue is.
@@ -80,6 +89,26 @@ impl Queue {
         }
     }
 
+    /// Redis' `used_memory`, summed over every node.
+    async fn used_memory(&self) -> f64 {
+        let nodes: Vec<u16> = match self {
+            Self::Single(redis) => vec![redis.port()],
+            Self::Cluster(cluster) => cluster.nodes().iter().map(RedisServer::port).collect(),
+        };
+        let mut total = 0.0;
+        for port in nodes {
+            let info = RedisServer::command_on(port, &["INFO", "memory"])
+                .await
+                .unwrap();
+            total += info
+                .lines()
+                .find_map(|line| line.strip_prefix("used_memory:"))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+        total
+    }
+
     fn redis_cpu(&self) -> f64 {
         match self {
             Self::Single(redis) => redis.pid().map(cpu_seconds).unwrap_or(0.0),
@@ -104,6 +133,7 @@ async fn drain(redis: Queue, batch_size: usize, votes: usize) -> Outcome {
     store::migrate(&db).await.unwrap();
 
     let queue = redis.producer();
+    let memory_before = redis.used_memory().await;
     let voters = votes * 3 / 4;
     let mut pushes = Vec::new();
     for i in 0..votes {
@@ -130,8 +160,13 @@ async fn drain(redis: Queue, batch_size: usize, votes: usize) -> Outcome {
         push.await.unwrap();
     }
 
+    // Replicas catch up before the memory is read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let redis_queued_bytes = redis.used_memory().await - memory_before;
     let started = Instant::now();
     let redis_before = redis.redis_cpu();
+    let postgres_pid = postgres.pid().unwrap();
+    let postgres_before = cpu_seconds_with_children(postgres_pid);
     let mut command = Command::new(env!("CARGO_BIN_EXE_votemesh-worker"));
     redis.worker_env(&mut command);
     let mut worker = command
@@ -163,6 +198,7 @@ async fn drain(redis: Queue, batch_size: usize, votes: usize) -> Outcome {
     let seconds = started.elapsed().as_secs_f64();
     let worker_cpu = cpu_seconds(worker.id());
     let redis_cpu = redis.redis_cpu() - redis_before;
+    let postgres_cpu = cpu_seconds_with_children(postgres_pid) - postgres_before;
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", worker.id())).unwrap_or_default();
     let peak_rss_kib = status
@@ -178,6 +214,8 @@ async fn drain(redis: Queue, batch_size: usize, votes: usize) -> Outcome {
         peak_rss_kib,
         worker_cpu,
         redis_cpu,
+        postgres_cpu,
+        redis_queued_bytes,
     }
 }
 
@@ -221,9 +259,9 @@ async fn main() {
 
     println!();
     println!(
-        "| queue | votes/s | worker µs per vote | Redis µs per vote (all nodes) | peak worker RSS (MiB) |"
+        "| queue | votes/s | worker µs per vote | Redis µs per vote (all nodes) | PostgreSQL µs per vote | Redis bytes per queued vote (all nodes) | peak worker RSS (MiB) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let single = run(votemesh_worker::DEFAULT_BATCH_SIZE, votes).await;
     let cluster = RedisCluster::start(3, 1).await.expect("a Redis Cluster");
     let sharded = drain(
@@ -240,10 +278,12 @@ async fn main() {
         ),
     ] {
         println!(
-            "| {label} | {:.0} | {:.2} | {:.2} | {:.1} |",
+            "| {label} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |",
             votes as f64 / outcome.seconds,
             outcome.worker_cpu * 1e6 / votes as f64,
             outcome.redis_cpu * 1e6 / votes as f64,
+            outcome.postgres_cpu * 1e6 / votes as f64,
+            outcome.redis_queued_bytes / votes as f64,
             outcome.peak_rss_kib as f64 / 1024.0,
         );
     }

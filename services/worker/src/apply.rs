@@ -11,7 +11,10 @@
 //!    nothing). What it returns is exactly what changed, and how: a row it
 //!    inserted has no previous option, a row it updated has the option it
 //!    replaced, read from the very row version it replaced;
-//! 3. one statement moves the tally by the net change per option;
+//! 3. one statement moves the tally by the net change per option and
+//!    queue shard (the voter's shard: each shard has its own row per
+//!    option, so workers holding different shards never wait for each
+//!    other's tally rows; docs/SCALING.md, "The tally per shard");
 //! 4. on PostgreSQL, `NOTIFY` the result services (delivered only if the
 //!    transaction commits), then commit.
 //!
@@ -46,7 +49,7 @@ use sea_orm::{
 use thiserror::Error;
 use uuid::Uuid;
 use votemesh::{
-    queue::QueuedVote,
+    queue::{QueuedVote, shard::Shards},
     store::entity::{tally, vote},
 };
 
@@ -87,10 +90,20 @@ impl ApplyError {
     }
 }
 
-/// Applies `votes` in one transaction and returns what changed.
+impl std::ops::AddAssign for Applied {
+    fn add_assign(&mut self, other: Self) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.superseded += other.superseded;
+    }
+}
+
+/// Applies `votes` in one transaction and returns what changed; the tally
+/// moves in the rows of each voter's shard among the queue's `shards`.
 pub async fn apply_batch(
     db: &DatabaseConnection,
     votes: &[QueuedVote],
+    shards: Shards,
 ) -> Result<Applied, ApplyError> {
     let newest = newest_per_voter(votes);
     let mut applied = Applied {
@@ -104,7 +117,8 @@ pub async fn apply_batch(
     let transaction = db.begin().await?;
     let rows: Vec<&QueuedVote> = newest.values().copied().collect();
     let changed = upsert(&transaction, &rows).await?;
-    let mut tally_change: BTreeMap<String, i64> = BTreeMap::new();
+    // (option, shard) -> net change.
+    let mut tally_change: BTreeMap<(String, u16), i64> = BTreeMap::new();
     for row in &changed {
         let voter_id: String = row.try_get_by_index(0)?;
         let previous_option: Option<String> = row.try_get_by_index(1)?;
@@ -114,10 +128,13 @@ pub async fn apply_batch(
             ))
             .into());
         };
-        *tally_change.entry(queued.option_id.clone()).or_default() += 1;
+        let shard = shards.index_of(&queued.voter_id);
+        *tally_change
+            .entry((queued.option_id.clone(), shard))
+            .or_default() += 1;
         match previous_option {
             Some(previous_option) => {
-                *tally_change.entry(previous_option).or_default() -= 1;
+                *tally_change.entry((previous_option, shard)).or_default() -= 1;
                 applied.updated += 1;
             }
             None => applied.inserted += 1,
@@ -249,19 +266,25 @@ fn upsert_by_values(
     Ok(insert.to_owned())
 }
 
-/// One statement that moves each option's count by its change.
-fn move_tally(change: &BTreeMap<String, i64>) -> Result<InsertStatement, DbErr> {
+/// One statement that moves each (option, shard) count by its change.
+fn move_tally(change: &BTreeMap<(String, u16), i64>) -> Result<InsertStatement, DbErr> {
     let mut insert = Query::insert();
-    insert
-        .into_table(tally::Entity)
-        .columns([tally::Column::OptionId, tally::Column::Count]);
-    for (option_id, change) in change {
+    insert.into_table(tally::Entity).columns([
+        tally::Column::OptionId,
+        tally::Column::Shard,
+        tally::Column::Count,
+    ]);
+    for ((option_id, shard), change) in change {
         insert
-            .values([option_id.clone().into(), (*change).into()])
+            .values([
+                option_id.clone().into(),
+                i32::from(*shard).into(),
+                (*change).into(),
+            ])
             .map_err(|error| DbErr::Custom(error.to_string()))?;
     }
     insert.on_conflict(
-        OnConflict::column(tally::Column::OptionId)
+        OnConflict::columns([tally::Column::OptionId, tally::Column::Shard])
             .value(
                 tally::Column::Count,
                 Expr::col((tally::Entity, tally::Column::Count))

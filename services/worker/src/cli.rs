@@ -4,7 +4,7 @@
 use clap::Parser;
 use votemesh::{
     component::ServerArgs,
-    config::{self, DatabaseArgs, QueueArgs, RedisArgs, TlsServerArgs},
+    config::{self, DatabaseArgs, DatabaseHostsArgs, QueueArgs, RedisArgs, TlsServerArgs},
 };
 
 /// Drains the Redis vote queue into Postgres.
@@ -31,6 +31,9 @@ pub struct Cli {
     /// Where the database is.
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Several databases that share the votes.
+    #[command(flatten)]
+    pub database_hosts: DatabaseHostsArgs,
     /// Mutual TLS (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE; unset:
     /// plaintext), who may call, and the plaintext health listener.
     #[command(flatten)]

@@ -39,13 +39,14 @@ use std::{
 };
 
 use chrono::Utc;
-use sea_orm::DatabaseConnection;
+use futures_util::future::try_join_all;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use votemesh::{
     backoff,
-    queue::{QueueError, QueuedVote, VoteSource},
+    queue::{QueueError, QueuedVote, VoteSource, shard::Shards},
     shutdown::CancellationToken,
+    store::{Databases, ShardMap, StoreError},
     telemetry,
 };
 
@@ -119,6 +120,9 @@ pub struct DrainSettings {
     pub worker_id: String,
     /// Most votes per transaction.
     pub batch_size: usize,
+    /// The queue's shards (`QUEUE_SHARDS`): where each voter's tally rows
+    /// are, and, with several databases, which database holds the voter.
+    pub shards: Shards,
     /// How long one wait for votes lasts when the queue is empty.
     pub idle_wait: Duration,
     /// How often readiness is checked.
@@ -139,6 +143,7 @@ impl DrainSettings {
         Self {
             worker_id: worker_id.into(),
             batch_size: crate::DEFAULT_BATCH_SIZE,
+            shards: Shards::ONE,
             idle_wait: crate::DEFAULT_IDLE_WAIT,
             probe_interval: votemesh::health::DEFAULT_PROBE_INTERVAL,
             heartbeat_interval: Duration::from_secs(10),
@@ -180,25 +185,25 @@ impl DrainStatus {
 #[derive(Debug)]
 pub struct Drainer<S> {
     source: Arc<S>,
-    db: DatabaseConnection,
+    databases: Databases,
     stats: Arc<Stats>,
     status: Arc<DrainStatus>,
     settings: DrainSettings,
 }
 
 impl<S: VoteSource> Drainer<S> {
-    /// A loop draining `source` into `db`, recording each attempt's
-    /// outcome in `status`.
+    /// A loop draining `source` into `databases`, recording each
+    /// attempt's outcome in `status`.
     pub fn new(
         source: Arc<S>,
-        db: DatabaseConnection,
+        databases: Databases,
         stats: Arc<Stats>,
         status: Arc<DrainStatus>,
         settings: DrainSettings,
     ) -> Self {
         Self {
             source,
-            db,
+            databases,
             stats,
             status,
             settings,
@@ -295,13 +300,24 @@ impl<S: VoteSource> Drainer<S> {
         tracing::info!(worker_id = %self.settings.worker_id, "drain loop stopped");
     }
 
-    /// Runs the migrations, retrying while the database does not answer.
-    /// Returns false if shutdown came first.
+    /// Runs the migrations and records (or checks) each database's shard
+    /// map, retrying while a database does not answer. Returns false if
+    /// shutdown came first, or if a database holds other shards than this
+    /// worker would write to it: then the loop stops, and with it the
+    /// worker, rather than mix voters up.
     async fn migrate(&self, shutdown: &CancellationToken) -> bool {
         let mut backoff = self.backoff();
         loop {
-            let Err(error) = votemesh::store::migrate(&self.db).await else {
-                return true;
+            let error = match self.databases.migrate(self.settings.shards).await {
+                Ok(()) => return true,
+                Err(
+                    error @ (StoreError::ShardMapConflict { .. }
+                    | StoreError::MoreDatabasesThanShards { .. }),
+                ) => {
+                    tracing::error!(%error, "refusing to write to the databases");
+                    return false;
+                }
+                Err(error) => error,
             };
             let pause = backoff.next().unwrap_or(self.settings.max_backoff);
             tracing::warn!(%error, ?pause, "cannot migrate the database yet; retrying");
@@ -399,13 +415,50 @@ impl<S: VoteSource> Drainer<S> {
         .await
     }
 
-    /// Applies the votes in one transaction. A transaction that hangs (a
-    /// database lost without a reset) is given up after [`APPLY_TIMEOUT`].
+    /// Applies the votes in one transaction per database that holds some
+    /// of their voters, all at once. A transaction that hangs (a database
+    /// lost without a reset) is given up after [`APPLY_TIMEOUT`]. If one
+    /// database fails, the whole batch stays queued: applying it again
+    /// changes nothing in the databases that committed.
     async fn apply(&self, votes: &[QueuedVote]) -> Result<Applied, BatchError> {
-        match tokio::time::timeout(APPLY_TIMEOUT, apply::apply_batch(&self.db, votes)).await {
+        match tokio::time::timeout(APPLY_TIMEOUT, self.apply_to_each_database(votes)).await {
             Ok(applied) => Ok(applied?),
             Err(_) => Err(BatchError::Timeout),
         }
+    }
+
+    /// Splits `votes` by the database that holds each voter and applies
+    /// each part there; one database takes them all as they are.
+    async fn apply_to_each_database(&self, votes: &[QueuedVote]) -> Result<Applied, ApplyError> {
+        let shards = self.settings.shards;
+        let count = self.databases.len();
+        if count == 1
+            && let Some(db) = self.databases.get(0)
+        {
+            return apply::apply_batch(db, votes, shards).await;
+        }
+        let databases = u16::try_from(count).unwrap_or(u16::MAX);
+        let mut parts: Vec<Vec<QueuedVote>> = vec![Vec::new(); count];
+        for vote in votes {
+            let database =
+                ShardMap::database_of(shards.index_of(&vote.voter_id), databases, shards);
+            if let Some(part) = parts.get_mut(usize::from(database)) {
+                part.push(vote.clone());
+            }
+        }
+        let applied = try_join_all(
+            self.databases
+                .connections()
+                .zip(&parts)
+                .filter(|(_, part)| !part.is_empty())
+                .map(|(db, part)| apply::apply_batch(db, part, shards)),
+        )
+        .await?;
+        let mut total = Applied::default();
+        for part in applied {
+            total += part;
+        }
+        Ok(total)
     }
 
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<S> {

@@ -9,7 +9,7 @@
 //!   └── reclaim orphans        └── ack_batch (remove it) only after the commit
 //! ```
 //!
-//! It also serves gRPC health (readiness follows Redis, the database and
+//! It also serves gRPC health (readiness follows Redis, the databases and
 //! the drain loop's last attempt, set by the probe alone) and
 //! `votemesh.v1.WorkerService/GetStats` on port 8080.
 //!
@@ -34,13 +34,13 @@ pub mod stats;
 
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::DatabaseConnection;
 use votemesh::{
     grpc::{self, GrpcError},
     health::{self, Health},
     proto::v1::worker_service_server::WorkerServiceServer,
     queue::VoteSource,
     shutdown::CancellationToken,
+    store::Databases,
     supervise,
 };
 
@@ -53,39 +53,41 @@ pub const SERVICE_NAME: &str = "votemesh.v1.WorkerService";
 /// batch in hand is finished (committed and acknowledged) before returning.
 ///
 /// The server answers at once; the drain loop first runs the database
-/// migrations, retrying until the database answers.
+/// migrations, retrying until the databases answer (and stops the worker
+/// if one holds other shards than `settings.shards` and their order give
+/// it: `votemesh::store::shard_map`).
 pub async fn run<S: VoteSource>(
     listener: impl Into<grpc::Listener>,
     source: S,
-    db: DatabaseConnection,
+    databases: impl Into<Databases>,
     settings: DrainSettings,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
     let (health, health_service) = Health::new(&[SERVICE_NAME]).await;
+    let databases = databases.into();
     let source = Arc::new(source);
     let stats = Arc::new(stats::Stats::default());
     let status = Arc::new(drain::DrainStatus::default());
 
-    // The one writer of readiness: both dependencies answer and the drain
+    // The one writer of readiness: the queue and every database answer and the drain
     // loop's last attempt succeeded.
     let probe = {
-        let (source, db, status) = (source.clone(), db.clone(), status.clone());
+        let (source, databases, status) = (source.clone(), databases.clone(), status.clone());
         health::spawn_readiness_probe(
             health.clone(),
             settings.probe_interval,
             shutdown.clone(),
             move || {
-                let (source, db, status) = (source.clone(), db.clone(), status.clone());
+                let (source, databases, status) =
+                    (source.clone(), databases.clone(), status.clone());
                 async move {
                     // The probe also samples the queue and the pools for /metrics.
                     if let Ok(backlog) = source.backlog().await {
                         backlog.record();
                     }
                     source.record_pool_metrics();
-                    votemesh::store::record_pool_metrics(&db);
-                    status.is_ok()
-                        && source.ping().await.is_ok()
-                        && votemesh::store::ping(&db).await.is_ok()
+                    databases.record_pool_metrics();
+                    status.is_ok() && source.ping().await.is_ok() && databases.ping().await.is_ok()
                 }
             },
         )
@@ -98,7 +100,7 @@ pub async fn run<S: VoteSource>(
         shutdown.clone(),
     ));
     let drainer = tokio::spawn(
-        drain::Drainer::new(source.clone(), db, stats.clone(), status, settings)
+        drain::Drainer::new(source.clone(), databases, stats.clone(), status, settings)
             .run(shutdown.clone()),
     );
 

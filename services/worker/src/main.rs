@@ -16,7 +16,8 @@ use votemesh::{
         redis::RedisQueue,
         sharded::{self, ShardedWorkerQueue},
     },
-    shutdown, store,
+    shutdown,
+    store::{Databases, ShardMap},
     tls::TlsFiles,
 };
 use votemesh_worker::{DrainSettings, cli::Cli};
@@ -35,24 +36,27 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(votemesh_worker::default_worker_id);
     let layout = cli.queue.layout();
-    let database_url = store::with_tls_files(
-        &cli.database.url_or_local()?,
+    let databases = Databases::connect(
+        &cli.database_hosts.urls(&cli.database)?,
         TlsFiles::from_args(&cli.tls.identity)?.as_ref(),
-    );
+    )
+    .await?;
+    // Each database must hold a shard: say so now, not at the first batch.
+    ShardMap::split(databases.len(), layout.shards)?;
     let shutdown = shutdown::on_signal();
-    let db = store::connect(&database_url).await?;
     let listener = Listener::bind(cli.listen, &cli.tls)
         .await
         .context("cannot set up the gRPC listener")?
         .with_admission(Admission::new(&cli.server.admission));
     let mut settings = DrainSettings::new(worker_id.clone());
     settings.batch_size = cli.batch_size.max(1);
+    settings.shards = layout.shards;
     let sharded = cli.queue.cluster_nodes().is_some() || layout.shards.count() > 1;
     if !sharded {
         let redis_url = cli.redis.url_or_local();
-        tracing::info!(%worker_id, redis = %redis_url, database = %database_url, batch_size = cli.batch_size, "starting the worker");
+        tracing::info!(%worker_id, redis = %redis_url, database = %databases, batch_size = cli.batch_size, "starting the worker");
         let queue = RedisQueue::with_tls(&redis_url, listener.tls())?.for_worker(&worker_id);
-        votemesh_worker::run(listener, queue, db, settings, shutdown).await?;
+        votemesh_worker::run(listener, queue, databases, settings, shutdown).await?;
     } else {
         let target = match cli.queue.cluster_nodes() {
             Some(seeds) => Target::Cluster(Box::new(link::cluster_client(seeds)?)),
@@ -61,11 +65,11 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
                 tls: listener.tls(),
             },
         };
-        tracing::info!(%worker_id, redis = ?target, shards = layout.shards.count(), database = %database_url, batch_size = cli.batch_size, "starting the worker on a sharded queue");
+        tracing::info!(%worker_id, redis = ?target, shards = layout.shards.count(), database = %databases, batch_size = cli.batch_size, "starting the worker on a sharded queue");
         let queue = ShardedWorkerQueue::new(target, layout, &worker_id)?;
         // The heartbeat renews the shard leases.
         settings.heartbeat_interval = sharded::LEASE_RENEW_INTERVAL;
-        votemesh_worker::run(listener, queue, db, settings, shutdown).await?;
+        votemesh_worker::run(listener, queue, databases, settings, shutdown).await?;
     }
     tracing::info!("worker stopped");
     Ok(())

@@ -16,6 +16,7 @@ use votemesh::{
     proto::v1::{GetStatsRequest, worker_service_client::WorkerServiceClient},
     queue::{
         DEAD_LETTER_KEY, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource, redis::RedisQueue,
+        shard::Shards,
     },
     shutdown::CancellationToken,
     store::{self, entity::vote},
@@ -128,14 +129,69 @@ async fn an_older_vote_never_overwrites_a_newer_one_and_replays_change_nothing()
     last_vote_wins(&sqlite).await;
 }
 
+/// The tally moves in the rows of each voter's shard: a change of vote
+/// moves one count from one option to the other within the voter's shard,
+/// and the sums per option are the counts of the votes.
+#[tokio::test]
+async fn the_tally_is_kept_per_option_and_voters_shard() {
+    let postgres = PostgresServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = store::connect(&votemesh::config::ConnectionUrl::new(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("votes.sqlite").display()
+    )))
+    .await
+    .unwrap();
+    store::migrate(&sqlite).await.unwrap();
+    let shards = Shards::new(std::num::NonZeroU16::new(4).unwrap());
+    for db in [database(&postgres).await, sqlite] {
+        let voters: Vec<String> = (0..40).map(|n| format!("voter-{n}")).collect();
+        let first: Vec<QueuedVote> = voters
+            .iter()
+            .map(|voter| QueuedVote::stamped(&new_vote(voter, "a"), 1))
+            .collect();
+        apply_batch(&db, &first, shards).await.unwrap();
+        // Every third voter changes to b.
+        let changes: Vec<QueuedVote> = voters
+            .iter()
+            .step_by(3)
+            .map(|voter| QueuedVote::stamped(&new_vote(voter, "b"), 2))
+            .collect();
+        apply_batch(&db, &changes, shards).await.unwrap();
+
+        let mut expected = std::collections::BTreeMap::<(String, i32), i64>::new();
+        for (n, voter) in voters.iter().enumerate() {
+            let option = if n % 3 == 0 { "b" } else { "a" };
+            *expected
+                .entry((option.into(), i32::from(shards.index_of(voter))))
+                .or_default() += 1;
+        }
+        let stored: std::collections::BTreeMap<(String, i32), i64> =
+            votemesh::store::entity::tally::Entity::find()
+                .all(&db)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|row| row.count != 0)
+                .map(|row| ((row.option_id, row.shard), row.count))
+                .collect();
+        assert_eq!(stored, expected);
+        assert!(expected.len() > 4, "the voters span several shards");
+    }
+}
+
 /// Older votes, replays, and two votes of one voter in one batch, on `db`.
 async fn last_vote_wins(db: &DatabaseConnection) {
     let newer = QueuedVote::stamped(&new_vote("v1", "b"), 20);
     let older = QueuedVote::stamped(&new_vote("v1", "a"), 10);
 
-    let applied = apply_batch(db, std::slice::from_ref(&newer)).await.unwrap();
+    let applied = apply_batch(db, std::slice::from_ref(&newer), Shards::ONE)
+        .await
+        .unwrap();
     assert_eq!(applied.inserted, 1);
-    let applied = apply_batch(db, std::slice::from_ref(&older)).await.unwrap();
+    let applied = apply_batch(db, std::slice::from_ref(&older), Shards::ONE)
+        .await
+        .unwrap();
     assert_eq!(applied.superseded, 1);
     assert_eq!(tally_of(db).await, counts(&[("b", 1)]));
 
@@ -144,8 +200,8 @@ async fn last_vote_wins(db: &DatabaseConnection) {
         QueuedVote::stamped(&new_vote("v2", "a"), 5),
         QueuedVote::stamped(&new_vote("v1", "a"), 30),
     ];
-    apply_batch(db, &batch).await.unwrap();
-    apply_batch(db, &batch).await.unwrap();
+    apply_batch(db, &batch, Shards::ONE).await.unwrap();
+    apply_batch(db, &batch, Shards::ONE).await.unwrap();
     assert_eq!(tally_of(db).await, counts(&[("a", 2)]));
     assert_eq!(recount(db).await, counts(&[("a", 2)]));
 
@@ -154,7 +210,7 @@ async fn last_vote_wins(db: &DatabaseConnection) {
         QueuedVote::stamped(&new_vote("v3", "b"), 9),
         QueuedVote::stamped(&new_vote("v3", "a"), 8),
     ];
-    apply_batch(db, &batch).await.unwrap();
+    apply_batch(db, &batch, Shards::ONE).await.unwrap();
     assert_eq!(tally_of(db).await, counts(&[("a", 2), ("b", 1)]));
 }
 
@@ -552,7 +608,7 @@ async fn a_late_move_into_a_reclaimed_list_survives_the_acknowledgement_and_coun
         .iter()
         .map(|message| QueuedVote::parse(message).unwrap())
         .collect();
-    apply_batch(&db, &votes).await.unwrap();
+    apply_batch(&db, &votes, Shards::ONE).await.unwrap();
     assert_eq!(peer.ack_batch(&peer_batch, &[]).await.unwrap(), 2);
     // An earlier blocking move of the slow worker (its client gave up
     // waiting, Redis did not) lands the next vote, v3, in its list.
@@ -577,7 +633,7 @@ async fn a_late_move_into_a_reclaimed_list_survives_the_acknowledgement_and_coun
         .iter()
         .map(|message| QueuedVote::parse(message).unwrap())
         .collect();
-    apply_batch(&db, &votes).await.unwrap();
+    apply_batch(&db, &votes, Shards::ONE).await.unwrap();
     assert_eq!(
         slow.ack_batch(&batch, &[]).await.unwrap(),
         0,
@@ -799,7 +855,7 @@ async fn a_voter_another_worker_inserts_meanwhile_is_counted_once_without_a_retr
     let applying = tokio::spawn({
         let db = db.clone();
         let newer = newer.clone();
-        async move { apply_batch(&db, std::slice::from_ref(&newer)).await }
+        async move { apply_batch(&db, std::slice::from_ref(&newer), Shards::ONE).await }
     });
     probe::wait_for("the upsert waits for the other insert", WAIT, || async {
         let waiting = db
@@ -842,8 +898,8 @@ async fn apply_batch_in(
         .execute_unprepared(&format!(
             "INSERT INTO votes (voter_id, option_id, vote_id, sequence, cast_at, counted_at) \
              VALUES ('{voter}', '{option}', '{}', {sequence}, now(), now()); \
-             INSERT INTO tally (option_id, count) VALUES ('{option}', 1) \
-             ON CONFLICT (option_id) DO UPDATE SET count = tally.count + 1",
+             INSERT INTO tally (option_id, shard, count) VALUES ('{option}', 0, 1) \
+             ON CONFLICT (option_id, shard) DO UPDATE SET count = tally.count + 1",
             Uuid::new_v4()
         ))
         .await

@@ -128,6 +128,13 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
             "database=postgres://app:***@db.invalid:5432/votes".into(),
             "error",
         ),
+        // Empty: the one database of DB_HOST, not several.
+        (
+            "DB_HOSTS",
+            &[],
+            format!("database=postgres://app:***@db.invalid:{dp}/votes"),
+            "error",
+        ),
         (
             "DB_NAME",
             &[],
@@ -253,6 +260,7 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("DATABASE_URL", &bad_database_url),
         ("DB_HOST", "db:5432"),
         ("DB_PORT", "99999"),
+        ("DB_HOSTS", "pg-0:5432,pg-1:0"),
         ("BATCH_SIZE", "-1"),
         ("LOG_FORMAT", "xml"),
         ("WORKER_LISTEN_ADDR", "nope"),

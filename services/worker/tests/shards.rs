@@ -1,13 +1,16 @@
 //! Workers sharing the shards of a queue on a Redis Cluster (3 primaries,
 //! 3 replicas, started by the harness): worker processes (the binary, with
 //! `REDIS_CLUSTER_NODES` and `QUEUE_SHARDS`) divide the shards through
-//! leases, counts come out exact with each voter's last acknowledged vote,
-//! and a worker killed with SIGKILL has its shards and its in-flight batch
-//! taken over.
+//! leases, counts come out exact with each voter's last acknowledged vote
+//! (also over two PostgreSQL primaries, `DB_HOSTS`, each holding the voters
+//! of its shards), and a worker killed with SIGKILL has its shards and its
+//! in-flight batch taken over. A worker given the databases in another
+//! order than they were set up with refuses to start.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     num::NonZeroU16,
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -18,7 +21,10 @@ use uuid::Uuid;
 use votemesh::{
     config::QueueLayout,
     queue::{NewVote, VoteSink, redis::RedisQueue, shard::Shards},
-    store::{self, entity::vote},
+    store::{
+        self,
+        entity::{shard_map, vote},
+    },
 };
 use votemesh_testing::{PostgresServer, RedisCluster, probe};
 
@@ -79,18 +85,51 @@ impl Drop for Worker {
 
 /// The worker binary on the cluster and `postgres`.
 fn worker_process(cluster: &RedisCluster, postgres: &PostgresServer, worker_id: &str) -> Worker {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_votemesh-worker"))
+    worker_process_with(
+        cluster,
+        ("DATABASE_URL", postgres.url().expose()),
+        worker_id,
+    )
+}
+
+/// The worker binary on the cluster and several databases, in order.
+fn worker_process_on(
+    cluster: &RedisCluster,
+    databases: &[&PostgresServer],
+    worker_id: &str,
+) -> Worker {
+    worker_process_with(cluster, ("DB_HOSTS", &db_hosts(databases)), worker_id)
+}
+
+/// `DB_HOSTS` for `databases`, in order.
+fn db_hosts(databases: &[&PostgresServer]) -> String {
+    databases
+        .iter()
+        .map(|server| format!("127.0.0.1:{}", server.port()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn worker_command(cluster: &RedisCluster, database: (&str, &str), worker_id: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_votemesh-worker"));
+    command
         .env("REDIS_CLUSTER_NODES", cluster.seeds())
         .env("QUEUE_SHARDS", SHARDS.to_string())
-        .env("DATABASE_URL", postgres.url().expose())
+        .env(database.0, database.1)
         .env("WORKER_ID", worker_id)
         .env("WORKER_LISTEN_ADDR", "127.0.0.1:0")
         .env("BATCH_SIZE", "25")
         .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    Worker(child)
+        .stdout(Stdio::null());
+    command
+}
+
+fn worker_process_with(cluster: &RedisCluster, database: (&str, &str), worker_id: &str) -> Worker {
+    Worker(
+        worker_command(cluster, database, worker_id)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn database(postgres: &PostgresServer) -> DatabaseConnection {
@@ -169,16 +208,84 @@ async fn cast(producers: &[RedisQueue], voters: usize) -> BTreeMap<String, Strin
 }
 
 #[tokio::test]
-async fn three_workers_share_the_shards_and_each_voters_last_vote_is_counted_once() {
+async fn three_workers_share_the_shards_over_two_databases_and_count_each_voters_last_vote_once() {
     let cluster = RedisCluster::start(3, 1).await.unwrap();
-    let postgres = PostgresServer::start().await.unwrap();
-    let db = database(&postgres).await;
-    let _workers = ["w1", "w2", "w3"].map(|id| worker_process(&cluster, &postgres, id));
+    let (first, second) = (
+        PostgresServer::start().await.unwrap(),
+        PostgresServer::start().await.unwrap(),
+    );
+    let _workers = ["w1", "w2", "w3"].map(|id| worker_process_on(&cluster, &[&first, &second], id));
     wait_for_holders(&cluster, &["w1", "w2", "w3"]).await;
 
     let producers = [producer(&cluster), producer(&cluster)];
     let expected = cast(&producers, 600).await;
-    wait_until_counted(&db, &expected).await;
+    // Shards 0-3 are the first database's, 4-7 the second's: each holds
+    // exactly the voters of its shards, and counts them.
+    let mut expected_in = [BTreeMap::new(), BTreeMap::new()];
+    for (voter, option) in &expected {
+        let database = usize::from(shards().index_of(voter) >= SHARDS / 2);
+        expected_in[database].insert(voter.clone(), option.clone());
+    }
+    assert!(expected_in.iter().all(|voters| voters.len() > 200));
+    for (server, expected) in [&first, &second].into_iter().zip(&expected_in) {
+        let db = store::connect(&server.url()).await.unwrap();
+        wait_until_counted(&db, expected).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_given_the_databases_in_another_order_refuses_to_start() {
+    let cluster = RedisCluster::start(3, 0).await.unwrap();
+    let (first, second) = (
+        PostgresServer::start().await.unwrap(),
+        PostgresServer::start().await.unwrap(),
+    );
+    {
+        // A worker sets the databases up: each records its place.
+        let _set_up = worker_process_on(&cluster, &[&first, &second], "set-up");
+        for server in [&first, &second] {
+            let db = store::connect(&server.url()).await.unwrap();
+            probe::wait_for("the database's shard map recorded", WAIT, || async {
+                shard_map::Entity::find_by_id(0)
+                    .one(&db)
+                    .await
+                    .is_ok_and(|row| row.is_some())
+            })
+            .await;
+        }
+    }
+    let mut swapped = tokio::process::Command::from(worker_command(
+        &cluster,
+        ("DB_HOSTS", &db_hosts(&[&second, &first])),
+        "swapped",
+    ));
+    let output = tokio::time::timeout(
+        WAIT,
+        swapped
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the worker stops by itself")
+    .unwrap();
+    let logged = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{logged}");
+    assert!(
+        [
+            "was set up as database 0 of 2",
+            "was set up as database 1 of 2"
+        ]
+        .iter()
+        .any(|recorded| logged.contains(recorded))
+            && logged.contains("but this process was given it as database"),
+        "the error says which database is out of place: {logged}"
+    );
 }
 
 #[tokio::test]

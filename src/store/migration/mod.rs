@@ -2,6 +2,7 @@
 
 mod m20261127_000001_create_votes_and_tally;
 mod m20261128_000001_add_previous_option;
+mod m20261206_000001_tally_per_shard;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_create_votes_and_tally::Migration),
             Box::new(m20261128_000001_add_previous_option::Migration),
+            Box::new(m20261206_000001_tally_per_shard::Migration),
         ]
     }
 }

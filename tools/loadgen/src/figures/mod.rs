@@ -13,6 +13,7 @@
 //! ingest     CastVote, worker paused, c=1/16/64/256   vs no-op server, same generator; vs redis-benchmark
 //! sustained  CastVote, worker draining, c=64          vs no-op server
 //! drain      N queued votes from M voters, 1 and 2 workers -> Postgres; Redis memory before/after
+//! cluster    ingest and drain again on a 3-primary Redis Cluster, 16 shards  vs one Redis, same run
 //! gateway    form and JSON vote, c=64                 vs CastVote direct, c=64
 //! freshness  ack -> WatchResults at a steady rate
 //! read       GetResults at a small and a large number of stored votes (seeded with generate_series)
@@ -22,7 +23,7 @@
 //! The live results streams have their own run and bench target
 //! ([`streams`]: `cargo bench -p votemesh-loadgen --bench streams`).
 //!
-//! Each figure is one module (`ingest`, `sustained`, `drain`, `gateway`,
+//! Each figure is one module (`ingest`, `sustained`, `drain`, `cluster`, `gateway`,
 //! `freshness`, `counts`, `peer`, `read`, `footprint`) adding its section
 //! to the report; [`Suite::run`] runs them in that order, and [`report`]
 //! puts the body under its head (the machine, the code, the size). Where a
@@ -41,6 +42,7 @@ use std::{
 };
 
 mod affinity;
+mod cluster;
 mod counts;
 mod cpu;
 mod drain;
@@ -676,6 +678,7 @@ impl Suite {
         let floor_mid = self.ingest(&vote, &noop, c_mid).await;
         self.sustained(&vote, c_mid, floor_mid).await;
         let worker_peak = self.drain(&vote, c_mid).await;
+        self.cluster(c_mid).await;
 
         // The full path from here on, the worker draining.
         let worker = self.worker("bench-live").await;
