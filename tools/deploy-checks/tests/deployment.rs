@@ -892,6 +892,45 @@ fn the_tiltfile_runs_with_tilt_builtins_in_every_mode() {
         assert!(broken.is_empty(), "Tiltfile {args:?}: {broken:?}");
     }
 
+    // `tilt up -- --scale-out`: the scaled-out overlay, the CloudNativePG
+    // operator of the docs installed by a local resource, the Clusters in
+    // the resource "postgres", the Redis Cluster and its Job as data.
+    for args in [&["--scale-out"][..], &["--scale-out", "--docker-build"][..]] {
+        let (output, summary) = run_tiltfile(&tiltfile, args, dir.path());
+        assert_success(&format!("Tiltfile {args:?}"), &output);
+        assert_eq!(summary["kustomize"], json!(["k8s/overlays/scale-out"]));
+        let operator = summary["local_resources"]["cnpg-operator"]["cmd"].to_string();
+        assert!(
+            operator.contains("kubectl apply --server-side -f https://raw.githubusercontent.com/cloudnative-pg/cloudnative-pg/release-1.30/releases/cnpg-1.30.0.yaml"),
+            "Tiltfile {args:?}: the operator is not installed as the docs do: {operator}"
+        );
+        assert_eq!(
+            summary["resources"]["postgres"],
+            json!(["Cluster/votes-0", "Cluster/votes-1"]),
+            "Tiltfile {args:?}"
+        );
+        for name in ["redis-cluster", "redis-cluster-create", "postgres"] {
+            assert_eq!(
+                summary["labels"][name],
+                json!(["data"]),
+                "Tiltfile {args:?}: {name}"
+            );
+        }
+    }
+    // ...and the Clusters left out of "postgres" (in "config") fail the
+    // harness: the components would wait for a resource Tilt never makes.
+    let path = dir.path().join("Tiltfile");
+    write(
+        &path,
+        &broken(&read(&tiltfile), " or app == DATABASE_OBJECTS:", ":"),
+    );
+    let (output, _) = run_tiltfile(&path, &["--scale-out"], dir.path());
+    assert_failure(
+        "Tiltfile --scale-out with the Clusters not in postgres",
+        &output,
+        "worker: depends on unknown resource postgres",
+    );
+
     // The harness catches each kind of mistake Tilt would reject or that
     // would leave objects uncategorized...
     let original = read(&tiltfile);
@@ -1874,4 +1913,196 @@ fn the_public_edge_reaches_public_paths_only() {
             expected,
         );
     }
+}
+
+/// `check_cnpg.py` on a rendered kustomization; it writes the objects of
+/// built-in kinds to `builtin`, and checks the operator release
+/// `docs/DEPLOYING.md` installs.
+fn check_cnpg(rendered: &Path, builtin: &Path, docs: &Path) -> Output {
+    script("check_cnpg.py")
+        .arg(rendered)
+        .arg(builtin)
+        .arg(docs)
+        .output()
+        .unwrap()
+}
+
+fn check_redis_cluster_job(rendered: &Path) -> Output {
+    script("check_redis_cluster_job.py")
+        .arg(rendered)
+        .output()
+        .unwrap()
+}
+
+/// The scaled-out flavour (`k8s/components/scale-out`): on the dev overlay
+/// (`k8s/overlays/scale-out`, what the kind command deploys) and on the
+/// base, the CloudNativePG Clusters match the vendored CRD schema of the
+/// release the docs install, the built-in kinds validate strictly, every
+/// promise of `check_manifests.py` holds (the scaled-out ones included),
+/// and the Redis Cluster formation Job's script forms the cluster once
+/// against fake nodes. Broken copies fail.
+#[test]
+fn the_scaled_out_flavour_validates_and_keeps_its_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    let components = components(dir.path());
+    let docs = repo().join("docs/DEPLOYING.md");
+    let builtin = dir.path().join("builtin.yaml");
+    let with_base = base_with_component("scale-out", dir.path());
+    for (kustomization, flavour) in [("k8s/overlays/scale-out", "dev"), (&with_base, "base")] {
+        let rendered = rendered(kustomization, dir.path());
+        assert_success(
+            &format!("check_cnpg.py {kustomization}"),
+            &check_cnpg(&rendered, &builtin, &docs),
+        );
+        let validated = tool("kubernetes-validate")
+            .args(["--strict", "--quiet"])
+            .arg(&builtin)
+            .output()
+            .unwrap();
+        assert_success(
+            &format!("kubernetes-validate --strict {kustomization} (built-in kinds)"),
+            &validated,
+        );
+        assert_success(
+            &format!("check_manifests.py {flavour} ({kustomization})"),
+            &check_manifests(&rendered, &components, flavour),
+        );
+        assert_success(
+            &format!("check_redis_cluster_job.py {kustomization}"),
+            &check_redis_cluster_job(&rendered),
+        );
+    }
+
+    let scaled = read(rendered("k8s/overlays/scale-out", dir.path()));
+    let path = dir.path().join("broken.yaml");
+    // The CRD schema: a misspelt field, a wrong type.
+    for (from, to, expected) in [
+        (
+            "enablePodAntiAffinity: true",
+            "enablePodAntiAfinity: true",
+            "'enablePodAntiAfinity' was unexpected",
+        ),
+        ("instances: 2", "instances: '2'", "is not of type 'integer'"),
+    ] {
+        write(&path, &broken(&scaled, from, to));
+        assert_failure(
+            &format!("check_cnpg.py with {to:?}"),
+            &check_cnpg(&path, &builtin, &docs),
+            expected,
+        );
+    }
+    // Docs installing another operator release than the schema's.
+    let other_docs = dir.path().join("DEPLOYING.md");
+    write(
+        &other_docs,
+        &broken(
+            &read(&docs),
+            "releases/cnpg-1.30.0.yaml",
+            "releases/cnpg-1.29.1.yaml",
+        ),
+    );
+    write(&path, &scaled);
+    assert_failure(
+        "check_cnpg.py with docs installing 1.29.1",
+        &check_cnpg(&path, &builtin, &other_docs),
+        "installs CloudNativePG ['1.29.1', '1.30.0']",
+    );
+
+    // The scaled-out promises.
+    let base = read(rendered(&with_base, dir.path()));
+    for (flavour, manifests, expected) in [
+        (
+            "dev",
+            broken(
+                &scaled,
+                "- name: DB_HOSTS\n          valueFrom:\n            configMapKeyRef:\n              key: DB_HOSTS",
+                "- name: DB_HOST\n          valueFrom:\n            configMapKeyRef:\n              key: DB_HOST\n        - name: DB_HOSTS\n          valueFrom:\n            configMapKeyRef:\n              key: DB_HOSTS",
+            ),
+            "sets DB_HOST beside DB_HOSTS",
+        ),
+        (
+            "dev",
+            broken(
+                &scaled,
+                "DB_HOSTS: votes-0-rw,votes-1-rw",
+                "DB_HOSTS: votes-0-rw,votes-2-rw",
+            ),
+            "is not the read-write Services",
+        ),
+        (
+            "dev",
+            broken(&scaled, "DB_USER: votemesh", "DB_USER: postgres"),
+            "cannot be the superuser",
+        ),
+        (
+            "dev",
+            broken(&scaled, "replicas: 4", "replicas: 3"),
+            "3 replicas for 16 shards",
+        ),
+        (
+            "dev",
+            broken(&scaled, "- $(POD_NAME).redis-cluster", "- $(POD_IP)"),
+            "--cluster-announce-hostname is '$(POD_IP)'",
+        ),
+        (
+            "dev",
+            broken(&scaled, "- noeviction", "- allkeys-lru"),
+            "statefulset/redis-cluster/redis: maxmemory-policy allkeys-lru",
+        ),
+        (
+            "dev",
+            broken(
+                &scaled,
+                "REDIS_REPLICA_ACKS: \"1\"",
+                "REDIS_REPLICA_ACKS: \"2\"",
+            ),
+            "REDIS_REPLICA_ACKS 2",
+        ),
+        (
+            "dev",
+            broken(
+                &scaled,
+                "          app.kubernetes.io/name: redis-cluster\n    ports:\n    - port: 16379",
+                "          app.kubernetes.io/name: vote\n    ports:\n    - port: 16379",
+            ),
+            "redis-cluster is reachable on port 16379 from ['vote']",
+        ),
+        (
+            "dev",
+            broken(
+                &scaled,
+                "kubernetes.io/metadata.name: cnpg-system",
+                "kubernetes.io/metadata.name: cnpg",
+            ),
+            "expected only ['cnpg-system/cloudnative-pg', 'cnpg:votes-0', 'result', 'worker']",
+        ),
+        (
+            "dev",
+            broken(&scaled, "maxUnavailable: 1", "maxUnavailable: 0"),
+            "every kubectl drain blocks",
+        ),
+        (
+            "base",
+            broken(&base, "owner: votemesh", "owner: app"),
+            "cluster/votes-0: database 'votes' owned by 'app'",
+        ),
+    ] {
+        write(&path, &manifests);
+        assert_failure(
+            &format!("{flavour} scaled-out manifests broken to show {expected:?}"),
+            &check_manifests(&path, &components, flavour),
+            expected,
+        );
+    }
+
+    // The formation Job's script: creating again on a formed cluster.
+    write(
+        &path,
+        &broken(&scaled, "if [ -z \"$formed\" ]; then", "if true; then"),
+    );
+    assert_failure(
+        "check_redis_cluster_job.py with a script that always creates",
+        &check_redis_cluster_job(&path),
+        "re-run on the formed cluster",
+    );
 }
