@@ -1,8 +1,10 @@
 //! The shard map each database records (`votemesh::store::shard_map`),
 //! against real PostgreSQL servers started by the harness: several
 //! databases accept only the map they were set up with (same databases,
-//! same order, same shard count), one database accepts any shard count,
-//! and the result side's check finds a database out of place.
+//! same order, same shard count), a refused start marks no database, a
+//! database without a record among recorded ones is refused, one database
+//! accepts any shard count, and the result side's check finds a database
+//! out of place.
 
 use std::num::NonZeroU16;
 
@@ -68,7 +70,28 @@ async fn several_databases_accept_only_the_map_they_were_set_up_with() {
         databases(&[&first]).await.migrate(shards(16)).await,
         "a database removed",
     );
-    // The refused starts left the records as they were.
+    // The refused starts left the records as they were, and marked no
+    // database that had none.
+    let third_alone = databases(&[&third]).await;
+    assert!(
+        shard_map::Entity::find_by_id(0)
+            .one(third_alone.get(0).unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "the added database was not marked"
+    );
+    // A database without a record among recorded ones (recreated empty,
+    // or the wrong host) is refused, by the worker and by the reader.
+    let recreated = databases(&[&first, &third]).await;
+    assert!(matches!(
+        recreated.migrate(shards(16)).await,
+        Err(StoreError::UnrecordedDatabase { .. })
+    ));
+    assert!(matches!(
+        databases(&[&first, &third]).await.check_places().await,
+        Err(StoreError::UnrecordedDatabase { .. })
+    ));
     let recorded = shard_map::Entity::find_by_id(0)
         .one(pair.get(1).unwrap())
         .await
@@ -99,7 +122,6 @@ async fn several_databases_accept_only_the_map_they_were_set_up_with() {
 async fn one_database_holds_every_voter_whatever_the_shard_count() {
     let server = PostgresServer::start().await.unwrap();
     let one = databases(&[&server]).await;
-    // Nothing recorded yet: the reading side waits for a worker's record.
     votemesh::store::migrate(one.get(0).unwrap()).await.unwrap();
     one.migrate(shards(16)).await.unwrap();
     one.migrate(shards(4)).await.unwrap();

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 pub use sea_orm::DatabaseConnection;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DbBackend, DbErr, RuntimeErr, TransactionTrait, sqlx,
+    ConnectOptions, ConnectionTrait, Database, DatabaseTransaction, DbBackend, DbErr, RuntimeErr,
+    TransactionTrait, sqlx,
 };
 use sea_orm_migration::MigratorTrait;
 use thiserror::Error;
@@ -72,6 +73,17 @@ pub enum StoreError {
         recorded: String,
         /// The map this process was given.
         configured: String,
+    },
+    /// Some databases of `DB_HOSTS` recorded their place and these did
+    /// not: recreated empty, or not the database set up at that place.
+    #[error(
+        "{databases} recorded no shard map while the other databases of DB_HOSTS did: \
+         recreated empty, or not the database that was set up at that place; refusing to \
+         use it, since its voters' earlier votes would be missing from the count (docs/SCALING.md)"
+    )]
+    UnrecordedDatabase {
+        /// The databases without a record, without passwords.
+        databases: String,
     },
     /// More databases than shards: some database would hold no shard.
     #[error(
@@ -219,19 +231,37 @@ pub async fn connect(url: &ConnectionUrl) -> Result<DatabaseConnection, StoreErr
 /// Runs the migrations that have not run yet, for the one database that
 /// holds every voter; safe to call from several processes at once.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
-    migrate_as(db, ShardMap::whole(Shards::ONE), "the database").await
+    migrate_schema(db).await?;
+    record_map(db, ShardMap::whole(Shards::ONE), "the database").await
 }
 
-/// Runs the migrations that have not run yet, then records `map` in the
-/// database, or checks it against the map recorded ([`shard_map`]); `name`
-/// names the database in errors.
+/// Runs the migrations that have not run yet.
 ///
-/// All in one transaction, on both databases (their DDL is
-/// transactional): two processes migrating at once (several workers, or
-/// the all-in-one binary and its worker) never interleave the steps of a
-/// migration. On PostgreSQL an advisory lock makes the second wait; on
-/// SQLite the second fails as busy and retries, finding the work done.
-async fn migrate_as(db: &DatabaseConnection, map: ShardMap, name: &str) -> Result<(), StoreError> {
+/// In one transaction, on both databases (their DDL is transactional):
+/// two processes migrating at once (several workers, or the all-in-one
+/// binary and its worker) never interleave the steps of a migration. On
+/// PostgreSQL an advisory lock makes the second wait; on SQLite the second
+/// fails as busy and retries, finding the work done.
+async fn migrate_schema(db: &DatabaseConnection) -> Result<(), StoreError> {
+    let transaction = locked_transaction(db).await?;
+    migration::Migrator::up(&transaction, None).await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Records `map` in the database, or checks it against the map recorded
+/// ([`shard_map`]), under the migrations' lock; `name` names the database
+/// in errors.
+async fn record_map(db: &DatabaseConnection, map: ShardMap, name: &str) -> Result<(), StoreError> {
+    let transaction = locked_transaction(db).await?;
+    shard_map::record(&transaction, map, name).await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// A transaction holding, on PostgreSQL, the lock that serialises
+/// migrations across processes.
+async fn locked_transaction(db: &DatabaseConnection) -> Result<DatabaseTransaction, StoreError> {
     let transaction = db.begin().await?;
     if db.get_database_backend() == DbBackend::Postgres {
         transaction
@@ -240,10 +270,7 @@ async fn migrate_as(db: &DatabaseConnection, map: ShardMap, name: &str) -> Resul
             ))
             .await?;
     }
-    migration::Migrator::up(&transaction, None).await?;
-    shard_map::record(&transaction, map, name).await?;
-    transaction.commit().await?;
-    Ok(())
+    Ok(transaction)
 }
 
 /// Answers `Ok` while the database answers a trivial query.

@@ -157,6 +157,14 @@ impl fmt::Display for ShardMap {
     }
 }
 
+/// The map `db` recorded (`None`: none yet).
+async fn read_record<C: ConnectionTrait>(db: &C) -> Result<Option<ShardMap>, StoreError> {
+    match shard_map::Entity::find_by_id(0).one(db).await? {
+        Some(row) => ShardMap::from_row(&row).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Records `map` in `db` if it holds no map yet; refuses a map that
 /// disagrees with the one it holds (see the module's doc).
 pub(super) async fn record<C: ConnectionTrait>(
@@ -246,57 +254,120 @@ impl Databases {
 
     /// Migrates every database and records (or checks) the shards each
     /// holds of the queue's `shards` (the worker, at start).
+    ///
+    /// The records are read and written holding every database's
+    /// migration lock, taken in `DB_HOSTS` order (so two workers starting
+    /// at once never see a set half recorded, and never wait for each
+    /// other in a circle), and every record is checked before any is
+    /// written: a refused start marks no database. Among several
+    /// databases, one without a record while others have one is refused.
     pub async fn migrate(&self, shards: Shards) -> Result<(), StoreError> {
         let maps = ShardMap::split(self.len(), shards)?;
         try_join_all(
             self.members
                 .iter()
-                .zip(maps)
-                .map(|(member, map)| super::migrate_as(&member.connection, map, &member.name)),
+                .map(|member| super::migrate_schema(&member.connection)),
         )
         .await?;
+        let mut locked = Vec::with_capacity(self.len());
+        for member in self.members.iter() {
+            locked.push(super::locked_transaction(&member.connection).await?);
+        }
+        let mut recorded = Vec::with_capacity(self.len());
+        for transaction in &locked {
+            recorded.push(read_record(transaction).await?);
+        }
+        for ((member, map), recorded) in self.members.iter().zip(&maps).zip(&recorded) {
+            if let Some(recorded) = recorded
+                && !map.agrees_with(recorded)
+            {
+                return Err(StoreError::ShardMapConflict {
+                    database: member.name.clone(),
+                    recorded: recorded.to_string(),
+                    configured: map.to_string(),
+                });
+            }
+        }
+        self.refuse_partly_recorded(&recorded)?;
+        for ((transaction, member), map) in locked.iter().zip(self.members.iter()).zip(maps) {
+            record(transaction, map, &member.name).await?;
+        }
+        for transaction in locked {
+            transaction.commit().await?;
+        }
         for member in self.members.iter() {
             member.placed.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Checks that each database not checked yet recorded the place this
-    /// set gives it (the result service, before summing). A database with
-    /// no record yet (no worker migrated it) is checked again next time;
-    /// one recorded elsewhere is an error.
+    /// Checks that each database recorded the place this set gives it (the
+    /// result service, before summing; a database found in place is not
+    /// read again). While no database has a record (no worker set them up
+    /// yet), the check passes and is made again next time; a database
+    /// recorded elsewhere is an error ([`StoreError::ShardMapConflict`]),
+    /// and so is one without a record among recorded ones
+    /// ([`StoreError::UnrecordedDatabase`]: the sum would miss its voters).
     pub async fn check_places(&self) -> Result<(), StoreError> {
+        if self
+            .members
+            .iter()
+            .all(|member| member.placed.load(Ordering::Relaxed))
+        {
+            return Ok(());
+        }
         let count = self.len();
+        let recorded = self.recorded().await?;
+        for (index, (member, recorded)) in self.members.iter().zip(&recorded).enumerate() {
+            if let Some(recorded) = recorded
+                && (usize::from(recorded.database) != index
+                    || usize::from(recorded.databases) != count)
+            {
+                return Err(StoreError::ShardMapConflict {
+                    database: member.name.clone(),
+                    recorded: recorded.to_string(),
+                    configured: format!("database {index} of {count} (from 0, in DB_HOSTS order)"),
+                });
+            }
+        }
+        self.refuse_partly_recorded(&recorded)?;
+        for (member, recorded) in self.members.iter().zip(&recorded) {
+            if recorded.is_some() {
+                member.placed.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The map each database recorded, in order (`None`: none yet).
+    async fn recorded(&self) -> Result<Vec<Option<ShardMap>>, StoreError> {
         try_join_all(
             self.members
                 .iter()
-                .enumerate()
-                .filter(|(_, member)| !member.placed.load(Ordering::Relaxed))
-                .map(|(index, member)| async move {
-                    let Some(row) = shard_map::Entity::find_by_id(0)
-                        .one(&member.connection)
-                        .await?
-                    else {
-                        return Ok(());
-                    };
-                    let recorded = ShardMap::from_row(&row)?;
-                    if usize::from(recorded.database) != index
-                        || usize::from(recorded.databases) != count
-                    {
-                        return Err(StoreError::ShardMapConflict {
-                            database: member.name.clone(),
-                            recorded: recorded.to_string(),
-                            configured: format!(
-                                "database {index} of {count} (from 0, in DB_HOSTS order)"
-                            ),
-                        });
-                    }
-                    member.placed.store(true, Ordering::Relaxed);
-                    Ok(())
-                }),
+                .map(|member| read_record(&member.connection)),
         )
-        .await?;
-        Ok(())
+        .await
+    }
+
+    /// Refuses several databases of which some recorded a map and others
+    /// did not.
+    fn refuse_partly_recorded(&self, recorded: &[Option<ShardMap>]) -> Result<(), StoreError> {
+        if self.len() < 2 || recorded.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let unrecorded: Vec<&str> = self
+            .members
+            .iter()
+            .zip(recorded)
+            .filter(|(_, recorded)| recorded.is_none())
+            .map(|(member, _)| member.name.as_str())
+            .collect();
+        if unrecorded.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::UnrecordedDatabase {
+            databases: unrecorded.join(", "),
+        })
     }
 
     /// `Ok` while every database answers a trivial query.

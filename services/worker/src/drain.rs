@@ -312,6 +312,7 @@ impl<S: VoteSource> Drainer<S> {
                 Ok(()) => return true,
                 Err(
                     error @ (StoreError::ShardMapConflict { .. }
+                    | StoreError::UnrecordedDatabase { .. }
                     | StoreError::MoreDatabasesThanShards { .. }),
                 ) => {
                     tracing::error!(%error, "refusing to write to the databases");

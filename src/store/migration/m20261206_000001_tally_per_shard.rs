@@ -12,7 +12,10 @@
 //! is built beside the old one, filled from it, and renamed over it.
 //! Workers of an older release still running against the new table fail
 //! their tally update (no unique key on the option alone) and retry their
-//! batch until they are replaced: nothing is lost or counted twice.
+//! batch until they are replaced: nothing is lost or counted twice. Result
+//! services of an older release read one row per option: with a sharded
+//! queue they would show one shard's count, so they are upgraded with the
+//! workers (docs/SCALING.md, "Several databases").
 
 use sea_orm_migration::prelude::*;
 

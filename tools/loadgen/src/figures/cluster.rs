@@ -130,7 +130,7 @@ impl Suite {
         let backlog = ingest.ok + queued.ok;
         let redis_before = nodes_cpu();
         let meter = cpu::Meter::start(
-            cpu::Group::tree("postgres", self.postgres.pid())
+            cpu::Group::tree("postgres", postgres.pid())
                 .into_iter()
                 .collect(),
         );
