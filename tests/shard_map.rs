@@ -25,6 +25,15 @@ async fn databases(servers: &[&PostgresServer]) -> Databases {
     Databases::connect(&urls, None).await.unwrap()
 }
 
+/// What `db` recorded: (database index, database count, shard count).
+async fn recorded_map(db: &sea_orm::DatabaseConnection) -> Option<(i32, i32, i32)> {
+    shard_map::Entity::find_by_id(0)
+        .one(db)
+        .await
+        .unwrap()
+        .map(|row| (row.database_index, row.database_count, row.shard_count))
+}
+
 fn assert_conflict(outcome: Result<(), StoreError>, what: &str) {
     match outcome {
         Err(error @ StoreError::ShardMapConflict { .. }) => {
@@ -74,11 +83,7 @@ async fn several_databases_accept_only_the_map_they_were_set_up_with() {
     // database that had none.
     let third_alone = databases(&[&third]).await;
     assert!(
-        shard_map::Entity::find_by_id(0)
-            .one(third_alone.get(0).unwrap())
-            .await
-            .unwrap()
-            .is_none(),
+        recorded_map(third_alone.get(0).unwrap()).await.is_none(),
         "the added database was not marked"
     );
     // A database without a record among recorded ones (recreated empty,
@@ -92,19 +97,7 @@ async fn several_databases_accept_only_the_map_they_were_set_up_with() {
         databases(&[&first, &third]).await.check_places().await,
         Err(StoreError::UnrecordedDatabase { .. })
     ));
-    let recorded = shard_map::Entity::find_by_id(0)
-        .one(pair.get(1).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (
-            recorded.database_index,
-            recorded.database_count,
-            recorded.shard_count
-        ),
-        (1, 2, 16)
-    );
+    assert_eq!(recorded_map(pair.get(1).unwrap()).await, Some((1, 2, 16)));
 
     // The reading side (the result service) checks places only.
     databases(&[&first, &second])
@@ -125,18 +118,9 @@ async fn one_database_holds_every_voter_whatever_the_shard_count() {
     votemesh::store::migrate(one.get(0).unwrap()).await.unwrap();
     one.migrate(shards(16)).await.unwrap();
     one.migrate(shards(4)).await.unwrap();
-    let recorded = shard_map::Entity::find_by_id(0)
-        .one(one.get(0).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        (
-            recorded.database_index,
-            recorded.database_count,
-            recorded.shard_count
-        ),
-        (0, 1, 4),
+        recorded_map(one.get(0).unwrap()).await,
+        Some((0, 1, 4)),
         "the record follows the shard count"
     );
     one.check_places().await.unwrap();

@@ -172,23 +172,39 @@ pub(super) async fn record<C: ConnectionTrait>(
     map: ShardMap,
     name: &str,
 ) -> Result<(), StoreError> {
-    match shard_map::Entity::find_by_id(0).one(db).await? {
+    let recorded = read_record(db).await?;
+    check_record(map, recorded, name)?;
+    write_record(db, map, recorded).await
+}
+
+/// Refuses `map` for the database `name` if it disagrees with the map
+/// the database `recorded`.
+fn check_record(map: ShardMap, recorded: Option<ShardMap>, name: &str) -> Result<(), StoreError> {
+    match recorded {
+        Some(recorded) if !map.agrees_with(&recorded) => Err(StoreError::ShardMapConflict {
+            database: name.to_owned(),
+            recorded: recorded.to_string(),
+            configured: map.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `map` over what `db` `recorded` (checked to agree), when it
+/// differs.
+async fn write_record<C: ConnectionTrait>(
+    db: &C,
+    map: ShardMap,
+    recorded: Option<ShardMap>,
+) -> Result<(), StoreError> {
+    match recorded {
         None => {
             map.to_row().insert(db).await?;
         }
-        Some(row) => {
-            let recorded = ShardMap::from_row(&row)?;
-            if !map.agrees_with(&recorded) {
-                return Err(StoreError::ShardMapConflict {
-                    database: name.to_owned(),
-                    recorded: recorded.to_string(),
-                    configured: map.to_string(),
-                });
-            }
-            if recorded != map {
-                map.to_row().update(db).await?;
-            }
+        Some(recorded) if recorded != map => {
+            map.to_row().update(db).await?;
         }
+        Some(_) => {}
     }
     Ok(())
 }
@@ -278,19 +294,11 @@ impl Databases {
             recorded.push(read_record(transaction).await?);
         }
         for ((member, map), recorded) in self.members.iter().zip(&maps).zip(&recorded) {
-            if let Some(recorded) = recorded
-                && !map.agrees_with(recorded)
-            {
-                return Err(StoreError::ShardMapConflict {
-                    database: member.name.clone(),
-                    recorded: recorded.to_string(),
-                    configured: map.to_string(),
-                });
-            }
+            check_record(*map, *recorded, &member.name)?;
         }
         self.refuse_partly_recorded(&recorded)?;
-        for ((transaction, member), map) in locked.iter().zip(self.members.iter()).zip(maps) {
-            record(transaction, map, &member.name).await?;
+        for ((transaction, map), recorded) in locked.iter().zip(maps).zip(recorded) {
+            write_record(transaction, map, recorded).await?;
         }
         for transaction in locked {
             transaction.commit().await?;
