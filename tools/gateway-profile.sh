@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Drives the gateway's vote routes and the vote service directly, one
-# after the other, and says how much CPU each process spent per vote: the
+# Drives the gateway's vote routes, the gateway floor's (hyper and tonic
+# alone translating each vote: `votemesh-loadgen --gateway-floor-server`)
+# and the vote service directly, one after the other, and says how much
+# CPU each process spent per vote: the
 # quick loop behind the "Gateway" findings in docs/BENCHMARKS.md (the full
 # suite, `cargo bench -p votemesh-loadgen`, is the reference figure).
 #
@@ -41,16 +43,22 @@ PIDS+=($!)
 GATEWAY_LISTEN_ADDR=127.0.0.1:3191 VOTE_ADDR=http://127.0.0.1:5191 RESULT_ADDR=http://127.0.0.1:5192 \
     "$BIN/votemesh-gateway" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!); gateway_pid=$!
+"$BIN/votemesh-loadgen" --gateway-floor-server --listen 127.0.0.1:3193 \
+    --vote-addr http://127.0.0.1:5191 >"$WORK/floor.log" 2>&1 &
+PIDS+=($!); floor_pid=$!
 redis_pid=$(pgrep -f "redis-server.*:$REDIS_PORT")
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 
-# One closed-loop run in `mode`; prints calls/s and CPU µs per call.
+# One closed-loop run in `mode` (grpc, form, json; floor-form and
+# floor-json go to the gateway floor); prints calls/s and CPU µs per call,
+# the "gateway" column being the floor's in the floor runs.
 run() {
-    local mode=$1 target=()
+    local mode=$1 target=() gateway_pid=$gateway_pid
     case $mode in
         grpc) target=(--vote-addr http://127.0.0.1:5191) ;;
+        floor-*) target=(--gateway-url http://127.0.0.1:3193); gateway_pid=$floor_pid; mode=${mode#floor-} ;;
         *) target=(--gateway-url http://127.0.0.1:3191) ;;
     esac
     local before_gw before_vote before_redis
@@ -69,12 +77,14 @@ run() {
     # The vote service does the same work for every mode, so the gateway's
     # cost in units of it is steadier than µs on a machine whose speed
     # drifts (shared cores): compare that column between builds.
-    printf '%-5s %6.0f calls/s (%s failed)   CPU µs per call: gateway %6s  vote %6s  redis %6s   gateway/vote %s\n' \
-        "$mode" "$(echo "$calls / $seconds" | bc -l)" "$failed" "$gateway" "$vote" "$redis" \
+    printf '%-10s %6.0f calls/s (%s failed)   CPU µs per call: gateway %6s  vote %6s  redis %6s   gateway/vote %s\n' \
+        "$1" "$(echo "$calls / $seconds" | bc -l)" "$failed" "$gateway" "$vote" "$redis" \
         "$(echo "scale=2; $gateway / $vote" | bc)"
 }
 run grpc
+run floor-form
 run form
+run floor-json
 if [ "${PERF:-0}" = 1 ]; then
     perf record -e cpu-clock -F 2000 -g -p "$gateway_pid" -o "$WORK/perf.data" \
         -- sleep "$SECONDS_PER_RUN" >/dev/null 2>&1 &

@@ -112,13 +112,19 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-/// Shared by every handler.
+/// Shared by every handler: one pointer to [`Shared`]. Every middleware
+/// and handler that takes the state clones it, several times a request;
+/// a clone of the fields themselves (a dozen reference counts) cost about
+/// 3 % of the gateway's CPU per vote (docs/BENCHMARKS.md), a clone of
+/// this one.
 #[derive(Clone, Debug)]
-pub struct AppState {
-    /// The gRPC clients, shared: a handler's state is a clone, and cloning
-    /// the clients themselves (a boxed service stack each) for every
-    /// request cost more CPU than the rest of the gateway.
-    pub upstream: Arc<Upstream>,
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] points to.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// The gRPC clients.
+    pub upstream: Upstream,
     /// The shared results stream.
     pub fanout: Fanout,
     /// The tallies as the browsers' streams write them.
@@ -132,6 +138,14 @@ pub struct AppState {
     /// Who gets in when the gateway is busy (an open SSE stream counts
     /// only until its headers are sent).
     pub admission: Admission,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The gateway's routes behind its tower stack: reading this function
@@ -336,7 +350,7 @@ impl AppState {
 
     /// The same state with `edge`'s limits on the vote routes.
     pub fn with_edge(mut self, edge: edge::Edge) -> Self {
-        self.edge = Arc::new(edge);
+        Arc::make_mut(&mut self.0).edge = Arc::new(edge);
         self
     }
 
@@ -344,28 +358,30 @@ impl AppState {
     pub fn with_upstream(upstream: Upstream, shutdown: CancellationToken) -> Self {
         let fanout = Fanout::spawn(upstream.clone(), shutdown.clone());
         let pacing = pacing::Pacing::spawn(fanout.subscribe(), fanout.changes(), shutdown.clone());
-        Self {
-            upstream: Arc::new(upstream),
+        Self(Arc::new(Shared {
+            upstream,
             fanout,
             pacing,
             shutdown,
             event_streams: events::StreamCap::new(events::DEFAULT_MAX_STREAMS),
             edge: Arc::default(),
             admission: Admission::default(),
-        }
+        }))
     }
 
     /// The same state with `results`' limits on the live results streams.
     pub fn with_results(mut self, results: &events::ResultsArgs) -> Self {
-        self.event_streams = events::StreamCap::new(results.results_max_streams);
-        self.pacing
+        let shared = Arc::make_mut(&mut self.0);
+        shared.event_streams = events::StreamCap::new(results.results_max_streams);
+        shared
+            .pacing
             .set_min_interval(Duration::from_millis(results.results_min_interval_ms));
         self
     }
 
     /// The same state admitting requests with `admission`.
     pub fn with_admission(mut self, admission: Admission) -> Self {
-        self.admission = admission;
+        Arc::make_mut(&mut self.0).admission = admission;
         self
     }
 

@@ -7,7 +7,9 @@
 //! measures. `BENCH_SECONDS` (default 5, per load run),
 //! `BENCH_DRAIN_VOTES` / `BENCH_DRAIN_VOTERS` (default 1,000,000 from
 //! 100,000) and `BENCH_READ_VOTES` (default 10,000,000) change its size;
-//! `BENCH_OUT` writes the report elsewhere.
+//! `BENCH_OUT` writes the report elsewhere. Only the part between the
+//! report's markers is replaced ([`figures::report::splice`]): the
+//! analyses around it are written by hand.
 
 use std::{path::PathBuf, time::Instant};
 
@@ -34,7 +36,9 @@ async fn main() {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/BENCHMARKS.md")
         });
     let report = figures::report::document(&size, &machine, &body, &problems, took);
-    std::fs::write(&out, &report)
+    let document = std::fs::read_to_string(&out).ok();
+    let written = figures::report::splice(document.as_deref(), &report);
+    std::fs::write(&out, &written)
         .unwrap_or_else(|error| panic!("cannot write {}: {error}", out.display()));
     println!("{report}");
     eprintln!("wrote {}", out.display());

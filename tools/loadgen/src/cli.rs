@@ -34,10 +34,15 @@ pub struct Cli {
     /// Retry-After), with nothing else (the soak's overload reference).
     #[arg(long, env = "LOADGEN_REFUSAL_FLOOR_SERVER", conflicts_with_all = ["noop_server", "sse_floor_server"])]
     pub refusal_floor_server: bool,
+    /// Serve the gateway floor on --listen instead of generating load:
+    /// JSON and form votes translated to CastVote calls to --vote-addr by
+    /// hyper and tonic alone (the gateway goal's reference).
+    #[arg(long, env = "LOADGEN_GATEWAY_FLOOR_SERVER", conflicts_with_all = ["noop_server", "sse_floor_server", "refusal_floor_server"])]
+    pub gateway_floor_server: bool,
     /// How often --sse-floor-server writes an event to every stream, in milliseconds.
     #[arg(long, env = "SSE_FLOOR_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub sse_floor_interval_ms: u64,
-    /// Where --noop-server, --sse-floor-server or --refusal-floor-server listens.
+    /// Where --noop-server or one of the floor servers listens.
     #[arg(long, env = "NOOP_LISTEN_ADDR", default_value = DEFAULT_NOOP_LISTEN, value_parser = config::parse_listen_addr)]
     pub listen: SocketAddr,
     /// Which route votes take: CastVote over gRPC, or the gateway's form or JSON vote (or `results`: GetResults calls, a read load).

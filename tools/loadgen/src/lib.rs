@@ -26,6 +26,9 @@
 //! - [`noop`]: the no-op VoteService.
 //! - [`sse_floor`]: the live results floor: bare SSE streams, one write
 //!   per event, read against the gateway's streams.
+//! - [`refusal_floor`] and [`gateway_floor`]: hyper alone refusing every
+//!   vote, and hyper and tonic alone translating each vote into a
+//!   CastVote: what the gateway's refusals and its votes are read against.
 //! - `figures` (with the `suite` feature): the benchmark suite, one module
 //!   per figure plus the report; it starts real Redis, PostgreSQL and the
 //!   services' binaries, and drives them with this crate's binary. The
@@ -38,6 +41,7 @@ pub mod accept;
 pub mod cli;
 #[cfg(feature = "suite")]
 pub mod figures;
+pub mod gateway_floor;
 pub mod noop;
 pub mod recorder;
 pub mod refusal_floor;

@@ -1,7 +1,8 @@
 //! `votemesh-loadgen`: parses [`Cli`], checks the target, runs the load
 //! and prints the summary (or, with `--noop-server`, serves the no-op
 //! VoteService until SIGTERM; with `--sse-floor-server`, the live results
-//! floor; with `--refusal-floor-server`, the refusal floor).
+//! floor; with `--refusal-floor-server`, the refusal floor; with
+//! `--gateway-floor-server`, the gateway floor).
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
@@ -9,7 +10,7 @@ use anyhow::Context;
 use votemesh::{client::Transport, config, shutdown, telemetry, tls::Tls};
 use votemesh_loadgen::{
     cli::Cli,
-    noop, refusal_floor,
+    gateway_floor, noop, refusal_floor,
     run::{self, Pace, Progress, Stop},
     sse_floor,
     summary::{PaceLabel, Summary},
@@ -40,13 +41,20 @@ async fn run() -> anyhow::Result<ExitCode> {
     // Logs go to stderr: stdout carries the summary (`--json`).
     let _telemetry = telemetry::init_for_tool("loadgen", &cli.telemetry)?;
     let shutdown = shutdown::on_signal();
-    if cli.noop_server || cli.sse_floor_server || cli.refusal_floor_server {
+    if cli.noop_server
+        || cli.sse_floor_server
+        || cli.refusal_floor_server
+        || cli.gateway_floor_server
+    {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         if cli.noop_server {
             tracing::info!(addr = %cli.listen, "no-op VoteService listening");
             noop::serve(listener, shutdown).await?;
+        } else if cli.gateway_floor_server {
+            tracing::info!(addr = %cli.listen, vote_addr = %cli.vote_addr, "gateway floor listening");
+            gateway_floor::serve(listener, &cli.vote_addr, shutdown).await?;
         } else if cli.refusal_floor_server {
             tracing::info!(addr = %cli.listen, "refusal floor listening");
             refusal_floor::serve(listener, shutdown).await;

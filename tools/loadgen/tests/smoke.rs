@@ -17,6 +17,7 @@ async fn the_benchmark_suite_runs_end_to_end_and_every_vote_is_counted_once() {
         .run()
         .await;
     for heading in [
+        "## CPU per vote, against each part's floor",
         "## Ingest",
         "## Sustained",
         "## Drain",

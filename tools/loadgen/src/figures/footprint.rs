@@ -22,6 +22,8 @@ impl Suite {
         let worker = self.worker("bench-idle").await;
         let idle_worker = worker.memory().0;
         worker.stop().await;
+        self.goals.idle_rss.extend(services.iter().cloned());
+        self.goals.idle_rss.push(("worker".into(), idle_worker));
         Idle {
             redis,
             services,

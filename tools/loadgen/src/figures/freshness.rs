@@ -13,32 +13,35 @@ use votemesh::proto::v1::{
 use super::{Process, Suite};
 
 impl Suite {
-    /// Writes the freshness table.
+    /// Writes the freshness table: one run per rate of the size.
     pub(super) async fn freshness(&mut self, vote: &Process, result: &Process) {
         let size = self.size.clone();
-        let fresh = self.measure_freshness(vote, result).await;
         self.line(format!(
             "\n## Freshness: vote acknowledged -> tally on WatchResults\n\n\
-             {} new voters vote at a steady {}/s (open loop) for {:?}; a vote counts as seen \
+             New voters vote at a steady rate (open loop) for {:?}; a vote counts as seen \
              when a WatchResults tally first holds at least as many votes as had been \
              acknowledged with it.\n\n\
-             | votes/s | votes | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n\
-             | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            fresh.0,
-            size.fresh_rate,
+             | votes/s | votes | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|",
             size.fresh_run,
-            size.fresh_rate,
-            fresh.0,
-            fresh.1.p50,
-            fresh.1.p90,
-            fresh.1.p99,
-            fresh.1.max
         ));
+        for rate in size.fresh_rates {
+            let (votes, latency) = self.measure_freshness(vote, result, rate).await;
+            self.line(format!(
+                "| {rate} | {votes} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                latency.p50, latency.p90, latency.p99, latency.max
+            ));
+            self.goals.freshness.push((rate, latency));
+        }
     }
 
     /// Votes from new voters at a steady rate; for each, the time from its
     /// acknowledgement to the first WatchResults tally counting it.
-    async fn measure_freshness(&mut self, vote: &Process, result: &Process) -> (u64, Latency) {
+    async fn measure_freshness(
+        &mut self,
+        vote: &Process,
+        result: &Process,
+        rate: u64,
+    ) -> (u64, Latency) {
         let base = self.tally_total().await;
         let mut results = ResultServiceClient::connect(result.url())
             .await
@@ -59,9 +62,10 @@ impl Suite {
         let client = VoteServiceClient::connect(vote.url())
             .await
             .expect("connecting to the vote service");
-        let rate = self.size.fresh_rate;
         let votes = rate * self.size.fresh_run.as_secs().max(1);
-        let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        // Each call's outcome: when it was acknowledged, or its status.
+        let (acked_tx, mut acked_rx) =
+            tokio::sync::mpsc::unbounded_channel::<Result<Instant, tonic::Code>>();
         let start = tokio::time::Instant::now();
         let mut calls = tokio::task::JoinSet::new();
         for n in 0..votes {
@@ -69,19 +73,31 @@ impl Suite {
             let (mut client, acked_tx) = (client.clone(), acked_tx.clone());
             calls.spawn(async move {
                 let request = CastVoteRequest {
-                    voter_id: format!("fresh-{n}"),
+                    voter_id: format!("fresh{rate}-{n}"),
                     option: "a".into(),
                 };
-                if client.cast_vote(request).await.is_ok() {
-                    let _ = acked_tx.send(Instant::now());
-                }
+                let outcome = match client.cast_vote(request).await {
+                    Ok(_) => Ok(Instant::now()),
+                    Err(status) => Err(status.code()),
+                };
+                let _ = acked_tx.send(outcome);
             });
         }
         while calls.join_next().await.is_some() {}
         drop(acked_tx);
         let mut acks = Vec::new();
-        while let Some(at) = acked_rx.recv().await {
-            acks.push(at);
+        let mut failed = std::collections::BTreeMap::<String, u64>::new();
+        while let Some(outcome) = acked_rx.recv().await {
+            match outcome {
+                Ok(at) => acks.push(at),
+                Err(code) => *failed.entry(format!("{code:?}")).or_default() += 1,
+            }
+        }
+        if !failed.is_empty() {
+            self.problems.push(format!(
+                "freshness at {rate} votes/s: {} of {votes} CastVote calls failed: {failed:?}",
+                failed.values().sum::<u64>()
+            ));
         }
         acks.sort();
         let acked = acks.len() as u64;

@@ -5,7 +5,7 @@
 
 use tokio::process::Command;
 
-use super::{Load, Process, Suite, ratio};
+use super::{Load, Process, Suite, cpu, ratio};
 
 impl Suite {
     /// Writes the ingest table; returns the no-op server's calls/s at
@@ -39,6 +39,9 @@ impl Suite {
                     ),
                 )
                 .await;
+            if c == c_mid {
+                self.goals.queued_vote_bytes = self.queued_vote_bytes().await;
+            }
             self.redis
                 .command(&["DEL", "votes"])
                 .await
@@ -74,7 +77,53 @@ impl Suite {
                 floor_mid = floor.throughput;
             }
         }
+        self.goals.lpush_floor_us = self.lpush_floor().await;
         floor_mid
+    }
+
+    /// The length of the newest queued vote, as the vote service pushed it.
+    async fn queued_vote_bytes(&self) -> Option<u64> {
+        let reply = self.redis.command(&["LINDEX", "votes", "0"]).await.ok()?;
+        reply.strip_prefix('$')?.split("\r\n").next()?.parse().ok()
+    }
+
+    /// Redis CPU per pipelined `LPUSH` of a queued vote's size
+    /// (`redis-benchmark -P 16`, 16 clients): the least Redis could spend
+    /// queueing a vote, issue 21's Redis floor. `None` when
+    /// redis-benchmark did not run (a problem says why).
+    async fn lpush_floor(&mut self) -> Option<f64> {
+        const KEY: &str = "bench:lpush-floor";
+        let bytes = self.goals.queued_vote_bytes.unwrap_or(250);
+        let pushes = self.size.redis_requests * 2;
+        let payload = "x".repeat(bytes as usize);
+        let meter = cpu::Meter::start(
+            cpu::Group::one("redis", self.redis.pid())
+                .into_iter()
+                .collect(),
+        );
+        let output = Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &self.redis.port().to_string()])
+            .args(["-c", "16", "-P", "16", "-n", &pushes.to_string(), "-q"])
+            .args(["LPUSH", KEY, &payload])
+            .output()
+            .await;
+        let cost = meter.stop();
+        let _ = self.redis.command(&["DEL", KEY]).await;
+        match output {
+            Ok(output) if output.status.success() => cost.per_thousand("redis", pushes),
+            Ok(output) => {
+                self.problems.push(format!(
+                    "redis-benchmark LPUSH failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+                None
+            }
+            Err(error) => {
+                self.problems
+                    .push(format!("redis-benchmark not run ({error})"));
+                None
+            }
+        }
     }
 
     /// `redis-benchmark` running `EVAL` of one `LPUSH` of a vote-sized

@@ -49,6 +49,7 @@ mod drain;
 mod footprint;
 mod freshness;
 mod gateway;
+mod goals;
 mod ingest;
 mod peer;
 mod read;
@@ -80,8 +81,8 @@ pub struct Size {
     pub redis_requests: u64,
     /// Stored votes of the two read figures.
     pub read_votes: [u64; 2],
-    /// Votes per second of the freshness figure.
-    pub fresh_rate: u64,
+    /// Votes per second of each freshness run.
+    pub fresh_rates: Vec<u64>,
     /// Its length.
     pub fresh_run: Duration,
 }
@@ -104,7 +105,7 @@ impl Size {
             drain_voters: env("BENCH_DRAIN_VOTERS", 100_000),
             redis_requests: 200_000,
             read_votes: [10_000, env("BENCH_READ_VOTES", 10_000_000)],
-            fresh_rate: 1_000,
+            fresh_rates: vec![1_000, 10_000],
             fresh_run: Duration::from_secs(env("BENCH_SECONDS", 5) * 2),
         }
     }
@@ -119,7 +120,7 @@ impl Size {
             drain_voters: 500,
             redis_requests: 2_000,
             read_votes: [1_000, 5_000],
-            fresh_rate: 100,
+            fresh_rates: vec![100],
             fresh_run: Duration::from_secs(1),
         }
     }
@@ -351,6 +352,8 @@ pub struct Suite {
     /// The CPUs the load generator starts on, when the system under test
     /// is pinned to the others ([`affinity`]).
     generator_cpus: Option<Vec<usize>>,
+    /// What the goals table needs besides `costs`.
+    goals: goals::Inputs,
 }
 
 impl Suite {
@@ -373,6 +376,7 @@ impl Suite {
             problems: Vec::new(),
             costs: Vec::new(),
             generator_cpus: None,
+            goals: goals::Inputs::default(),
         }
     }
 
@@ -545,6 +549,7 @@ impl Suite {
     /// The "Where the CPU goes" section: each metered run's CPU time per
     /// call, by process.
     fn cpu_section(&mut self) {
+        // Kept for the goals table, which reads them once the run is over.
         let costs = std::mem::take(&mut self.costs);
         self.line(
             "\n## Where the CPU goes\n\n\
@@ -581,7 +586,7 @@ impl Suite {
                 cost.busy_cores(),
                 cell(&["loadgen"]),
                 cell(&["vote", "noop"]),
-                cell(&["gateway"]),
+                cell(&["gateway", "gateway-floor"]),
                 cell(&["redis"]),
                 cell(&worker_names),
                 cell(&["postgres"]),
@@ -589,6 +594,7 @@ impl Suite {
             );
             self.line(line);
         }
+        self.costs = costs;
     }
 
     /// Adds a counted run's acknowledged votes to what the tally must hold.
@@ -683,6 +689,9 @@ impl Suite {
         // The full path from here on, the worker draining.
         let worker = self.worker("bench-live").await;
         let gateway = self.gateway(&vote, &result).await;
+        self.goals
+            .idle_rss
+            .push((gateway.name.clone(), gateway.memory().0));
         self.gateway_votes(&vote, &worker, &gateway, c_mid).await;
         self.cpu_section();
         let loaded = [&vote, &result, &gateway].map(|p| (p.name.clone(), p.memory()));
@@ -703,7 +712,8 @@ impl Suite {
         for process in [gateway, vote, result, noop] {
             process.stop().await;
         }
-        (self.report, self.problems)
+        let goals = self.goals_section(c_mid);
+        (format!("{goals}\n{}", self.report), self.problems)
     }
 }
 

@@ -1,6 +1,28 @@
 //! The report the suite writes (`docs/BENCHMARKS.md`): its head (what
 //! was measured, on what machine, from which code, at what size), the
-//! figures' body that [`super::Suite::run`] returns, and the problems seen.
+//! figures' body that [`super::Suite::run`] returns, and the problems seen;
+//! [`splice`] puts it between the markers of the document it goes into,
+//! so the analyses written around it by hand stay.
+
+/// Where the suite's part of a document begins...
+pub const BEGIN_MARKER: &str =
+    "<!-- cargo bench -p votemesh-loadgen: the suite's report begins -->";
+/// ...and ends. Everything outside the two is written by hand.
+pub const END_MARKER: &str = "<!-- the suite's report ends -->";
+
+/// `report` in place of what lies between the markers of `document`; a
+/// document without both (or none at all) becomes a title and the report.
+pub fn splice(document: Option<&str>, report: &str) -> String {
+    let region = format!("{BEGIN_MARKER}\n\n{}\n{END_MARKER}", report.trim_end());
+    if let Some(document) = document
+        && let Some(begin) = document.find(BEGIN_MARKER)
+        && let Some(end) = document[begin..].find(END_MARKER)
+    {
+        let end = begin + end + END_MARKER.len();
+        return format!("{}{region}{}", &document[..begin], &document[end..]);
+    }
+    format!("# votemesh benchmarks\n\n{region}\n")
+}
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -28,8 +50,7 @@ pub fn document(
             .join("\n")
     };
     format!(
-        "# votemesh benchmarks\n\n\
-         Written by `cargo bench -p votemesh-loadgen` (the suite in \
+        "Written by `cargo bench -p votemesh-loadgen` (the suite in \
          `tools/loadgen/src/figures/`; docs/LOADGEN.md says how to run it). \
          Each figure stands next to its ceiling or peer measured in \
          the same run on the same machine: read the ratios, not the absolute numbers. \
@@ -116,4 +137,34 @@ pub async fn machine() -> String {
         "- {redis}; PostgreSQL from the test harness (fsync off)"
     );
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_replaces_only_what_lies_between_the_markers() {
+        let document = format!(
+            "# Title\n\nBy hand, before.\n\n{BEGIN_MARKER}\n\nold figures\n{END_MARKER}\n\nBy hand, after.\n"
+        );
+        let spliced = splice(Some(&document), "new figures\n");
+        assert_eq!(
+            spliced,
+            format!(
+                "# Title\n\nBy hand, before.\n\n{BEGIN_MARKER}\n\nnew figures\n{END_MARKER}\n\nBy hand, after.\n"
+            )
+        );
+        // Spliced again, the same: nothing accumulates.
+        assert_eq!(splice(Some(&spliced), "new figures\n"), spliced);
+    }
+
+    #[test]
+    fn a_document_without_markers_becomes_a_title_and_the_report() {
+        for document in [None, Some("no markers here")] {
+            let spliced = splice(document, "figures");
+            assert!(spliced.starts_with("# votemesh benchmarks\n\n"));
+            assert!(spliced.contains(&format!("{BEGIN_MARKER}\n\nfigures\n{END_MARKER}")));
+        }
+    }
 }

@@ -32,6 +32,8 @@ impl Suite {
             .await;
         self.line(format!(
             "\n## Sustained: CastVote with the worker draining\n\n\
+             | c | CastVote calls/s | p50 ms | p99 ms | no-op calls/s (above) | ratio | worker caught up after the run |\n\
+             |---|---|---|---|---|---|---|\n\
              | {c_mid} | {:.0} | {:.2} | {:.2} | {floor:.0} | {:.2} | {:.2} s |",
             sustained.throughput,
             sustained.latency_ms.p50,
