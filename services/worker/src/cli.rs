@@ -21,6 +21,11 @@ pub struct Cli {
     /// Most votes written per transaction.
     #[arg(long, env = "BATCH_SIZE", default_value_t = crate::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
+    /// Milliseconds to wait after a batch that emptied the queue before
+    /// taking the next (0: take at once), so a steady trickle is written
+    /// in fewer, larger batches.
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = crate::DEFAULT_BATCH_LINGER.as_millis() as u64)]
+    pub batch_linger_ms: u64,
     /// Where the Redis queue is.
     #[command(flatten)]
     pub redis: RedisArgs,

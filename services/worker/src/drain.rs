@@ -125,6 +125,9 @@ pub struct DrainSettings {
     pub shards: Shards,
     /// How long one wait for votes lasts when the queue is empty.
     pub idle_wait: Duration,
+    /// The pause after a batch that emptied the queue, before the next
+    /// take ([`crate::DEFAULT_BATCH_LINGER`]).
+    pub linger: Duration,
     /// How often readiness is checked.
     pub probe_interval: Duration,
     /// How often the worker marks itself alive and reclaims dead workers' batches.
@@ -145,6 +148,7 @@ impl DrainSettings {
             batch_size: crate::DEFAULT_BATCH_SIZE,
             shards: Shards::ONE,
             idle_wait: crate::DEFAULT_IDLE_WAIT,
+            linger: crate::DEFAULT_BATCH_LINGER,
             probe_interval: votemesh::health::DEFAULT_PROBE_INTERVAL,
             heartbeat_interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
@@ -287,6 +291,15 @@ impl<S: VoteSource> Drainer<S> {
                 Ok(taken) => {
                     backoff = self.backoff();
                     next = (!taken.messages.is_empty()).then_some(taken);
+                    // This batch emptied the queue: let the next one gather
+                    // for a moment rather than take the few votes that came
+                    // during this write.
+                    if !take_next && !draining && !self.settings.linger.is_zero() {
+                        tokio::select! {
+                            () = shutdown.cancelled() => {}
+                            () = tokio::time::sleep(self.settings.linger) => {}
+                        }
+                    }
                 }
                 // Both batches stay in the processing list; the next
                 // take_batch returns them whole.

@@ -149,5 +149,12 @@ pub fn default_worker_id() -> String {
 /// votes. 1024 drained 1.4 to 1.8 times as fast as 256 did
 /// (docs/BENCHMARKS.md, "Drain"); above it the gain is small.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
+/// Default pause after a batch that emptied the queue, before the next
+/// take: under a steady trickle the worker keeps up, so each take would
+/// find only what came during the last write, and every small batch pays
+/// a batch's fixed costs. Waiting this long first gathers more into one
+/// batch, for at most this much later freshness
+/// (docs/BENCHMARKS.md, "The worker under a steady load").
+pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(10);
 /// Default wait for a vote when the queue is empty.
 pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_millis(250);

@@ -50,11 +50,12 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         .with_admission(Admission::new(&cli.server.admission));
     let mut settings = DrainSettings::new(worker_id.clone());
     settings.batch_size = cli.batch_size.max(1);
+    settings.linger = std::time::Duration::from_millis(cli.batch_linger_ms);
     settings.shards = layout.shards;
     let sharded = cli.queue.cluster_nodes().is_some() || layout.shards.count() > 1;
     if !sharded {
         let redis_url = cli.redis.url_or_local();
-        tracing::info!(%worker_id, redis = %redis_url, database = %databases, batch_size = cli.batch_size, "starting the worker");
+        tracing::info!(%worker_id, redis = %redis_url, database = %databases, batch_size = cli.batch_size, batch_linger_ms = cli.batch_linger_ms, "starting the worker");
         let queue = RedisQueue::with_tls(&redis_url, listener.tls())?.for_worker(&worker_id);
         votemesh_worker::run(listener, queue, databases, settings, shutdown).await?;
     } else {
@@ -65,7 +66,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
                 tls: listener.tls(),
             },
         };
-        tracing::info!(%worker_id, redis = ?target, shards = layout.shards.count(), database = %databases, batch_size = cli.batch_size, "starting the worker on a sharded queue");
+        tracing::info!(%worker_id, redis = ?target, shards = layout.shards.count(), database = %databases, batch_size = cli.batch_size, batch_linger_ms = cli.batch_linger_ms, "starting the worker on a sharded queue");
         let queue = ShardedWorkerQueue::new(target, layout, &worker_id)?;
         // The heartbeat renews the shard leases.
         settings.heartbeat_interval = sharded::LEASE_RENEW_INTERVAL;

@@ -905,3 +905,43 @@ async fn apply_batch_in(
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_steady_trickle_is_written_in_few_batches_while_the_worker_lingers() {
+    let redis = RedisServer::start().await.unwrap();
+    let postgres = PostgresServer::start().await.unwrap();
+    let db = database(&postgres).await;
+    let queue = RedisQueue::new(&redis.url()).unwrap();
+    let mut settings = worker_settings("w-linger");
+    settings.linger = Duration::from_millis(100);
+    let worker = start_worker(&redis, &postgres, settings).await;
+
+    // 200 new voters, one every 2 ms: the worker keeps up, so without the
+    // linger each take would find only the votes of its last write, a few
+    // milliseconds' worth (a hundred batches or more).
+    for voter in 0..200 {
+        queue
+            .push(&new_vote(&format!("trickle-{voter}"), "a"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    wait_for_tally(&db, &counts(&[("a", 200)])).await;
+
+    let mut client =
+        WorkerServiceClient::new(votemesh::client::connect(worker.addr).await.unwrap());
+    let stats = client
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // About 400 ms of votes in batches of at most 50 (the test settings'
+    // size), one take per 100 ms linger: a handful, with room for a slow
+    // machine.
+    assert!(
+        stats.batches_committed <= 20,
+        "{} batches for 200 votes trickling over 400 ms",
+        stats.batches_committed
+    );
+    worker.stop().await;
+}

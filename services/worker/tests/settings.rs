@@ -28,6 +28,7 @@ fn base(redis_port: u16, db_port: u16) -> Vec<(&'static str, String)> {
         ("DB_PASSWORD", PASSWORD.into()),
         ("WORKER_ID", "w-test".into()),
         ("BATCH_SIZE", "7".into()),
+        ("BATCH_LINGER_MS", "9".into()),
         ("WORKER_LISTEN_ADDR", "127.0.0.1:0".into()),
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -65,6 +66,7 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
         &format!("redis=redis://redis.invalid:{rp}/"),
         &format!("database=postgres://app:***@db.invalid:{dp}/votes"),
         "batch_size=7",
+        "batch_linger_ms=9",
         "service_name=worker-under-test",
     ] {
         assert!(started.contains(expected), "{expected} in {started}");
@@ -159,6 +161,15 @@ async fn every_setting_set_to_the_empty_string_is_unset() {
             &[],
             format!("batch_size={}", votemesh_worker::DEFAULT_BATCH_SIZE),
             "error",
+        ),
+        (
+            "BATCH_LINGER_MS",
+            &[],
+            format!(
+                "batch_linger_ms={}",
+                votemesh_worker::DEFAULT_BATCH_LINGER.as_millis()
+            ),
+            "invalid value",
         ),
         // Empty: the default text format, not an invalid value.
         ("LOG_FORMAT", &[], " INFO ".into(), "\"level\""),
@@ -262,6 +273,7 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         ("DB_PORT", "99999"),
         ("DB_HOSTS", "pg-0:5432,pg-1:0"),
         ("BATCH_SIZE", "-1"),
+        ("BATCH_LINGER_MS", "soon"),
         ("LOG_FORMAT", "xml"),
         ("WORKER_LISTEN_ADDR", "nope"),
         ("HEALTH_LISTEN_ADDR", "nope"),
