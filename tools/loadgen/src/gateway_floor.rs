@@ -210,10 +210,9 @@ fn plain(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 mod tests {
     use std::net::SocketAddr;
 
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::Full;
     use hyper::{Method, Request, StatusCode, body::Bytes, header};
-    use hyper_util::rt::TokioIo;
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
 
     /// One request on a fresh connection: its status, `Location` and body.
@@ -225,11 +224,6 @@ mod tests {
         cookie: Option<&str>,
         body: &'static [u8],
     ) -> (StatusCode, Option<String>, Bytes) {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -239,13 +233,10 @@ mod tests {
             request = request.header(header::COOKIE, cookie);
         }
         let request = request.body(Full::new(Bytes::from_static(body))).unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let location = response
-            .headers()
+        let (status, headers, body) = crate::floor_client::exchange(addr, request).await;
+        let location = headers
             .get(header::LOCATION)
             .map(|value| value.to_str().unwrap().to_owned());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, location, body)
     }
 

@@ -41,6 +41,8 @@ pub mod accept;
 pub mod cli;
 #[cfg(feature = "suite")]
 pub mod figures;
+#[cfg(test)]
+mod floor_client;
 pub mod gateway_floor;
 pub mod noop;
 pub mod recorder;

@@ -82,10 +82,9 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 mod tests {
     use std::net::SocketAddr;
 
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::Full;
     use hyper::{Method, Request, StatusCode, body::Bytes, header};
-    use hyper_util::rt::TokioIo;
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
 
     /// One request on a fresh connection: its status, `Retry-After` and body.
@@ -95,11 +94,6 @@ mod tests {
         path: &str,
         body: &'static [u8],
     ) -> (StatusCode, Option<String>, Bytes) {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -107,13 +101,10 @@ mod tests {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from_static(body)))
             .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let retry_after = response
-            .headers()
+        let (status, headers, body) = crate::floor_client::exchange(addr, request).await;
+        let retry_after = headers
             .get(header::RETRY_AFTER)
             .map(|value| value.to_str().unwrap().to_owned());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, retry_after, body)
     }
 
