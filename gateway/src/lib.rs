@@ -113,10 +113,10 @@ pub enum GatewayError {
 }
 
 /// Shared by every handler: one pointer to [`Shared`]. Every middleware
-/// and handler that takes the state clones it, several times a request;
-/// a clone of the fields themselves (a dozen reference counts) cost about
-/// 3 % of the gateway's CPU per vote (docs/BENCHMARKS.md), a clone of
-/// this one.
+/// and handler that takes the state clones it, several times a request:
+/// cloning the fields themselves (a dozen reference counts) was about
+/// 3 % of the gateway's samples in an overload profile
+/// (docs/BENCHMARKS.md), cloning this is one count.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Shared>);
 
