@@ -17,7 +17,7 @@ use votemesh::{
     store::Databases,
 };
 use votemesh_testing::{ANY_PORT, PostgresServer, TestServer};
-use votemesh_testing_services::cats_and_dogs;
+use votemesh_testing_services::{cats_and_dogs, until_total};
 
 /// Far longer than the test waits for a tally: only a notification
 /// delivers it.
@@ -44,20 +44,6 @@ async fn commit_tally(databases: &Databases, index: usize, option: &str, shard: 
         ))
         .await
         .unwrap();
-}
-
-/// The next tally on `stream` whose total is `total`, within [`WAIT`].
-async fn until_total(stream: &mut tonic::Streaming<Tally>, total: i64) -> Tally {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let tally = stream.next().await.unwrap().unwrap();
-            if tally.total == total {
-                return tally;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no tally with {total} votes within {WAIT:?}"))
 }
 
 fn counts(tally: &Tally) -> Vec<(String, i64)> {
@@ -92,14 +78,14 @@ async fn the_tally_is_the_sum_of_every_database_pushed_by_each_ones_commits() {
         .await
         .unwrap()
         .into_inner();
-    until_total(&mut stream, 0).await;
+    until_total(&mut stream, 0, WAIT).await;
 
     // Shards 2 and 3 are the second database's; 0 and 1 the first's.
     commit_tally(&pair, 1, "a", 3, 2).await;
-    until_total(&mut stream, 2).await;
+    until_total(&mut stream, 2, WAIT).await;
     commit_tally(&pair, 0, "b", 0, 1).await;
     commit_tally(&pair, 0, "a", 1, 1).await;
-    let tally = until_total(&mut stream, 4).await;
+    let tally = until_total(&mut stream, 4, WAIT).await;
     assert_eq!(counts(&tally), [("a".into(), 3), ("b".into(), 1)]);
     // A voter who changed from a to b in shard 2: two rows of one database.
     commit_tally(&pair, 1, "a", 2, -1).await;

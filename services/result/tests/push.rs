@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use tokio_stream::StreamExt;
 use votemesh::proto::v1::{
-    CastVoteRequest, GetResultsRequest, Tally, WatchResultsRequest,
+    CastVoteRequest, GetResultsRequest, WatchResultsRequest,
     result_service_client::ResultServiceClient, vote_service_client::VoteServiceClient,
 };
 use votemesh_testing::{ANY_PORT, PostgresServer, RedisServer, TestServer};
-use votemesh_testing_services::{cats_and_dogs, start_vote, start_worker, worker_settings};
+use votemesh_testing_services::{
+    cats_and_dogs, start_vote, start_worker, until_total, worker_settings,
+};
 
 /// Far longer than the test waits for a tally: only a push delivers it.
 const POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -26,20 +27,6 @@ async fn start_result_polling_rarely(postgres: &PostgresServer) -> TestServer {
     .await
     .ready()
     .await
-}
-
-/// The next tally on `stream` whose total is `total`, within [`WAIT`].
-async fn until_total(stream: &mut tonic::Streaming<Tally>, total: i64) -> Tally {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let tally = stream.next().await.unwrap().unwrap();
-            if tally.total == total {
-                return tally;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no tally with {total} votes within {WAIT:?}"))
 }
 
 #[tokio::test]
@@ -57,7 +44,7 @@ async fn a_committed_vote_reaches_watch_results_without_waiting_for_the_poll() {
         .await
         .unwrap()
         .into_inner();
-    until_total(&mut stream, 0).await;
+    until_total(&mut stream, 0, WAIT).await;
 
     for (voter_id, total) in [("v1", 1), ("v2", 2)] {
         votes
@@ -67,7 +54,7 @@ async fn a_committed_vote_reaches_watch_results_without_waiting_for_the_poll() {
             })
             .await
             .unwrap();
-        until_total(&mut stream, total).await;
+        until_total(&mut stream, total, WAIT).await;
     }
     let tally = results
         .get_results(GetResultsRequest {})
@@ -86,7 +73,7 @@ async fn a_committed_vote_reaches_watch_results_without_waiting_for_the_poll() {
         })
         .await
         .unwrap();
-    until_total(&mut stream, 3).await;
+    until_total(&mut stream, 3, WAIT).await;
 
     worker.stop().await;
     vote.stop().await;

@@ -95,16 +95,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .drop_table(Table::drop().table(Tally::Table).to_owned())
-            .await?;
-        manager
-            .rename_table(
-                Table::rename()
-                    .table(TallyPerShard::Table, Tally::Table)
-                    .to_owned(),
-            )
-            .await?;
+        replace_tally(manager).await?;
         manager
             .create_table(
                 Table::create()
@@ -154,15 +145,21 @@ impl MigrationTrait for Migration {
                  SELECT option_id, SUM(count) FROM tally GROUP BY option_id",
             )
             .await?;
-        manager
-            .drop_table(Table::drop().table(Tally::Table).to_owned())
-            .await?;
-        manager
-            .rename_table(
-                Table::rename()
-                    .table(TallyPerShard::Table, Tally::Table)
-                    .to_owned(),
-            )
-            .await
+        replace_tally(manager).await
     }
+}
+
+/// Drops `tally` and gives its name to the table just filled beside it
+/// (`tally_per_shard`): the last step both ways.
+async fn replace_tally(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .drop_table(Table::drop().table(Tally::Table).to_owned())
+        .await?;
+    manager
+        .rename_table(
+            Table::rename()
+                .table(TallyPerShard::Table, Tally::Table)
+                .to_owned(),
+        )
+        .await
 }

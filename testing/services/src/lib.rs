@@ -112,3 +112,23 @@ pub async fn start_worker(
     })
     .await
 }
+
+/// The next tally on a WatchResults `stream` whose total is `total`;
+/// panics if none comes `within`.
+pub async fn until_total(
+    stream: &mut tonic::Streaming<votemesh::proto::v1::Tally>,
+    total: i64,
+    within: Duration,
+) -> votemesh::proto::v1::Tally {
+    use tokio_stream::StreamExt;
+    tokio::time::timeout(within, async {
+        loop {
+            let tally = stream.next().await.unwrap().unwrap();
+            if tally.total == total {
+                return tally;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no tally with {total} votes within {within:?}"))
+}
