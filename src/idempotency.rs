@@ -61,9 +61,11 @@ pub enum KeyError {
 }
 
 impl IdempotencyKey {
-    /// A new random key (a UUID v4 without hyphens).
+    /// A new key: a time-ordered UUID (v7, RFC 9562) without hyphens, so
+    /// the queue can file its marker by the time it was made
+    /// ([`IdempotencyKey::minted_at_ms`]).
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string())
+        Self(uuid::Uuid::now_v7().simple().to_string())
     }
 
     /// Checks `text` against the rules.
@@ -95,6 +97,23 @@ impl IdempotencyKey {
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// When the key was made, in ms since the Unix epoch, if it is a
+    /// time-ordered UUID (v7, with or without hyphens): what
+    /// [`IdempotencyKey::generate`] makes. `None` for any other key.
+    ///
+    /// The time is the key's own, written by whoever made it; nothing
+    /// trusts it as a clock. The queue only uses it to choose where a
+    /// marker is kept, the same place for every attempt of a call.
+    pub fn minted_at_ms(&self) -> Option<u64> {
+        let uuid = uuid::Uuid::try_parse(&self.0).ok()?;
+        (uuid.get_version_num() == 7).then(|| {
+            let bytes = uuid.as_bytes();
+            bytes[..6]
+                .iter()
+                .fold(0, |millis, &byte| (millis << 8) | u64::from(byte))
+        })
     }
 }
 
@@ -158,6 +177,25 @@ mod tests {
                 Err(KeyError::Malformed),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_generated_key_tells_when_it_was_made_and_others_do_not() {
+        let before = chrono::Utc::now().timestamp_millis() as u64;
+        let key = IdempotencyKey::generate();
+        let after = chrono::Utc::now().timestamp_millis() as u64;
+        let minted = key.minted_at_ms().expect("a generated key is time-ordered");
+        assert!(
+            (before..=after).contains(&minted),
+            "{before} <= {minted} <= {after}"
+        );
+        let hyphenated = uuid::Uuid::try_parse(key.as_str()).unwrap().hyphenated();
+        let hyphenated = IdempotencyKey::parse(&hyphenated.to_string()).unwrap();
+        assert_eq!(hyphenated.minted_at_ms(), Some(minted));
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        for other in ["k1", random.as_str()] {
+            assert_eq!(IdempotencyKey::parse(other).unwrap().minted_at_ms(), None);
         }
     }
 

@@ -12,11 +12,12 @@
 use std::{collections::HashMap, num::NonZeroU16, time::Duration};
 
 use bb8_redis::redis::{AsyncCommands, cluster::ClusterClient};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use futures_util::future::join_all;
 use uuid::Uuid;
 use votemesh::{
     config::QueueLayout,
+    idempotency::{Idempotency, IdempotencyKey},
     queue::{NewVote, QueueError, QueuedVote, VoteSink, redis::RedisQueue, shard::Shards},
 };
 use votemesh_testing::{RedisCluster, RedisServer};
@@ -43,7 +44,9 @@ fn vote(voter: &str) -> NewVote {
         vote_id: Uuid::new_v4(),
         voter_id: voter.into(),
         option_id: "a".into(),
-        cast_at: Utc::now(),
+        // To the microsecond, as the queue keeps time (a repeat's answer
+        // is read back from its marker).
+        cast_at: Utc::now().trunc_subsecs(6),
         trace_context: HashMap::new(),
         idempotency: None,
     }
@@ -73,8 +76,9 @@ async fn queued(cluster: &RedisCluster) -> HashMap<u16, Vec<QueuedVote>> {
     contents
 }
 
-/// Votes of 64 voters, four rounds, each round pushed at once: every
-/// acknowledged vote is queued exactly once, in its voter's shard
+/// Votes of 64 voters, four rounds, each round pushed at once and then
+/// again with the same idempotency keys: every acknowledged vote is queued
+/// exactly once (the repeats answered as the first attempts), in its voter's shard
 /// (`crc32(voter) mod 8`), as it was answered; a voter's later vote has a
 /// higher sequence; the shards sit on more than one primary; and the queue
 /// recorded its layout.
@@ -87,11 +91,32 @@ async fn votes_land_in_their_voters_shards_in_order_across_the_primaries() {
     let queue = RedisQueue::cluster(&seeds(&cluster), layout(0)).unwrap();
     let voters: Vec<String> = (0..64).map(|n| format!("voter-{n}")).collect();
     let mut acknowledged: Vec<QueuedVote> = Vec::new();
+    let mut last_round = Vec::new();
     for _round in 0..4 {
-        let votes: Vec<NewVote> = voters.iter().map(|voter| vote(voter)).collect();
+        // Each call with a key, as the retry layer makes them: its marker
+        // is a field of the shard's marker hash, in the shard's slot.
+        let votes: Vec<NewVote> = voters
+            .iter()
+            .map(|voter| NewVote {
+                idempotency: Some(Idempotency {
+                    key: IdempotencyKey::generate(),
+                    window: Duration::from_secs(30),
+                }),
+                ..vote(voter)
+            })
+            .collect();
+        last_round.clear();
         for answer in join_all(votes.iter().map(|vote| queue.push(vote))).await {
-            acknowledged.push(answer.unwrap());
+            last_round.push(answer.unwrap());
         }
+        acknowledged.extend(last_round.iter().cloned());
+        // The round again, as retries: each answered as its first attempt.
+        let repeats = join_all(votes.iter().map(|vote| queue.push(vote))).await;
+        let repeats: Vec<QueuedVote> = repeats.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            repeats, last_round,
+            "repeats are answered as the first attempts"
+        );
     }
 
     let contents = queued(&cluster).await;

@@ -23,8 +23,8 @@ use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 use votemesh::idempotency::{Idempotency, IdempotencyKey};
 use votemesh::queue::{
-    Backlog, DEAD_LETTER_KEY, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource,
-    memory::MemoryQueue, processing_key, redis::RedisQueue, redis::RedisWorkerQueue,
+    Backlog, DEAD_LETTER_KEY, MarkerPlace, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource,
+    memory::MemoryQueue, processing_key, redis::RedisQueue, redis::RedisWorkerQueue, shard::Shards,
 };
 use votemesh_testing::RedisServer;
 
@@ -206,9 +206,68 @@ contract!(
     dead_letters_are_moved_once_and_only_with_their_acknowledgement,
     a_reclaim_never_takes_the_own_batch_and_orphans_come_back_oldest_first,
     an_empty_queue_gives_empty_batches_and_a_waiting_worker_gets_the_next_vote,
-    a_repeat_of_a_keyed_push_is_answered_as_the_first_and_not_queued_again,
-    votes_pushed_together_are_queued_as_each_was_answered,
+    a_repeat_with_a_key_of_its_own_is_answered_as_the_first_and_not_queued_again,
+    a_repeat_with_a_time_ordered_key_is_answered_as_the_first_and_not_queued_again,
+    votes_pushed_together_with_keys_of_their_own_are_queued_as_each_was_answered,
+    votes_pushed_together_with_time_ordered_keys_are_queued_as_each_was_answered,
 );
+
+/// How a scenario's calls name their idempotency keys: the marker of a
+/// time-ordered key is kept in a shared hash in Redis, any other key's
+/// in a key of its own (`votemesh::queue::MarkerPlace`).
+#[derive(Clone, Copy)]
+enum Keys {
+    /// The label itself (`call-1`): a key of its own.
+    OfTheirOwn,
+    /// A UUID v7 made now, the same for the same label within a run.
+    TimeOrdered,
+}
+
+impl Keys {
+    fn key(self, label: &str) -> String {
+        match self {
+            Keys::OfTheirOwn => label.to_owned(),
+            Keys::TimeOrdered => {
+                static MINTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+                let minted = *MINTED.get_or_init(|| Utc::now().timestamp_millis() as u64);
+                let mut random = [0; 10];
+                let digest = crc32fast::hash(label.as_bytes()).to_be_bytes();
+                random[..4].copy_from_slice(&digest);
+                let uuid = uuid::Builder::from_unix_timestamp_millis(minted, &random).into_uuid();
+                uuid.simple().to_string()
+            }
+        }
+    }
+}
+
+async fn a_repeat_with_a_key_of_its_own_is_answered_as_the_first_and_not_queued_again(
+    queue: &impl Queue,
+) {
+    a_repeat_of_a_keyed_push_is_answered_as_the_first_and_not_queued_again(queue, Keys::OfTheirOwn)
+        .await;
+}
+
+async fn a_repeat_with_a_time_ordered_key_is_answered_as_the_first_and_not_queued_again(
+    queue: &impl Queue,
+) {
+    a_repeat_of_a_keyed_push_is_answered_as_the_first_and_not_queued_again(
+        queue,
+        Keys::TimeOrdered,
+    )
+    .await;
+}
+
+async fn votes_pushed_together_with_keys_of_their_own_are_queued_as_each_was_answered(
+    queue: &impl Queue,
+) {
+    votes_pushed_together_are_queued_as_each_was_answered(queue, Keys::OfTheirOwn).await;
+}
+
+async fn votes_pushed_together_with_time_ordered_keys_are_queued_as_each_was_answered(
+    queue: &impl Queue,
+) {
+    votes_pushed_together_are_queued_as_each_was_answered(queue, Keys::TimeOrdered).await;
+}
 
 /// A push repeated with the same idempotency key (a retried call whose
 /// first attempt was queued) is not queued again and is answered as the
@@ -217,7 +276,9 @@ contract!(
 /// their own.
 async fn a_repeat_of_a_keyed_push_is_answered_as_the_first_and_not_queued_again(
     queue: &impl Queue,
+    keys: Keys,
 ) {
+    let keyed_vote = |voter: &str, label: &str, window| keyed_vote(voter, &keys.key(label), window);
     let window = Duration::from_secs(30);
     let first = queue
         .sink()
@@ -322,7 +383,8 @@ fn keyed_vote(voter: &str, key: &str, window: Duration) -> NewVote {
 /// among them. Each queued vote is in the queue exactly as its push was
 /// answered (its sequence included), every sequence differs, and the repeat
 /// is answered as its first attempt and not queued again.
-async fn votes_pushed_together_are_queued_as_each_was_answered(queue: &impl Queue) {
+async fn votes_pushed_together_are_queued_as_each_was_answered(queue: &impl Queue, keys: Keys) {
+    let keyed_vote = |voter: &str, label: &str, window| keyed_vote(voter, &keys.key(label), window);
     let window = Duration::from_secs(30);
     let first = queue
         .sink()
@@ -645,4 +707,58 @@ async fn an_empty_queue_gives_empty_batches_and_a_waiting_worker_gets_the_next_v
     };
     let (batch, pushed) = tokio::join!(waiting, push_votes(queue, 1));
     assert_eq!(parsed(&batch), pushed);
+}
+
+/// Redis alone: a hash of markers lives as long as its longest-lived
+/// marker (a shorter window pushed later does not cut it), and not longer:
+/// a hash whose markers' windows have all passed is gone, so markers leave
+/// nothing behind.
+#[tokio::test]
+async fn a_marker_hash_lives_as_long_as_its_longest_window_and_then_goes() {
+    let queue = OnRedis::start().await;
+    let mut redis = queue.connection().await;
+    let hash_of = |key: &str| match Shards::ONE
+        .of("v1")
+        .marker_place(&IdempotencyKey::parse(key).unwrap(), "v1")
+    {
+        MarkerPlace::Field { bucket, .. } => bucket,
+        MarkerPlace::Key(key) => panic!("{key} is not in a hash"),
+    };
+    let minted_at = |millis: u64, label: u8| {
+        let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &[label; 10]).into_uuid();
+        uuid.simple().to_string()
+    };
+    let now = Utc::now().timestamp_millis() as u64;
+
+    let (long, short) = (minted_at(now, 1), minted_at(now, 2));
+    assert_eq!(hash_of(&long), hash_of(&short), "one hash for both");
+    for (voter, key, window) in [
+        ("v1", &long, Duration::from_secs(30)),
+        ("v2", &short, Duration::from_millis(50)),
+    ] {
+        queue
+            .sink()
+            .push(&keyed_vote(voter, key, window))
+            .await
+            .unwrap();
+    }
+    let ttl: i64 = redis.pttl(hash_of(&long)).await.unwrap();
+    assert!(
+        (29_000..=30_000).contains(&ttl),
+        "the longest window: {ttl} ms"
+    );
+
+    // Another hash (keys made a second later), short windows only.
+    let brief = minted_at(now + 1_000, 3);
+    let window = Duration::from_millis(200);
+    queue
+        .sink()
+        .push(&keyed_vote("v3", &brief, window))
+        .await
+        .unwrap();
+    let ttl: i64 = redis.pttl(hash_of(&brief)).await.unwrap();
+    assert!((1..=200).contains(&ttl), "its one window: {ttl} ms");
+    tokio::time::sleep(window * 3).await;
+    let left: bool = redis.exists(hash_of(&brief)).await.unwrap();
+    assert!(!left, "the hash is gone with its last window");
 }

@@ -61,8 +61,44 @@ pub const PROCESSING_KEY_PREFIX: &str = "votes:processing:";
 pub const HEARTBEAT_KEY_PREFIX: &str = "votes:worker:";
 /// Prefix of the marker a vote pushed with an idempotency key leaves for
 /// its repeat window (`votes:request:<key>:<voter id>`): the first
-/// attempt's sequence, vote id and time. It expires on its own.
+/// attempt's sequence, vote id and time. It expires on its own. Markers
+/// of keys that tell when they were made are kept in hashes instead
+/// ([`MARKER_BUCKET_PREFIX`]).
 pub const REQUEST_KEY_PREFIX: &str = "votes:request:";
+/// Prefix of the hashes that hold the markers of time-ordered idempotency
+/// keys, one hash per [`MARKER_BUCKET_MS`] of the keys' own time
+/// (`votes:markers:<ms / 100>`, a field `<key>:<voter id>` per marker).
+/// Each hash expires once its last marker's window has passed.
+pub const MARKER_BUCKET_PREFIX: &str = "votes:markers:";
+/// How much of the keys' time one marker hash covers, in ms: small enough
+/// that a hash expiring frees little at once (Redis frees an expired key
+/// in its one thread), large enough that a batch's markers mostly share
+/// one hash.
+pub const MARKER_BUCKET_MS: u64 = 100;
+
+/// Where the push script keeps a vote's idempotency marker.
+///
+/// Both hold the same text and answer repeats alike; they differ in what
+/// a marker costs Redis. A key of its own costs a `SET ... NX GET PX` per
+/// vote (a key and an expiry each). A field of a shared hash costs a
+/// share of one `HMGET` and one `HSET` per hash per script call, and one
+/// expiry per hash: the hash is found again by every attempt of the call
+/// because the key itself says which hash (the time it was made), not the
+/// clock at the attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MarkerPlace {
+    /// A key of its own (`votes:request:<key>:<voter id>`), for keys that
+    /// do not tell when they were made (a caller's own, such as `k1`).
+    Key(String),
+    /// A field of a marker hash, for time-ordered keys (UUID v7, what the
+    /// retry layer makes).
+    Field {
+        /// The hash: `votes:markers:<key's ms / 100>` (with the shard's tag).
+        bucket: String,
+        /// `<key>:<voter id>`.
+        field: String,
+    },
+}
 
 /// The key of the marker of `voter_id`'s vote pushed with idempotency key
 /// `key`. Scoped by voter, so two callers that happen to use one key never

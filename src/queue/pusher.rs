@@ -54,7 +54,7 @@ use tokio::{
 use uuid::Uuid;
 
 use super::{
-    QueueError,
+    MarkerPlace, QueueError,
     connect::classify,
     link::{Link, PushConnection, Target},
     shard::Shard,
@@ -80,14 +80,23 @@ const WAITING_CAPACITY: usize = 8192;
 /// clock steps back; and if Redis lost `votes:clock` (restarted without
 /// its AOF), they carry on from the clock, above those given out before.
 ///
-/// A vote sent with an idempotency key names its marker
-/// (`votes:request:<key>:<voter>`, [`super::request_key`]): if the marker
-/// exists, an earlier attempt of the same call was pushed, and the vote is
-/// not pushed again; the marker's text (that attempt's sequence, vote id,
-/// time and option) is its answer. Otherwise the vote is pushed and the
-/// marker set for the vote's repeat window (`PX`), so it leaves nothing
-/// behind. One `SET ... NX GET PX` both checks and sets it (`NX` with
-/// `GET` needs Redis 7.0, which votemesh requires anyway).
+/// A vote sent with an idempotency key has a marker ([`MarkerPlace`]): if
+/// it is there, an earlier attempt of the same call was pushed, and the
+/// vote is not pushed again; the marker's text (that attempt's sequence,
+/// vote id, time and option) is its answer. Otherwise the vote is pushed
+/// and the marker written for the vote's repeat window, so it leaves
+/// nothing behind. A marker is kept in one of two places:
+///
+/// - **a field of a marker hash** (time-ordered keys, what the retry layer
+///   makes): each hash's fields are read in one `HMGET` and written in one
+///   `HSET` per call, whatever the number of votes. A field's value starts
+///   with its own expiry (`<ms since the epoch> <marker>`): a field past it
+///   is no marker, so a key is forgotten after its window even while its
+///   hash lives on. The hash expires when its last field does (its expiry
+///   only ever moved later, read with `PEXPIRETIME`, Redis 7.0).
+/// - **a key of its own** (any other key): one `SET ... NX GET PX` both
+///   checks and sets it, with its own expiry (`NX` with `GET` needs Redis
+///   7.0, which votemesh requires anyway).
 ///
 /// What a call costs Redis is mostly the call itself (about 6 µs: the
 /// script's entry, `TIME`, the clock's `GET` and `SET`), then about 1 µs a
@@ -95,43 +104,88 @@ const WAITING_CAPACITY: usize = 8192;
 /// (docs/BENCHMARKS.md, "Redis per queued vote"). So the per-vote work is
 /// the least it can be: the vote service sends each vote's message whole
 /// but for its opening brace, the script only prepends the sequence, the
-/// whole batch goes out in one `LPUSH`, and the answer is the first
-/// sequence (the others follow from it) and the repeats alone. The same
-/// script serves one shard of a sharded queue: every key it touches is
-/// the shard's.
+/// whole batch goes out in one `LPUSH`, a hash's markers in one `HSET`,
+/// and the answer is the first sequence (the others follow from it) and
+/// the repeats alone. The same script serves one shard of a sharded queue:
+/// every key it touches is the shard's.
 ///
-/// KEYS: queue, clock, then the marker of each vote that has one, in the
-/// votes' order. ARGV: the number `m` of votes with a marker; for each of
-/// them, its position in the batch (from 1), the marker's lifetime in ms
-/// and the vote's stamp (`<vote id> <µs since the epoch> <option id>`);
-/// then every vote's JSON without its opening brace, in order. Returns the
-/// first sequence, then for each repeat its position and its marker
-/// (`<sequence> <stamp>`). Votes that were queued took consecutive
-/// sequences from the first, in order; a repeat takes none.
+/// KEYS: queue, clock, the `h` marker hashes, then the marker key of each
+/// vote that has one of its own, in the votes' order. ARGV: the number `m`
+/// of votes with a marker, `h`; for each marked vote, its position in the
+/// batch (from 1), the marker's lifetime in ms, the vote's stamp (`<vote
+/// id> <µs since the epoch> <option id>`), its hash (1 to `h`, or 0 for a
+/// key of its own) and its field (empty for a key of its own); then every
+/// vote's JSON without its opening brace, in order. Returns the first
+/// sequence, then for each repeat its position and its marker (`<sequence>
+/// <stamp>`). Votes that were queued took consecutive sequences from the
+/// first, in order; a repeat takes none.
 const PUSH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now / 1000)
 local first = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
 if first < now then first = now end
 local marked = tonumber(ARGV[1])
-local before = 1 + 3 * marked
+local hashes = tonumber(ARGV[2])
+local before = 2 + 5 * marked
+-- Each marker hash's fields are read at once.
+local held, fields, writes, keep_until = {}, {}, {}, {}
+for h = 1, hashes do
+  held[h], fields[h], writes[h], keep_until[h] = {}, {}, {}, 0
+end
+for j = 0, marked - 1 do
+  local h = tonumber(ARGV[6 + 5 * j])
+  if h > 0 then
+    fields[h][#fields[h] + 1] = ARGV[7 + 5 * j]
+  end
+end
+for h = 1, hashes do
+  local values = redis.call('HMGET', KEYS[2 + h], unpack(fields[h]))
+  for k = 1, #values do
+    if values[k] then held[h][fields[h][k]] = values[k] end
+  end
+end
 local seq = first
 local mark = 1
+local own = 0
 local messages = {}
 local answers = {string.format('%d', first)}
 for i = 1, #ARGV - before do
   local prior = false
-  if mark <= marked and tonumber(ARGV[3 * mark - 1]) == i then
-    -- One command sets the marker if it is absent and returns it if not.
-    local stamp = string.format('%d', seq) .. ' ' .. ARGV[3 * mark + 1]
-    prior = redis.call('SET', KEYS[2 + mark], stamp, 'NX', 'GET', 'PX', ARGV[3 * mark])
+  local at = 2 + 5 * (mark - 1)
+  local sequence = string.format('%d', seq)
+  if mark <= marked and tonumber(ARGV[at + 1]) == i then
+    local stamp = sequence .. ' ' .. ARGV[at + 3]
+    local h = tonumber(ARGV[at + 4])
+    if h == 0 then
+      -- One command sets the marker if it is absent and returns it if not.
+      own = own + 1
+      prior = redis.call('SET', KEYS[2 + hashes + own], stamp, 'NX', 'GET', 'PX', ARGV[at + 2])
+    else
+      local field = ARGV[at + 5]
+      local found = held[h][field]
+      if found then
+        local gap = string.find(found, ' ', 1, true)
+        if gap and tonumber(string.sub(found, 1, gap - 1)) > now_ms then
+          prior = string.sub(found, gap + 1)
+        end
+      end
+      if not prior then
+        local expires = now_ms + tonumber(ARGV[at + 2])
+        local value = string.format('%d', expires) .. ' ' .. stamp
+        held[h][field] = value
+        writes[h][#writes[h] + 1] = field
+        writes[h][#writes[h] + 1] = value
+        if expires > keep_until[h] then keep_until[h] = expires end
+      end
+    end
     mark = mark + 1
   end
   if prior then
     answers[#answers + 1] = string.format('%d', i)
     answers[#answers + 1] = prior
   else
-    messages[#messages + 1] = '{"sequence":' .. string.format('%d', seq) .. ',' .. ARGV[before + i]
+    messages[#messages + 1] = '{"sequence":' .. sequence .. ',' .. ARGV[before + i]
     seq = seq + 1
   end
 end
@@ -139,11 +193,20 @@ if #messages > 0 then
   redis.call('LPUSH', KEYS[1], unpack(messages))
   redis.call('SET', KEYS[2], string.format('%d', seq - 1))
 end
+for h = 1, hashes do
+  if #writes[h] > 0 then
+    redis.call('HSET', KEYS[2 + h], unpack(writes[h]))
+    if redis.call('PEXPIRETIME', KEYS[2 + h]) < keep_until[h] then
+      redis.call('PEXPIREAT', KEYS[2 + h], string.format('%d', keep_until[h]))
+    end
+  end
+end
 return answers
 "#;
 
-// One LPUSH takes the whole batch: Lua's `unpack` stays well under its
-// stack limit of about 8,000 values.
+// One LPUSH takes the whole batch, one HMGET and one HSET a hash's
+// markers (two values each): Lua's `unpack` stays well under its stack
+// limit of about 8,000 values.
 const _: () = assert!(MAX_PUSH_BATCH <= 1000, "a batch must fit one unpack");
 
 /// One vote waiting to be pushed, and where its answer goes.
@@ -159,8 +222,8 @@ struct Waiting {
 /// repeat window ([`crate::idempotency`]).
 #[derive(Clone, Debug)]
 pub struct Marker {
-    /// Its Redis key ([`super::request_key`]).
-    pub key: String,
+    /// Where it is kept ([`super::shard::Shard::marker_place`]).
+    pub place: MarkerPlace,
     /// How long it is kept.
     pub lifetime: Duration,
     /// What a repeat is answered with besides the sequence: `<vote id>
@@ -496,22 +559,46 @@ async fn push_shard(
     let Some(shard) = votes.first().map(|waiting| waiting.shard.clone()) else {
         return false;
     };
+    // The marker hashes in the order first named, and each marker's place
+    // as the script reads it: a hash's number (from 1), or 0 for a key of
+    // its own, and its field.
+    let mut hashes: Vec<&str> = Vec::new();
+    let mut own_keys: Vec<&str> = Vec::new();
+    let mut marked = Vec::new();
+    for (position, waiting) in (1_usize..).zip(&votes) {
+        let Some(marker) = &waiting.marker else {
+            continue;
+        };
+        let (hash, field) = match &marker.place {
+            MarkerPlace::Key(key) => {
+                own_keys.push(key);
+                (0, "")
+            }
+            MarkerPlace::Field { bucket, field } => {
+                let known = hashes.iter().position(|hash| hash == bucket);
+                let index = known.unwrap_or_else(|| {
+                    hashes.push(bucket);
+                    hashes.len() - 1
+                });
+                (index + 1, field.as_str())
+            }
+        };
+        marked.push((position, marker, hash, field));
+    }
     let mut invocation = script.prepare_invoke();
     invocation.key(shard.queue_key()).key(shard.clock_key());
-    let marked = votes
-        .iter()
-        .filter(|waiting| waiting.marker.is_some())
-        .count();
-    invocation.arg(marked);
-    for (position, waiting) in (1..).zip(&votes) {
-        if let Some(marker) = &waiting.marker {
-            let lifetime = marker.lifetime.as_millis().max(1);
-            invocation
-                .key(&marker.key)
-                .arg(position)
-                .arg(lifetime.to_string())
-                .arg(&marker.stamp);
-        }
+    for key in hashes.iter().chain(&own_keys) {
+        invocation.key(*key);
+    }
+    invocation.arg(marked.len()).arg(hashes.len());
+    for (position, marker, hash, field) in marked {
+        let lifetime = marker.lifetime.as_millis().max(1);
+        invocation
+            .arg(position)
+            .arg(lifetime.to_string())
+            .arg(&marker.stamp)
+            .arg(hash)
+            .arg(field);
     }
     for waiting in &votes {
         // The script prepends `{"sequence":N,` (PushHandle::push checked

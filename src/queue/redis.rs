@@ -448,7 +448,7 @@ impl VoteSink for RedisQueue {
             .map_err(|error| QueueError::Failed(format!("cannot encode the vote: {error}")))?;
         let shard = self.layout.shards.of(&vote.voter_id);
         let marker = vote.idempotency.as_ref().map(|idempotency| Marker {
-            key: shard.request_key(&idempotency.key, &vote.voter_id),
+            place: shard.marker_place(&idempotency.key, &vote.voter_id),
             lifetime: idempotency.window,
             stamp: Marker::stamp(vote.vote_id, vote.cast_at, &vote.option_id),
         });

@@ -4,7 +4,8 @@
 //! ```text
 //! voter id ──crc32──► mod QUEUE_SHARDS ──► shard s ──► votes:{s}, votes:{s}:clock,
 //!                                                      votes:{s}:dead, votes:{s}:processing:<worker>,
-//!                                                      votes:{s}:request:<key>:<voter>, votes:{s}:lease, ...
+//!                                                      votes:{s}:request:<key>:<voter>, votes:{s}:markers:<n>,
+//!                                                      votes:{s}:lease, ...
 //! ```
 //!
 //! A voter's shard is `crc32(voter id as UTF-8) mod QUEUE_SHARDS`, with the
@@ -132,6 +133,28 @@ impl Shard {
         format!("{}:request:{key}:{voter_id}", self.queue_key)
     }
 
+    /// Where the marker of `voter_id`'s vote pushed with idempotency key
+    /// `key` is kept: a field of the shard's marker hash for the 100 ms
+    /// the key was made in, when the key tells ([`super::MarkerPlace`]),
+    /// or else a key of its own ([`Shard::request_key`]).
+    pub fn marker_place(
+        &self,
+        key: &crate::idempotency::IdempotencyKey,
+        voter_id: &str,
+    ) -> super::MarkerPlace {
+        match key.minted_at_ms() {
+            Some(minted) => super::MarkerPlace::Field {
+                bucket: format!(
+                    "{}:markers:{}",
+                    self.queue_key,
+                    minted / super::MARKER_BUCKET_MS
+                ),
+                field: format!("{key}:{voter_id}"),
+            },
+            None => super::MarkerPlace::Key(self.request_key(key, voter_id)),
+        }
+    }
+
     /// Who holds this shard's lease, and until when.
     pub fn lease_key(&self) -> String {
         format!("{}:lease", self.queue_key)
@@ -182,6 +205,24 @@ mod tests {
             shard.request_key(&key, "v1"),
             super::super::request_key(&key, "v1")
         );
+        assert_eq!(
+            shard.marker_place(&key, "v1"),
+            super::super::MarkerPlace::Key(super::super::request_key(&key, "v1"))
+        );
+        let minted = time_ordered_key(1_733_500_000_123);
+        assert_eq!(
+            shard.marker_place(&minted, "v1"),
+            super::super::MarkerPlace::Field {
+                bucket: format!("{}17335000001", super::super::MARKER_BUCKET_PREFIX),
+                field: format!("{minted}:v1"),
+            }
+        );
+    }
+
+    /// A v7 UUID made at `millis` (ms since the epoch), as a key.
+    fn time_ordered_key(millis: u64) -> crate::idempotency::IdempotencyKey {
+        let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &[7; 10]).into_uuid();
+        crate::idempotency::IdempotencyKey::parse(&uuid.simple().to_string()).unwrap()
     }
 
     #[test]
@@ -194,6 +235,10 @@ mod tests {
             shard.dead_letter_key(),
             shard.processing_key("w1"),
             shard.request_key(&key, "v1"),
+            match shard.marker_place(&time_ordered_key(1), "v1") {
+                super::super::MarkerPlace::Field { bucket, .. } => bucket,
+                super::super::MarkerPlace::Key(key) => panic!("{key} is not a bucket"),
+            },
             shard.lease_key(),
             shard.workers_key(),
         ] {

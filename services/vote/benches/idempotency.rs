@@ -1,7 +1,10 @@
 //! Bench (not a test): what idempotency markers cost Redis. Redis' CPU
 //! time per queued vote (read from `/proc`, which drifts far less than a
 //! rate on a shared machine) for votes pushed by the vote service's queue
-//! with and without an idempotency key, next to Redis' own client in the
+//! without an idempotency key, with keys that get a marker key of their own
+//! (a caller's random UUID v4), and with time-ordered keys whose markers
+//! share hashes (UUID v7, what the retry layer makes;
+//! `votemesh::queue::MarkerPlace`), next to Redis' own client in the
 //! same run on the same redis-server: `redis-benchmark -t lpush -P 16 -d
 //! 256`, a pipelined LPUSH of a vote's size (the floor of docs/BENCHMARKS.md).
 //!
@@ -31,15 +34,30 @@ const CONCURRENCY: u64 = 64;
 /// The gateway's deadline for CastVote, which sizes its markers' window.
 const GATEWAY_DEADLINE: Duration = Duration::from_secs(5);
 
-fn vote(i: u64, keyed: bool) -> NewVote {
+/// Which idempotency key each vote is pushed with.
+#[derive(Clone, Copy)]
+enum Keys {
+    None,
+    /// A random UUID: its marker is a key of its own.
+    OfTheirOwn,
+    /// [`IdempotencyKey::generate`]'s: its marker a field of a shared hash.
+    TimeOrdered,
+}
+
+fn vote(i: u64, keys: Keys) -> NewVote {
+    let key = match keys {
+        Keys::None => None,
+        Keys::OfTheirOwn => Some(IdempotencyKey::parse(&Uuid::new_v4().to_string()).unwrap()),
+        Keys::TimeOrdered => Some(IdempotencyKey::generate()),
+    };
     NewVote {
         vote_id: Uuid::new_v4(),
         voter_id: format!("voter-{i}"),
         option_id: if i.is_multiple_of(2) { "a" } else { "b" }.into(),
         cast_at: Utc::now().trunc_subsecs(6),
         trace_context: Default::default(),
-        idempotency: keyed.then(|| Idempotency {
-            key: IdempotencyKey::generate(),
+        idempotency: key.map(|key| Idempotency {
+            key,
             window: repeat_window(Some(GATEWAY_DEADLINE)),
         }),
     }
@@ -61,7 +79,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Pushes for `seconds` from [`CONCURRENCY`] loops; votes pushed.
-async fn push_for(queue: &RedisQueue, seconds: f64, keyed: bool) -> u64 {
+async fn push_for(queue: &RedisQueue, seconds: f64, keys: Keys) -> u64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let loops: Vec<_> = (0..CONCURRENCY)
@@ -70,7 +88,7 @@ async fn push_for(queue: &RedisQueue, seconds: f64, keyed: bool) -> u64 {
             tokio::spawn(async move {
                 let mut i = worker << 32;
                 while !stop.load(Ordering::Relaxed) {
-                    queue.push(&vote(i, keyed)).await.unwrap();
+                    queue.push(&vote(i, keys)).await.unwrap();
                     i += 1;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -104,11 +122,18 @@ async fn main() {
     let pid = redis.pid().expect("redis-server's pid");
     println!("| run | votes | Redis CPU per vote (µs) | Redis memory after |");
     println!("|---|---|---|---|");
-    for (name, keyed) in [("pusher, no key", false), ("pusher, idempotency key", true)] {
+    for (name, keys) in [
+        ("pusher, no key", Keys::None),
+        ("pusher, keys with a marker key each", Keys::OfTheirOwn),
+        (
+            "pusher, time-ordered keys (markers in hashes)",
+            Keys::TimeOrdered,
+        ),
+    ] {
         redis.command(&["FLUSHALL"]).await.unwrap();
         let queue = RedisQueue::new(&redis.url()).unwrap();
         let before = cpu_seconds(pid);
-        let votes = push_for(&queue, seconds, keyed).await;
+        let votes = push_for(&queue, seconds, keys).await;
         let cpu = cpu_seconds(pid) - before;
         println!(
             "| {name} | {votes} | {:.2} | {} |",

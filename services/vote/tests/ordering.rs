@@ -11,8 +11,8 @@ use votemesh::{
     idempotency::MAX_REPEAT_WINDOW,
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
     queue::{
-        CLOCK_KEY, HEARTBEAT_KEY_PREFIX, REQUEST_KEY_PREFIX, VoteSink, redis::RedisQueue,
-        shard::LAYOUT_KEY,
+        CLOCK_KEY, HEARTBEAT_KEY_PREFIX, MARKER_BUCKET_PREFIX, REQUEST_KEY_PREFIX, VoteSink,
+        redis::RedisQueue, shard::LAYOUT_KEY,
     },
     store,
 };
@@ -216,7 +216,7 @@ async fn concurrent_votes_share_script_calls_and_a_drained_queue_leaves_nothing_
         .filter(|line| !line.starts_with('*') && !line.starts_with('$'))
         .collect();
     for key in &keys {
-        if key.starts_with(REQUEST_KEY_PREFIX) {
+        if key.starts_with(REQUEST_KEY_PREFIX) || key.starts_with(MARKER_BUCKET_PREFIX) {
             let ttl = redis.command(&["PTTL", key]).await.unwrap();
             let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
             assert!(
