@@ -4,7 +4,7 @@
 # and the vote service directly, one after the other, and says how much
 # CPU each process spent per vote: the
 # quick loop behind the "Gateway" findings in docs/BENCHMARKS.md (the full
-# suite, `cargo bench -p votemesh-loadgen`, is the reference figure).
+# suite, `cargo bench -p votemesh-loadgen --bench suite`, is the reference figure).
 #
 #   cargo build --release --bins -p votemesh-vote -p votemesh-result -p votemesh-gateway -p votemesh-loadgen
 #   tools/gateway-profile.sh [BIN_DIR] [SECONDS]            # target/release 5

@@ -1,4 +1,4 @@
-//! `cargo bench -p votemesh-loadgen`: the whole benchmark suite at full
+//! `cargo bench -p votemesh-loadgen --bench suite`: the whole benchmark suite at full
 //! size (the library's [`votemesh_loadgen::figures`]), written to
 //! `docs/BENCHMARKS.md`.
 //!

@@ -32,7 +32,7 @@
 //! - `figures` (with the `suite` feature): the benchmark suite, one module
 //!   per figure plus the report; it starts real Redis, PostgreSQL and the
 //!   services' binaries, and drives them with this crate's binary. The
-//!   bench target (`cargo bench -p votemesh-loadgen`, `benches/suite.rs`)
+//!   bench target (`cargo bench -p votemesh-loadgen --bench suite`, `benches/suite.rs`)
 //!   and the smoke test (`tests/smoke.rs`) run it; the feature is on for
 //!   them (this crate's dev-dependency on itself) and off in the
 //!   `votemesh-loadgen` binary, which so does not carry the test harness.

@@ -1,4 +1,4 @@
-//! The benchmark suite, shared by `cargo bench -p votemesh-loadgen` (full
+//! The benchmark suite, shared by `cargo bench -p votemesh-loadgen --bench suite` (full
 //! size, writes `docs/BENCHMARKS.md`) and the smoke test (tiny size, checks
 //! counts, never timings).
 //!

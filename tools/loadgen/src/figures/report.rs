@@ -50,7 +50,7 @@ pub fn document(
             .join("\n")
     };
     format!(
-        "Written by `cargo bench -p votemesh-loadgen` (the suite in \
+        "Written by `cargo bench -p votemesh-loadgen --bench suite` (the suite in \
          `tools/loadgen/src/figures/`; docs/LOADGEN.md says how to run it). \
          Each figure stands next to its ceiling or peer measured in \
          the same run on the same machine: read the ratios, not the absolute numbers. \
