@@ -233,11 +233,17 @@ impl Keys {
                 let mut random = [0; 10];
                 let digest = crc32fast::hash(label.as_bytes()).to_be_bytes();
                 random[..4].copy_from_slice(&digest);
-                let uuid = uuid::Builder::from_unix_timestamp_millis(minted, &random).into_uuid();
-                uuid.simple().to_string()
+                time_ordered_key(minted, random)
             }
         }
     }
+}
+
+/// A UUID v7 key made at `millis` (ms since the epoch) with these random
+/// bits.
+fn time_ordered_key(millis: u64, random: [u8; 10]) -> String {
+    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    uuid.simple().to_string()
 }
 
 async fn a_repeat_with_a_key_of_its_own_is_answered_as_the_first_and_not_queued_again(
@@ -724,10 +730,7 @@ async fn a_marker_hash_lives_as_long_as_its_longest_window_and_then_goes() {
         MarkerPlace::Field { bucket, .. } => bucket,
         MarkerPlace::Key(key) => panic!("{key} is not in a hash"),
     };
-    let minted_at = |millis: u64, label: u8| {
-        let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &[label; 10]).into_uuid();
-        uuid.simple().to_string()
-    };
+    let minted_at = |millis: u64, label: u8| time_ordered_key(millis, [label; 10]);
     let now = Utc::now().timestamp_millis() as u64;
 
     let (long, short) = (minted_at(now, 1), minted_at(now, 2));

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 use votemesh::{
-    proto::v1::{GetStatsRequest, worker_service_client::WorkerServiceClient},
+    proto::v1::{GetStatsRequest, WorkerStats, worker_service_client::WorkerServiceClient},
     queue::{
         DEAD_LETTER_KEY, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource, redis::RedisQueue,
         shard::Shards,
@@ -69,6 +69,16 @@ async fn wait_for_tally(db: &DatabaseConnection, expected: &BTreeMap<String, i64
     .await;
 }
 
+/// What the worker serving at `addr` answers to GetStats.
+async fn stats_of(addr: std::net::SocketAddr) -> WorkerStats {
+    let mut client = WorkerServiceClient::new(votemesh::client::connect(addr).await.unwrap());
+    client
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
     let redis = RedisServer::start().await.unwrap();
@@ -102,12 +112,7 @@ async fn many_voters_with_changes_are_counted_exactly_by_two_workers() {
         "the tally is in step with the votes"
     );
 
-    let mut client = WorkerServiceClient::new(votemesh::client::connect(first.addr).await.unwrap());
-    let stats = client
-        .get_stats(GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = stats_of(first.addr).await;
     assert_eq!(stats.worker_id, "w1");
     assert_eq!(stats.queue_depth, 0);
     first.stop().await;
@@ -250,17 +255,7 @@ async fn a_poison_message_goes_to_the_dead_letter_list_and_the_votes_around_it_c
         .await
         .unwrap();
     assert!(dead.contains("this is not a vote"), "{dead}");
-    let mut client =
-        WorkerServiceClient::new(votemesh::client::connect(worker.addr).await.unwrap());
-    assert_eq!(
-        client
-            .get_stats(GetStatsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .dead_lettered,
-        2
-    );
+    assert_eq!(stats_of(worker.addr).await.dead_lettered, 2);
     worker.stop().await;
 }
 
@@ -928,13 +923,7 @@ async fn a_steady_trickle_is_written_in_few_batches_while_the_worker_lingers() {
     }
     wait_for_tally(&db, &counts(&[("a", 200)])).await;
 
-    let mut client =
-        WorkerServiceClient::new(votemesh::client::connect(worker.addr).await.unwrap());
-    let stats = client
-        .get_stats(GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = stats_of(worker.addr).await;
     // About 400 ms of votes in batches of at most 50 (the test settings'
     // size), one take per 100 ms linger: a handful, with room for a slow
     // machine.
