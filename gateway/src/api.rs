@@ -1,7 +1,7 @@
 //! JSON and SSE handlers, and the probes.
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Body,
     extract::{State, rejection::JsonRejection},
     http::{HeaderName, StatusCode, header},
@@ -14,6 +14,7 @@ use crate::{
     AppState,
     error::{ApiError, HttpFailure},
     events,
+    handover::HandOver,
     view::TallyView,
     voter,
 };
@@ -123,6 +124,9 @@ pub async fn results_stream(State(state): State<AppState>) -> Result<Response, A
             (header::CACHE_CONTROL, "no-cache"),
             (HeaderName::from_static("x-accel-buffering"), "no"),
         ],
+        // Written past hyper once its head is ready (`handover`): an open
+        // stream then holds no HTTP connection's buffers.
+        Extension(HandOver),
         Body::from_stream(events),
     )
         .into_response())

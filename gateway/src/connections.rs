@@ -10,7 +10,14 @@
 //!           HEADER_READ_TIMEOUT, the first one and every later one on a
 //!           kept-alive connection (so an idle connection closes after it too)
 //!        ─► the router, with the peer's address (ConnectInfo)
+//!        ─► the response: written by hyper, or handed over (a results
+//!           stream) and written on the bare socket by a task of its own
 //! ```
+//!
+//! A response marked [`HandOver`] (a results stream) is taken from hyper
+//! once its head is ready: hyper's connection is taken apart, and a task
+//! of the stream's own writes it on the socket ([`crate::handover`]), still
+//! holding the connection's slot.
 //!
 //! A response being written (a results stream, SSE) is not limited here:
 //! streams stay open as designed and are counted by their own permits.
@@ -19,8 +26,8 @@
 //! but not acknowledged for that long, or a receive window that stays
 //! shut, closes the connection; Linux 5.11 and later count zero-window
 //! probes against it) and TCP keep-alive ([`KEEP_ALIVE_IDLE`], so a
-//! vanished peer of an idle connection is found too). hyper then sees a
-//! write error and drops the response, with its stream's permit.
+//! vanished peer of an idle connection is found too). The writer then sees
+//! a write error and drops the response, with its stream's permit.
 //! On shutdown every connection is asked to close once its current
 //! request is answered; the caller bounds how long that may take.
 //!
@@ -29,23 +36,30 @@
 //! cap was reached).
 
 use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
 use axum::{Router, extract::ConnectInfo};
 use clap::{Args, builder::TypedValueParser};
 use hyper::{body::Incoming, server::conn::http1};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::Gauge;
+use tokio::{
+    net::TcpListener,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
 use tower::ServiceExt;
 use votemesh::shutdown::CancellationToken;
+
+use crate::handover::{self, HandOver, Handoff};
 
 /// Open connections per gateway before new ones are closed at once. Each
 /// idle connection costs about 12 KiB (3,000 silent ones held 36 MiB);
@@ -100,11 +114,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Handles made before the recorder exists would stay no-ops.
     votemesh::metrics::install();
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let max_connections = limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
-    let graceful = GracefulShutdown::new();
     let open = metrics::gauge!("votemesh_http_connections");
     let refused = metrics::counter!("votemesh_http_connections_refused_total");
     let cap_warning = RateLimitedWarning::default();
@@ -136,33 +150,103 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let place = OpenConnection::new(slot, open.clone());
         let _ = stream.set_nodelay(true);
         if let Err(error) = detect_dead_peers(&stream) {
             tracing::debug!(%error, %peer, "cannot set the socket's timeouts");
         }
+        let handoff = Arc::new(Handoff::default());
         let service = hyper::service::service_fn({
             let router = router.clone();
+            let handoff = handoff.clone();
             move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(request)
+                let handoff = handover::may_hand_over(&request).then(|| handoff.clone());
+                let response = router.clone().oneshot(request);
+                async move {
+                    let response: axum::response::Response = match response.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    match handoff {
+                        Some(handoff) if response.extensions().get::<HandOver>().is_some() => {
+                            // The connection's task writes it; hyper is
+                            // taken apart before it would.
+                            handoff.put(response);
+                            std::future::pending().await
+                        }
+                        _ => Ok::<_, Infallible>(response),
+                    }
+                }
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        let open = open.clone();
+        let mut connection = http.serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            open.increment(1.0);
-            if let Err(error) = connection.await {
-                // A timed-out head, a reset, a malformed request: the
-                // client's doing, worth a debug line only.
-                tracing::debug!(%error, %peer, "connection ended with an error");
-            }
-            open.decrement(1.0);
-            drop(slot);
+            let mut closing = std::pin::pin!(shutdown.cancelled());
+            let mut asked_to_close = false;
+            let outcome = std::future::poll_fn(|cx| {
+                if !asked_to_close && closing.as_mut().poll(cx).is_ready() {
+                    // Close once the current request is answered (a
+                    // response handed over is still written).
+                    Pin::new(&mut connection).graceful_shutdown();
+                    asked_to_close = true;
+                }
+                let served = Pin::new(&mut connection).poll(cx);
+                if let Some(response) = handoff.take() {
+                    return Poll::Ready(Ok(response));
+                }
+                served.map(Err)
+            })
+            .await;
+            let response = match outcome {
+                Ok(response) => response,
+                Err(ended) => {
+                    if let Err(error) = ended {
+                        // A timed-out head, a reset, a malformed request:
+                        // the client's doing, worth a debug line only.
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                    return;
+                }
+            };
+            // hyper holds no byte of an earlier response here: it reads a
+            // connection's next request only once the previous response
+            // is flushed (`handover` says more).
+            let socket = connection.into_parts().io.into_inner();
+            // A task of its own, so that this one's memory (hyper's
+            // connection, laid out in it) goes now.
+            tokio::spawn(handover::write_response(socket, response, place));
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Every connection, a handed-over stream too, holds its slot until it
+    // ends: all of them back means all closed.
+    let _ = slots
+        .acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX))
+        .await;
     Ok(())
+}
+
+/// An open connection's place under `MAX_CONNECTIONS`, counted in
+/// `votemesh_http_connections` while it lives (it moves with a handed-over
+/// stream to the stream's task).
+struct OpenConnection {
+    _slot: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl OpenConnection {
+    fn new(slot: OwnedSemaphorePermit, open: Gauge) -> Self {
+        open.increment(1.0);
+        Self { _slot: slot, open }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
 }
 
 /// Sets [`USER_TIMEOUT`] and TCP keep-alive on an accepted socket, so the

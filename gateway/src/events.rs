@@ -2,22 +2,24 @@
 //! holds while open, what it writes, and the limits on how many are open.
 //!
 //! ```text
-//! pacer ─► watch<Frame> ─► TallyEvents (one per browser) ─► hyper ─► socket
-//!          newest only      a retry hint and the current tally at once,
-//!                           then each newer tally, or a keep-alive comment
+//! pacer ─► watch<Frame> ─► TallyEvents (one per browser) ─► writer ─► socket
+//!          newest only      a retry hint and the current tally at once,    (handover:
+//!                           then each newer tally, or a keep-alive comment  past hyper)
 //! ```
 //!
 //! A stream is kept small because a gateway holds tens of thousands: a
 //! `watch` receiver (with its one reusable wait), the number of the last
 //! tally it wrote, its permit and a handle to the shared counters. It has
 //! no timer (the pacer ticks for every stream), renders nothing (the pacer
-//! rendered each tally once) and buffers nothing: hyper asks for the next
-//! event only when it can write it, and by then the stream writes the
-//! newest tally, skipping any it missed (counted). A client that stops
-//! reading, or vanishes, is not ended here (its stream is not even polled
-//! while hyper cannot write): the kernel closes its connection after
-//! `TCP_USER_TIMEOUT` ([`crate::connections::USER_TIMEOUT`]), and with it
-//! the stream.
+//! rendered each tally once) and buffers nothing: its writer
+//! ([`crate::handover`], which holds the socket once the head is ready,
+//! not hyper) asks for the next event only when it can write it, and by
+//! then the stream writes the newest tally, skipping any it missed
+//! (counted). A client that stops reading, or vanishes, is not ended here
+//! (its stream is not even polled while nothing can be written): the kernel
+//! closes its connection after `TCP_USER_TIMEOUT`
+//! ([`crate::connections::USER_TIMEOUT`]), and with it the stream. One that
+//! closes its side ends its stream at once.
 
 use std::{
     convert::Infallible,

@@ -33,7 +33,8 @@
 //!   CSS and JS compiled into the binary.
 //! - [`app`]: routes and the tower stack, assembled in one place; [`run`].
 //! - [`connections`]: accepting and bounding HTTP/1.1 connections;
-//!   [`whole_body`]: a body read whole before the request is admitted.
+//!   [`handover`]: a results stream's connection taken from hyper once its
+//!   head is ready, written on the bare socket; [`whole_body`]: a body read whole before the request is admitted.
 //! - [`cli`]: the command line; [`readiness`]: `--health-check`.
 
 pub mod api;
@@ -44,6 +45,7 @@ pub mod edge;
 pub mod error;
 pub mod events;
 pub mod fanout;
+pub mod handover;
 pub mod http_metrics;
 pub mod pacing;
 pub mod pages;

@@ -270,8 +270,8 @@ async fn a_reader_that_stops_reading_gets_only_the_newest_tally_when_it_reads_ag
 }
 
 /// The totals of the complete `tally` events in `received` (a raw
-/// HTTP/1.1 response, chunked: an event may be split across chunks, but
-/// the label is all `x` and the totals are whole in each `"total":N`).
+/// HTTP/1.1 response: an event may be split across reads, but the label is
+/// all `x` and the totals are whole in each `"total":N`).
 fn tallies_in(received: &[u8]) -> Vec<i64> {
     let text = String::from_utf8_lossy(received);
     text.match_indices("\"total\":")
@@ -335,9 +335,10 @@ async fn past_the_stream_cap_a_stream_gets_503_with_retry_after_and_a_freed_plac
     let polled = get(&format!("http://{}/api/results", gateway.addr), &[]).await;
     assert_eq!(polled.status, 200, "{}", polled.body);
 
-    // A stream that ends frees its place.
+    // A stream whose client leaves frees its place at once: well before
+    // the next keep-alive comment (every 15 s) would find it gone.
     drop(first);
-    wait_for("a freed place", WAIT, || async {
+    wait_for("a freed place", Duration::from_secs(5), || async {
         status_of(&url).await.0 == 200
     })
     .await;
@@ -345,6 +346,115 @@ async fn past_the_stream_cap_a_stream_gets_503_with_retry_after_and_a_freed_plac
     let ready = get(&format!("http://{}/readyz", gateway.addr), &[]).await;
     assert_eq!(ready.json()["results_streams"]["max"], 2, "{}", ready.body);
     drop(second);
+    gateway.stop().await;
+    result.stop().await;
+}
+
+/// Reads from `socket` into `received` until `done` says it has enough.
+async fn read_until(
+    socket: &mut tokio::net::TcpStream,
+    received: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    tokio::time::timeout(WAIT, async {
+        while !done(received) {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "the connection ended: {}",
+                String::from_utf8_lossy(received)
+            );
+            received.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not within the wait: {}", String::from_utf8_lossy(received)));
+}
+
+#[tokio::test]
+async fn a_stream_is_written_past_hyper_with_every_layers_headers_and_ends_with_its_connection() {
+    let (result, tallies) = scripted_results().await;
+    tallies.send(tally(3)).unwrap();
+    let gateway = gateway(result.addr, ResultsArgs::default()).await;
+    let mut socket = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    socket
+        .write_all(b"GET /api/results/stream HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    read_until(&mut socket, &mut received, |received| {
+        tallies_in(received).contains(&3)
+    })
+    .await;
+    let text = String::from_utf8_lossy(&received).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    // Delimited by the connection's close, not chunked as hyper would.
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert!(head.contains("\r\ndate: "), "{head}");
+    // The handler's headers and those the layers add.
+    assert!(
+        head.contains("\r\ncontent-type: text/event-stream"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nx-frame-options: deny"), "{head}");
+    assert!(head.contains("\r\ncontent-security-policy: "), "{head}");
+    // The events as they are, no chunk sizes between them.
+    assert!(body.starts_with("retry: "), "{body:?}");
+    assert!(body.contains("\n\nevent: tally\ndata: {"), "{body:?}");
+
+    tallies.send(tally(4)).unwrap();
+    read_until(&mut socket, &mut received, |received| {
+        tallies_in(received).contains(&4)
+    })
+    .await;
+    // The gateway stops: the stream ends, and with it the connection.
+    gateway.stop().await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut rest))
+        .await
+        .expect("the connection closed")
+        .unwrap();
+    result.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_after_earlier_responses_on_its_connection_finds_them_whole() {
+    const EARLIER: usize = 1000;
+    let (result, tallies) = scripted_results().await;
+    tallies.send(tally(5)).unwrap();
+    let gateway = gateway(result.addr, ResultsArgs::default()).await;
+    // Pipelined: many responses the client does not read at first (a
+    // small receive buffer, so the gateway's writes wait), then a stream.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut socket = socket.connect(gateway.addr).await.unwrap();
+    let mut requests = "GET /static/results.js HTTP/1.1\r\nHost: gateway\r\n\r\n".repeat(EARLIER);
+    requests.push_str("GET /api/results/stream HTTP/1.1\r\nHost: gateway\r\n\r\n");
+    socket.write_all(requests.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut received = Vec::new();
+    read_until(&mut socket, &mut received, |received| {
+        tallies_in(received).contains(&5)
+    })
+    .await;
+    let text = String::from_utf8_lossy(&received);
+    let script = votemesh_gateway::assets::RESULTS_JS;
+    assert_eq!(
+        text.matches(script).count(),
+        EARLIER,
+        "every earlier response whole"
+    );
+    let stream_head = text.rfind("text/event-stream").expect("the stream's head");
+    assert!(
+        text.rfind(script).unwrap() < stream_head,
+        "the stream after them"
+    );
     gateway.stop().await;
     result.stop().await;
 }

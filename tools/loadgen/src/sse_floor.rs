@@ -25,16 +25,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accept;
 
-/// The answer's head: what the gateway sends before the events (chunked,
-/// as hyper frames a streamed body).
-const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+/// The answer's head: what the gateway sends before the events (its
+/// results streams are delimited by the connection's close,
+/// `gateway/src/handover.rs`).
+const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
 
 /// The longest request head read before the stream starts.
 const MAX_HEAD: usize = 8 * 1024;
 
 /// Serves streams on `listener`, one event per `interval`, until `shutdown`.
 pub async fn serve(listener: TcpListener, interval: Duration, shutdown: CancellationToken) {
-    let (chunks, receiver) = watch::channel(chunk(0));
+    let (chunks, receiver) = watch::channel(tally_event(0));
     tokio::spawn(tick(chunks, interval, shutdown.clone()));
     accept::each_connection(listener, shutdown, |stream| {
         tokio::spawn(hold(stream, receiver.clone()));
@@ -52,7 +53,7 @@ async fn tick(chunks: watch::Sender<Vec<u8>>, interval: Duration, shutdown: Canc
             _ = ticks.tick() => {}
         }
         total += 1;
-        chunks.send_replace(chunk(total));
+        chunks.send_replace(tally_event(total));
     }
 }
 
@@ -106,9 +107,9 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// One HTTP chunk holding a `tally` event shaped and sized like the
-/// gateway's (two options, percentages, a timestamp).
-fn chunk(total: u64) -> Vec<u8> {
+/// A `tally` event shaped and sized like the gateway's (two options,
+/// percentages, a timestamp), written as is.
+fn tally_event(total: u64) -> Vec<u8> {
     let cats = total / 2;
     let dogs = total - cats;
     let event = format!(
@@ -116,10 +117,7 @@ fn chunk(total: u64) -> Vec<u8> {
          {{\"id\":\"b\",\"label\":\"Dogs\",\"count\":{dogs},\"percent\":50.0}}],\"total\":{total},\
          \"as_of\":\"2026-12-06T12:00:00.000000Z\",\"stale\":false}}\n\n"
     );
-    let mut chunk = format!("{:x}\r\n", event.len()).into_bytes();
-    chunk.extend_from_slice(event.as_bytes());
-    chunk.extend_from_slice(b"\r\n");
-    chunk
+    event.into_bytes()
 }
 
 #[cfg(test)]
@@ -127,11 +125,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_chunk_is_one_http_chunk_holding_one_tally_event() {
-        let chunk = String::from_utf8(chunk(7)).unwrap();
-        let (size, rest) = chunk.split_once("\r\n").unwrap();
-        let event = rest.strip_suffix("\r\n").unwrap();
-        assert_eq!(usize::from_str_radix(size, 16).unwrap(), event.len());
+    fn a_tally_event_is_shaped_like_the_gateways() {
+        let event = String::from_utf8(tally_event(7)).unwrap();
         assert!(event.starts_with("event: tally\ndata: {"), "{event}");
         assert!(event.contains("\"total\":7,"), "{event}");
         assert!(event.ends_with("}\n\n"), "{event}");
