@@ -36,14 +36,12 @@
 //! cap was reached).
 
 use std::{
-    convert::Infallible,
     future::Future,
     pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -59,7 +57,7 @@ use tokio::{
 use tower::ServiceExt;
 use votemesh::shutdown::CancellationToken;
 
-use crate::handover::{self, HandOver, Handoff};
+use crate::handover::{self, HandOver, HandedOver, Handoff};
 
 /// Open connections per gateway before new ones are closed at once. Each
 /// idle connection costs about 12 KiB (3,000 silent ones held 36 MiB);
@@ -170,12 +168,13 @@ pub async fn serve(
                     };
                     match handoff {
                         Some(handoff) if response.extensions().get::<HandOver>().is_some() => {
-                            // The connection's task writes it; hyper is
-                            // taken apart before it would.
+                            // Left for the connection's task; the error
+                            // ends hyper's connection without a byte
+                            // written or the socket closed.
                             handoff.put(response);
-                            std::future::pending().await
+                            Err(HandedOver)
                         }
-                        _ => Ok::<_, Infallible>(response),
+                        _ => Ok(response),
                     }
                 }
             }
@@ -185,30 +184,25 @@ pub async fn serve(
         tokio::spawn(async move {
             let mut closing = std::pin::pin!(shutdown.cancelled());
             let mut asked_to_close = false;
-            let outcome = std::future::poll_fn(|cx| {
+            let ended = std::future::poll_fn(|cx| {
                 if !asked_to_close && closing.as_mut().poll(cx).is_ready() {
                     // Close once the current request is answered (a
                     // response handed over is still written).
                     Pin::new(&mut connection).graceful_shutdown();
                     asked_to_close = true;
                 }
-                let served = Pin::new(&mut connection).poll(cx);
-                if let Some(response) = handoff.take() {
-                    return Poll::Ready(Ok(response));
-                }
-                served.map(Err)
+                Pin::new(&mut connection).poll(cx)
             })
             .await;
-            let response = match outcome {
-                Ok(response) => response,
-                Err(ended) => {
-                    if let Err(error) = ended {
-                        // A timed-out head, a reset, a malformed request:
-                        // the client's doing, worth a debug line only.
-                        tracing::debug!(%error, %peer, "connection ended with an error");
-                    }
-                    return;
+            // Looked at only when hyper's connection ended with an error:
+            // a handover is one.
+            let Some(response) = ended.is_err().then(|| handoff.take()).flatten() else {
+                if let Err(error) = ended {
+                    // A timed-out head, a reset, a malformed request:
+                    // the client's doing, worth a debug line only.
+                    tracing::debug!(%error, %peer, "connection ended with an error");
                 }
+                return;
             };
             // hyper holds no byte of an earlier response here: it reads a
             // connection's next request only once the previous response

@@ -58,9 +58,10 @@ pub fn may_hand_over<B>(request: &Request<B>) -> bool {
 }
 
 /// Where a connection's request leaves the response it hands over, for
-/// the connection's task to take. The request's future runs inside
-/// hyper's connection, which only that task polls: the task looks here
-/// each time it has polled hyper, so no wake-up is needed.
+/// the connection's task to take. The request then fails with
+/// [`HandedOver`], which ends hyper's connection at once (hyper writes
+/// nothing for a service's error, nor closes the socket), and the task
+/// looks here only then: a served request costs the task nothing.
 #[derive(Debug, Default)]
 pub struct Handoff {
     response: Mutex<Option<Response>>,
@@ -80,6 +81,12 @@ impl Handoff {
         self.response.lock().ok()?.take()
     }
 }
+
+/// The error a request ends hyper's connection with when it has left its
+/// response in the [`Handoff`].
+#[derive(Debug, thiserror::Error)]
+#[error("the response is written past hyper")]
+pub struct HandedOver;
 
 /// Writes `response` on `socket`: its head, then each chunk of its body as
 /// it comes, until the body ends (then the connection is closed) or the
