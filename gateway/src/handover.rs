@@ -14,10 +14,10 @@
 //! Why: hyper gives every HTTP/1.1 connection an 8 KiB read buffer and an
 //! 8 KiB write buffer for as long as it lives, with no setting to make them
 //! smaller, and its connection task holds the hyper and axum futures
-//! besides: about 11 KiB of RSS per open results stream, where the stream
-//! itself needs under 2 (docs/BENCHMARKS.md, "Live results streams"). A
-//! stream never reads another request and writes chunks that are already
-//! whole, so it needs neither buffer.
+//! besides: about 11 KiB of RSS per open results stream, where a bare
+//! stream needs under 2; written past hyper, 3.1 (docs/BENCHMARKS.md,
+//! "Live results streams"). A stream never reads another request and
+//! writes chunks that are already whole, so it needs neither buffer.
 //!
 //! What stays the same: the response went through every layer (its headers,
 //! the metrics, the admission, the span until the head), and its body is

@@ -2,7 +2,10 @@
 //! burst of tally changes reaches a reader as a handful of events, the
 //! newest last; a reader that stops reading gets the newest tally, not a
 //! backlog, when it reads again, and what it skipped is counted; past `RESULTS_MAX_STREAMS` a stream is refused with
-//! 503 and `Retry-After`, and a freed place is taken again.
+//! 503 and `Retry-After`, and a freed place is taken again. A stream is
+//! written past hyper (`gateway/src/handover.rs`): delimited by its
+//! connection's close, with every layer's headers, after earlier responses
+//! on its connection arrived whole; a HEAD is left to hyper.
 //!
 //! The result service here is a stand-in gRPC server whose WatchResults
 //! sends exactly the tallies a test gives it, so a test knows how many
@@ -455,6 +458,43 @@ async fn a_stream_after_earlier_responses_on_its_connection_finds_them_whole() {
         text.rfind(script).unwrap() < stream_head,
         "the stream after them"
     );
+    gateway.stop().await;
+    result.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_of_the_stream_gets_only_the_head_and_keeps_its_connection() {
+    let (result, tallies) = scripted_results().await;
+    tallies.send(tally(2)).unwrap();
+    let gateway = gateway(result.addr, ResultsArgs::default()).await;
+    let mut socket = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    socket
+        .write_all(b"HEAD /api/results/stream HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    read_until(&mut socket, &mut received, |received| {
+        received.windows(4).any(|window| window == b"\r\n\r\n")
+    })
+    .await;
+    let head = String::from_utf8_lossy(&received).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: text/event-stream"),
+        "{head}"
+    );
+    // Written by hyper: no body, and the connection serves the next request.
+    socket
+        .write_all(b"GET /api/results HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut socket, &mut received, |received| {
+        String::from_utf8_lossy(received).contains("application/json")
+    })
+    .await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(!text.contains("retry: "), "a body after a HEAD: {text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
     gateway.stop().await;
     result.stop().await;
 }
