@@ -228,6 +228,27 @@ fn micros_per_event(cores: f64, streams: usize) -> f64 {
     cores * 1e6 / events_per_second
 }
 
+/// Longer than the gateway's metrics flush (`pacing::METRICS_FLUSH`, 1 s).
+const COUNTER_SETTLE: Duration = Duration::from_millis(1_500);
+
+/// The gateway's `votemesh_results_events_written_total`, read from its
+/// operator port at `admin`; `None` when it cannot be read.
+async fn events_written(admin: SocketAddr) -> Option<u64> {
+    const SERIES: &str = "votemesh_results_events_written_total ";
+    let mut stream = TcpStream::connect(admin).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    text.lines()
+        .find_map(|line| line.strip_prefix(SERIES))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+}
+
 /// Where `needle` starts in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
@@ -270,6 +291,12 @@ impl Suite {
         let result = self.result().await;
         let worker = self.worker("bench-streams").await;
         let max = size.streams + 100;
+        // The operator port on a known address, to read the events the
+        // streams wrote from the gateway's own counter.
+        let admin = SocketAddr::from((
+            [127, 0, 0, 1],
+            votemesh_testing::free_port().await.expect("a free port"),
+        ));
         let gateway = self
             .gateway_with(
                 &vote,
@@ -278,6 +305,7 @@ impl Suite {
                     ("RESULTS_MAX_STREAMS", max.to_string()),
                     ("RESULTS_MIN_INTERVAL_MS", INTERVAL_MS.to_string()),
                     ("MAX_CONNECTIONS", (max + 1_000).to_string()),
+                    ("GATEWAY_ADMIN_LISTEN_ADDR", admin.to_string()),
                 ],
             )
             .await;
@@ -306,7 +334,16 @@ impl Suite {
         let per_stream_kib_fresh = rss_open.saturating_sub(rss_fresh) as f64 / open.max(1) as f64;
 
         for (&rate, reference) in size.rates.iter().zip(&references) {
+            // The gateway moves the streams' counts into its metrics once a
+            // second: read before and after, each past a flush.
+            tokio::time::sleep(COUNTER_SETTLE).await;
+            let written_before = events_written(admin).await;
             let (cores, final_total) = self.vote_run(&gateway, rate, size.run, "streams").await;
+            tokio::time::sleep(COUNTER_SETTLE).await;
+            let written = events_written(admin)
+                .await
+                .zip(written_before)
+                .map(|(after, before)| after.saturating_sub(before));
             // The final vote, and who shows it when.
             let target = final_total + 1;
             readers.target.store(target, Ordering::SeqCst);
@@ -344,8 +381,21 @@ impl Suite {
                 .unwrap_or_default();
             fresh.sort();
             let extra = (cores - reference).max(0.0);
+            let counted = match written {
+                Some(written) if written > 0 => format!(
+                    "{:.1} ({:.0}/s)",
+                    extra * size.run.as_secs_f64() * 1e6 / written as f64,
+                    written as f64 / size.run.as_secs_f64(),
+                ),
+                _ => {
+                    self.problems.push(format!(
+                        "streams: at {rate}/s the gateway's written events could not be read"
+                    ));
+                    "-".to_owned()
+                }
+            };
             rows.push(format!(
-                "| {rate} | {reference:.2} | {cores:.2} | {extra:.3} | {:.4} | {:.1} | {reached} of {open} | {:.0} | {:.0} | {:.0} |",
+                "| {rate} | {reference:.2} | {cores:.2} | {extra:.3} | {:.4} | {:.1} | {counted} | {reached} of {open} | {:.0} | {:.0} | {:.0} |",
                 extra / (open.max(1) as f64 / 1000.0),
                 micros_per_event(extra, open),
                 percentile_ms(&fresh, 0.5),
@@ -379,8 +429,8 @@ impl Suite {
              Gateway memory: {} before, {} with the streams open: **{:.1} KiB per stream** \
              ({} when the gateway started, before the reference runs: {:.1} KiB per stream \
              counted from there, an upper bound).\n\n\
-             | votes/s | gateway cores, no streams | with the streams | streams' cores | cores per 1,000 streams | µs per event written | streams that showed the final tally | p50 ms | p99 ms | max ms |\n\
-             |---|---|---|---|---|---|---|---|---|---|",
+             | votes/s | gateway cores, no streams | with the streams | streams' cores | cores per 1,000 streams | µs per event written | µs per event counted (events/s) | streams that showed the final tally | p50 ms | p99 ms | max ms |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|",
             size.sample.min(open),
             size.run,
             kib(rss_before),
@@ -394,7 +444,9 @@ impl Suite {
         }
         self.line(format!(
             "\nµs per event written: the streams' cores over the events a second they wrote, \
-             one per stream per {INTERVAL_MS} ms. The floor, the same readers on {} bare streams \
+             one per stream per {INTERVAL_MS} ms; counted: over the events the gateway's \
+             `votemesh_results_events_written_total` says it wrote during the run (read a \
+             flush after it: a stream that could not write skips a tally, so fewer). The floor, the same readers on {} bare streams \
              getting one event per {INTERVAL_MS} ms and nothing else (`votemesh-loadgen \
              --sse-floor-server`), for {:?}: **{:.3} cores, {:.1} µs per event written, \
              {:.1} KiB per stream**.",
