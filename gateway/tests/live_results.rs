@@ -353,6 +353,17 @@ async fn past_the_stream_cap_a_stream_gets_503_with_retry_after_and_a_freed_plac
     result.stop().await;
 }
 
+/// A connection to `addr` on which `request_line` (method and path) was
+/// sent as an HTTP/1.1 request, its answer left to read.
+async fn raw_request(addr: SocketAddr, request_line: &str) -> tokio::net::TcpStream {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(format!("{request_line} HTTP/1.1\r\nHost: gateway\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    socket
+}
+
 /// Reads from `socket` into `received` until `done` says it has enough.
 async fn read_until(
     socket: &mut tokio::net::TcpStream,
@@ -380,11 +391,7 @@ async fn a_stream_is_written_past_hyper_with_every_layers_headers_and_ends_with_
     let (result, tallies) = scripted_results().await;
     tallies.send(tally(3)).unwrap();
     let gateway = gateway(result.addr, ResultsArgs::default()).await;
-    let mut socket = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-    socket
-        .write_all(b"GET /api/results/stream HTTP/1.1\r\nHost: gateway\r\n\r\n")
-        .await
-        .unwrap();
+    let mut socket = raw_request(gateway.addr, "GET /api/results/stream").await;
     let mut received = Vec::new();
     read_until(&mut socket, &mut received, |received| {
         tallies_in(received).contains(&3)
@@ -467,11 +474,7 @@ async fn a_head_of_the_stream_gets_only_the_head_and_keeps_its_connection() {
     let (result, tallies) = scripted_results().await;
     tallies.send(tally(2)).unwrap();
     let gateway = gateway(result.addr, ResultsArgs::default()).await;
-    let mut socket = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-    socket
-        .write_all(b"HEAD /api/results/stream HTTP/1.1\r\nHost: gateway\r\n\r\n")
-        .await
-        .unwrap();
+    let mut socket = raw_request(gateway.addr, "HEAD /api/results/stream").await;
     let mut received = Vec::new();
     read_until(&mut socket, &mut received, |received| {
         received.windows(4).any(|window| window == b"\r\n\r\n")
