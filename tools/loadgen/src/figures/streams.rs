@@ -39,6 +39,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use votemesh_testing::metrics;
 
 use super::{Load, Process, Suite, cpu, kib};
 
@@ -234,19 +235,8 @@ const COUNTER_SETTLE: Duration = Duration::from_millis(1_500);
 /// The gateway's `votemesh_results_events_written_total`, read from its
 /// operator port at `admin`; `None` when it cannot be read.
 async fn events_written(admin: SocketAddr) -> Option<u64> {
-    const SERIES: &str = "votemesh_results_events_written_total ";
-    let mut stream = TcpStream::connect(admin).await.ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.ok()?;
-    let text = String::from_utf8_lossy(&answer);
-    text.lines()
-        .find_map(|line| line.strip_prefix(SERIES))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
+    let scrape = metrics::scrape(admin).await.ok()?;
+    Some(metrics::value(&scrape, "votemesh_results_events_written_total", &[]) as u64)
 }
 
 /// Where `needle` starts in `haystack`.
