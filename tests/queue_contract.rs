@@ -210,6 +210,7 @@ contract!(
     a_repeat_with_a_time_ordered_key_is_answered_as_the_first_and_not_queued_again,
     votes_pushed_together_with_keys_of_their_own_are_queued_as_each_was_answered,
     votes_pushed_together_with_time_ordered_keys_are_queued_as_each_was_answered,
+    votes_pushed_together_with_markers_in_several_places_and_windows_are_queued_as_each_was_answered,
 );
 
 /// How a scenario's calls name their idempotency keys: the marker of a
@@ -418,6 +419,73 @@ async fn votes_pushed_together_are_queued_as_each_was_answered(queue: &impl Queu
     assert_eq!(queued, expected, "each vote queued as it was answered");
     expected.dedup_by_key(|vote| vote.sequence);
     assert_eq!(expected.len(), 40, "one sequence per queued vote");
+}
+
+/// Votes pushed at once whose markers lie in several places: two marker
+/// hashes (keys made a second apart), keys of their own, and no key, with
+/// three windows between them; repeats of calls queued before, in each
+/// place, and two attempts of one new call among them. Each is answered
+/// as its own first attempt was, or queued once as it was answered, in
+/// the order pushed. (On Redis they share one script call, which is told
+/// each vote's place and window apart from its message.)
+async fn votes_pushed_together_with_markers_in_several_places_and_windows_are_queued_as_each_was_answered(
+    queue: &impl Queue,
+) {
+    let now = Utc::now().timestamp_millis() as u64;
+    let earlier = |label: u8| time_ordered_key(now - 1_000, [label; 10]);
+    let later = |label: u8| time_ordered_key(now, [label; 10]);
+    let (short, middle, long) = (
+        Duration::from_secs(10),
+        Duration::from_secs(20),
+        Duration::from_secs(30),
+    );
+    let mut firsts = Vec::new();
+    for (voter, key, window) in [
+        ("r1", earlier(1), long),
+        ("r2", later(2), short),
+        ("r3", "own-3".to_owned(), middle),
+    ] {
+        let vote = keyed_vote(voter, &key, window);
+        firsts.push(queue.sink().push(&vote).await.unwrap());
+    }
+    let together = [
+        keyed_vote("r1", &earlier(1), middle),
+        keyed_vote("n1", &earlier(11), middle),
+        new_vote("p1", 0),
+        keyed_vote("r3", "own-3", long),
+        keyed_vote("n2", &later(12), short),
+        keyed_vote("r2", &later(2), long),
+        keyed_vote("n3", "own-13", long),
+        keyed_vote("n4", &earlier(14), short),
+        keyed_vote("n4", &earlier(14), long),
+        keyed_vote("n5", &later(15), middle),
+    ];
+    let answers =
+        futures_util::future::join_all(together.iter().map(|vote| queue.sink().push(vote)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+    assert_eq!(answers[0], firsts[0], "a repeat in the earlier hash");
+    assert_eq!(answers[3], firsts[2], "a repeat with a key of its own");
+    assert_eq!(answers[5], firsts[1], "a repeat in the later hash");
+    assert_eq!(answers[7], answers[8], "two attempts of one call: one vote");
+    let new_votes = [1, 2, 4, 6, 7, 9];
+    for (position, vote) in new_votes.iter().map(|&i| (i, &together[i])) {
+        assert_eq!(
+            answers[position].vote_id, vote.vote_id,
+            "vote {position} is queued as itself"
+        );
+    }
+    let worker = queue.worker("w");
+    let mut queued = parsed(&worker.take_batch(1000, Duration::ZERO).await.unwrap());
+    queued.reverse();
+    let mut expected = firsts;
+    expected.extend(new_votes.iter().map(|&i| answers[i].clone()));
+    assert_eq!(
+        queued, expected,
+        "each vote queued once, as answered, in order"
+    );
 }
 
 /// Pushes `count` votes, the first cast earliest, and returns them as the
@@ -716,7 +784,8 @@ async fn an_empty_queue_gives_empty_batches_and_a_waiting_worker_gets_the_next_v
 }
 
 /// Redis alone: a hash of markers lives as long as its longest-lived
-/// marker (a shorter window pushed later does not cut it), and not longer:
+/// marker (a shorter window pushed in the same call does not cut it, and
+/// its own marker still goes with it), and not longer:
 /// a hash whose markers' windows have all passed is gone, so markers leave
 /// nothing behind.
 #[tokio::test]
@@ -735,20 +804,27 @@ async fn a_marker_hash_lives_as_long_as_its_longest_window_and_then_goes() {
 
     let (long, short) = (minted_at(now, 1), minted_at(now, 2));
     assert_eq!(hash_of(&long), hash_of(&short), "one hash for both");
-    for (voter, key, window) in [
-        ("v1", &long, Duration::from_secs(30)),
-        ("v2", &short, Duration::from_millis(50)),
-    ] {
-        queue
-            .sink()
-            .push(&keyed_vote(voter, key, window))
-            .await
-            .unwrap();
-    }
+    // Pushed together (one script call on Redis), the shorter first.
+    let (short_vote, long_vote) = (
+        keyed_vote("v2", &short, Duration::from_millis(50)),
+        keyed_vote("v1", &long, Duration::from_secs(30)),
+    );
+    let (first_short, _) = tokio::join!(
+        queue.sink().push(&short_vote),
+        queue.sink().push(&long_vote)
+    );
+    let first_short = first_short.unwrap();
     let ttl: i64 = redis.pttl(hash_of(&long)).await.unwrap();
     assert!(
         (29_000..=30_000).contains(&ttl),
         "the longest window: {ttl} ms"
+    );
+    // Each marker keeps its own window: the short one is forgotten.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = queue.sink().push(&short_vote).await.unwrap();
+    assert_ne!(
+        again.sequence, first_short.sequence,
+        "queued anew once forgotten"
     );
 
     // Another hash (keys made a second later), short windows only.

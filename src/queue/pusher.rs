@@ -98,88 +98,109 @@ const WAITING_CAPACITY: usize = 8192;
 ///   checks and sets it, with its own expiry (`NX` with `GET` needs Redis
 ///   7.0, which votemesh requires anyway).
 ///
-/// What a call costs Redis is mostly the call itself (about 6 µs: the
-/// script's entry, `TIME`, the clock's `GET` and `SET`), then about 1 µs a
-/// vote, close to what a plain `LPUSH` costs per message
-/// (docs/BENCHMARKS.md, "Redis per queued vote"). So the per-vote work is
-/// the least it can be: the vote service sends each vote's message whole
-/// but for its opening brace, the script only prepends the sequence, the
-/// whole batch goes out in one `LPUSH`, a hash's markers in one `HSET`,
-/// and the answer is the first sequence (the others follow from it) and
-/// the repeats alone. The same script serves one shard of a sharded queue:
-/// every key it touches is the shard's.
+/// What a call costs Redis is mostly the call itself (the script's entry,
+/// `TIME`, the clock's `GET` and `SET`, the wake-up and the reply), then
+/// the work per vote, which the script keeps to the least it can be
+/// (docs/BENCHMARKS.md, "Redis per queued vote"). Every argument and every
+/// string the script builds is a Lua string, which this Redis hashes byte
+/// by byte, and every number it reads from an argument is parsed. So a
+/// vote's arguments are its message, and, when it has a marker, the
+/// marker's field and stamp; nothing else. What the script needs to know
+/// about each vote (where its marker is, how long it lives) comes as
+/// numbers packed in one argument for the whole call, read with one
+/// `string.byte`. The vote service sends each vote's message whole but for
+/// its opening brace, the script only prepends the sequence, the whole
+/// batch goes out in one `LPUSH`, a hash's markers are read in one `HMGET`
+/// straight from the arguments and written in one `HSET`, each lifetime's
+/// expiry is formatted once a call, and the answer is the first sequence
+/// (the others follow from it) and the repeats alone. The same script
+/// serves one shard of a sharded queue: every key it touches is the
+/// shard's.
 ///
 /// KEYS: queue, clock, the `h` marker hashes, then the marker key of each
-/// vote that has one of its own, in the votes' order. ARGV: the number `m`
-/// of votes with a marker, `h`; for each marked vote, its position in the
-/// batch (from 1), the marker's lifetime in ms, the vote's stamp (`<vote
-/// id> <µs since the epoch> <option id>`), its hash (1 to `h`, or 0 for a
-/// key of its own) and its field (empty for a key of its own); then every
-/// vote's JSON without its opening brace, in order. Returns the first
-/// sequence, then for each repeat its position and its marker (`<sequence>
-/// <stamp>`). Votes that were queued took consecutive sequences from the
-/// first, in order; a repeat takes none.
+/// vote that has one of its own, in the votes' order.
+///
+/// ARGV, in this order:
+/// 1. the layout: four bytes per vote, in the votes' order, two numbers
+///    of 16 bits (big-endian): the vote's marker place (0: none; 1 to `h`:
+///    a field of that hash; [`OWN_KEY`]: a key of its own) and its
+///    lifetime (1 to `l`, in the list below; 0 without a marker);
+/// 2. `l`, then `h`;
+/// 3. the `l` lifetimes, in ms;
+/// 4. for each hash, the number of its fields in this call;
+/// 5. the fields of hash 1, in the votes' order, then those of hash 2, ...;
+/// 6. the stamp (`<vote id> <µs since the epoch> <option id>`) of each
+///    vote with a marker, in the votes' order;
+/// 7. every vote's JSON without its opening brace, in order.
+///
+/// Returns the first sequence, then for each repeat its position (from 1)
+/// and its marker (`<sequence> <stamp>`). Votes that were queued took
+/// consecutive sequences from the first, in order; a repeat takes none.
 const PUSH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now / 1000)
 local first = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
 if first < now then first = now end
-local marked = tonumber(ARGV[1])
-local hashes = tonumber(ARGV[2])
-local before = 2 + 5 * marked
--- Each marker hash's fields are read at once.
-local held, fields, writes, keep_until = {}, {}, {}, {}
+local layout = {string.byte(ARGV[1], 1, -1)}
+local votes = #layout / 4
+local lifetimes = tonumber(ARGV[2])
+local hashes = tonumber(ARGV[3])
+-- Each marker hash's fields are read at once, straight from the arguments.
+local arg = 4 + lifetimes + hashes
+local found, next_field, written, writes, keep_until = {}, {}, {}, {}, {}
 for h = 1, hashes do
-  held[h], fields[h], writes[h], keep_until[h] = {}, {}, {}, 0
+  local count = tonumber(ARGV[3 + lifetimes + h])
+  found[h] = redis.call('HMGET', KEYS[2 + h], unpack(ARGV, arg, arg + count - 1))
+  next_field[h], written[h], writes[h], keep_until[h] = arg, {}, {}, 0
+  arg = arg + count
 end
-for j = 0, marked - 1 do
-  local h = tonumber(ARGV[6 + 5 * j])
-  if h > 0 then
-    fields[h][#fields[h] + 1] = ARGV[7 + 5 * j]
-  end
-end
-for h = 1, hashes do
-  local values = redis.call('HMGET', KEYS[2 + h], unpack(fields[h]))
-  for k = 1, #values do
-    if values[k] then held[h][fields[h][k]] = values[k] end
-  end
-end
+local first_field = {}
+for h = 1, hashes do first_field[h] = next_field[h] end
+local next_stamp = arg
+local before = #ARGV - votes
+local expiry, expiry_text = {}, {}
 local seq = first
-local mark = 1
 local own = 0
 local messages = {}
 local answers = {string.format('%d', first)}
-for i = 1, #ARGV - before do
-  local prior = false
-  local at = 2 + 5 * (mark - 1)
+for i = 1, votes do
+  local place = layout[4 * i - 3] * 256 + layout[4 * i - 2]
   local sequence = string.format('%d', seq)
-  if mark <= marked and tonumber(ARGV[at + 1]) == i then
-    local stamp = sequence .. ' ' .. ARGV[at + 3]
-    local h = tonumber(ARGV[at + 4])
-    if h == 0 then
+  local prior = false
+  if place > 0 then
+    local stamp = ARGV[next_stamp]
+    next_stamp = next_stamp + 1
+    local life = layout[4 * i - 1] * 256 + layout[4 * i]
+    if not expiry[life] then
+      expiry[life] = now_ms + tonumber(ARGV[3 + life])
+      expiry_text[life] = string.format('%d', expiry[life])
+    end
+    if place == 65535 then
       -- One command sets the marker if it is absent and returns it if not.
       own = own + 1
-      prior = redis.call('SET', KEYS[2 + hashes + own], stamp, 'NX', 'GET', 'PX', ARGV[at + 2])
+      prior = redis.call('SET', KEYS[2 + hashes + own], sequence .. ' ' .. stamp, 'NX', 'GET', 'PX', ARGV[3 + life])
     else
-      local field = ARGV[at + 5]
-      local found = held[h][field]
-      if found then
-        local gap = string.find(found, ' ', 1, true)
-        if gap and tonumber(string.sub(found, 1, gap - 1)) > now_ms then
-          prior = string.sub(found, gap + 1)
+      local at = next_field[place]
+      next_field[place] = at + 1
+      local field = ARGV[at]
+      -- An earlier vote of this call may have written it.
+      local value = written[place][field] or found[place][at - first_field[place] + 1]
+      if value then
+        local gap = string.find(value, ' ', 1, true)
+        if gap and tonumber(string.sub(value, 1, gap - 1)) > now_ms then
+          prior = string.sub(value, gap + 1)
         end
       end
       if not prior then
-        local expires = now_ms + tonumber(ARGV[at + 2])
-        local value = string.format('%d', expires) .. ' ' .. stamp
-        held[h][field] = value
-        writes[h][#writes[h] + 1] = field
-        writes[h][#writes[h] + 1] = value
-        if expires > keep_until[h] then keep_until[h] = expires end
+        value = expiry_text[life] .. ' ' .. sequence .. ' ' .. stamp
+        written[place][field] = value
+        local w = writes[place]
+        w[#w + 1] = field
+        w[#w + 1] = value
+        if expiry[life] > keep_until[place] then keep_until[place] = expiry[life] end
       end
     end
-    mark = mark + 1
   end
   if prior then
     answers[#answers + 1] = string.format('%d', i)
@@ -204,10 +225,19 @@ end
 return answers
 "#;
 
+/// The layout's place of a vote whose marker is a key of its own.
+const OWN_KEY: u16 = u16::MAX;
+
 // One LPUSH takes the whole batch, one HMGET and one HSET a hash's
-// markers (two values each): Lua's `unpack` stays well under its stack
-// limit of about 8,000 values.
+// markers (two values each), and the layout's four bytes a vote are read
+// with one `string.byte`: Lua keeps each of them on its stack, whose
+// limit is about 8,000 values. A hash's number and a lifetime's fit the
+// layout's 16 bits, with OWN_KEY to spare.
 const _: () = assert!(MAX_PUSH_BATCH <= 1000, "a batch must fit one unpack");
+const _: () = assert!(
+    MAX_PUSH_BATCH < OWN_KEY as usize,
+    "a place must fit 16 bits"
+);
 
 /// One vote waiting to be pushed, and where its answer goes.
 struct Waiting {
@@ -559,46 +589,27 @@ async fn push_shard(
     let Some(shard) = votes.first().map(|waiting| waiting.shard.clone()) else {
         return false;
     };
-    // The marker hashes in the order first named, and each marker's place
-    // as the script reads it: a hash's number (from 1), or 0 for a key of
-    // its own, and its field.
-    let mut hashes: Vec<&str> = Vec::new();
-    let mut own_keys: Vec<&str> = Vec::new();
-    let mut marked = Vec::new();
-    for (position, waiting) in (1_usize..).zip(&votes) {
-        let Some(marker) = &waiting.marker else {
-            continue;
-        };
-        let (hash, field) = match &marker.place {
-            MarkerPlace::Key(key) => {
-                own_keys.push(key);
-                (0, "")
-            }
-            MarkerPlace::Field { bucket, field } => {
-                let known = hashes.iter().position(|hash| hash == bucket);
-                let index = known.unwrap_or_else(|| {
-                    hashes.push(bucket);
-                    hashes.len() - 1
-                });
-                (index + 1, field.as_str())
-            }
-        };
-        marked.push((position, marker, hash, field));
-    }
+    let arguments = ScriptArguments::of(&votes);
     let mut invocation = script.prepare_invoke();
     invocation.key(shard.queue_key()).key(shard.clock_key());
-    for key in hashes.iter().chain(&own_keys) {
+    for key in arguments.hashes.iter().chain(&arguments.own_keys) {
         invocation.key(*key);
     }
-    invocation.arg(marked.len()).arg(hashes.len());
-    for (position, marker, hash, field) in marked {
-        let lifetime = marker.lifetime.as_millis().max(1);
-        invocation
-            .arg(position)
-            .arg(lifetime.to_string())
-            .arg(&marker.stamp)
-            .arg(hash)
-            .arg(field);
+    invocation
+        .arg(arguments.layout)
+        .arg(arguments.lifetimes.len())
+        .arg(arguments.hashes.len());
+    for lifetime in &arguments.lifetimes {
+        invocation.arg(*lifetime);
+    }
+    for fields in &arguments.fields {
+        invocation.arg(fields.len());
+    }
+    for field in arguments.fields.iter().flatten() {
+        invocation.arg(*field);
+    }
+    for stamp in &arguments.stamps {
+        invocation.arg(*stamp);
     }
     for waiting in &votes {
         // The script prepends `{"sequence":N,` (PushHandle::push checked
@@ -639,6 +650,77 @@ async fn push_shard(
         let _ = waiting.answer.send(answer);
     }
     false
+}
+
+/// What [`PUSH_SCRIPT`] is told about one shard's votes besides their
+/// messages, gathered in one pass over them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ScriptArguments<'a> {
+    /// Each vote's marker place and lifetime, as two big-endian `u16`s.
+    layout: Vec<u8>,
+    /// The marker hashes, in the order first named.
+    hashes: Vec<&'a str>,
+    /// Each hash's fields, in the votes' order.
+    fields: Vec<Vec<&'a str>>,
+    /// The markers' distinct lifetimes in ms, in the order first named.
+    lifetimes: Vec<u64>,
+    /// The marker keys of the votes with one of their own, in order.
+    own_keys: Vec<&'a str>,
+    /// The stamps of the votes with a marker, in order.
+    stamps: Vec<&'a str>,
+}
+
+impl<'a> ScriptArguments<'a> {
+    fn of(votes: &'a [Waiting]) -> Self {
+        let mut arguments = Self {
+            layout: Vec::with_capacity(4 * votes.len()),
+            ..Self::default()
+        };
+        for waiting in votes {
+            let Some(marker) = &waiting.marker else {
+                arguments.layout.extend([0; 4]);
+                continue;
+            };
+            let place = match &marker.place {
+                MarkerPlace::Key(key) => {
+                    arguments.own_keys.push(key);
+                    OWN_KEY
+                }
+                MarkerPlace::Field { bucket, field } => {
+                    let hash = number_of(&mut arguments.hashes, bucket.as_str());
+                    if hash == arguments.fields.len() {
+                        arguments.fields.push(Vec::new());
+                    }
+                    arguments.fields[hash].push(field);
+                    place_number(hash)
+                }
+            };
+            let lifetime = u64::try_from(marker.lifetime.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let lifetime = place_number(number_of(&mut arguments.lifetimes, lifetime));
+            arguments.layout.extend(place.to_be_bytes());
+            arguments.layout.extend(lifetime.to_be_bytes());
+            arguments.stamps.push(&marker.stamp);
+        }
+        arguments
+    }
+}
+
+/// The index of `value` in `list`, added at its end if it is not there.
+fn number_of<T: PartialEq>(list: &mut Vec<T>, value: T) -> usize {
+    list.iter()
+        .position(|known| *known == value)
+        .unwrap_or_else(|| {
+            list.push(value);
+            list.len() - 1
+        })
+}
+
+/// The layout's number (from 1) of the entry at `index`: at most one per
+/// vote of a batch, so below [`OWN_KEY`].
+fn place_number(index: usize) -> u16 {
+    u16::try_from(index + 1).unwrap_or(OWN_KEY - 1)
 }
 
 /// Runs the push script and `WAIT` in one pipeline, so both go to the
@@ -699,6 +781,50 @@ mod tests {
         );
         assert_eq!(answers[2], Pushed::Queued { sequence: 101 });
         assert_eq!(answers[3], Pushed::Queued { sequence: 102 });
+    }
+
+    #[test]
+    fn the_script_is_told_each_votes_place_and_lifetime_apart_from_its_message() {
+        let marked = |place: MarkerPlace, seconds: u64, stamp: &str| {
+            Some(Marker {
+                place,
+                lifetime: Duration::from_secs(seconds),
+                stamp: stamp.into(),
+            })
+        };
+        let field = |bucket: &str, field: &str| MarkerPlace::Field {
+            bucket: bucket.into(),
+            field: field.into(),
+        };
+        let votes: Vec<Waiting> = [
+            marked(field("h1", "f1"), 5, "s1"),
+            None,
+            marked(MarkerPlace::Key("k1".into()), 30, "s2"),
+            marked(field("h2", "f2"), 5, "s3"),
+            marked(field("h1", "f3"), 30, "s4"),
+        ]
+        .into_iter()
+        .map(|marker| Waiting {
+            json: "{}".into(),
+            shard: crate::queue::shard::Shards::ONE.of("v"),
+            marker,
+            answer: oneshot::channel().0,
+        })
+        .collect();
+        let arguments = ScriptArguments::of(&votes);
+        assert_eq!(
+            arguments,
+            ScriptArguments {
+                layout: vec![
+                    0, 1, 0, 1, 0, 0, 0, 0, 255, 255, 0, 2, 0, 2, 0, 1, 0, 1, 0, 2
+                ],
+                hashes: vec!["h1", "h2"],
+                fields: vec![vec!["f1", "f3"], vec!["f2"]],
+                lifetimes: vec![5_000, 30_000],
+                own_keys: vec!["k1"],
+                stamps: vec!["s1", "s2", "s3", "s4"],
+            }
+        );
     }
 
     #[test]
