@@ -82,7 +82,7 @@ impl Suite {
         // figure.
         let mut env = vec![("VOTE_LISTEN_ADDR", "{addr}".to_owned())];
         env.extend(queue.iter().cloned());
-        let vote = Process::start(&self.bin("votemesh-vote"), "vote-cluster", &env)
+        let vote = Process::start(&self.bin("votemesh-vote"), "vote-cluster", &env, None)
             .await
             .ready(true)
             .await;
@@ -141,7 +141,7 @@ impl Suite {
             ("DATABASE_URL", postgres.url().expose().to_owned()),
         ];
         env.extend(queue.iter().cloned());
-        let worker = Process::start(&self.bin("votemesh-worker"), "bench-cluster", &env)
+        let worker = Process::start(&self.bin("votemesh-worker"), "bench-cluster", &env, None)
             .await
             .ready(true)
             .await;

@@ -209,7 +209,15 @@ fn log_file(name: &str) -> Stdio {
 }
 
 impl Process {
-    async fn start(binary: &Path, name: &str, env: &[(&str, String)]) -> Self {
+    /// Starts `binary` on a free port with `env`, on `cpus` when given
+    /// (from its first instruction, so it sizes itself for them: its
+    /// runtime's worker threads, `MAX_IN_FLIGHT`'s default).
+    async fn start(
+        binary: &Path,
+        name: &str,
+        env: &[(&str, String)],
+        cpus: Option<&[usize]>,
+    ) -> Self {
         let port = free_port().await.expect("a free port");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut command = Command::new(binary);
@@ -222,6 +230,9 @@ impl Process {
             .kill_on_drop(true);
         for (key, value) in env {
             command.env(key, value.replace("{addr}", &addr.to_string()));
+        }
+        if let Some(cpus) = cpus {
+            affinity::pin_on_start(&mut command, cpus);
         }
         let child = command
             .spawn()
@@ -352,6 +363,9 @@ pub struct Suite {
     /// The CPUs the load generator starts on, when the system under test
     /// is pinned to the others ([`affinity`]).
     generator_cpus: Option<Vec<usize>>,
+    /// The CPUs services and floor servers start on, when set (the soak's
+    /// overload part); otherwise every CPU.
+    service_cpus: Option<Vec<usize>>,
     /// What the goals table needs besides `costs`.
     goals: goals::Inputs,
 }
@@ -376,6 +390,7 @@ impl Suite {
             problems: Vec::new(),
             costs: Vec::new(),
             generator_cpus: None,
+            service_cpus: None,
             goals: goals::Inputs::default(),
         }
     }
@@ -392,6 +407,7 @@ impl Suite {
                 ("VOTE_LISTEN_ADDR", "{addr}".into()),
                 ("REDIS_URL", self.redis.url().expose().to_owned()),
             ],
+            self.service_cpus.as_deref(),
         )
         .await
         .ready(true)
@@ -408,6 +424,7 @@ impl Suite {
                 ("REDIS_URL", self.redis.url().expose().to_owned()),
                 ("DATABASE_URL", self.postgres.url().expose().to_owned()),
             ],
+            self.service_cpus.as_deref(),
         )
         .await
         .ready(true)
@@ -422,6 +439,7 @@ impl Suite {
                 ("RESULT_LISTEN_ADDR", "{addr}".into()),
                 ("DATABASE_URL", self.postgres.url().expose().to_owned()),
             ],
+            self.service_cpus.as_deref(),
         )
         .await
         .ready(true)
@@ -446,10 +464,15 @@ impl Suite {
             ("RESULT_ADDR", result.url()),
         ];
         env.extend(settings.iter().cloned());
-        Process::start(&self.bin("votemesh-gateway"), "gateway", &env)
-            .await
-            .ready(false)
-            .await
+        Process::start(
+            &self.bin("votemesh-gateway"),
+            "gateway",
+            &env,
+            self.service_cpus.as_deref(),
+        )
+        .await
+        .ready(false)
+        .await
     }
 
     async fn noop(&self) -> Process {
@@ -465,10 +488,15 @@ impl Suite {
             ("NOOP_LISTEN_ADDR", "{addr}".to_owned()),
         ];
         env.extend_from_slice(settings);
-        Process::start(&self.bin("votemesh-loadgen"), name, &env)
-            .await
-            .ready(false)
-            .await
+        Process::start(
+            &self.bin("votemesh-loadgen"),
+            name,
+            &env,
+            self.service_cpus.as_deref(),
+        )
+        .await
+        .ready(false)
+        .await
     }
 
     /// Runs `votemesh-loadgen --json` and reads its summary.

@@ -135,13 +135,13 @@ impl Suite {
             (Some(stalls), freezes, samples)
         };
 
+        let mut services = [gateway, result, worker, vote];
         let overloads = if size.overload_run.is_zero() {
             None
         } else {
-            Some(
-                self.overload_runs(size, [&vote, &worker, &result, &gateway])
-                    .await,
-            )
+            let (overloads, pinned_services) = self.overload_runs(size, services).await;
+            services = pinned_services;
+            Some(overloads)
         };
         self.soak_report(
             size,
@@ -157,7 +157,7 @@ impl Suite {
             self.expected_total(),
             caught_up.as_secs_f64()
         ));
-        for process in [gateway, result, worker, vote] {
+        for process in services {
             process.stop().await;
         }
         (
@@ -184,15 +184,35 @@ impl Suite {
     /// Overload and recovery, read against the capacity of the same
     /// pinned layout: the system on half the cores, the generator on the
     /// other half, so that the generator's own extra work at 1.5 x takes
-    /// nothing from the system it loads.
-    async fn overload_runs(&mut self, size: &SoakSize, system: [&super::Process; 4]) -> Overloads {
-        let gateway = system[3];
-        let pinned = self.pin_system(&system);
+    /// nothing from the system it loads. `services` (gateway, result,
+    /// worker, vote) are stopped and started again on the system's cores,
+    /// so that each sizes itself for them (its runtime's worker threads,
+    /// `MAX_IN_FLIGHT`'s default), as under a CPU limit of that many
+    /// cores: pinned after starting, they kept what they had sized for
+    /// every core (two worker threads each taking turns on one core;
+    /// docs/SOAK.md, the eighth run). Returns the services now running.
+    async fn overload_runs(
+        &mut self,
+        size: &SoakSize,
+        services: [super::Process; 4],
+    ) -> (Overloads, [super::Process; 4]) {
+        let (pinned, services) = self.pin_system(services).await;
+        let [gateway, result, worker, vote] = &services;
+        let system = [vote, worker, result, gateway];
+        // As many callers as the restarted gateway admits at once: more
+        // would keep a line that never empties, which admission reads as
+        // overload (the unpinned capacity's 64 callers are its 64 permits).
+        let callers = pinned.as_ref().map_or(64, |(system, _)| {
+            votemesh::admission::IN_FLIGHT_PER_CPU * system.len()
+        });
         let pinned_capacity = self
             .load_metered(
                 "capacity",
                 &system,
-                Self::soak_load("soak-capacity-pinned", gateway),
+                Load {
+                    concurrency: callers,
+                    ..Self::soak_load("soak-capacity-pinned", gateway)
+                },
             )
             .await;
         self.counted(&pinned_capacity);
@@ -242,26 +262,25 @@ impl Suite {
         // Refusals under overload are the point of that run, not a problem.
         self.problems
             .retain(|problem| !problem.contains("(prefix soak-overload)"));
-        Overloads {
+        let overloads = Overloads {
             pinned,
             capacity: pinned_capacity,
             overload,
             recovery,
             refusal_micros: RefusalCost { gateway, floor },
-        }
+        };
+        (overloads, services)
     }
 
     /// The refusal floor on `cpus` (the system's, when pinned), open loop
     /// at `rate` for 20 s: its CPU per refusal, in µs.
     async fn refusal_floor(&mut self, cpus: Option<&[usize]>, rate: f64) -> Option<f64> {
+        // Started on the system's CPUs, as the services were.
+        self.service_cpus = cpus.map(<[usize]>::to_vec);
         let server = self
             .floor_server("refusal-floor", "LOADGEN_REFUSAL_FLOOR_SERVER", &[])
             .await;
-        if let (Some(cpus), Some(pid)) = (cpus, server.child.id())
-            && let Err(error) = affinity::pin(pid, false, cpus)
-        {
-            panic!("cannot pin the refusal floor to CPUs {cpus:?}: {error}");
-        }
+        self.service_cpus = None;
         let meter = cpu::Meter::start(server.cpu_group().into_iter().collect());
         let refused = self
             .load(Load {
@@ -279,19 +298,36 @@ impl Suite {
         })
     }
 
-    /// Pins the system under test (these services, Redis, PostgreSQL) to
-    /// the first half of the allowed CPUs and every generator started from
-    /// now on to the rest; returns `(system, generator)` CPUs, or `None`
-    /// on a one-core machine, where nothing is pinned.
-    fn pin_system(&mut self, services: &[&super::Process]) -> Option<(Vec<usize>, Vec<usize>)> {
+    /// Puts the system under test on the first half of the allowed CPUs:
+    /// Redis and PostgreSQL pinned there, `services` (gateway, result,
+    /// worker, vote) stopped and started again there; and every generator
+    /// started from now on on the rest. Returns `(system, generator)` CPUs
+    /// (`None` on a one-core machine, where nothing moves) and the
+    /// services now running.
+    async fn pin_system(
+        &mut self,
+        services: [super::Process; 4],
+    ) -> (Option<(Vec<usize>, Vec<usize>)>, [super::Process; 4]) {
         let allowed = affinity::allowed_cpus();
         if allowed.len() < 2 {
-            return None;
+            return (None, services);
         }
         let (system, generator) = allowed.split_at(allowed.len() / 2);
-        self.pin_all(services, system);
+        for process in services {
+            process.stop().await;
+        }
+        self.pin_all(&[], system);
+        self.service_cpus = Some(system.to_vec());
+        let vote = self.vote().await;
+        let worker = self.worker("bench-soak-worker").await;
+        let result = self.result().await;
+        let gateway = self.gateway(&vote, &result).await;
+        self.service_cpus = None;
         self.generator_cpus = Some(generator.to_vec());
-        Some((system.to_vec(), generator.to_vec()))
+        (
+            Some((system.to_vec(), generator.to_vec())),
+            [gateway, result, worker, vote],
+        )
     }
 
     /// Lets the system and the generator run on every allowed CPU again.
@@ -384,11 +420,14 @@ impl Suite {
         };
         let layout = match pinned {
             Some((system, generator)) => format!(
-                "The services, Redis and PostgreSQL run pinned to CPU {system:?} and the load \
-                     generator to CPU {generator:?} (`sched_setaffinity`), so the generator's extra \
-                     work at 1.5 x takes nothing from the system it loads; capacity is measured again \
-                     in that layout: closed loop, 64 callers, 20 s: **{:.0} votes/s** (p50 {:.2} ms, \
-                     p99 {:.2} ms).",
+                "Redis and PostgreSQL run pinned to CPU {system:?}, the services (and the \
+                     refusal floor) are started again there, so each sizes itself for those CPUs as \
+                     under a CPU limit, and the load generator runs on CPU {generator:?} \
+                     (`sched_setaffinity`), so the generator's extra work at 1.5 x takes nothing from \
+                     the system it loads; capacity is measured again in that layout: closed loop, \
+                     {} callers (what the gateway admits at once there), 20 s: **{:.0} votes/s** (p50 \
+                     {:.2} ms, p99 {:.2} ms).",
+                pinned_capacity.concurrency.unwrap_or_default(),
                 pinned_capacity.throughput,
                 pinned_capacity.latency_ms.p50,
                 pinned_capacity.latency_ms.p99
