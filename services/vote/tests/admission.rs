@@ -291,6 +291,46 @@ async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permi
 }
 
 #[tokio::test]
+async fn an_overload_back_soon_after_it_ended_is_seen_within_a_tenth_of_overload_after() {
+    // One permit; overloaded once none has been free for 3 s, or for a
+    // window of 300 ms within 6 s of the last overload's end.
+    let admission = admission(1, 10_000, 3_000);
+    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
+    let client = plain_client(&server).await;
+
+    let held = stall(&admission, 1).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let status = client.clone().cast_vote(cast("refused")).await.unwrap_err();
+    assert!(status.message().contains("overloaded"), "{status:?}");
+    // The overload seems over: a window in which calls found a permit
+    // free (the first closes the window of the refusal, the second ends
+    // the overload).
+    drop(held);
+    for n in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        client
+            .clone()
+            .cast_vote(cast(&format!("free-{n}")))
+            .await
+            .unwrap();
+    }
+    // It was not: no permit is free again. Half a second on (more than a
+    // window, far less than OVERLOAD_AFTER), a call is refused at once
+    // instead of waiting for its half of the deadline.
+    let held = stall(&admission, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let arrived = std::time::Instant::now();
+    let status = client.clone().cast_vote(cast("back")).await.unwrap_err();
+    assert!(status.message().contains("overloaded"), "{status:?}");
+    assert!(
+        arrived.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        arrived.elapsed()
+    );
+    drop(held);
+}
+
+#[tokio::test]
 async fn a_call_waits_at_most_half_its_deadline() {
     let admission = admission(1, 60_000, 60_000);
     let server = start_vote(admission.clone(), MemoryQueue::new()).await;
