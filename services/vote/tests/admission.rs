@@ -89,6 +89,36 @@ fn refused(reason: &str) -> f64 {
     )
 }
 
+/// Asserts that a call is refused as overloaded within milliseconds, not
+/// after half its deadline.
+async fn refused_at_once(client: &VoteServiceClient<tonic::transport::Channel>, voter_id: &str) {
+    let arrived = std::time::Instant::now();
+    let status = client.clone().cast_vote(cast(voter_id)).await.unwrap_err();
+    assert!(status.message().contains("overloaded"), "{status:?}");
+    assert!(
+        arrived.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        arrived.elapsed()
+    );
+}
+
+/// Two calls 400 ms apart that find the permit free: the first closes the
+/// window open now (what it counted may still end overloaded), the second
+/// ends the next, in which nobody waited (windows of 300 ms).
+async fn two_windows_of_free_permits(
+    client: &VoteServiceClient<tonic::transport::Channel>,
+    label: &str,
+) {
+    for n in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        client
+            .clone()
+            .cast_vote(cast(&format!("{label}-{n}")))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn calls_arriving_during_a_stall_wait_for_capacity_and_all_succeed() {
     // As many calls as may wait.
@@ -254,27 +284,11 @@ async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permi
     // ...but the server is still overloaded (two found a permit free, four
     // waited, whenever the window closes): the next call that has to wait
     // is refused within milliseconds, not after half its deadline.
-    let arrived = std::time::Instant::now();
-    let status = client.clone().cast_vote(cast("still")).await.unwrap_err();
-    assert!(status.message().contains("overloaded"), "{status:?}");
-    assert!(
-        arrived.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        arrived.elapsed()
-    );
+    refused_at_once(&client, "still").await;
 
-    // The load drops: calls find permits free. The first after the
-    // window closes it (what it counted may still end overloaded); the
-    // first after the next window, in which nobody waited, ends it.
+    // The load drops: calls find permits free, and the overload ends.
     drop(held);
-    for n in 0..2 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        client
-            .clone()
-            .cast_vote(cast(&format!("after-{n}")))
-            .await
-            .unwrap();
-    }
+    two_windows_of_free_permits(&client, "after").await;
     // A stall now is absorbed again: the call waits for it to end.
     let held = stall(&admission, 1).await;
     let call = tokio::spawn({
@@ -300,33 +314,15 @@ async fn an_overload_back_soon_after_it_ended_is_seen_within_a_tenth_of_overload
 
     let held = stall(&admission, 1).await;
     tokio::time::sleep(Duration::from_millis(3_100)).await;
-    let status = client.clone().cast_vote(cast("refused")).await.unwrap_err();
-    assert!(status.message().contains("overloaded"), "{status:?}");
-    // The overload seems over: a window in which calls found a permit
-    // free (the first closes the window of the refusal, the second ends
-    // the overload).
+    refused_at_once(&client, "refused").await;
+    // The overload seems over: calls find the permit free.
     drop(held);
-    for n in 0..2 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        client
-            .clone()
-            .cast_vote(cast(&format!("free-{n}")))
-            .await
-            .unwrap();
-    }
+    two_windows_of_free_permits(&client, "free").await;
     // It was not: no permit is free again. Half a second on (more than a
-    // window, far less than OVERLOAD_AFTER), a call is refused at once
-    // instead of waiting for its half of the deadline.
+    // window, far less than OVERLOAD_AFTER), a call is refused at once.
     let held = stall(&admission, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let arrived = std::time::Instant::now();
-    let status = client.clone().cast_vote(cast("back")).await.unwrap_err();
-    assert!(status.message().contains("overloaded"), "{status:?}");
-    assert!(
-        arrived.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        arrived.elapsed()
-    );
+    refused_at_once(&client, "back").await;
     drop(held);
 }
 
