@@ -784,8 +784,8 @@ async fn an_empty_queue_gives_empty_batches_and_a_waiting_worker_gets_the_next_v
 }
 
 /// Redis alone: a hash of markers lives as long as its longest-lived
-/// marker (a shorter window pushed in the same call does not cut it, and
-/// its own marker still goes with it), and not longer:
+/// marker (a shorter window pushed in the same call or later does not cut
+/// it, and its own marker still goes with its window), and not longer:
 /// a hash whose markers' windows have all passed is gone, so markers leave
 /// nothing behind.
 #[tokio::test]
@@ -818,6 +818,21 @@ async fn a_marker_hash_lives_as_long_as_its_longest_window_and_then_goes() {
     assert!(
         (29_000..=30_000).contains(&ttl),
         "the longest window: {ttl} ms"
+    );
+    // A shorter window pushed later does not cut it either.
+    queue
+        .sink()
+        .push(&keyed_vote(
+            "v4",
+            &minted_at(now, 4),
+            Duration::from_millis(50),
+        ))
+        .await
+        .unwrap();
+    let ttl: i64 = redis.pttl(hash_of(&long)).await.unwrap();
+    assert!(
+        (29_000..=30_000).contains(&ttl),
+        "still the longest window: {ttl} ms"
     );
     // Each marker keeps its own window: the short one is forgotten.
     tokio::time::sleep(Duration::from_millis(200)).await;
