@@ -225,7 +225,8 @@ end
 return answers
 "#;
 
-/// The layout's place of a vote whose marker is a key of its own.
+/// The layout's place of a vote whose marker is a key of its own (the
+/// script compares with the same number, 65535).
 const OWN_KEY: u16 = u16::MAX;
 
 // One LPUSH takes the whole batch, one HMGET and one HSET a hash's
@@ -825,6 +826,11 @@ mod tests {
                 stamps: vec!["s1", "s2", "s3", "s4"],
             }
         );
+    }
+
+    #[test]
+    fn the_script_knows_a_key_of_its_own_by_the_layouts_number() {
+        assert!(PUSH_SCRIPT.contains(&format!("if place == {OWN_KEY} then")));
     }
 
     #[test]
