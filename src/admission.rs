@@ -45,8 +45,8 @@
 //! up) still makes some arrivals wait, and 878 were refused in the 20 s
 //! after the load had fallen to half (the same page). A saturated core
 //! still passes that test now and then in a sustained overload (a tenth
-//! of a second in which admission saw only a few hundred arrivals, most
-//! of them still in the kernel's queues), so an overload that comes back
+//! of a second in which admission saw a few hundred arrivals or only a
+//! handful, the rest still in the kernel's queues), so an overload that comes back
 //! within two `OVERLOAD_AFTER`s of its end is seen after a tenth of it:
 //! before, each false end cost a second of full waits and a line at
 //! `MAX_WAITING` (docs/SOAK.md, the eighth run).
@@ -438,9 +438,9 @@ impl Shared {
     /// overloaded: `overload_after`, or only an `overload_window` when the
     /// last overload ended less than [`RECENT_OVERLOADS`] `overload_after`s
     /// ago. Leaving overload reads a tenth of a second of arrivals, and on
-    /// a saturated core that is sometimes a few hundred of them, taken by
-    /// what permits came free while the rest of the arrivals were still
-    /// in the kernel's queues; the overload goes on, and it used to take a
+    /// a saturated core that is sometimes a handful of them (4 to 264 in
+    /// the soak's logs), taken by what permits came free while the rest
+    /// were still in the kernel's queues; the overload goes on, and it used to take a
     /// whole `overload_after` of full waits, and a line up to
     /// `MAX_WAITING`, before it was seen again (CoDel re-enters its
     /// dropping state at once for the same reason).
