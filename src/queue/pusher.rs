@@ -148,15 +148,13 @@ local lifetimes = tonumber(ARGV[2])
 local hashes = tonumber(ARGV[3])
 -- Each marker hash's fields are read at once, straight from the arguments.
 local arg = 4 + lifetimes + hashes
-local found, next_field, written, writes, keep_until = {}, {}, {}, {}, {}
+local found, first_field, next_field, written, writes, keep_until = {}, {}, {}, {}, {}, {}
 for h = 1, hashes do
   local count = tonumber(ARGV[3 + lifetimes + h])
   found[h] = redis.call('HMGET', KEYS[2 + h], unpack(ARGV, arg, arg + count - 1))
-  next_field[h], written[h], writes[h], keep_until[h] = arg, {}, {}, 0
+  first_field[h], next_field[h], written[h], writes[h], keep_until[h] = arg, arg, {}, {}, 0
   arg = arg + count
 end
-local first_field = {}
-for h = 1, hashes do first_field[h] = next_field[h] end
 local next_stamp = arg
 local before = #ARGV - votes
 local expiry, expiry_text = {}, {}

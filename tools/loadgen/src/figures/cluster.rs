@@ -24,7 +24,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use votemesh::store;
 use votemesh_testing::{PostgresServer, RedisCluster, RedisServer};
 
-use super::{Load, Process, Suite, cpu, ratio};
+use super::{Load, Suite, cpu, ratio};
 
 /// The cluster's shard count: the default on a cluster.
 const SHARDS: u16 = votemesh::config::DEFAULT_CLUSTER_SHARDS;
@@ -82,7 +82,8 @@ impl Suite {
         // figure.
         let mut env = vec![("VOTE_LISTEN_ADDR", "{addr}".to_owned())];
         env.extend(queue.iter().cloned());
-        let vote = Process::start(&self.bin("votemesh-vote"), "vote-cluster", &env, None)
+        let vote = self
+            .start_process("votemesh-vote", "vote-cluster", &env)
             .await
             .ready(true)
             .await;
@@ -141,7 +142,8 @@ impl Suite {
             ("DATABASE_URL", postgres.url().expose().to_owned()),
         ];
         env.extend(queue.iter().cloned());
-        let worker = Process::start(&self.bin("votemesh-worker"), "bench-cluster", &env, None)
+        let worker = self
+            .start_process("votemesh-worker", "bench-cluster", &env)
             .await
             .ready(true)
             .await;

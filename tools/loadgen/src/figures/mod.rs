@@ -399,15 +399,20 @@ impl Suite {
         self.dir.join(name)
     }
 
+    /// Starts the release binary `binary` as `name` with `env`
+    /// ([`Process::start`]), on the service CPUs when they are set.
+    async fn start_process(&self, binary: &str, name: &str, env: &[(&str, String)]) -> Process {
+        Process::start(&self.bin(binary), name, env, self.service_cpus.as_deref()).await
+    }
+
     async fn vote(&self) -> Process {
-        Process::start(
-            &self.bin("votemesh-vote"),
+        self.start_process(
+            "votemesh-vote",
             "vote",
             &[
                 ("VOTE_LISTEN_ADDR", "{addr}".into()),
                 ("REDIS_URL", self.redis.url().expose().to_owned()),
             ],
-            self.service_cpus.as_deref(),
         )
         .await
         .ready(true)
@@ -415,8 +420,8 @@ impl Suite {
     }
 
     async fn worker(&self, id: &str) -> Process {
-        Process::start(
-            &self.bin("votemesh-worker"),
+        self.start_process(
+            "votemesh-worker",
             id,
             &[
                 ("WORKER_LISTEN_ADDR", "{addr}".into()),
@@ -424,7 +429,6 @@ impl Suite {
                 ("REDIS_URL", self.redis.url().expose().to_owned()),
                 ("DATABASE_URL", self.postgres.url().expose().to_owned()),
             ],
-            self.service_cpus.as_deref(),
         )
         .await
         .ready(true)
@@ -432,14 +436,13 @@ impl Suite {
     }
 
     async fn result(&self) -> Process {
-        Process::start(
-            &self.bin("votemesh-result"),
+        self.start_process(
+            "votemesh-result",
             "result",
             &[
                 ("RESULT_LISTEN_ADDR", "{addr}".into()),
                 ("DATABASE_URL", self.postgres.url().expose().to_owned()),
             ],
-            self.service_cpus.as_deref(),
         )
         .await
         .ready(true)
@@ -464,15 +467,10 @@ impl Suite {
             ("RESULT_ADDR", result.url()),
         ];
         env.extend(settings.iter().cloned());
-        Process::start(
-            &self.bin("votemesh-gateway"),
-            "gateway",
-            &env,
-            self.service_cpus.as_deref(),
-        )
-        .await
-        .ready(false)
-        .await
+        self.start_process("votemesh-gateway", "gateway", &env)
+            .await
+            .ready(false)
+            .await
     }
 
     async fn noop(&self) -> Process {
@@ -488,15 +486,10 @@ impl Suite {
             ("NOOP_LISTEN_ADDR", "{addr}".to_owned()),
         ];
         env.extend_from_slice(settings);
-        Process::start(
-            &self.bin("votemesh-loadgen"),
-            name,
-            &env,
-            self.service_cpus.as_deref(),
-        )
-        .await
-        .ready(false)
-        .await
+        self.start_process("votemesh-loadgen", name, &env)
+            .await
+            .ready(false)
+            .await
     }
 
     /// Runs `votemesh-loadgen --json` and reads its summary.
