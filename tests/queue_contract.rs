@@ -5,8 +5,15 @@
 //!
 //! ```text
 //! scenario(&impl Queue) ─┬─► OnRedis:   RedisQueue + RedisWorkerQueue over redis-server
+//!                        ├─► OnRedis, its clock ahead: every push renumbered by the script
 //!                        └─► InProcess: MemoryQueue
 //! ```
+//!
+//! The Redis queue runs each scenario twice: as it starts, where the push
+//! script keeps the numbers the vote service gave its votes, and with the
+//! queue's clock set ahead of every clock, so that the script renumbers
+//! every call and rebuilds its messages and markers
+//! (`src/queue/pusher.rs`, `PUSH_SCRIPT`).
 //!
 //! A scenario sees a queue through [`Queue`]: the two traits, plus the few
 //! things a producer or Redis can do that the traits do not offer (push a
@@ -23,8 +30,9 @@ use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 use votemesh::idempotency::{Idempotency, IdempotencyKey};
 use votemesh::queue::{
-    Backlog, DEAD_LETTER_KEY, MarkerPlace, NewVote, QUEUE_KEY, QueuedVote, VoteSink, VoteSource,
-    memory::MemoryQueue, processing_key, redis::RedisQueue, redis::RedisWorkerQueue, shard::Shards,
+    Backlog, CLOCK_KEY, DEAD_LETTER_KEY, MarkerPlace, NewVote, QUEUE_KEY, QueuedVote, VoteSink,
+    VoteSource, memory::MemoryQueue, processing_key, redis::RedisQueue, redis::RedisWorkerQueue,
+    shard::Shards,
 };
 use votemesh_testing::RedisServer;
 
@@ -71,6 +79,21 @@ impl OnRedis {
         let server = RedisServer::start().await.unwrap();
         let queue = RedisQueue::new(&server.url()).unwrap();
         Self { server, queue }
+    }
+
+    /// A Redis queue whose clock (the last sequence given out) is set a
+    /// minute ahead of the time: no number the vote service proposes can
+    /// stand, and every push is renumbered by the script.
+    async fn start_with_its_clock_ahead() -> Self {
+        let on_redis = Self::start().await;
+        let ahead = (Utc::now() + chrono::Duration::minutes(1)).timestamp_micros();
+        let _: () = on_redis
+            .connection()
+            .await
+            .set(CLOCK_KEY, ahead)
+            .await
+            .unwrap();
+        on_redis
     }
 
     async fn connection(&self) -> redis::aio::MultiplexedConnection {
@@ -171,8 +194,8 @@ impl Queue for InProcess {
     }
 }
 
-/// Runs each scenario against both queues: `redis_queue::<scenario>` and
-/// `memory_queue::<scenario>`.
+/// Runs each scenario against both queues: `redis_queue::<scenario>`,
+/// `redis_queue_renumbered::<scenario>` and `memory_queue::<scenario>`.
 macro_rules! contract {
     ($($scenario:ident),+ $(,)?) => {
         mod redis_queue {
@@ -180,6 +203,14 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $scenario() {
                     super::$scenario(&super::OnRedis::start().await).await;
+                }
+            )+
+        }
+        mod redis_queue_renumbered {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(&super::OnRedis::start_with_its_clock_ahead().await).await;
                 }
             )+
         }

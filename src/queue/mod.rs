@@ -20,6 +20,8 @@
 //! or TLS for a `rediss://` URL); [`link`] is the pusher's and the sharded
 //! worker's connection, to one Redis or a cluster, and checks the queue's
 //! shard count on every new one.
+//! [`pusher`] pushes the vote service's votes in batches, numbered by the
+//! process (`numbering`) and kept or renumbered by the push script.
 //!
 //! The queue also stamps each vote with a `sequence`: one stamp for the
 //! whole queue (for each shard of a sharded one: a voter is in one shard),
@@ -32,6 +34,7 @@
 pub mod connect;
 pub mod link;
 pub mod memory;
+mod numbering;
 pub mod pusher;
 pub mod redis;
 pub mod shard;

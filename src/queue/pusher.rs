@@ -11,8 +11,8 @@
 //! One task per process owns one link to Redis ([`super::link`]: a
 //! multiplexed connection to one Redis, or a cluster connection). It takes
 //! the first waiting vote and whatever else is waiting (up to
-//! [`MAX_PUSH_BATCH`]), stamps and pushes them in one script call per
-//! shard they fall in (one call on an unsharded queue; with
+//! [`MAX_PUSH_BATCH`]), numbers them (`super::numbering`) and pushes
+//! them in one script call per shard they fall in (one call on an unsharded queue; with
 //! `REDIS_REPLICA_ACKS`, each call pipelined with its `WAIT`), and answers
 //! each caller once Redis answered. A lone vote goes out at once;
 //! under load, votes gather while the call before is on the wire, so the
@@ -39,10 +39,12 @@
 //! its owner ([`super::redis::RedisQueue`]) when it ended otherwise (a
 //! panic). Callers push through [`PushHandle`]s, which do not keep it alive.
 //!
-//! Metrics: `votemesh_vote_push_batch_size` (votes per script call) and
-//! `votemesh_vote_push_abandoned_total` (votes whose caller left first).
+//! Metrics: `votemesh_vote_push_batch_size` (votes per script call),
+//! `votemesh_vote_push_abandoned_total` (votes whose caller left first)
+//! and `votemesh_vote_push_renumbered_total` (calls whose numbers the
+//! script replaced, [`PUSH_SCRIPT`]).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use bb8_redis::redis::{self, ErrorKind, RedisError, Script, ServerErrorKind};
 use chrono::{DateTime, Utc};
@@ -57,6 +59,7 @@ use super::{
     MarkerPlace, QueueError,
     connect::classify,
     link::{Link, PushConnection, Target},
+    numbering::Numbering,
     shard::Shard,
 };
 use crate::{config::QueueLayout, supervise::why_ended};
@@ -72,13 +75,22 @@ pub const MAX_PUSHES_IN_FLIGHT: usize = 1;
 /// Votes waiting for the pusher at most; beyond it, callers wait.
 const WAITING_CAPACITY: usize = 8192;
 
-/// Stamps votes with consecutive sequences and pushes them, atomically.
-/// The first sequence is `max(last + 1, now in µs)`, where `last` is the
-/// one number the queue keeps (`votes:clock`, the last sequence given out)
-/// and `now` the Redis server's clock: sequences rise in the order Redis
-/// runs the script, whichever vote service replica sent it, even if the
-/// clock steps back; and if Redis lost `votes:clock` (restarted without
-/// its AOF), they carry on from the clock, above those given out before.
+/// Pushes votes numbered with rising sequences, atomically. The vote
+/// service numbers a call's votes itself (`first`, `first + 1`, ... in the
+/// call's order, [`Numbering`]) and builds each one's message and marker
+/// whole; the script keeps those numbers if they are above `last`, the one
+/// number the queue keeps (`votes:clock`, the last sequence given out),
+/// and within [`CLOCK_SKEW`] of the Redis server's clock. Otherwise
+/// (another replica numbered past them, or the vote service's clock is off)
+/// it numbers the call itself from `max(last + 1, now)` and rebuilds the
+/// messages and markers with those numbers. Either way sequences rise in
+/// the order Redis runs the script, whichever vote service replica sent
+/// it, even if a clock steps back; no sequence is more than `CLOCK_SKEW`
+/// (and a call's votes) ahead of Redis' clock; and if Redis lost
+/// `votes:clock` (restarted without its AOF), they carry on from its clock
+/// plus `CLOCK_SKEW`, above those given out before. A vote takes the
+/// number of its position in the call even when it is a repeat (which
+/// leaves its number unused).
 ///
 /// A vote sent with an idempotency key has a marker ([`MarkerPlace`]): if
 /// it is there, an earlier attempt of the same call was pushed, and the
@@ -93,7 +105,9 @@ const WAITING_CAPACITY: usize = 8192;
 ///   with its own expiry (`<ms since the epoch> <marker>`): a field past it
 ///   is no marker, so a key is forgotten after its window even while its
 ///   hash lives on. The hash expires when its last field does (its expiry
-///   only ever moved later, read with `PEXPIRETIME`, Redis 7.0).
+///   only ever moved later, read with `PEXPIRETIME`, Redis 7.0). The vote
+///   service dates the expiry from its first sequence, so a window is kept
+///   to within `CLOCK_SKEW` of Redis' clock.
 /// - **a key of its own** (any other key): one `SET ... NX GET PX` both
 ///   checks and sets it, with its own expiry (`NX` with `GET` needs Redis
 ///   7.0, which votemesh requires anyway).
@@ -105,17 +119,16 @@ const WAITING_CAPACITY: usize = 8192;
 /// string the script builds is a Lua string, which this Redis hashes byte
 /// by byte, and every number it reads from an argument is parsed. So a
 /// vote's arguments are its message, and, when it has a marker, the
-/// marker's field and stamp; nothing else. What the script needs to know
-/// about each vote (where its marker is, how long it lives) comes as
-/// numbers packed in one argument for the whole call, read with one
-/// `string.byte`. The vote service sends each vote's message whole but for
-/// its opening brace, the script only prepends the sequence, the whole
-/// batch goes out in one `LPUSH`, a hash's markers are read in one `HMGET`
-/// straight from the arguments and written in one `HSET`, each lifetime's
-/// expiry is formatted once a call, and the answer is the first sequence
-/// (the others follow from it) and the repeats alone. The same script
-/// serves one shard of a sharded queue: every key it touches is the
-/// shard's.
+/// marker's field and value, all built by the vote service: when its
+/// numbers stand, the script builds no string per vote, it passes the
+/// arguments on. What the script needs to know about each vote (where its
+/// marker is, how long it lives) comes as numbers packed in one argument
+/// for the whole call, read with one `string.byte`. The whole batch goes
+/// out in one `LPUSH`, a hash's markers are read in one `HMGET` straight
+/// from the arguments and written in one `HSET`, and the answer is the
+/// first sequence (the others follow from it) and the repeats alone. The
+/// same script serves one shard of a sharded queue: every key it touches
+/// is the shard's.
 ///
 /// KEYS: queue, clock, the `h` marker hashes, then the marker key of each
 /// vote that has one of its own, in the votes' order.
@@ -125,59 +138,70 @@ const WAITING_CAPACITY: usize = 8192;
 ///    of 16 bits (big-endian): the vote's marker place (0: none; 1 to `h`:
 ///    a field of that hash; [`OWN_KEY`]: a key of its own) and its
 ///    lifetime (1 to `l`, in the list below; 0 without a marker);
-/// 2. `l`, then `h`;
-/// 3. the `l` lifetimes, in ms;
-/// 4. for each hash, the number of its fields in this call;
-/// 5. the fields of hash 1, in the votes' order, then those of hash 2, ...;
-/// 6. the stamp (`<vote id> <µs since the epoch> <option id>`) of each
-///    vote with a marker, in the votes' order;
-/// 7. every vote's JSON without its opening brace, in order.
+/// 2. `first`, the vote service's sequence for the call's first vote;
+/// 3. `l`, then `h`;
+/// 4. the `l` lifetimes, in ms;
+/// 5. for each hash, the number of its fields in this call;
+/// 6. for each hash, until when (ms since the epoch) its fields of this
+///    call are kept, dated from `first`;
+/// 7. the fields of hash 1, in the votes' order, then those of hash 2, ...;
+/// 8. the marker of each vote with one, in the votes' order: `<expiry>
+///    <sequence> <stamp>` in a hash, `<sequence> <stamp>` as a key of its
+///    own, where the stamp is `<vote id> <µs since the epoch> <option id>`;
+/// 9. every vote's message, `{"sequence":<its sequence>,` and the rest of
+///    its JSON, in order.
 ///
 /// Returns the first sequence, then for each repeat its position (from 1)
-/// and its marker (`<sequence> <stamp>`). Votes that were queued took
-/// consecutive sequences from the first, in order; a repeat takes none.
+/// and its marker (`<sequence> <stamp>`). The vote at position `i` took
+/// the sequence `first + i - 1`.
 const PUSH_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now / 1000)
-local first = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
-if first < now then first = now end
+local last = tonumber(redis.call('GET', KEYS[2]))
 local layout = {string.byte(ARGV[1], 1, -1)}
 local votes = #layout / 4
-local lifetimes = tonumber(ARGV[2])
-local hashes = tonumber(ARGV[3])
+local first = tonumber(ARGV[2])
+local lifetimes = tonumber(ARGV[3])
+local hashes = tonumber(ARGV[4])
+-- The vote service's numbers stand if they follow the last one given out
+-- and keep to this clock (within 50 ms); if not, the script renumbers.
+local renumber = not (last and first > last and first >= now - 50000
+  and first + votes - 1 <= now + 50000)
+if renumber then
+  if last then first = math.max(last + 1, now) else first = now + 50000 end
+end
 -- Each marker hash's fields are read at once, straight from the arguments.
-local arg = 4 + lifetimes + hashes
+local arg = 5 + lifetimes + 2 * hashes
 local found, first_field, next_field, written, writes, keep_until = {}, {}, {}, {}, {}, {}
 for h = 1, hashes do
-  local count = tonumber(ARGV[3 + lifetimes + h])
+  local count = tonumber(ARGV[4 + lifetimes + h])
   found[h] = redis.call('HMGET', KEYS[2 + h], unpack(ARGV, arg, arg + count - 1))
-  first_field[h], next_field[h], written[h], writes[h], keep_until[h] = arg, arg, {}, {}, 0
+  first_field[h], next_field[h], written[h], writes[h] = arg, arg, {}, {}
+  keep_until[h] = renumber and 0 or tonumber(ARGV[4 + lifetimes + hashes + h])
   arg = arg + count
 end
-local next_stamp = arg
+local next_marker = arg
 local before = #ARGV - votes
 local expiry, expiry_text = {}, {}
-local seq = first
 local own = 0
 local messages = {}
-local answers = {string.format('%d', first)}
+local answers = {renumber and string.format('%d', first) or ARGV[2]}
 for i = 1, votes do
   local place = layout[4 * i - 3] * 256 + layout[4 * i - 2]
-  local sequence = string.format('%d', seq)
+  local sequence = renumber and string.format('%d', first + i - 1)
   local prior = false
   if place > 0 then
-    local stamp = ARGV[next_stamp]
-    next_stamp = next_stamp + 1
+    local marker = ARGV[next_marker]
+    next_marker = next_marker + 1
     local life = layout[4 * i - 1] * 256 + layout[4 * i]
-    if not expiry[life] then
-      expiry[life] = now_ms + tonumber(ARGV[3 + life])
-      expiry_text[life] = string.format('%d', expiry[life])
-    end
     if place == 65535 then
       -- One command sets the marker if it is absent and returns it if not.
       own = own + 1
-      prior = redis.call('SET', KEYS[2 + hashes + own], sequence .. ' ' .. stamp, 'NX', 'GET', 'PX', ARGV[3 + life])
+      if renumber then
+        marker = sequence .. string.sub(marker, (string.find(marker, ' ', 1, true)))
+      end
+      prior = redis.call('SET', KEYS[2 + hashes + own], marker, 'NX', 'GET', 'PX', ARGV[4 + life])
     else
       local at = next_field[place]
       next_field[place] = at + 1
@@ -191,12 +215,19 @@ for i = 1, votes do
         end
       end
       if not prior then
-        value = expiry_text[life] .. ' ' .. sequence .. ' ' .. stamp
-        written[place][field] = value
+        if renumber then
+          if not expiry[life] then
+            expiry[life] = now_ms + tonumber(ARGV[4 + life])
+            expiry_text[life] = string.format('%d', expiry[life])
+          end
+          local stamp = string.find(marker, ' ', string.find(marker, ' ', 1, true) + 1, true)
+          marker = expiry_text[life] .. ' ' .. sequence .. string.sub(marker, stamp)
+          if expiry[life] > keep_until[place] then keep_until[place] = expiry[life] end
+        end
+        written[place][field] = marker
         local w = writes[place]
         w[#w + 1] = field
-        w[#w + 1] = value
-        if expiry[life] > keep_until[place] then keep_until[place] = expiry[life] end
+        w[#w + 1] = marker
       end
     end
   end
@@ -204,13 +235,16 @@ for i = 1, votes do
     answers[#answers + 1] = string.format('%d', i)
     answers[#answers + 1] = prior
   else
-    messages[#messages + 1] = '{"sequence":' .. sequence .. ',' .. ARGV[before + i]
-    seq = seq + 1
+    local message = ARGV[before + i]
+    if renumber then
+      message = '{"sequence":' .. sequence .. string.sub(message, (string.find(message, ',', 1, true)))
+    end
+    messages[#messages + 1] = message
   end
 end
 if #messages > 0 then
   redis.call('LPUSH', KEYS[1], unpack(messages))
-  redis.call('SET', KEYS[2], string.format('%d', seq - 1))
+  redis.call('SET', KEYS[2], string.format('%d', first + votes - 1))
 end
 for h = 1, hashes do
   if #writes[h] > 0 then
@@ -222,6 +256,13 @@ for h = 1, hashes do
 end
 return answers
 "#;
+
+/// How far the vote service's sequences may be from Redis' clock and
+/// still stand (the script compares with the same number of µs, 50000):
+/// well above what the clocks of hosts kept by NTP and a call's way to
+/// Redis add up to, and small next to a repeat window's margin of 1 s
+/// ([`crate::idempotency`]), which the markers' expiries may move by it.
+pub const CLOCK_SKEW: Duration = Duration::from_millis(50);
 
 /// The layout's place of a vote whose marker is a key of its own (the
 /// script compares with the same number, 65535).
@@ -297,31 +338,29 @@ impl Marker {
 impl Pushed {
     /// Reads the script's reply for a batch of `votes` votes: the first
     /// sequence, then a position and a marker per repeat (see
-    /// [`PUSH_SCRIPT`]). The queued votes took consecutive sequences from
-    /// the first, in the batch's order. A reply it cannot read is
-    /// [`QueueError::Unconfirmed`] for every vote, and a marker it cannot
-    /// read for its vote: the script ran, and they may have been queued.
+    /// [`PUSH_SCRIPT`]). The vote at position `i` took the sequence
+    /// `first + i - 1`, a repeat too (its number is left unused). A reply
+    /// it cannot read is [`QueueError::Unconfirmed`] for every vote, and a
+    /// marker it cannot read for its vote: the script ran, and they may
+    /// have been queued.
     fn read_reply(votes: usize, reply: &[String]) -> Vec<Result<Self, QueueError>> {
         let unreadable = || {
             let error = QueueError::Unconfirmed(format!("bad push reply {reply:?} from Redis"));
             vec![Err(error); votes]
         };
-        let Some(mut sequence) = reply.first().and_then(|first| first.parse::<i64>().ok()) else {
+        let Some(first) = reply.first().and_then(|first| first.parse::<i64>().ok()) else {
             return unreadable();
         };
         let mut repeats = reply[1..].chunks_exact(2);
         let mut next_repeat = repeats.next();
         let mut answers = Vec::with_capacity(votes);
-        for position in 1..=votes {
+        for (position, sequence) in (1..=votes).zip(first..) {
             match next_repeat {
                 Some([at, marker]) if at.parse() == Ok(position) => {
                     answers.push(Self::read_marker(marker));
                     next_repeat = repeats.next();
                 }
-                _ => {
-                    answers.push(Ok(Self::Queued { sequence }));
-                    sequence += 1;
-                }
+                _ => answers.push(Ok(Self::Queued { sequence })),
             }
         }
         if next_repeat.is_some() || !repeats.remainder().is_empty() {
@@ -394,6 +433,7 @@ impl Pusher {
     pub fn spawn(target: Target, layout: QueueLayout) -> Result<Self, QueueError> {
         target.check()?;
         metrics::counter!("votemesh_vote_push_abandoned_total").increment(0);
+        metrics::counter!("votemesh_vote_push_renumbered_total").increment(0);
         let (waiting, queue) = mpsc::channel(WAITING_CAPACITY);
         let task = tokio::spawn(run(target, layout, queue));
         Ok(Self { waiting, task })
@@ -470,6 +510,7 @@ impl PushHandle {
 /// call per shard it holds votes of).
 async fn run(target: Target, layout: QueueLayout, mut queue: mpsc::Receiver<Waiting>) {
     let script = Script::new(PUSH_SCRIPT);
+    let numbering = Arc::new(Numbering::default());
     let mut link: Option<Link> = None;
     let mut in_flight = FuturesUnordered::new();
     loop {
@@ -509,6 +550,7 @@ async fn run(target: Target, layout: QueueLayout, mut queue: mpsc::Receiver<Wait
                     metrics::histogram!("votemesh_vote_push_batch_size").record(batch.len() as f64);
                     in_flight.push(push_batch(
                         script.clone(),
+                        numbering.clone(),
                         open.connection(),
                         layout.replica_acks,
                         batch,
@@ -548,11 +590,12 @@ fn gather_all(queue: &mut mpsc::Receiver<Waiting>) -> Vec<Waiting> {
         .collect()
 }
 
-/// Stamps and pushes `batch`, one script call per shard, all at once, and
+/// Numbers and pushes `batch`, one script call per shard, all at once, and
 /// answers each vote. Returns whether the connection is to be replaced
 /// (it failed under a call, which may or may not have run).
 async fn push_batch(
     script: Script,
+    numbering: Arc<Numbering>,
     connection: PushConnection,
     replica_acks: u8,
     batch: Vec<Waiting>,
@@ -566,7 +609,7 @@ async fn push_batch(
     }
     let calls = by_shard
         .into_values()
-        .map(|votes| push_shard(&script, connection.clone(), replica_acks, votes));
+        .map(|votes| push_shard(&script, &numbering, connection.clone(), replica_acks, votes));
     join_all(calls).await.into_iter().any(|lost| lost)
 }
 
@@ -575,20 +618,35 @@ async fn push_batch(
 /// confirmed", not as a dead connection.
 pub const REPLICA_ACK_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// Stamps and pushes the `votes` of one shard in one script call (with
+/// Numbers the `votes` of one shard ([`Numbering`]) and pushes them in one
+/// script call (with
 /// `WAIT` for `replica_acks` replicas in the same round trip when it is
 /// above 0) and answers each vote. Returns whether the connection is to be
 /// replaced.
 async fn push_shard(
     script: &Script,
+    numbering: &Numbering,
+    connection: PushConnection,
+    replica_acks: u8,
+    votes: Vec<Waiting>,
+) -> bool {
+    let first = numbering.propose(votes.len());
+    push_numbered(script, numbering, connection, replica_acks, votes, first).await
+}
+
+/// [`push_shard`] with the votes numbered from `first`.
+async fn push_numbered(
+    script: &Script,
+    numbering: &Numbering,
     mut connection: PushConnection,
     replica_acks: u8,
     votes: Vec<Waiting>,
+    first: i64,
 ) -> bool {
     let Some(shard) = votes.first().map(|waiting| waiting.shard.clone()) else {
         return false;
     };
-    let arguments = ScriptArguments::of(&votes);
+    let arguments = ScriptArguments::of(&votes, first);
     let mut invocation = script.prepare_invoke();
     invocation.key(shard.queue_key()).key(shard.clock_key());
     for key in arguments.hashes.iter().chain(&arguments.own_keys) {
@@ -596,6 +654,7 @@ async fn push_shard(
     }
     invocation
         .arg(arguments.layout)
+        .arg(first)
         .arg(arguments.lifetimes.len())
         .arg(arguments.hashes.len());
     for lifetime in &arguments.lifetimes {
@@ -604,16 +663,14 @@ async fn push_shard(
     for fields in &arguments.fields {
         invocation.arg(fields.len());
     }
+    for keep_until in &arguments.keep_until {
+        invocation.arg(*keep_until);
+    }
     for field in arguments.fields.iter().flatten() {
         invocation.arg(*field);
     }
-    for stamp in &arguments.stamps {
-        invocation.arg(*stamp);
-    }
-    for waiting in &votes {
-        // The script prepends `{"sequence":N,` (PushHandle::push checked
-        // that the JSON opens with a brace).
-        invocation.arg(&waiting.json.as_bytes()[1..]);
+    for text in arguments.markers.iter().chain(&arguments.messages) {
+        invocation.arg(text);
     }
     let outcome = if replica_acks == 0 {
         invocation.invoke_async(&mut connection).await
@@ -645,62 +702,96 @@ async fn push_shard(
         }
     };
     let answers = Pushed::read_reply(votes.len(), &reply);
+    if let Some(Ok(numbered)) = reply.first().map(|text| text.parse::<i64>())
+        && numbered != first
+    {
+        metrics::counter!("votemesh_vote_push_renumbered_total").increment(1);
+        numbering.heard(numbered, votes.len());
+    }
     for (waiting, answer) in votes.into_iter().zip(answers) {
         let _ = waiting.answer.send(answer);
     }
     false
 }
 
-/// What [`PUSH_SCRIPT`] is told about one shard's votes besides their
-/// messages, gathered in one pass over them.
+/// What [`PUSH_SCRIPT`] is told about one shard's votes, gathered in one
+/// pass over them, numbered from `first`.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ScriptArguments<'a> {
     /// Each vote's marker place and lifetime, as two big-endian `u16`s.
     layout: Vec<u8>,
+    /// The sequence of the first vote; the others follow in order.
+    first: i64,
     /// The marker hashes, in the order first named.
     hashes: Vec<&'a str>,
     /// Each hash's fields, in the votes' order.
     fields: Vec<Vec<&'a str>>,
+    /// Until when each hash's markers of this call are kept (ms since the
+    /// epoch).
+    keep_until: Vec<i64>,
     /// The markers' distinct lifetimes in ms, in the order first named.
     lifetimes: Vec<u64>,
     /// The marker keys of the votes with one of their own, in order.
     own_keys: Vec<&'a str>,
-    /// The stamps of the votes with a marker, in order.
-    stamps: Vec<&'a str>,
+    /// The markers of the votes with one, in order: `<expiry> <sequence>
+    /// <stamp>` in a hash, `<sequence> <stamp>` as a key of its own.
+    markers: Vec<String>,
+    /// Each vote's message: its JSON with its sequence first.
+    messages: Vec<String>,
 }
 
 impl<'a> ScriptArguments<'a> {
-    fn of(votes: &'a [Waiting]) -> Self {
+    fn of(votes: &'a [Waiting], first: i64) -> Self {
         let mut arguments = Self {
             layout: Vec::with_capacity(4 * votes.len()),
+            first,
+            markers: Vec::with_capacity(votes.len()),
+            messages: Vec::with_capacity(votes.len()),
             ..Self::default()
         };
-        for waiting in votes {
+        // A marker's expiry is dated from the call's first sequence (µs),
+        // as the script would date it from its clock.
+        let first_ms = first.div_euclid(1000);
+        for (waiting, sequence) in votes.iter().zip(first..) {
+            // PushHandle::push checked that the JSON opens with a brace.
+            let rest = waiting.json.get(1..).unwrap_or_default();
+            arguments
+                .messages
+                .push(format!("{{\"sequence\":{sequence},{rest}"));
             let Some(marker) = &waiting.marker else {
                 arguments.layout.extend([0; 4]);
                 continue;
             };
+            let lifetime = u64::try_from(marker.lifetime.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
             let place = match &marker.place {
                 MarkerPlace::Key(key) => {
                     arguments.own_keys.push(key);
+                    arguments
+                        .markers
+                        .push(format!("{sequence} {}", marker.stamp));
                     OWN_KEY
                 }
                 MarkerPlace::Field { bucket, field } => {
                     let hash = number_of(&mut arguments.hashes, bucket.as_str());
                     if hash == arguments.fields.len() {
                         arguments.fields.push(Vec::new());
+                        arguments.keep_until.push(0);
                     }
                     arguments.fields[hash].push(field);
+                    let expiry =
+                        first_ms.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX));
+                    arguments.keep_until[hash] = arguments.keep_until[hash].max(expiry);
+                    arguments
+                        .markers
+                        .push(format!("{expiry} {sequence} {}", marker.stamp));
                     place_number(hash)
                 }
             };
-            let lifetime = u64::try_from(marker.lifetime.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1);
             let lifetime = place_number(number_of(&mut arguments.lifetimes, lifetime));
             arguments.layout.extend(place.to_be_bytes());
             arguments.layout.extend(lifetime.to_be_bytes());
-            arguments.stamps.push(&marker.stamp);
         }
         arguments
     }
@@ -756,6 +847,8 @@ fn answer_all(batch: Vec<Waiting>, error: &QueueError) {
 
 #[cfg(test)]
 mod tests {
+    use bb8_redis::redis::AsyncCommands;
+
     use super::*;
 
     fn reply(words: &[&str]) -> Vec<String> {
@@ -763,7 +856,7 @@ mod tests {
     }
 
     #[test]
-    fn queued_votes_take_consecutive_sequences_and_repeats_take_none() {
+    fn each_vote_takes_the_sequence_of_its_position_and_repeats_answer_their_marker() {
         let first = "7f1b1a4e-0b5e-4a59-9d4e-1c2b3a4d5e6f";
         let marker = format!("90 {first} 1733500000000000 b");
         let answers = Pushed::read_reply(4, &reply(&["100", "2", &marker]));
@@ -778,12 +871,12 @@ mod tests {
                 option_id: "b".into(),
             })
         );
-        assert_eq!(answers[2], Pushed::Queued { sequence: 101 });
-        assert_eq!(answers[3], Pushed::Queued { sequence: 102 });
+        assert_eq!(answers[2], Pushed::Queued { sequence: 102 });
+        assert_eq!(answers[3], Pushed::Queued { sequence: 103 });
     }
 
     #[test]
-    fn the_script_is_told_each_votes_place_and_lifetime_apart_from_its_message() {
+    fn the_vote_service_numbers_each_message_and_marker_and_dates_markers_from_the_first() {
         let marked = |place: MarkerPlace, seconds: u64, stamp: &str| {
             Some(Marker {
                 place,
@@ -804,24 +897,34 @@ mod tests {
         ]
         .into_iter()
         .map(|marker| Waiting {
-            json: "{}".into(),
+            json: r#"{"v":1}"#.into(),
             shard: crate::queue::shard::Shards::ONE.of("v"),
             marker,
             answer: oneshot::channel().0,
         })
         .collect();
-        let arguments = ScriptArguments::of(&votes);
+        // The first sequence's ms is 1_000; its µs are dropped.
+        let arguments = ScriptArguments::of(&votes, 1_000_999);
+        let message = |sequence: i64| format!(r#"{{"sequence":{sequence},"v":1}}"#);
         assert_eq!(
             arguments,
             ScriptArguments {
                 layout: vec![
                     0, 1, 0, 1, 0, 0, 0, 0, 255, 255, 0, 2, 0, 2, 0, 1, 0, 1, 0, 2
                 ],
+                first: 1_000_999,
                 hashes: vec!["h1", "h2"],
                 fields: vec![vec!["f1", "f3"], vec!["f2"]],
+                keep_until: vec![31_000, 6_000],
                 lifetimes: vec![5_000, 30_000],
                 own_keys: vec!["k1"],
-                stamps: vec!["s1", "s2", "s3", "s4"],
+                markers: vec![
+                    "6000 1000999 s1".into(),
+                    "1001001 s2".into(),
+                    "6000 1001002 s3".into(),
+                    "31000 1001003 s4".into(),
+                ],
+                messages: (1_000_999..1_001_004).map(message).collect(),
             }
         );
     }
@@ -829,6 +932,18 @@ mod tests {
     #[test]
     fn the_script_knows_a_key_of_its_own_by_the_layouts_number() {
         assert!(PUSH_SCRIPT.contains(&format!("if place == {OWN_KEY} then")));
+    }
+
+    #[test]
+    fn the_script_keeps_the_vote_services_numbers_within_the_clock_skew() {
+        let skew = CLOCK_SKEW.as_micros();
+        for rule in [
+            format!("first >= now - {skew}"),
+            format!("first + votes - 1 <= now + {skew}"),
+            format!("else first = now + {skew} end"),
+        ] {
+            assert!(PUSH_SCRIPT.contains(&rule), "{rule}");
+        }
     }
 
     #[test]
@@ -853,7 +968,106 @@ mod tests {
         assert!(matches!(answers[0], Err(QueueError::Unconfirmed(_))));
         assert_eq!(
             answers[1].clone().unwrap(),
-            Pushed::Queued { sequence: 100 }
+            Pushed::Queued { sequence: 101 }
         );
+    }
+
+    /// Pushes two plain votes numbered from `first` through `script`;
+    /// returns the sequence each was answered with, having checked that
+    /// the queue holds them so.
+    async fn push_two_numbered_from(
+        script: &Script,
+        connection: &mut redis::aio::MultiplexedConnection,
+        first: i64,
+    ) -> Vec<i64> {
+        let mut answered = Vec::new();
+        let votes = (0..2)
+            .map(|_| {
+                let (answer, receiver) = oneshot::channel();
+                answered.push(receiver);
+                Waiting {
+                    json: r#"{"voter_id":"v"}"#.into(),
+                    shard: crate::queue::shard::Shards::ONE.of("v"),
+                    marker: None,
+                    answer,
+                }
+            })
+            .collect();
+        let pushing = PushConnection::Single(connection.clone());
+        push_numbered(script, &Numbering::default(), pushing, 0, votes, first).await;
+        let mut sequences = Vec::new();
+        for receiver in answered {
+            match receiver.await.unwrap().unwrap() {
+                Pushed::Queued { sequence } => sequences.push(sequence),
+                repeat => panic!("not a repeat: {repeat:?}"),
+            }
+        }
+        let newest: Vec<String> = connection
+            .lrange(crate::queue::QUEUE_KEY, 0, 1)
+            .await
+            .unwrap();
+        let queued: Vec<i64> = newest
+            .iter()
+            .rev()
+            .map(|message| {
+                let message: serde_json::Value = serde_json::from_str(message).unwrap();
+                message["sequence"].as_i64().unwrap()
+            })
+            .collect();
+        assert_eq!(queued, sequences, "queued as answered");
+        sequences
+    }
+
+    /// The push script's numbering against a real Redis, each case with
+    /// the proposal it names: the numbers stand only above the queue's
+    /// last sequence and within [`CLOCK_SKEW`] of Redis' clock (the same
+    /// host's as the test's).
+    #[tokio::test]
+    async fn the_script_keeps_proposed_numbers_only_above_the_last_and_near_its_clock() {
+        let redis = votemesh_testing::RedisServer::start().await.unwrap();
+        let client = redis::Client::open(redis.url().expose()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let script = Script::new(PUSH_SCRIPT);
+        let skew = i64::try_from(CLOCK_SKEW.as_micros()).unwrap();
+        let now = || Utc::now().timestamp_micros();
+        let clock = crate::queue::CLOCK_KEY;
+
+        // No clock yet: numbered from Redis' clock plus the skew, above
+        // whatever a vote service ahead of it could have numbered.
+        let before = now();
+        let numbered = push_two_numbered_from(&script, &mut connection, before).await;
+        assert!(numbered[0] >= before + skew, "{numbered:?} from {before}");
+        assert_eq!(numbered[1], numbered[0] + 1);
+
+        // Near the clock (here, half the skew ahead of it) and above the
+        // last: the proposal stands.
+        tokio::time::sleep(CLOCK_SKEW + Duration::from_millis(10)).await;
+        let proposal = now() + skew / 2;
+        let numbered = push_two_numbered_from(&script, &mut connection, proposal).await;
+        assert_eq!(numbered, [proposal, proposal + 1]);
+
+        // Not above the last: after it (the last still ahead of the clock).
+        let numbered = push_two_numbered_from(&script, &mut connection, proposal + 1).await;
+        assert_eq!(numbered, [proposal + 2, proposal + 3]);
+
+        // A second ahead of Redis' clock, or a second behind it (and above
+        // the last): Redis' clock.
+        let ahead = now() + 1_000_000;
+        let numbered = push_two_numbered_from(&script, &mut connection, ahead).await;
+        assert!(numbered[0] < ahead - 900_000, "{numbered:?}, not {ahead}");
+        let _: () = connection.set(clock, now() - 10_000_000).await.unwrap();
+        let behind = now() - 1_000_000;
+        let numbered = push_two_numbered_from(&script, &mut connection, behind).await;
+        assert!(numbered[0] > behind + 900_000, "{numbered:?}, not {behind}");
+
+        // The clock lost after numbers ahead of Redis' clock stood:
+        // numbering starts again above them.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let ahead = now() + skew * 4 / 5;
+        let numbered = push_two_numbered_from(&script, &mut connection, ahead).await;
+        assert_eq!(numbered, [ahead, ahead + 1]);
+        let _: () = connection.del(clock).await.unwrap();
+        let numbered = push_two_numbered_from(&script, &mut connection, now()).await;
+        assert!(numbered[0] > ahead + 1, "{numbered:?} after {ahead}");
     }
 }
