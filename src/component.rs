@@ -81,7 +81,11 @@ where
 }
 
 /// How many connections the system may hold waiting to be accepted (as
-/// tokio's own `TcpListener::bind`).
+/// tokio's own `TcpListener::bind`; std's `bind` listens with 128). A
+/// burst of new connections beyond it has its handshakes dropped, and
+/// each client tries again a second later: after a 300 ms stall at 2,000
+/// requests/s, a load generator's pooled HTTP/1.1 client opens about 600
+/// (docs/SOAK.md).
 const BACKLOG: i32 = 1024;
 
 /// Opens a server's listener on `addr`, as every votemesh binary does.
@@ -122,14 +126,27 @@ fn listen_with(
             Err(DualStackError::Unavailable(error)) => {
                 let ipv4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
                 tracing::warn!(%error, %addr, fallback = %ipv4, "no dual-stack IPv6 here; listening on IPv4 only");
-                std::net::TcpListener::bind(ipv4)?
+                bind_listening(ipv4)?
             }
         }
     } else {
-        std::net::TcpListener::bind(addr)?
+        bind_listening(addr)?
     };
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// A socket listening on `addr` as given, with [`BACKLOG`].
+fn bind_listening(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std and tokio do on Unix (see `dual_stack`).
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// A socket on `[::]:port` that takes IPv4 clients too (IPV6_V6ONLY off).
@@ -168,7 +185,10 @@ pub fn local_addr(listener: &TcpListener) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv6Addr, TcpStream};
+    use std::{
+        net::{Ipv6Addr, TcpStream},
+        time::Duration,
+    };
 
     use super::*;
 
@@ -219,5 +239,38 @@ mod tests {
         let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let listener = listen(loopback).await.unwrap();
         assert_eq!(listener.local_addr().unwrap().ip(), Ipv4Addr::LOCALHOST);
+    }
+
+    /// Connections that arrive faster than the server accepts them (a
+    /// burst after a stall) wait in the system's queue, up to [`BACKLOG`]:
+    /// none is dropped to try again a second later, whatever address the
+    /// listener was given. (Capped by the system's `somaxconn`: on a
+    /// system that holds fewer, the burst is made smaller to match.)
+    #[test]
+    fn a_burst_of_connections_waits_to_be_accepted_on_any_address() {
+        let held = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(4096)
+            .min(BACKLOG as usize);
+        let burst = 300.min(held.saturating_sub(10));
+        for addr in [
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        ] {
+            let listener = listen_with(addr, dual_stack).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            // Nothing accepts meanwhile: a handshake the queue cannot hold
+            // is dropped, and its connect waits a second for the retry.
+            let clients: Vec<TcpStream> = (0..burst)
+                .map(|n| {
+                    TcpStream::connect_timeout(&target, Duration::from_millis(500)).unwrap_or_else(
+                        |error| panic!("{addr}: connection {n} of {burst}: {error}"),
+                    )
+                })
+                .collect();
+            assert_eq!(clients.len(), burst);
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo bench -p votemesh-loadgen --bench soak`: the soak
 //! ([`votemesh_loadgen::figures::soak`]): open-loop load through the
 //! gateway for `SOAK_MINUTES` (default 30) at `SOAK_RATE` votes/s (default
-//! 2,000) with the vote service frozen for 300 ms every 15 s, then 1.5 x
+//! 2,000) with the vote service frozen for 300 ms every 15 s
+//! (`SOAK_FREEZE_EVERY_SECONDS`), then 1.5 x
 //! capacity for `SOAK_OVERLOAD_SECONDS` (60) and a recovery; written to
 //! `docs/SOAK.md` (`BENCH_OUT` elsewhere). It builds the services' release
 //! binaries first (`BENCH_NO_BUILD=1` skips that). `BENCH_LOG_DIR=dir`

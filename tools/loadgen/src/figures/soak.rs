@@ -46,8 +46,9 @@ pub struct SoakSize {
 }
 
 impl SoakSize {
-    /// The goals: 30 minutes at 2,000 votes/s (`SOAK_MINUTES`,
-    /// `SOAK_RATE` change them).
+    /// The goals: 30 minutes at 2,000 votes/s, a freeze every 15 s
+    /// (`SOAK_MINUTES`, `SOAK_RATE` and `SOAK_FREEZE_EVERY_SECONDS` change
+    /// them: freezes more often find a rare episode sooner).
     pub fn from_env() -> Self {
         let number = |name: &str, default: f64| {
             std::env::var(name)
@@ -58,7 +59,7 @@ impl SoakSize {
         Self {
             rate: number("SOAK_RATE", 2_000.0),
             run: Duration::from_secs_f64(number("SOAK_MINUTES", 30.0) * 60.0),
-            freeze_every: Duration::from_secs(15),
+            freeze_every: Duration::from_secs_f64(number("SOAK_FREEZE_EVERY_SECONDS", 15.0)),
             freeze_for: Duration::from_millis(300),
             sample_every: Duration::from_secs(5),
             overload_run: Duration::from_secs_f64(number("SOAK_OVERLOAD_SECONDS", 60.0)),
