@@ -84,8 +84,8 @@ where
 /// tokio's own `TcpListener::bind`; std's `bind` listens with 128). A
 /// burst of new connections beyond it has its handshakes dropped, and
 /// each client tries again a second later: after a 300 ms stall at 2,000
-/// requests/s, a load generator's pooled HTTP/1.1 client opens about 600
-/// (docs/SOAK.md).
+/// requests/s, the soak's generator opened 1,000-1,500 at once
+/// (docs/SOAK.md, the tenth run).
 const BACKLOG: i32 = 1024;
 
 /// Opens a server's listener on `addr`, as every votemesh binary does.

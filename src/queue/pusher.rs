@@ -654,7 +654,7 @@ async fn push_numbered(
     }
     invocation
         .arg(arguments.layout)
-        .arg(first)
+        .arg(arguments.first)
         .arg(arguments.lifetimes.len())
         .arg(arguments.hashes.len());
     for lifetime in &arguments.lifetimes {
