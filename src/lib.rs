@@ -56,6 +56,8 @@
 //!   (`supervise::restarting`).
 //! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal as a cancellation token.
+//! - `allocator` (feature `jemalloc`): jemalloc and its settings, which
+//!   each binary installs with `use_jemalloc!`.
 //!
 //! Modules depend on each other in one direction only: `grpc` (server) and
 //! `client` both use `telemetry`; `health` is server-side and knows no
@@ -65,6 +67,8 @@
 //! `docs/DESIGN.md`.
 
 pub mod admission;
+#[cfg(feature = "jemalloc")]
+pub mod allocator;
 pub mod backoff;
 pub mod ballot;
 pub mod client;

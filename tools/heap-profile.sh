@@ -18,9 +18,10 @@
 #
 # FREEZE_EVERY=15 freezes the vote service for 300 ms every 15 s
 # (SIGSTOP/SIGCONT), as the soak benchmark does, so that stalls pile
-# requests up in the gateway. The gateway is profiled built without its
-# default allocator (jemalloc, which heaptrack cannot see), with the
-# system's malloc: what it keeps allocated is the same either way.
+# requests up in the gateway. The gateway and the vote service are
+# profiled built without their default allocator (jemalloc, which
+# heaptrack cannot see), with the system's malloc: what they keep
+# allocated is the same either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,11 +45,11 @@ out=target/heap
 mkdir -p "$out"
 rm -f "$out/$component".*
 
-# The gateway on malloc is built first and kept aside, so that
-# target/release/votemesh-gateway is left on jemalloc for everything else.
-if [[ $component == gateway ]]; then
-  cargo build --release -q -p votemesh-gateway --no-default-features
-  cp target/release/votemesh-gateway "$out/votemesh-gateway-malloc"
+# The gateway or vote service on malloc is built first and kept aside, so
+# that target/release/ is left on jemalloc for everything else.
+if [[ $component == gateway || $component == vote ]]; then
+  cargo build --release -q -p "votemesh-$component" --no-default-features
+  cp "target/release/votemesh-$component" "$out/votemesh-$component-malloc"
 fi
 cargo build --release -q -p votemesh-vote -p votemesh-worker -p votemesh-result \
   -p votemesh-gateway -p votemesh-loadgen
@@ -75,7 +76,7 @@ start() {
   shift
   if [[ $name == "$component" ]]; then
     local binary=target/release/votemesh-$name
-    [[ $name == gateway ]] && binary=$out/votemesh-gateway-malloc
+    [[ $name == gateway || $name == vote ]] && binary=$out/votemesh-$name-malloc
     env RUST_LOG=warn "$@" heaptrack -o "$out/$name" "$binary" &
   else
     env RUST_LOG=warn "$@" "target/release/votemesh-$name" &

@@ -11,6 +11,10 @@ use votemesh::{
 };
 use votemesh_standalone::{Backends, Listeners, Settings, cli::Cli, local_url};
 
+// jemalloc, not glibc's malloc: votemesh::allocator says why.
+#[cfg(feature = "jemalloc")]
+votemesh::use_jemalloc!();
+
 /// The gateway's URL for a person: `localhost` when it listens on
 /// loopback or everywhere (a browser tries both `::1` and `127.0.0.1`).
 fn browser_url(addr: std::net::SocketAddr) -> String {

@@ -289,3 +289,15 @@ async fn a_malformed_setting_stops_the_binary_naming_its_variable() {
         assert!(!output.contains(PASSWORD), "{output}");
     }
 }
+
+/// The all-in-one binary runs on jemalloc with the shared settings
+/// (`votemesh::allocator`), as the gateway and the vote service it holds do.
+#[cfg(feature = "jemalloc")]
+#[tokio::test]
+async fn the_binary_runs_on_jemalloc_with_the_shared_settings() {
+    votemesh_testing::process::assert_runs_on_jemalloc(
+        env!("CARGO_BIN_EXE_votemesh"),
+        votemesh::allocator::MALLOC_CONF,
+    )
+    .await;
+}

@@ -336,6 +336,51 @@ pub async fn start_failure(server: &'static str, log_path: &Path, failure: Strin
     }
 }
 
+/// The jemalloc options `binary` runs with, as jemalloc prints them at
+/// exit (`opt.narenas: 1`, one a line), after `--help`; empty when the
+/// binary does not run on jemalloc. `_RJEM_MALLOC_CONF=stats_print:true`
+/// only adds the printing: the binary's own settings stay in force.
+pub async fn jemalloc_options(binary: &str) -> Result<Vec<String>, HarnessError> {
+    let output = tokio::process::Command::new(binary)
+        .arg("--help")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .await
+        .map_err(HarnessError::io("running a binary with --help"))?;
+    Ok(String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("opt."))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Checks that `binary` runs on jemalloc with every option of `conf`
+/// (jemalloc's `key:value,...` form, such as
+/// `votemesh::allocator::MALLOC_CONF`, a trailing NUL allowed) in force.
+pub async fn assert_runs_on_jemalloc(binary: &str, conf: &[u8]) {
+    let options = jemalloc_options(binary)
+        .await
+        .unwrap_or_else(|error| panic!("cannot run {binary}: {error}"));
+    assert!(
+        !options.is_empty(),
+        "{binary} does not run on jemalloc (no statistics printed at exit)"
+    );
+    let conf = String::from_utf8_lossy(conf);
+    for setting in conf.trim_end_matches('\0').split(',') {
+        let (key, value) = setting
+            .split_once(':')
+            .unwrap_or_else(|| panic!("{setting:?} is not key:value"));
+        let expected = format!("opt.{key}: {value}");
+        assert!(
+            options
+                .iter()
+                .any(|option| option == &expected || option.starts_with(&format!("{expected} "))),
+            "{binary} runs without {setting}: its options are {options:#?}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,10 @@ use votemesh::{
 };
 use votemesh_vote::cli::Cli;
 
+// jemalloc, not glibc's malloc: votemesh::allocator says why.
+#[cfg(feature = "jemalloc")]
+votemesh::use_jemalloc!();
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli: Cli = config::parse_cli();
