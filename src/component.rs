@@ -103,11 +103,13 @@ pub async fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(listen_with(addr, dual_stack)?)
 }
 
-/// Why a dual-stack listener was not opened.
+/// Why a listening socket was not opened ([`open_listening`]): only the
+/// dual-stack attempt tells the two apart, and falls back to IPv4 when
+/// the host cannot.
 #[derive(Debug)]
 enum DualStackError {
-    /// The host cannot: no IPv6 sockets, none that also take IPv4, or no
-    /// IPv6 address to bind.
+    /// The host cannot: no such sockets (IPv6), none that also take IPv4,
+    /// or no such address to bind.
     Unavailable(io::Error),
     /// It could, but binding failed (the port is taken, not allowed).
     Bind(io::Error),
@@ -138,35 +140,43 @@ fn listen_with(
 
 /// A socket listening on `addr` as given, with [`BACKLOG`].
 fn bind_listening(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // As std and tokio do on Unix (see `dual_stack`).
-    #[cfg(unix)]
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    open_listening(addr, false)
+        .map_err(|(DualStackError::Unavailable(error) | DualStackError::Bind(error))| error)
 }
 
 /// A socket on `[::]:port` that takes IPv4 clients too (IPV6_V6ONLY off).
 fn dual_stack(port: u16) -> Result<std::net::TcpListener, DualStackError> {
+    open_listening(
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+        true,
+    )
+}
+
+/// A socket listening on `addr` with [`BACKLOG`], IPV6_V6ONLY turned off
+/// when `dual_stack`. Its error says whether the host cannot (no such
+/// sockets, no dual-stack ones, no such address to bind) or binding
+/// failed (the port is taken, not allowed).
+fn open_listening(
+    addr: SocketAddr,
+    dual_stack: bool,
+) -> Result<std::net::TcpListener, DualStackError> {
     use socket2::{Domain, Protocol, Socket, Type};
 
-    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(DualStackError::Unavailable)?;
-    socket
-        .set_only_v6(false)
-        .map_err(DualStackError::Unavailable)?;
+    if dual_stack {
+        socket
+            .set_only_v6(false)
+            .map_err(DualStackError::Unavailable)?;
+    }
     // As std and tokio do on Unix: a restarted server can take its port
     // back while old connections linger in TIME_WAIT.
     #[cfg(unix)]
     socket
         .set_reuse_address(true)
         .map_err(DualStackError::Bind)?;
-    let any = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
     socket
-        .bind(&any.into())
+        .bind(&addr.into())
         .map_err(|error| match error.kind() {
             io::ErrorKind::AddrNotAvailable => DualStackError::Unavailable(error),
             _ => DualStackError::Bind(error),
