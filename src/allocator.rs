@@ -44,9 +44,9 @@ pub use tikv_jemallocator::Jemalloc;
 /// (`dirty_decay_ms`; `muzzy_decay_ms:0`: purged outright, not lazily
 /// freed pages that still count in RSS until the kernel wants them), by a
 /// background thread rather than only when an arena next allocates, and
-/// all from one arena rather than one per thread (the services run one
-/// or two worker threads a core; each thread's cache keeps the arena's
-/// lock off the common path). The four were measured together, not one
+/// all from one arena rather than one per thread (a service runs one
+/// worker thread a core, and each thread's cache keeps the arena's lock
+/// off the common path). The four were measured together, not one
 /// by one (docs/BENCHMARKS.md#the-gateways-allocator).
 pub const MALLOC_CONF: &[u8] =
     b"background_thread:true,narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";

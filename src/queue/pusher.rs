@@ -336,6 +336,12 @@ impl Marker {
 }
 
 impl Pushed {
+    /// The sequence the script's reply gives the call's first vote: the
+    /// one the call proposed, or the script's own when it renumbered.
+    fn first_number(reply: &[String]) -> Option<i64> {
+        reply.first().and_then(|first| first.parse().ok())
+    }
+
     /// Reads the script's reply for a batch of `votes` votes: the first
     /// sequence, then a position and a marker per repeat (see
     /// [`PUSH_SCRIPT`]). The vote at position `i` took the sequence
@@ -348,7 +354,7 @@ impl Pushed {
             let error = QueueError::Unconfirmed(format!("bad push reply {reply:?} from Redis"));
             vec![Err(error); votes]
         };
-        let Some(first) = reply.first().and_then(|first| first.parse::<i64>().ok()) else {
+        let Some(first) = Self::first_number(reply) else {
             return unreadable();
         };
         let mut repeats = reply[1..].chunks_exact(2);
@@ -702,7 +708,7 @@ async fn push_numbered(
         }
     };
     let answers = Pushed::read_reply(votes.len(), &reply);
-    if let Some(Ok(numbered)) = reply.first().map(|text| text.parse::<i64>())
+    if let Some(numbered) = Pushed::first_number(&reply)
         && numbered != first
     {
         metrics::counter!("votemesh_vote_push_renumbered_total").increment(1);
