@@ -45,11 +45,14 @@ out=target/heap
 mkdir -p "$out"
 rm -f "$out/$component".*
 
-# The gateway or vote service on malloc is built first and kept aside, so
-# that target/release/ is left on jemalloc for everything else.
+# The binary profiled. The gateway and the vote service run on jemalloc:
+# the one profiled is built on malloc first and kept aside, so that
+# target/release/ is left on jemalloc for everything else.
+profiled_binary=target/release/votemesh-$component
 if [[ $component == gateway || $component == vote ]]; then
   cargo build --release -q -p "votemesh-$component" --no-default-features
-  cp "target/release/votemesh-$component" "$out/votemesh-$component-malloc"
+  profiled_binary=$out/votemesh-$component-malloc
+  cp "target/release/votemesh-$component" "$profiled_binary"
 fi
 cargo build --release -q -p votemesh-vote -p votemesh-worker -p votemesh-result \
   -p votemesh-gateway -p votemesh-loadgen
@@ -75,9 +78,7 @@ start() {
   local name=$1
   shift
   if [[ $name == "$component" ]]; then
-    local binary=target/release/votemesh-$name
-    [[ $name == gateway || $name == vote ]] && binary=$out/votemesh-$name-malloc
-    env RUST_LOG=warn "$@" heaptrack -o "$out/$name" "$binary" &
+    env RUST_LOG=warn "$@" heaptrack -o "$out/$name" "$profiled_binary" &
   else
     env RUST_LOG=warn "$@" "target/release/votemesh-$name" &
   fi
