@@ -107,7 +107,7 @@ pub async fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 /// dual-stack attempt tells the two apart, and falls back to IPv4 when
 /// the host cannot.
 #[derive(Debug)]
-enum DualStackError {
+enum ListenError {
     /// The host cannot: no such sockets (IPv6), none that also take IPv4,
     /// or no such address to bind.
     Unavailable(io::Error),
@@ -119,13 +119,13 @@ enum DualStackError {
 /// the port), so that tests can play a host without IPv6.
 fn listen_with(
     addr: SocketAddr,
-    dual_stack: impl FnOnce(u16) -> Result<std::net::TcpListener, DualStackError>,
+    dual_stack: impl FnOnce(u16) -> Result<std::net::TcpListener, ListenError>,
 ) -> io::Result<std::net::TcpListener> {
     let listener = if addr.is_ipv6() && addr.ip().is_unspecified() {
         match dual_stack(addr.port()) {
             Ok(listener) => listener,
-            Err(DualStackError::Bind(error)) => return Err(error),
-            Err(DualStackError::Unavailable(error)) => {
+            Err(ListenError::Bind(error)) => return Err(error),
+            Err(ListenError::Unavailable(error)) => {
                 let ipv4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
                 tracing::warn!(%error, %addr, fallback = %ipv4, "no dual-stack IPv6 here; listening on IPv4 only");
                 bind_listening(ipv4)?
@@ -141,11 +141,11 @@ fn listen_with(
 /// A socket listening on `addr` as given, with [`BACKLOG`].
 fn bind_listening(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     open_listening(addr, false)
-        .map_err(|(DualStackError::Unavailable(error) | DualStackError::Bind(error))| error)
+        .map_err(|(ListenError::Unavailable(error) | ListenError::Bind(error))| error)
 }
 
 /// A socket on `[::]:port` that takes IPv4 clients too (IPV6_V6ONLY off).
-fn dual_stack(port: u16) -> Result<std::net::TcpListener, DualStackError> {
+fn dual_stack(port: u16) -> Result<std::net::TcpListener, ListenError> {
     open_listening(
         SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
         true,
@@ -159,29 +159,27 @@ fn dual_stack(port: u16) -> Result<std::net::TcpListener, DualStackError> {
 fn open_listening(
     addr: SocketAddr,
     dual_stack: bool,
-) -> Result<std::net::TcpListener, DualStackError> {
+) -> Result<std::net::TcpListener, ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
 
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(DualStackError::Unavailable)?;
+        .map_err(ListenError::Unavailable)?;
     if dual_stack {
         socket
             .set_only_v6(false)
-            .map_err(DualStackError::Unavailable)?;
+            .map_err(ListenError::Unavailable)?;
     }
     // As std and tokio do on Unix: a restarted server can take its port
     // back while old connections linger in TIME_WAIT.
     #[cfg(unix)]
-    socket
-        .set_reuse_address(true)
-        .map_err(DualStackError::Bind)?;
+    socket.set_reuse_address(true).map_err(ListenError::Bind)?;
     socket
         .bind(&addr.into())
         .map_err(|error| match error.kind() {
-            io::ErrorKind::AddrNotAvailable => DualStackError::Unavailable(error),
-            _ => DualStackError::Bind(error),
+            io::ErrorKind::AddrNotAvailable => ListenError::Unavailable(error),
+            _ => ListenError::Bind(error),
         })?;
-    socket.listen(BACKLOG).map_err(DualStackError::Bind)?;
+    socket.listen(BACKLOG).map_err(ListenError::Bind)?;
     Ok(socket.into())
 }
 
@@ -223,7 +221,7 @@ mod tests {
     #[test]
     fn without_ipv6_it_listens_on_ipv4() {
         let unavailable = |_| {
-            Err(DualStackError::Unavailable(io::Error::from(
+            Err(ListenError::Unavailable(io::Error::from(
                 io::ErrorKind::Unsupported,
             )))
         };
@@ -231,11 +229,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         assert_eq!(addr.ip(), Ipv4Addr::UNSPECIFIED, "{addr}");
 
-        let taken = |_| {
-            Err(DualStackError::Bind(io::Error::from(
-                io::ErrorKind::AddrInUse,
-            )))
-        };
+        let taken = |_| Err(ListenError::Bind(io::Error::from(io::ErrorKind::AddrInUse)));
         let error = listen_with(any_v6(), taken).unwrap_err();
         assert_eq!(
             error.kind(),
