@@ -279,9 +279,11 @@ fn init_logging_to(
 /// clock read on every poll of a request's future), no OpenTelemetry
 /// context made current on every poll (nothing here reads it: the trace
 /// context travels through the tracing span, see
-/// [`inject_trace_context`]) and no thread attributes (a runtime's worker
-/// thread says nothing about a request). docs/BENCHMARKS.md, run E, has
-/// what this saved per gateway request.
+/// [`inject_trace_context`]), no thread attributes (a runtime's worker
+/// thread says nothing about a request) and no code location (every
+/// request's span would name this file's [`server_span`]; the span's
+/// name says what it is). docs/BENCHMARKS.md, run E, has what the first
+/// three saved per gateway request.
 pub fn trace_layer<S>(tracer: SdkTracer) -> OpenTelemetryLayer<S, SdkTracer>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
@@ -291,6 +293,7 @@ where
         .with_tracked_inactivity(false)
         .with_context_activation(false)
         .with_threads(false)
+        .with_location(false)
 }
 
 /// The current span's trace context as a `traceparent` entry, and a
@@ -369,13 +372,22 @@ pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
             url.path = %path,
         )
     };
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
-    });
-    // Fails only when the span is disabled; then there is nothing to link.
-    let _ = span.set_parent(parent);
+    // A request without `traceparent` (a browser, a client that does not
+    // trace) starts a trace of its own, which the span already does: the
+    // propagator would only hand back an empty context to set as parent.
+    if request.headers().contains_key(TRACEPARENT) {
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(request.headers()))
+        });
+        // Fails only when the span is disabled; then there is nothing to link.
+        let _ = span.set_parent(parent);
+    }
     span
 }
+
+/// The W3C header that carries a caller's trace; without it a request
+/// has no trace to continue (`tracestate` means nothing alone).
+const TRACEPARENT: &str = "traceparent";
 
 /// Writes propagation fields into gRPC metadata.
 struct MetadataInjector<'a>(&'a mut MetadataMap);

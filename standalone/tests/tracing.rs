@@ -102,6 +102,21 @@ async fn a_vote_keeps_its_trace_from_the_browser_to_the_worker() {
                     .any(|parent| parent.span_context.span_id() == span.parent_span_id)),
         "the vote service's span is a child of the gateway's: {vote:?}"
     );
+    // A request's span says what the request was, not where in votemesh
+    // the span was made (every one would name telemetry's `server_span`).
+    let located: Vec<&SpanData> = gateway
+        .iter()
+        .chain(&vote)
+        .filter(|span| {
+            span.attributes
+                .iter()
+                .any(|attribute| attribute.key.as_str().starts_with("code."))
+        })
+        .collect();
+    assert!(
+        located.is_empty(),
+        "request spans carry no code location: {located:?}"
+    );
     // The next request, without a trace, starts its own: nothing of the
     // first trace is left behind in the servers (a context left attached
     // to a runtime thread, or kept by a layer, would show up here), and
