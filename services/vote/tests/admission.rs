@@ -343,3 +343,41 @@ async fn a_call_waits_at_most_half_its_deadline() {
     assert!(status.message().contains("500ms"), "{status:?}");
     assert_eq!(refused("wait_exceeded") - before, 1.0);
 }
+
+#[tokio::test]
+async fn while_overloaded_a_line_as_long_as_the_permits_waits_and_the_rest_are_refused_at_once() {
+    // Two permits; overloaded once none has been free for 300 ms; then a
+    // call may wait 2 s for a permit (long, to tell a wait from a refusal).
+    let admission = Admission::new(&AdmissionArgs {
+        max_in_flight: 2,
+        max_waiting: LINE,
+        max_queue_wait_ms: 10_000,
+        overload_after_ms: 300,
+        overloaded_queue_wait_ms: 2_000,
+    });
+    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
+    let client = plain_client(&server).await;
+
+    let held = stall(&admission, 2).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The server is overloaded now: the first two arrivals line up, as
+    // many as there are permits, ready for the next that comes free.
+    let lined_up: Vec<_> = (0..2)
+        .map(|n| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.cast_vote(cast(&format!("lined-up-{n}"))).await })
+        })
+        .collect();
+    probe::wait_for("two calls waiting", Duration::from_secs(1), || async {
+        admission.waiting() == 2
+    })
+    .await;
+    // The next is refused at once, not after its 2 s.
+    refused_at_once(&client, "past-the-line").await;
+    // The line was worth keeping: both calls in it are served once the
+    // permits come free.
+    drop(held);
+    for call in lined_up {
+        call.await.unwrap().unwrap();
+    }
+}
