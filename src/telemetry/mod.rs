@@ -372,22 +372,23 @@ pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
             url.path = %path,
         )
     };
-    // A request without `traceparent` (a browser, a client that does not
-    // trace) starts a trace of its own, which the span already does: the
-    // propagator would only hand back an empty context to set as parent.
-    if request.headers().contains_key(TRACEPARENT) {
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderExtractor(request.headers()))
-        });
+    // A request with none of the propagator's headers (a browser, a client
+    // that does not trace) starts a trace of its own, which the span
+    // already does: extracting would only hand back an empty context to
+    // set as its parent.
+    let headers = request.headers();
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator
+            .fields()
+            .any(|field| headers.contains_key(field))
+            .then(|| propagator.extract(&HeaderExtractor(headers)))
+    });
+    if let Some(parent) = parent {
         // Fails only when the span is disabled; then there is nothing to link.
         let _ = span.set_parent(parent);
     }
     span
 }
-
-/// The W3C header that carries a caller's trace; without it a request
-/// has no trace to continue (`tracestate` means nothing alone).
-const TRACEPARENT: &str = "traceparent";
 
 /// Writes propagation fields into gRPC metadata.
 struct MetadataInjector<'a>(&'a mut MetadataMap);
