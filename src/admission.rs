@@ -13,6 +13,7 @@
 //!                    (a tenth of it, within 2 x OVERLOAD_AFTER of the last overload's end)
 //!                    (until, over a tenth of that, most arrivals find a permit free),
 //!                    and then only while fewer than MAX_IN_FLIGHT wait: else refused at once
+//!                    (the gateway refuses those, and a full line's, at its door: DoorLayer)
 //!                     ├─ a permit came ─► served
 //!                     └─ time is up   ─► refused
 //! ```
@@ -25,15 +26,26 @@
 //! the next 100 ms. Here they wait instead, for at most a share of what
 //! their caller is prepared to wait. Sustained overload is still refused
 //! fast: once the server has had no free permit for
-//! [`DEFAULT_OVERLOAD_AFTER`] (longer than any stall worth absorbing), a
-//! request waits at most [`DEFAULT_OVERLOADED_WAIT`], and the line that
-//! stood when overload began is cut to the same wait (the "adaptive"
-//! queue timeout of Facebook's RPC servers and of CoDel: a queue that
-//! never empties is a standing queue, not a burst). The permits stay
-//! busy; refusals come within milliseconds, and served requests are not
-//! held behind a line. (A refusal still costs an HTTP or gRPC exchange,
-//! which a server pays on the cores its served requests need:
+//! [`DEFAULT_OVERLOAD_AFTER`] (longer than any stall worth absorbing), an
+//! arrival waits at most [`DEFAULT_OVERLOADED_WAIT`], and only while fewer
+//! than `MAX_IN_FLIGHT` wait; past that it is refused at once. The permits
+//! stay busy; refusals come within milliseconds, and served requests are
+//! not held behind a line. (A refusal still costs an HTTP or gRPC
+//! exchange, which a server pays on the cores its served requests need:
 //! docs/BENCHMARKS.md#refusals-cost-what-a-request-costs.)
+//!
+//! The line that stood when overload began keeps the waits it was given
+//! and is served: it is at most `MAX_WAITING` long, each request in it
+//! bounded by its own budget, and with every arrival past the short line
+//! refused it drains at the server's full rate (4,096 requests in half a
+//! second at 8,000 a second). Until December 2026 that line was cut to
+//! the overloaded wait when overload was declared (the "adaptive" queue
+//! timeout of Facebook's RPC servers and of CoDel: a queue that never
+//! empties is a standing queue, not a burst). That refused requests that
+//! had already waited up to `OVERLOAD_AFTER`, the slowest refusals of
+//! every overload (their p99 436 ms at 1.5 x, docs/SOAK.md, the
+//! thirteenth run), and threw their work away at the moment the server
+//! had least to spare.
 //!
 //! Overload ends once, over a tenth of `OVERLOAD_AFTER` (150 ms by
 //! default), more arrivals found a permit free than had to wait; not at
@@ -90,7 +102,7 @@ use std::{
 
 use clap::{Args, builder::TypedValueParser};
 use thiserror::Error;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
 
 /// Requests a server handles at once per CPU it may use, before new ones
@@ -219,10 +231,9 @@ struct Shared {
     overloaded_wait: Duration,
     /// The window over which arrivals are counted while overloaded.
     overload_window: Duration,
-    /// Whether the server is overloaded: set (and the waiting line told)
-    /// once no permit has been free for `overload_after`, cleared at the
-    /// end of an `overload_window` in which more arrivals found a permit
-    /// free than had to wait.
+    /// Whether the server is overloaded: set once no permit has been free
+    /// for `overload_after`, cleared at the end of an `overload_window` in
+    /// which more arrivals found a permit free than had to wait.
     overloaded: AtomicBool,
     /// While overloaded: the current window's start (ms after `started`)
     /// and its arrivals so far.
@@ -236,9 +247,6 @@ struct Shared {
     /// seen after an `overload_window` without a free permit, not after
     /// `overload_after`.
     overload_ended_ms: AtomicU64,
-    /// Tells the waiting line that the server has become overloaded:
-    /// each request in it shortens its wait to `overloaded_wait`.
-    overload_began: Notify,
     /// Requests waiting for a permit now.
     waiting: AtomicUsize,
     /// The time base of `last_free_ms`.
@@ -280,7 +288,6 @@ impl Admission {
                 window_waited: AtomicU64::new(0),
                 overload_since_ms: AtomicU64::new(0),
                 overload_ended_ms: AtomicU64::new(NEVER),
-                overload_began: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 started: Instant::now(),
                 last_free_ms: AtomicU64::new(0),
@@ -308,6 +315,39 @@ impl Admission {
         self.shared.max_in_flight - self.shared.permits.available_permits()
     }
 
+    /// Whether a request arriving now is refused at once, whatever it is,
+    /// so that a server may refuse it before reading or recording it
+    /// ([`DoorLayer`]): no permit is free and either the server is
+    /// overloaded with its short line full, or the whole line
+    /// (`MAX_WAITING`) is full. Counted (in the refusals and in the
+    /// arrivals that decide when an overload ends) as [`Admission::admit`]
+    /// counts the same refusal; `None` leaves the request to `admit`.
+    pub fn refuse_at_door(&self) -> Option<Refusal> {
+        let shared = &self.shared;
+        if shared.permits.available_permits() > 0 {
+            return None;
+        }
+        let refused_at_once = |overloaded: bool| {
+            if overloaded && (shared.overloaded_wait.is_zero() || shared.overloaded_line_full()) {
+                Some(Refusal::Overloaded)
+            } else if shared.waiting.load(Ordering::Relaxed) >= shared.max_waiting {
+                Some(Refusal::QueueFull)
+            } else {
+                None
+            }
+        };
+        // A look first, which changes nothing: most arrivals at a busy
+        // server that is not overloaded go on to wait.
+        refused_at_once(shared.overloaded.load(Ordering::Acquire))?;
+        // Counted as an arrival that found no permit (it may declare the
+        // overload). Should the line shorten in between, the request goes
+        // on to `admit`, which counts it once more: one arrival in a
+        // window of hundreds.
+        let refusal = refused_at_once(shared.waiting_while_overloaded())?;
+        shared.count_refusal(refusal);
+        Some(refusal)
+    }
+
     /// A permit for one request whose caller waits at most `deadline`
     /// (none known: [`DEFAULT_MAX_QUEUE_WAIT`] or the configured wait), or
     /// why there is none. Hold the permit until the request is answered.
@@ -321,24 +361,13 @@ impl Admission {
             shared.count_refusal(refusal);
             Err(refusal)
         };
-        // Listening before looking: an overload announced after the look
-        // still reaches this request.
-        let overload_began = shared.overload_began.notified();
-        let mut overload_began = std::pin::pin!(overload_began);
-        overload_began.as_mut().enable();
         let overloaded = shared.waiting_while_overloaded();
         let mut budget = deadline.map_or(shared.max_wait, |deadline| {
             (deadline / 2).min(shared.max_wait)
         });
         if overloaded {
             budget = budget.min(shared.overloaded_wait);
-            // A line as long as the permits keeps every permit that comes
-            // free busy, and each request in it is served within about
-            // one request's time; past it, an arrival is refused at once,
-            // without a timer and a place among the semaphore's waiters,
-            // which cost the gateway about a quarter of a refusal
-            // (docs/SOAK.md, the thirteenth run).
-            if budget.is_zero() || shared.waiting.load(Ordering::Relaxed) >= shared.max_in_flight {
+            if budget.is_zero() || shared.overloaded_line_full() {
                 return refused(Refusal::Overloaded);
             }
         }
@@ -346,35 +375,18 @@ impl Admission {
             return refused(Refusal::QueueFull);
         };
         let started = Instant::now();
-        let mut give_up_at = tokio::time::Instant::from_std(started + budget);
-        let mut overload_seen = overloaded;
-        let acquire = shared.permits.clone().acquire_owned();
-        let mut acquire = std::pin::pin!(acquire);
-        loop {
-            tokio::select! {
-                biased;
-                permit = acquire.as_mut() => {
-                    // The semaphore is never closed; a closed one admits nothing.
-                    let Ok(permit) = permit else {
-                        return refused(Refusal::WaitExceeded(budget));
-                    };
-                    shared.waited.record(started.elapsed().as_secs_f64());
-                    return Ok(permit);
-                }
-                () = tokio::time::sleep_until(give_up_at) => {
-                    return refused(if overload_seen {
-                        Refusal::Overloaded
-                    } else {
-                        Refusal::WaitExceeded(budget)
-                    });
-                }
-                () = overload_began.as_mut(), if !overload_seen => {
-                    overload_seen = true;
-                    give_up_at = give_up_at.min(tokio::time::Instant::from_std(
-                        started + shared.overloaded_wait,
-                    ));
-                }
+        // A request keeps the wait it was given when it arrived: an
+        // overload declared meanwhile changes the rule for arrivals, not
+        // for the line (see the module's doc).
+        match tokio::time::timeout(budget, shared.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                shared.waited.record(started.elapsed().as_secs_f64());
+                Ok(permit)
             }
+            // The semaphore is never closed; a closed one admits nothing.
+            Ok(Err(_closed)) => refused(Refusal::WaitExceeded(budget)),
+            Err(_elapsed) if overloaded => refused(Refusal::Overloaded),
+            Err(_elapsed) => refused(Refusal::WaitExceeded(budget)),
         }
     }
 }
@@ -409,6 +421,16 @@ impl Shared {
         }
     }
 
+    /// While overloaded: whether the line is as long as the permits. That
+    /// line keeps every permit that comes free busy, and each request in
+    /// it is served within about one request's time; past it, an arrival
+    /// is refused at once, without a timer and a place among the
+    /// semaphore's waiters, which cost the gateway about a quarter of a
+    /// refusal (docs/SOAK.md, the thirteenth run).
+    fn overloaded_line_full(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= self.max_in_flight
+    }
+
     /// A request found no permit free and is about to wait: whether the
     /// server is overloaded (it was, or no request has found a permit
     /// free for longer than `overload_after`).
@@ -437,12 +459,8 @@ impl Shared {
                 no_permit_free_for_ms = now.saturating_sub(last_free),
                 in_flight = self.max_in_flight - self.permits.available_permits(),
                 waiting = self.waiting.load(Ordering::Relaxed),
-                "overloaded: waits cut to OVERLOADED_QUEUE_WAIT_MS until most arrivals find a permit free"
+                "overloaded: arrivals wait at most OVERLOADED_QUEUE_WAIT_MS, and only MAX_IN_FLIGHT of them, until most find a permit free"
             );
-            // The line that built up during the last OVERLOAD_AFTER is a
-            // standing queue now: shorten every wait in it, so the served
-            // do not carry it and the rest are refused now, not in seconds.
-            self.overload_began.notify_waiters();
         }
         true
     }
@@ -613,5 +631,76 @@ where
                 Err(refusal) => Ok(refuse.refuse(refusal, admission.retry_after())),
             }
         })
+    }
+}
+
+/// Refuses what [`AdmissionLayer`] would refuse at once anyway before the
+/// layers in front of it spend anything on the request ([`Admission::refuse_at_door`]):
+/// put it outside the layers that make a request's span or read its
+/// body, inside those that count every answer. Under sustained overload
+/// most arrivals are refused, and each one's cost is taken from the
+/// cores the served need (docs/BENCHMARKS.md#refusals-cost-what-a-request-costs).
+#[derive(Clone, Debug)]
+pub struct DoorLayer<R> {
+    admission: Admission,
+    refuse: R,
+}
+
+impl<R> DoorLayer<R> {
+    /// Refuses at the door for `admission`, answering with `refuse`.
+    pub fn new(admission: Admission, refuse: R) -> Self {
+        Self { admission, refuse }
+    }
+}
+
+impl<S, R: Clone> tower::Layer<S> for DoorLayer<R> {
+    type Service = DoorService<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DoorService {
+            inner,
+            admission: self.admission.clone(),
+            refuse: self.refuse.clone(),
+        }
+    }
+}
+
+/// The service [`DoorLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct DoorService<S, R> {
+    inner: S,
+    admission: Admission,
+    refuse: R,
+}
+
+impl<S, ReqBody, ResBody, R> tower::Service<http::Request<ReqBody>> for DoorService<S, R>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    R: Refuse<ResBody>,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Self::Response, Self::Error>>,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        use futures_util::future::Either;
+        let (parts, body) = request.into_parts();
+        if !self.refuse.exempt(&parts)
+            && let Some(refusal) = self.admission.refuse_at_door()
+        {
+            // The inner service was polled ready and is not called: the
+            // routers behind this layer are always ready, so that
+            // reserves nothing (as in AdmissionService::call).
+            let response = self.refuse.refuse(refusal, self.admission.retry_after());
+            return Either::Left(std::future::ready(Ok(response)));
+        }
+        Either::Right(self.inner.call(http::Request::from_parts(parts, body)))
     }
 }

@@ -19,14 +19,16 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{Arc, OnceLock, PoisonError, RwLock},
+    task::{Context, Poll},
     time::Instant,
 };
 
 use axum::{
     extract::{MatchedPath, Request},
     http::Method,
-    middleware::Next,
     response::Response,
 };
 
@@ -40,17 +42,77 @@ const OTHER_METHOD: &str = "_OTHER";
 /// this, which log and dashboard tools already know; it is never sent.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-/// The middleware: wraps the rest of the stack.
-pub async fn measure(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str);
-    let in_flight =
-        InFlight::start(RouteTable::global().get(method_label(request.method()), route));
-    let response = next.run(request).await;
-    in_flight.answered(response.status().as_u16());
-    response
+/// The layer: wraps the rest of the stack, outermost but for the router,
+/// so every answer is counted, refusals at admission's door too.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MeasureLayer;
+
+impl<S> tower::Layer<S> for MeasureLayer {
+    type Service = Measure<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Measure { inner }
+    }
+}
+
+/// The service [`MeasureLayer`] makes. A tower service, not an axum
+/// `from_fn` middleware: that boxes the rest of the stack and its future
+/// for every request, a measurable share of what a refusal costs.
+#[derive(Clone, Debug)]
+pub struct Measure<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Measure<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Measured<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(UNMATCHED, MatchedPath::as_str);
+        let in_flight =
+            InFlight::start(RouteTable::global().get(method_label(request.method()), route));
+        Measured {
+            answer: self.inner.call(request),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request's answer, recorded when it comes (or, through
+    /// [`InFlight`]'s drop, when the request is abandoned).
+    pub struct Measured<F> {
+        #[pin]
+        answer: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, E> Future for Measured<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = std::task::ready!(this.answer.poll(cx));
+        if let (Ok(response), Some(in_flight)) = (&answer, this.in_flight.take()) {
+            in_flight.answered(response.status().as_u16());
+        }
+        Poll::Ready(answer)
+    }
 }
 
 /// One request in flight: counted in `http_server_active_requests` while

@@ -73,7 +73,7 @@ use tower_http::{
     compression::CompressionLayer, set_header::SetResponseHeaderLayer, trace::TraceLayer,
 };
 use votemesh::{
-    admission::{Admission, AdmissionLayer, Refusal, Refuse},
+    admission::{Admission, AdmissionLayer, DoorLayer, Refusal, Refuse},
     client::{ClientError, Transport},
     shutdown::CancellationToken,
     telemetry,
@@ -203,17 +203,26 @@ pub fn app(state: AppState) -> Router {
 
     // Router::layer wraps each route on its own; the admission's permits
     // are shared by every clone, so they are one budget for every route.
+    // Under sustained overload most arrivals are refused at the door,
+    // counted and answered with the security headers but before their
+    // span and their body's read: those made a refusal cost twice what
+    // the rest of it does (docs/SOAK.md, the fourteenth run).
+    let door = DoorLayer::new(state.admission.clone(), GatewayRefusal);
     let admission = AdmissionLayer::new(state.admission.clone(), GatewayRefusal);
     routes
         .layer(
             ServiceBuilder::new()
+                .layer(http_metrics::MeasureLayer)
+                .layer(security_headers)
+                .layer(door)
+                // The door answers in axum's body; the span's layer wraps
+                // the body of the responses it passes in its own.
+                .map_response(axum::response::IntoResponse::into_response)
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(make_span)
                         .on_failure(log_failure),
                 )
-                .layer(axum::middleware::from_fn(http_metrics::measure))
-                .layer(security_headers)
                 .layer(CatchPanicLayer::new())
                 .layer(axum::middleware::from_fn(whole_body::read_first))
                 .layer(admission)

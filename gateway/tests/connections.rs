@@ -2,7 +2,8 @@
 //! half a request or nothing at all are closed (header-read timeout), an
 //! idle kept-alive connection too, the number of connections is capped
 //! (counted, refused at once), and a busy gateway refuses with 503 and
-//! `Retry-After` instead of failing the requests it can still take.
+//! `Retry-After` instead of failing the requests it can still take; once
+//! overloaded, at its door, without waiting for a request's body.
 
 mod support;
 
@@ -277,4 +278,141 @@ async fn a_busy_gateway_answers_503_with_retry_after() {
 
     drop(held);
     assert_eq!(request("GET", &url, None, "", &[]).await.status, 200);
+}
+
+/// The HTTP response head the gateway sends on `stream`, read until its
+/// blank line; panics if none has come within `within`.
+async fn response_head_within(stream: &mut TcpStream, within: Duration) -> String {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        while !received.windows(4).any(|window| window == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within {within:?}");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Sends a vote's head and the start of its body, never the rest; the
+/// head of the gateway's answer, lowercased, which must come within 2 s
+/// (the gateway gives a body 10 s to arrive).
+async fn half_sent_vote_answer(addr: std::net::SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /api/vote HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n{\"opt",
+        )
+        .await
+        .unwrap();
+    response_head_within(&mut stream, Duration::from_secs(2))
+        .await
+        .to_ascii_lowercase()
+}
+
+fn http_requests(method: &str, route: &str, status: &str) -> f64 {
+    let scrape = parse(&votemesh::metrics::render()).unwrap();
+    value(
+        &scrape,
+        "http_server_requests_total",
+        &[
+            ("http_request_method", method),
+            ("http_route", route),
+            ("http_response_status_code", status),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn an_overloaded_gateway_refuses_at_its_door_before_reading_the_body() {
+    let system = System::start(false).await;
+    // One permit; overloaded once none has been free for 100 ms; then no
+    // wait at all, so every arrival without a permit is refused.
+    let admission = Admission::new(&AdmissionArgs {
+        max_in_flight: 1,
+        max_queue_wait_ms: 2_000,
+        overload_after_ms: 100,
+        overloaded_queue_wait_ms: 0,
+        ..AdmissionArgs::default()
+    });
+    let gateway = gateway(&system, ConnectionArgs::default(), admission.clone()).await;
+    let addr = gateway.addr;
+
+    // The test holds the only permit past the overload threshold; the
+    // next request finds the gateway overloaded.
+    let held = admission.admit(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("http://{addr}/static/style.css");
+    assert_eq!(request("GET", &url, None, "", &[]).await.status, 503);
+
+    // A vote whose body never comes: refused at once at the door, not
+    // after the 10 s the gateway gives a body to arrive.
+    let refused_before = http_requests("POST", "/api/vote", "503");
+    let head = half_sent_vote_answer(addr).await;
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
+    // Answered as any other response: the security headers, and counted
+    // under its route and status.
+    assert!(
+        head.contains("\r\nx-content-type-options: nosniff\r\n"),
+        "{head}"
+    );
+    assert_eq!(
+        http_requests("POST", "/api/vote", "503") - refused_before,
+        1.0
+    );
+
+    // Capacity comes back: votes are served again.
+    drop(held);
+    votemesh_testing::probe::wait_for("a vote served", Duration::from_secs(10), || async {
+        request(
+            "POST",
+            &format!("http://{addr}/api/vote"),
+            Some("application/json"),
+            vote_body("after-the-overload"),
+            &[],
+        )
+        .await
+        .status
+            == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gateway_whose_whole_line_waits_refuses_at_its_door_before_reading_the_body() {
+    let system = System::start(false).await;
+    // One permit and room for one request to wait; never overloaded
+    // within the test.
+    let admission = Admission::new(&AdmissionArgs {
+        max_in_flight: 1,
+        max_waiting: 1,
+        max_queue_wait_ms: 10_000,
+        overload_after_ms: 60_000,
+        ..AdmissionArgs::default()
+    });
+    let gateway = gateway(&system, ConnectionArgs::default(), admission.clone()).await;
+
+    // The test holds the permit, and a request of its own waits.
+    let held = admission.admit(None).await.unwrap();
+    let waiter = {
+        let admission = admission.clone();
+        tokio::spawn(async move { admission.admit(None).await.map(drop) })
+    };
+    votemesh_testing::probe::wait_for("one request waiting", Duration::from_secs(5), || async {
+        admission.waiting() == 1
+    })
+    .await;
+
+    // The line is full: a vote is refused at once, its body unread.
+    let head = half_sent_vote_answer(gateway.addr).await;
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
+
+    drop(held);
+    waiter.await.unwrap().unwrap();
 }
