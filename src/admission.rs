@@ -10,7 +10,6 @@
 //!               └─ wait for a permit, at most
 //!                    min(MAX_QUEUE_WAIT, half the caller's deadline), or
 //!                    OVERLOADED_QUEUE_WAIT once no permit has been free for OVERLOAD_AFTER
-//!                    (a tenth of it, within 2 x OVERLOAD_AFTER of the last overload's end)
 //!                    (until, over a tenth of that, most arrivals find a permit free),
 //!                    and then only while fewer than MAX_IN_FLIGHT wait: else refused at once
 //!                    (the gateway refuses those, and a full line's, at its door: DoorLayer)
@@ -59,10 +58,17 @@
 //! after the load had fallen to half (the same page). A saturated core
 //! still passes that test now and then in a sustained overload (a tenth
 //! of a second in which admission saw a few hundred arrivals or only a
-//! handful, the rest still in the kernel's queues), so an overload that comes back
-//! within two `OVERLOAD_AFTER`s of its end is seen after a tenth of it:
-//! before, each false end cost a second of full waits and a line at
-//! `MAX_WAITING` (docs/SOAK.md, the eighth run).
+//! handful, the rest still in the kernel's queues). A new overload is
+//! then seen after `OVERLOAD_AFTER` like any other: meanwhile arrivals
+//! wait, past `MAX_WAITING` they are refused at once, and the line is
+//! served once the overload is seen. Until December 2026 an overload
+//! back within two `OVERLOAD_AFTER`s of its end was seen after a tenth
+//! of it, which spared a false end a second of full waits when the line
+//! was still cut; with the line served, what it mostly did was refuse
+//! for half a second when the load had just dropped, as the work the
+//! overload left behind held every permit for 150 ms (about 2,000 votes
+//! refused at half capacity in two of three runs, docs/SOAK.md, the
+//! fourteenth run).
 //!
 //! A permit is held until the handler has answered (a unary call's whole
 //! work; a stream's, such as WatchResults or the gateway's SSE, only until
@@ -146,13 +152,6 @@ pub const DEFAULT_MAX_WAITING: usize = 4096;
 pub const DEFAULT_OVERLOADED_WAIT: Duration = Duration::from_millis(5);
 /// What a refusal asks the client to wait before trying again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// For how many `OVERLOAD_AFTER`s after an overload ended a new one is
-/// seen after a tenth of it ([`Shared::overload_threshold_ms`]): three
-/// seconds by default, so a stall long after an overload is absorbed as
-/// any other.
-pub const RECENT_OVERLOADS: u64 = 2;
-/// `overload_ended_ms` before any overload has ended.
-const NEVER: u64 = u64::MAX;
 
 /// The admission settings every server binary shares (flattened into
 /// [`crate::component::ServerArgs`]).
@@ -242,11 +241,6 @@ struct Shared {
     window_waited: AtomicU64,
     /// When the current (or last) overload began, ms after `started`.
     overload_since_ms: AtomicU64,
-    /// When the last overload ended, ms after `started` ([`NEVER`] before
-    /// the first): one that comes back within [`RECENT_OVERLOADS`] of it is
-    /// seen after an `overload_window` without a free permit, not after
-    /// `overload_after`.
-    overload_ended_ms: AtomicU64,
     /// Requests waiting for a permit now.
     waiting: AtomicUsize,
     /// The time base of `last_free_ms`.
@@ -287,7 +281,6 @@ impl Admission {
                 window_found_free: AtomicU64::new(0),
                 window_waited: AtomicU64::new(0),
                 overload_since_ms: AtomicU64::new(0),
-                overload_ended_ms: AtomicU64::new(NEVER),
                 waiting: AtomicUsize::new(0),
                 started: Instant::now(),
                 last_free_ms: AtomicU64::new(0),
@@ -443,7 +436,7 @@ impl Shared {
             return true;
         }
         let last_free = self.last_free_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last_free) <= self.overload_threshold_ms(now) {
+        if now.saturating_sub(last_free) <= self.overload_after.as_millis() as u64 {
             return false;
         }
         // The first window is set before the flag is published: an arrival
@@ -465,26 +458,6 @@ impl Shared {
         true
     }
 
-    /// How long no permit may have been free before the server counts as
-    /// overloaded: `overload_after`, or only an `overload_window` when the
-    /// last overload ended less than [`RECENT_OVERLOADS`] `overload_after`s
-    /// ago. Leaving overload reads a tenth of a second of arrivals, and on
-    /// a saturated core that is sometimes a handful of them (4 to 264 in
-    /// the soak's logs), taken by what permits came free while the rest
-    /// were still in the kernel's queues; the overload goes on, and it used to take a
-    /// whole `overload_after` of full waits, and a line up to
-    /// `MAX_WAITING`, before it was seen again (CoDel re-enters its
-    /// dropping state at once for the same reason).
-    fn overload_threshold_ms(&self, now: u64) -> u64 {
-        let after = self.overload_after.as_millis() as u64;
-        let ended = self.overload_ended_ms.load(Ordering::Relaxed);
-        if ended != NEVER && now.saturating_sub(ended) < after.saturating_mul(RECENT_OVERLOADS) {
-            self.overload_window.as_millis() as u64
-        } else {
-            after
-        }
-    }
-
     /// While overloaded: once the window is over, ends the overload if
     /// more of its arrivals found a permit free than had to wait, and
     /// starts the next window. One arrival closes each window.
@@ -501,7 +474,6 @@ impl Shared {
         let found_free = self.window_found_free.swap(0, Ordering::Relaxed);
         let waited = self.window_waited.swap(0, Ordering::Relaxed);
         if found_free > waited {
-            self.overload_ended_ms.store(now, Ordering::Relaxed);
             self.overloaded.store(false, Ordering::Release);
             tracing::info!(
                 lasted_ms = now.saturating_sub(self.overload_since_ms.load(Ordering::Relaxed)),

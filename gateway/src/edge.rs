@@ -30,10 +30,9 @@ use std::{
 };
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use ipnet::IpNet;
@@ -171,8 +170,9 @@ async fn forget_idle(limiter: std::sync::Weak<DefaultKeyedRateLimiter<IpAddr>>) 
     }
 }
 
-/// Middleware: 429 with `Retry-After` for a client over its vote limit.
-pub async fn limit_votes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// 429 with `Retry-After` for a client over its vote limit (a check for
+/// [`crate::gate::GateLayer`]); `None` lets the vote through.
+pub fn limit_votes(state: &AppState, request: &Request) -> Option<Response> {
     let (Some(limiter), Some(ConnectInfo(peer))) = (
         &state.edge.limiter,
         request
@@ -180,41 +180,37 @@ pub async fn limit_votes(State(state): State<AppState>, request: Request, next: 
             .get::<ConnectInfo<SocketAddr>>()
             .copied(),
     ) else {
-        return next.run(request).await;
+        return None;
     };
     let client = state.edge.client_address(peer.ip(), request.headers());
-    match limiter.check_key(&Edge::rate_key(client)) {
-        Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            tracing::info!(%client, retry_after = seconds, "vote refused: over the rate limit");
-            metrics::counter!("votemesh_gateway_votes_limited_total").increment(1);
-            let mut response = HttpFailure::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many votes from this address; please wait",
-            )
-            .into_json_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-            response
-        }
-    }
+    let not_until = limiter.check_key(&Edge::rate_key(client)).err()?;
+    let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    tracing::info!(%client, retry_after = seconds, "vote refused: over the rate limit");
+    metrics::counter!("votemesh_gateway_votes_limited_total").increment(1);
+    let mut response = HttpFailure::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many votes from this address; please wait",
+    )
+    .into_json_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    Some(response)
 }
 
-/// Middleware: 403 for a vote a browser says another site sent.
-pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
-    if let Some(reason) = cross_site(&request) {
-        tracing::info!(reason, "vote refused: cross-site post");
-        return HttpFailure::new(
+/// 403 for a vote a browser says another site sent (a check for
+/// [`crate::gate::GateLayer`]); `None` lets the vote through.
+pub fn refuse_cross_site(request: &Request) -> Option<Response> {
+    let reason = cross_site(request)?;
+    tracing::info!(reason, "vote refused: cross-site post");
+    Some(
+        HttpFailure::new(
             StatusCode::FORBIDDEN,
             "votes are only taken from this site's own pages",
         )
-        .into_json_response()
-        .into_response();
-    }
-    next.run(request).await
+        .into_json_response(),
+    )
 }
 
 /// Why `request` is a cross-site post, or `None` when it is not one.

@@ -45,6 +45,7 @@ pub mod edge;
 pub mod error;
 pub mod events;
 pub mod fanout;
+pub mod gate;
 pub mod handover;
 pub mod http_metrics;
 pub mod pacing;
@@ -65,6 +66,7 @@ use axum::{
     response::Response,
     routing::{get, post},
 };
+use gate::GateLayer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tower::{BoxError, ServiceBuilder};
@@ -157,11 +159,11 @@ pub fn app(state: AppState) -> Router {
     let votes = Router::new()
         .route("/vote", post(pages::submit_vote))
         .route("/api/vote", post(api::cast_vote))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            edge::limit_votes,
-        ))
-        .route_layer(axum::middleware::from_fn(edge::refuse_cross_site));
+        .route_layer(GateLayer::new({
+            let state = state.clone();
+            move |request: &axum::extract::Request| edge::limit_votes(&state, request)
+        }))
+        .route_layer(GateLayer::new(edge::refuse_cross_site));
     let routes = Router::new()
         .route("/", get(pages::voting_page))
         .route("/results", get(pages::results_page))
@@ -224,7 +226,7 @@ pub fn app(state: AppState) -> Router {
                         .on_failure(log_failure),
                 )
                 .layer(CatchPanicLayer::new())
-                .layer(axum::middleware::from_fn(whole_body::read_first))
+                .layer(whole_body::ReadFirstLayer)
                 .layer(admission)
                 .layer(HandleErrorLayer::new(layer_error))
                 .timeout(REQUEST_TIMEOUT)
