@@ -207,8 +207,8 @@ pub fn app(state: AppState) -> Router {
     // are shared by every clone, so they are one budget for every route.
     // Under sustained overload most arrivals are refused at the door,
     // counted and answered with the security headers but before their
-    // span and their body's read: those made a refusal cost twice what
-    // the rest of it does (docs/SOAK.md, the fourteenth run).
+    // span and their body's read, which took about a fifth of a
+    // refusal's CPU (docs/SOAK.md, the fourteenth run).
     let door = DoorLayer::new(state.admission.clone(), GatewayRefusal);
     let admission = AdmissionLayer::new(state.admission.clone(), GatewayRefusal);
     routes
