@@ -321,7 +321,7 @@ impl Admission {
             return None;
         }
         let refused_at_once = |overloaded: bool| {
-            if overloaded && (shared.overloaded_wait.is_zero() || shared.overloaded_line_full()) {
+            if overloaded && shared.overloaded_refuses_at_once() {
                 Some(Refusal::Overloaded)
             } else if shared.waiting.load(Ordering::Relaxed) >= shared.max_waiting {
                 Some(Refusal::QueueFull)
@@ -360,7 +360,8 @@ impl Admission {
         });
         if overloaded {
             budget = budget.min(shared.overloaded_wait);
-            if budget.is_zero() || shared.overloaded_line_full() {
+            // `budget` is zero too when half the caller's deadline is.
+            if budget.is_zero() || shared.overloaded_refuses_at_once() {
                 return refused(Refusal::Overloaded);
             }
         }
@@ -414,14 +415,17 @@ impl Shared {
         }
     }
 
-    /// While overloaded: whether the line is as long as the permits. That
-    /// line keeps every permit that comes free busy, and each request in
-    /// it is served within about one request's time; past it, an arrival
-    /// is refused at once, without a timer and a place among the
-    /// semaphore's waiters, which cost the gateway about a quarter of a
-    /// refusal (docs/SOAK.md, the thirteenth run).
-    fn overloaded_line_full(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) >= self.max_in_flight
+    /// While overloaded: whether an arrival without a permit is refused
+    /// at once, because it may not wait at all (`OVERLOADED_QUEUE_WAIT_MS`
+    /// 0) or the line is as long as the permits. That line keeps every
+    /// permit that comes free busy, and each request in it is served
+    /// within about one request's time; past it, an arrival is refused at
+    /// once, without a timer and a place among the semaphore's waiters,
+    /// which cost the gateway about a quarter of a refusal (docs/SOAK.md,
+    /// the thirteenth run). [`Admission::admit`] and
+    /// [`Admission::refuse_at_door`] both decide by it.
+    fn overloaded_refuses_at_once(&self) -> bool {
+        self.overloaded_wait.is_zero() || self.waiting.load(Ordering::Relaxed) >= self.max_in_flight
     }
 
     /// A request found no permit free and is about to wait: whether the
