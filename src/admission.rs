@@ -12,7 +12,7 @@
 //!                    OVERLOADED_QUEUE_WAIT once no permit has been free for OVERLOAD_AFTER
 //!                    (until, over a tenth of that, most arrivals find a permit free),
 //!                    and then only while fewer than MAX_IN_FLIGHT wait: else refused at once
-//!                    (the gateway refuses those, and a full line's, at its door: DoorLayer)
+//!                    (the gateway refuses those, and a full line's, at its door: refuse_at_door)
 //!                     ├─ a permit came ─► served
 //!                     └─ time is up   ─► refused
 //! ```
@@ -309,8 +309,8 @@ impl Admission {
     }
 
     /// Whether a request arriving now is refused at once, whatever it is,
-    /// so that a server may refuse it before reading or recording it
-    /// ([`DoorLayer`]): no permit is free and either the server is
+    /// so that a server may refuse it before reading or recording it (the
+    /// gateway's door): no permit is free and either the server is
     /// overloaded with its short line full, or the whole line
     /// (`MAX_WAITING`) is full. Counted (in the refusals and in the
     /// arrivals that decide when an overload ends) as [`Admission::admit`]
@@ -607,76 +607,5 @@ where
                 Err(refusal) => Ok(refuse.refuse(refusal, admission.retry_after())),
             }
         })
-    }
-}
-
-/// Refuses what [`AdmissionLayer`] would refuse at once anyway before the
-/// layers in front of it spend anything on the request ([`Admission::refuse_at_door`]):
-/// put it outside the layers that make a request's span or read its
-/// body, inside those that count every answer. Under sustained overload
-/// most arrivals are refused, and each one's cost is taken from the
-/// cores the served need (docs/BENCHMARKS.md#refusals-cost-what-a-request-costs).
-#[derive(Clone, Debug)]
-pub struct DoorLayer<R> {
-    admission: Admission,
-    refuse: R,
-}
-
-impl<R> DoorLayer<R> {
-    /// Refuses at the door for `admission`, answering with `refuse`.
-    pub fn new(admission: Admission, refuse: R) -> Self {
-        Self { admission, refuse }
-    }
-}
-
-impl<S, R: Clone> tower::Layer<S> for DoorLayer<R> {
-    type Service = DoorService<S, R>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        DoorService {
-            inner,
-            admission: self.admission.clone(),
-            refuse: self.refuse.clone(),
-        }
-    }
-}
-
-/// The service [`DoorLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct DoorService<S, R> {
-    inner: S,
-    admission: Admission,
-    refuse: R,
-}
-
-impl<S, ReqBody, ResBody, R> tower::Service<http::Request<ReqBody>> for DoorService<S, R>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    R: Refuse<ResBody>,
-{
-    type Response = http::Response<ResBody>;
-    type Error = S::Error;
-    type Future = futures_util::future::Either<
-        std::future::Ready<Result<Self::Response, Self::Error>>,
-        S::Future,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        use futures_util::future::Either;
-        let (parts, body) = request.into_parts();
-        if !self.refuse.exempt(&parts)
-            && let Some(refusal) = self.admission.refuse_at_door()
-        {
-            // The inner service was polled ready and is not called: the
-            // routers behind this layer are always ready, so that
-            // reserves nothing (as in AdmissionService::call).
-            let response = self.refuse.refuse(refusal, self.admission.retry_after());
-            return Either::Left(std::future::ready(Ok(response)));
-        }
-        Either::Right(self.inner.call(http::Request::from_parts(parts, body)))
     }
 }

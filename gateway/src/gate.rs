@@ -1,7 +1,8 @@
 //! A check that answers a request itself or passes it on, as a tower
-//! layer: the edge's refusals (a cross-site post, the vote rate limit) are
-//! decided from the request's head alone, so they need no future of their
-//! own.
+//! layer: admission's refusals at the door (what it would refuse at once
+//! anyway, before the request's span and body read) and the edge's (a
+//! cross-site post, the vote rate limit) are decided from the request's
+//! head alone, so they need no future of their own.
 //!
 //! ```text
 //! request ─► check(&request) ─ Some(answer) ─► answered here

@@ -75,7 +75,7 @@ use tower_http::{
     compression::CompressionLayer, set_header::SetResponseHeaderLayer, trace::TraceLayer,
 };
 use votemesh::{
-    admission::{Admission, AdmissionLayer, DoorLayer, Refusal, Refuse},
+    admission::{Admission, AdmissionLayer, Refusal, Refuse},
     client::{ClientError, Transport},
     shutdown::CancellationToken,
     telemetry,
@@ -209,7 +209,13 @@ pub fn app(state: AppState) -> Router {
     // counted and answered with the security headers but before their
     // span and their body's read, which took about a fifth of a
     // refusal's CPU (docs/SOAK.md, the fourteenth run).
-    let door = DoorLayer::new(state.admission.clone(), GatewayRefusal);
+    let door = GateLayer::new({
+        let admission = state.admission.clone();
+        move |_: &axum::extract::Request| {
+            let refusal = admission.refuse_at_door()?;
+            Some(GatewayRefusal.refuse(refusal, admission.retry_after()))
+        }
+    });
     let admission = AdmissionLayer::new(state.admission.clone(), GatewayRefusal);
     routes
         .layer(
