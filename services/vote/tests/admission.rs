@@ -15,7 +15,7 @@ use std::time::Duration;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
-    admission::{Admission, AdmissionArgs},
+    admission::{Admission, AdmissionArgs, Refusal},
     client::Transport,
     grpc::{Listener, RETRY_PUSHBACK},
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
@@ -118,6 +118,43 @@ async fn two_windows_of_free_permits(
             .await
             .unwrap();
     }
+}
+
+/// What one request of [`offer_load`] met: when it was answered (admitted
+/// or refused), from the load's start, and how.
+type Outcome = (Duration, Result<(), Refusal>);
+
+/// Offers `admission` a request every `every` for `offered_for`, each one
+/// holding its permit for `hold` once admitted: a load whose arrival rate
+/// and service rate the test sets (two permits held 5 ms each serve at
+/// most 400 a second). Returns every request's outcome once all are
+/// answered and done.
+async fn offer_load(
+    admission: &Admission,
+    every: Duration,
+    hold: Duration,
+    offered_for: Duration,
+) -> Vec<Outcome> {
+    let started = std::time::Instant::now();
+    let mut arrivals = tokio::time::interval(every);
+    let mut requests = Vec::new();
+    while started.elapsed() < offered_for {
+        arrivals.tick().await;
+        let admission = admission.clone();
+        requests.push(tokio::spawn(async move {
+            let admitted = admission.admit(None).await;
+            let answered = started.elapsed();
+            if let Ok(_permit) = &admitted {
+                tokio::time::sleep(hold).await;
+            }
+            (answered, admitted.map(drop))
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for request in requests {
+        outcomes.push(request.await.unwrap());
+    }
+    outcomes
 }
 
 #[tokio::test]
@@ -336,6 +373,85 @@ async fn right_after_an_overload_a_stall_shorter_than_overload_after_is_absorbed
     drop(held);
     first.await.unwrap().unwrap();
     next.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_line_that_grows_while_it_is_served_is_an_overload_before_overload_after() {
+    // Two permits; overloaded once none has been free for 4 s, or for
+    // two windows of 400 ms in a row in which the line grew while it was
+    // served.
+    let admission = Admission::new(&AdmissionArgs {
+        max_in_flight: 2,
+        max_waiting: 4_096,
+        max_queue_wait_ms: 30_000,
+        overload_after_ms: 4_000,
+        ..AdmissionArgs::default()
+    });
+    // 400 arrivals a second where at most 250 can be served (each holds
+    // its permit 8 ms): the line grows by 150 a second while it is served.
+    let outcomes = offer_load(
+        &admission,
+        Duration::from_micros(2_500),
+        Duration::from_millis(8),
+        Duration::from_secs(3),
+    )
+    .await;
+    let first_refused = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .map(|(answered, _)| *answered)
+        .min();
+    // Seen after two windows and a bit, long before OVERLOAD_AFTER.
+    assert!(
+        first_refused.is_some_and(|answered| answered < Duration::from_millis(3_000)),
+        "no refusal within 3 s (first at {first_refused:?}): the growing line was not seen as an overload"
+    );
+    // Every refusal is the overload's, at once: nothing ran out of time
+    // in the line, and the line standing when the overload was seen was
+    // served.
+    for (answered, outcome) in &outcomes {
+        if let Err(refusal) = outcome {
+            assert_eq!(*refusal, Refusal::Overloaded, "answered at {answered:?}");
+        }
+    }
+    assert_eq!(admission.waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_stall_and_then_its_line_served_at_full_rate_are_not_an_overload() {
+    // Two permits; overloaded once none has been free for 7 s, or for
+    // two windows of 700 ms in a row in which the line grew while it was
+    // served.
+    let admission = Admission::new(&AdmissionArgs {
+        max_in_flight: 2,
+        max_waiting: 4_096,
+        max_queue_wait_ms: 30_000,
+        overload_after_ms: 7_000,
+        ..AdmissionArgs::default()
+    });
+    // A stall of 2.5 s (over three windows in which the line grows and
+    // nothing is served)...
+    let held = stall(&admission, 2).await;
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        drop(held);
+    });
+    // ...under 200 arrivals a second, then served at up to 400 a second
+    // (each holds its permit 5 ms): the 500 lined up drain over three
+    // windows or more, with no permit free.
+    let outcomes = offer_load(
+        &admission,
+        Duration::from_millis(5),
+        Duration::from_millis(5),
+        Duration::from_millis(5_500),
+    )
+    .await;
+    for (answered, outcome) in &outcomes {
+        assert!(
+            outcome.is_ok(),
+            "refused at {answered:?}: {outcome:?}; a stall's line taken for an overload"
+        );
+    }
 }
 
 #[tokio::test]
