@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{Load, Suite, affinity, cpu, ratio};
-use crate::summary::Summary;
+use crate::summary::{Latency, Summary};
 
 /// How long and how hard the soak runs.
 #[derive(Clone, Debug)]
@@ -80,6 +80,10 @@ struct Overloads {
     /// What a refusal costs, µs of CPU: the gateway's, and the refusal
     /// floor's on the same CPUs at the same rate.
     refusal_micros: RefusalCost,
+    /// The refusal floor's run: how fast refusals come back with nothing
+    /// but hyper refusing, the reference for the overload's refusal
+    /// latencies.
+    floor: Option<Summary>,
 }
 
 /// CPU per refusal under overload, µs.
@@ -242,7 +246,7 @@ impl Suite {
             .await;
         self.counted(&recovery);
         let system_cpus = pinned.as_ref().map(|(system, _)| system.clone());
-        let floor = self
+        let (floor, floor_run) = self
             .refusal_floor(system_cpus.as_deref(), pinned_capacity.throughput * 1.5)
             .await;
         let gateway_cores = |label: &str| {
@@ -269,13 +273,18 @@ impl Suite {
             overload,
             recovery,
             refusal_micros: RefusalCost { gateway, floor },
+            floor: floor_run,
         };
         (overloads, services)
     }
 
     /// The refusal floor on `cpus` (the system's, when pinned), open loop
-    /// at `rate` for 20 s: its CPU per refusal, in µs.
-    async fn refusal_floor(&mut self, cpus: Option<&[usize]>, rate: f64) -> Option<f64> {
+    /// at `rate` for 20 s: its CPU per refusal, in µs, and the run.
+    async fn refusal_floor(
+        &mut self,
+        cpus: Option<&[usize]>,
+        rate: f64,
+    ) -> (Option<f64>, Option<Summary>) {
         // Started on the system's CPUs, as the services were.
         self.service_cpus = cpus.map(<[usize]>::to_vec);
         let server = self
@@ -294,9 +303,10 @@ impl Suite {
         // It refuses every vote by design.
         self.problems
             .retain(|problem| !problem.contains("(prefix soak-refusal-floor)"));
-        (refused.failed > 0).then(|| {
+        let micros = (refused.failed > 0).then(|| {
             cost.cores("refusal-floor") * 1e6 / (refused.failed as f64 / refused.seconds.max(1e-9))
-        })
+        });
+        (micros, Some(refused))
     }
 
     /// Puts the system under test on the first half of the allowed CPUs:
@@ -415,6 +425,7 @@ impl Suite {
             overload,
             recovery,
             refusal_micros,
+            floor,
         }) = overloads
         else {
             return;
@@ -437,12 +448,25 @@ impl Suite {
         };
         let refused = overload.failed;
         let refusal = overload.failed_latency_ms.as_ref();
+        let latencies = |latency: Option<&Latency>| {
+            latency.map_or("-".to_owned(), |l| {
+                format!("{:.2} / {:.2} / {:.0}", l.p50, l.p99, l.max)
+            })
+        };
+        let floor_row = floor.as_ref().map_or(String::new(), |floor| {
+            format!(
+                "| refusal floor (hyper alone refusing every vote, same CPUs) | {:.0} | - | - | {} | - | {} | - |\n",
+                floor.rate.unwrap_or_default(),
+                floor.failed,
+                latencies(floor.failed_latency_ms.as_ref()),
+            )
+        });
         self.line(format!(
                 "\n## Overload\n\n{layout} Then open loop at 1.5 x that capacity ({:.0} votes/s) \
                  for {:.0} s, then at half capacity ({:.0} votes/s) for 20 s.\n\n\
                  | run | offered/s | served/s | served / capacity | refused | refusals | refusal p50 / p99 / max ms | served p50 / p99 / max ms |\n|---|---|---|---|---|---|---|---|\n\
                  | overload | {:.0} | {:.0} | {:.2} | {refused} | {} | {} | {:.1} / {:.1} / {:.0} |\n\
-                 | recovery | {:.0} | {:.0} | {:.2} | {} | {} | - | {:.1} / {:.1} / {:.0} |\n",
+                 | recovery | {:.0} | {:.0} | {:.2} | {} | {} | - | {:.1} / {:.1} / {:.0} |\n{floor_row}",
                 pinned_capacity.throughput * 1.5,
                 overload.seconds,
                 pinned_capacity.throughput * 0.5,
@@ -450,7 +474,7 @@ impl Suite {
                 overload.throughput,
                 ratio(overload.throughput, pinned_capacity.throughput),
                 failures(overload),
-                refusal.map_or("-".to_owned(), |l| format!("{:.2} / {:.2} / {:.0}", l.p50, l.p99, l.max)),
+                latencies(refusal),
                 overload.latency_ms.p50,
                 overload.latency_ms.p99,
                 overload.latency_ms.max,
