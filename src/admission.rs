@@ -572,10 +572,10 @@ impl Shared {
 /// waiting, instead of after `OVERLOAD_AFTER` with the whole
 /// `MAX_WAITING` line full. With three windows the line was nearly full
 /// when the overload was seen (4,065 waiting, 1,226 arrivals refused as
-/// a full line); with two, none were, and 0.90 of capacity was served
-/// (docs/SOAK.md, the fifteenth run). One window would take the window
-/// in which a stall ends (its line grown, a permit's worth served) for
-/// an overload.
+/// a full line); with two, none were in either of two runs, which served
+/// 0.90 and 0.88 of capacity (docs/SOAK.md, the fifteenth run). One
+/// window would take the window in which a stall ends (its line grown, a
+/// permit's worth served) for an overload.
 pub const GROWING_WINDOWS: u64 = 2;
 
 /// How an overload was seen.
