@@ -3,12 +3,16 @@
 //! while the server is stalled wait for capacity instead of failing;
 //! sustained overload is refused at once with UNAVAILABLE and a pushback
 //! that votemesh's clients honour by not retrying, while the line that
-//! stood when it began is served; a wait never outlives
-//! half the caller's deadline; health checks always get in.
+//! stood when it began is served; a line that grows while it is served
+//! is an overload before `OVERLOAD_AFTER`, a stall and its line draining
+//! are not; a wait never outlives half the caller's deadline; health
+//! checks always get in.
 //!
-//! The test holds the server's permits itself (through the same
+//! The tests hold the server's permits themselves (through the same
 //! [`Admission`] the server uses): for the server that is exactly a stall,
-//! every permit taken by calls that do not finish.
+//! every permit taken by calls that do not finish. The tests of when an
+//! overload is seen drive [`Admission`] directly with a load whose arrival
+//! and service rates they set ([`offer_load`]).
 
 use std::time::Duration;
 
