@@ -111,8 +111,6 @@
 //! `votemesh_admission_waiting`.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -122,6 +120,7 @@ use std::{
 };
 
 use clap::{Args, builder::TypedValueParser};
+use futures_util::future::BoxFuture;
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http;
@@ -672,8 +671,6 @@ pub struct AdmissionService<S, R> {
     refuse: R,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, ReqBody, ResBody, R> tower::Service<http::Request<ReqBody>> for AdmissionService<S, R>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
@@ -686,7 +683,7 @@ where
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -15,8 +15,6 @@
 //! ```
 
 use std::{
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
@@ -27,7 +25,7 @@ use axum::{
     http::{Method, StatusCode},
     response::Response,
 };
-use futures_util::future::Either;
+use futures_util::future::{BoxFuture, Either};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::{MAX_BODY_BYTES, error::HttpFailure};
@@ -62,7 +60,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Either<S::Future, BoxFuture<Result<Response, S::Error>>>;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -85,8 +83,6 @@ where
         }))
     }
 }
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// `request` with its whole body in memory, or why it could not be read.
 async fn read_whole(request: Request) -> Result<Request, HttpFailure> {
