@@ -1,13 +1,14 @@
 //! What a run measured: counts, throughput, latency percentiles, failures
-//! by kind and the tally the acknowledged votes add up to; printed as
-//! text for people and as JSON (`--json`) for the benchmark suite.
+//! by kind, the run second by second and the tally the acknowledged votes
+//! add up to; printed as text for people and as JSON (`--json`) for the
+//! benchmark suite.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, Second};
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -37,6 +38,34 @@ impl Latency {
             p99: ms(histogram.value_at_quantile(0.99)),
             max: ms(histogram.max()),
             mean: histogram.mean() / 1000.0,
+        }
+    }
+}
+
+/// One second of a run: the calls due in it (sent in it, in a closed
+/// loop), whenever they were answered.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SecondOfRun {
+    /// Acknowledged.
+    pub ok: u64,
+    /// The slowest acknowledged, ms.
+    pub ok_max_ms: f64,
+    /// Failed.
+    pub failed: u64,
+    /// Failed after more than [`crate::recorder::SLOW_FAILURE`] (10 ms).
+    pub failed_slow: u64,
+    /// The slowest failed, ms.
+    pub failed_max_ms: f64,
+}
+
+impl From<&Second> for SecondOfRun {
+    fn from(second: &Second) -> Self {
+        Self {
+            ok: second.ok,
+            ok_max_ms: second.ok_max_micros as f64 / 1000.0,
+            failed: second.failed,
+            failed_slow: second.failed_slow,
+            failed_max_ms: second.failed_max_micros as f64 / 1000.0,
         }
     }
 }
@@ -74,6 +103,10 @@ pub struct Summary {
     /// Latency of failed calls, measured alike: how fast a refusal came.
     #[serde(default)]
     pub failed_latency_ms: Option<Latency>,
+    /// Second by second, from the run's start: when the slow answers and
+    /// the failures came.
+    #[serde(default)]
+    pub timeline: Vec<SecondOfRun>,
     /// Per option id, voters whose last acknowledged vote chose it: the
     /// tally once the worker has counted everything.
     pub expected_tally: BTreeMap<String, u64>,
@@ -126,6 +159,7 @@ impl Summary {
                 let failed = recorder.failed_latencies();
                 (!failed.is_empty()).then(|| Latency::of(&failed))
             },
+            timeline: recorder.timeline().iter().map(SecondOfRun::from).collect(),
             expected_tally: voters.expected_tally().into_iter().collect(),
         }
     }

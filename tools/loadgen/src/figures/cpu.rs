@@ -11,12 +11,15 @@
 //! On a machine whose cores are all busy during a run, throughput is the
 //! cores divided by the CPU time one call costs across every process, so
 //! this table says why a figure is below its floor and which process to
-//! profile.
+//! profile. [`busy_by_second`] reads the same figures every second of a
+//! run, to set beside the generator's own timeline.
 
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
+
+use tokio_util::sync::CancellationToken;
 
 /// A set of processes measured as one: a root process, and with
 /// `children` every process whose parent it is (PostgreSQL's backends).
@@ -153,6 +156,36 @@ impl Cost {
     pub fn total_per_thousand(&self, calls: u64) -> f64 {
         self.total().as_secs_f64() * 1e6 / calls.max(1) as f64
     }
+}
+
+/// The cores each of `groups` kept busy, second by second (in their
+/// order), from now until `stop`. The clock's tick (`_SC_CLK_TCK`, 100 a
+/// second on Linux) makes each figure good to about 0.01 of a core.
+pub async fn busy_by_second(groups: Vec<Group>, stop: CancellationToken) -> Vec<Vec<f64>> {
+    let mut seconds = Vec::new();
+    let mut before: Vec<HashMap<u32, u64>> = groups.iter().map(Group::ticks_by_pid).collect();
+    let mut then = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let wall = then.elapsed().as_secs_f64().max(1e-9);
+        then = Instant::now();
+        let busy = groups
+            .iter()
+            .zip(&mut before)
+            .map(|(group, before)| {
+                let cores = group.cpu_since(before).as_secs_f64() / wall;
+                *before = group.ticks_by_pid();
+                cores
+            })
+            .collect();
+        seconds.push(busy);
+    }
+    seconds
 }
 
 /// `(parent pid, utime + stime in ticks)` of a living process.

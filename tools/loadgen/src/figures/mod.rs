@@ -556,15 +556,21 @@ impl Suite {
         processes: &[&Process],
         load: Load<'_>,
     ) -> Summary {
-        let mut groups: Vec<cpu::Group> = processes.iter().filter_map(|p| p.cpu_group()).collect();
-        groups.extend(cpu::Group::one("redis", self.redis.pid()));
-        groups.extend(cpu::Group::tree("postgres", self.postgres.pid()));
-        let meter = cpu::Meter::start(groups);
+        let meter = cpu::Meter::start(self.metered_groups(processes));
         let summary = self.load(load).await;
         let cost = meter.stop();
         self.costs
             .push((label.to_owned(), summary.ok, summary.throughput, cost));
         summary
+    }
+
+    /// What a metered run measures: `processes`, Redis and PostgreSQL
+    /// (with its backends).
+    fn metered_groups(&self, processes: &[&Process]) -> Vec<cpu::Group> {
+        let mut groups: Vec<cpu::Group> = processes.iter().filter_map(|p| p.cpu_group()).collect();
+        groups.extend(cpu::Group::one("redis", self.redis.pid()));
+        groups.extend(cpu::Group::tree("postgres", self.postgres.pid()));
+        groups
     }
 
     /// The "Where the CPU goes" section: each metered run's CPU time per

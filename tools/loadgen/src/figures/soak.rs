@@ -9,7 +9,9 @@
 //!            process every 5 s                          goal: no failed vote; RSS slope
 //!                                                       over the last 2/3 < 0.1 MiB/min
 //! overload   open loop at 1.5 x capacity for 60 s       goal: served >= 90 % of capacity,
-//!                                                       refusals within 10 ms, Retry-After
+//!                                                       refusals within 10 ms, Retry-After;
+//!                                                       second by second: the generator's
+//!                                                       answers beside each process's CPU
 //! recovery   open loop at half capacity for 20 s, at once   goal: no failed vote
 //! refusal    the refusal floor (hyper alone, refusing every vote) on the system's CPUs at
 //! floor      the overload rate for 20 s                 its CPU per refusal, against the gateway's
@@ -75,6 +77,9 @@ struct Overloads {
     capacity: Summary,
     /// Open loop at 1.5 x `capacity`.
     overload: Summary,
+    /// The cores each process kept busy in each second of `overload`:
+    /// the processes' names, then the figures by second in that order.
+    overload_cpu: (Vec<String>, Vec<Vec<f64>>),
     /// Open loop at 0.5 x `capacity`, right after.
     recovery: Summary,
     /// What a refusal costs, µs of CPU: the gateway's, and the refusal
@@ -221,6 +226,10 @@ impl Suite {
             )
             .await;
         self.counted(&pinned_capacity);
+        let groups = self.metered_groups(&system);
+        let names = groups.iter().map(|group| group.name.clone()).collect();
+        let stop_sampling = CancellationToken::new();
+        let sampler = tokio::spawn(cpu::busy_by_second(groups, stop_sampling.clone()));
         let overload = self
             .load_metered(
                 "overload, 1.5 x",
@@ -232,6 +241,8 @@ impl Suite {
                 },
             )
             .await;
+        stop_sampling.cancel();
+        let overload_cpu = (names, sampler.await.unwrap_or_default());
         self.counted(&overload);
         let recovery = self
             .load_metered(
@@ -271,6 +282,7 @@ impl Suite {
             pinned,
             capacity: pinned_capacity,
             overload,
+            overload_cpu,
             recovery,
             refusal_micros: RefusalCost { gateway, floor },
             floor: floor_run,
@@ -423,6 +435,7 @@ impl Suite {
             pinned,
             capacity: pinned_capacity,
             overload,
+            overload_cpu,
             recovery,
             refusal_micros,
             floor,
@@ -487,6 +500,7 @@ impl Suite {
                 recovery.latency_ms.p99,
                 recovery.latency_ms.max,
             ));
+        self.overload_by_second(overload, overload_cpu);
         if let Some((system, _)) = pinned {
             // A served vote's CPU: the system's cores, saturated at capacity.
             let served_micros = system.len() as f64 * 1e6 / pinned_capacity.throughput.max(1.0);
@@ -519,6 +533,53 @@ impl Suite {
             "\nUnder overload the per-call figures divide the CPU of served and refused \
                  requests alike by the served ones.",
         );
+    }
+}
+
+impl Suite {
+    /// The overload run second by second: the generator's answers to the
+    /// calls due in each second beside the cores each process kept busy
+    /// in it, to see when refusals were slow and what ran then.
+    fn overload_by_second(
+        &mut self,
+        overload: &Summary,
+        (names, cpu): &(Vec<String>, Vec<Vec<f64>>),
+    ) {
+        let slow: u64 = overload
+            .timeline
+            .iter()
+            .map(|second| second.failed_slow)
+            .sum();
+        self.line(format!(
+            "\nThe overload second by second: each second's calls (by when they were due), \
+             and the cores each process kept busy in it (from `/proc` every second, started \
+             with the generator). {slow} of the {} refusals took more than {} ms.\n\n\
+             <details><summary>{} seconds</summary>\n\n\
+             | s | served | slowest served ms | refused | refused > {} ms | slowest refusal ms | {} |\n\
+             |---|---|---|---|---|---|{}",
+            overload.failed,
+            crate::recorder::SLOW_FAILURE.as_millis(),
+            overload.timeline.len(),
+            crate::recorder::SLOW_FAILURE.as_millis(),
+            names.join(" | "),
+            "---|".repeat(names.len()),
+        ));
+        for (at, second) in overload.timeline.iter().enumerate() {
+            let cores: Vec<String> = cpu.get(at).map_or_else(
+                || vec!["-".to_owned(); names.len()],
+                |busy| busy.iter().map(|cores| format!("{cores:.2}")).collect(),
+            );
+            self.line(format!(
+                "| {at} | {} | {:.0} | {} | {} | {:.0} | {} |",
+                second.ok,
+                second.ok_max_ms,
+                second.failed,
+                second.failed_slow,
+                second.failed_max_ms,
+                cores.join(" | "),
+            ));
+        }
+        self.line("\n</details>\n");
     }
 }
 
