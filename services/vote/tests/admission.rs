@@ -5,8 +5,9 @@
 //! that votemesh's clients honour by not retrying, while the line that
 //! stood when it began is served; a line that grows while it is served
 //! is an overload before `OVERLOAD_AFTER`, a stall and its line draining
-//! are not; a wait never outlives half the caller's deadline; health
-//! checks always get in.
+//! are not; an overload ends only after windows in a row in which most
+//! calls found capacity, not after one quiet window; a wait never
+//! outlives half the caller's deadline; health checks always get in.
 //!
 //! The tests hold the server's permits themselves (through the same
 //! [`Admission`] the server uses): for the server that is exactly a stall,
@@ -19,7 +20,7 @@ use std::time::Duration;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use votemesh::{
-    admission::{Admission, AdmissionArgs, Refusal},
+    admission::{Admission, AdmissionArgs, ENDING_WINDOWS, Refusal},
     client::Transport,
     grpc::{Listener, RETRY_PUSHBACK},
     proto::v1::{CastVoteRequest, vote_service_client::VoteServiceClient},
@@ -107,14 +108,15 @@ async fn refused_at_once(client: &VoteServiceClient<tonic::transport::Channel>, 
     );
 }
 
-/// Two calls 400 ms apart that find the permit free: the first closes the
-/// window open now (what it counted may still end overloaded), the second
-/// ends the next, in which nobody waited (windows of 300 ms).
-async fn two_windows_of_free_permits(
+/// Calls 400 ms apart that find the permit free: the first closes the
+/// window open now (what it counted may still end overloaded), each of
+/// the next ends a window in which nobody waited (windows of 300 ms), as
+/// many as end an overload ([`ENDING_WINDOWS`]).
+async fn windows_of_free_permits(
     client: &VoteServiceClient<tonic::transport::Channel>,
     label: &str,
 ) {
-    for n in 0..2 {
+    for n in 0..=ENDING_WINDOWS {
         tokio::time::sleep(Duration::from_millis(400)).await;
         client
             .clone()
@@ -300,8 +302,8 @@ async fn when_overload_begins_the_standing_line_keeps_its_waits_and_is_served() 
 #[tokio::test]
 async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permit() {
     // One permit; overloaded once none has been free for 3 s; overload
-    // ends at the end of a 300 ms window (a tenth of that) in which more
-    // calls found a permit free than had to wait.
+    // ends at the end of two 300 ms windows (a tenth of that) in a row in
+    // which more calls found a permit free than had to wait.
     let admission = admission(1, 10_000, 3_000);
     let server = start_vote(admission.clone(), MemoryQueue::new()).await;
     let client = plain_client(&server).await;
@@ -329,7 +331,7 @@ async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permi
 
     // The load drops: calls find permits free, and the overload ends.
     drop(held);
-    two_windows_of_free_permits(&client, "after").await;
+    windows_of_free_permits(&client, "after").await;
     // A stall now is absorbed again: the call waits for it to end.
     let held = stall(&admission, 1).await;
     let call = tokio::spawn({
@@ -346,6 +348,37 @@ async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permi
 }
 
 #[tokio::test]
+async fn one_quiet_window_in_an_overload_does_not_end_it() {
+    // One permit; overloaded once none has been free for 3 s; windows of
+    // 300 ms.
+    let admission = admission(1, 10_000, 3_000);
+    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
+    let client = plain_client(&server).await;
+
+    let held = stall(&admission, 1).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    refused_at_once(&client, "refused").await;
+    // A window in which the few calls that got through all found the
+    // permit free, as on a saturated core whose arrivals are still in
+    // the kernel's queues: the first call closes the window of the
+    // refusal, the second the quiet one.
+    drop(held);
+    for n in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        client
+            .clone()
+            .cast_vote(cast(&format!("quiet-{n}")))
+            .await
+            .unwrap();
+    }
+    // The next calls find no permit free again: the server is still
+    // overloaded, and refuses them at once rather than letting them
+    // wait half their deadline.
+    let _held = stall(&admission, 1).await;
+    refused_at_once(&client, "after-the-quiet-window").await;
+}
+
+#[tokio::test]
 async fn right_after_an_overload_a_stall_shorter_than_overload_after_is_absorbed() {
     // One permit; overloaded once none has been free for 3 s.
     let admission = admission(1, 10_000, 3_000);
@@ -357,7 +390,7 @@ async fn right_after_an_overload_a_stall_shorter_than_overload_after_is_absorbed
     refused_at_once(&client, "refused").await;
     // The load drops: calls find the permit free, the overload is over.
     drop(held);
-    two_windows_of_free_permits(&client, "free").await;
+    windows_of_free_permits(&client, "free").await;
     // What the overload left behind holds the permit for a while (more
     // than a window, far less than OVERLOAD_AFTER): calls arriving then
     // wait, the first at once and the next half a second on, and both
