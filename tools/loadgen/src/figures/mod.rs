@@ -54,6 +54,7 @@ mod ingest;
 mod peer;
 mod read;
 pub mod report;
+mod session;
 pub mod soak;
 pub mod streams;
 mod sustained;
@@ -211,7 +212,8 @@ fn log_file(name: &str) -> Stdio {
 impl Process {
     /// Starts `binary` on a free port with `env`, on `cpus` when given
     /// (from its first instruction, so it sizes itself for them: its
-    /// runtime's worker threads, `MAX_IN_FLIGHT`'s default).
+    /// runtime's worker threads, `MAX_IN_FLIGHT`'s default), in a session
+    /// of its own ([`session`]).
     async fn start(
         binary: &Path,
         name: &str,
@@ -234,6 +236,7 @@ impl Process {
         if let Some(cpus) = cpus {
             affinity::pin_on_start(&mut command, cpus);
         }
+        session::own_session(&mut command);
         let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));

@@ -120,8 +120,22 @@ pub async fn machine() -> String {
         .await
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
+    // Each service runs in a session of its own (figures::session), so
+    // the figures should not depend on it; said all the same.
+    let autogroups = match std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
+        .map(|value| value.trim().to_owned())
+        .as_deref()
+    {
+        Ok("1") => "on",
+        Ok(_) => "off",
+        Err(_) => "not in this kernel",
+    };
     let mut text = String::new();
-    let _ = writeln!(text, "- Machine: {cores} cores, {model}, {memory} memory");
+    let _ = writeln!(
+        text,
+        "- Machine: {cores} cores, {model}, {memory} memory; the scheduler's autogroups \
+         {autogroups}"
+    );
     let _ = writeln!(
         text,
         "- Code measured: the services at commit `{product_commit}` (the last one touching \
