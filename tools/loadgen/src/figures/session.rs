@@ -48,3 +48,50 @@ pub fn own_session(command: &mut Command) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// The state letter of `pid` in `/proc` (`Z` once it ended and waits to
+    /// be reaped), or `None` once it is gone.
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].chars().next()
+    }
+
+    #[test]
+    fn a_service_has_a_session_of_its_own_and_ends_with_the_thread_that_started_it() {
+        let (pid, session) = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut command = Command::new("sleep");
+                command.arg("30");
+                own_session(&mut command);
+                let child = command.spawn().unwrap();
+                let pid = child.id().unwrap();
+                // SAFETY: getsid only reads the process's session id.
+                let session = unsafe { libc::getsid(pid as libc::pid_t) };
+                // Not killed on drop: what ends it must be the death signal.
+                drop(child);
+                (pid, session)
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(session, pid as libc::pid_t, "not a session of its own");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(state(pid), Some(state) if state != 'Z') {
+            assert!(
+                Instant::now() < deadline,
+                "still running 10 s after the thread that started it ended"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
