@@ -108,15 +108,15 @@ async fn refused_at_once(client: &VoteServiceClient<tonic::transport::Channel>, 
     );
 }
 
-/// Calls 400 ms apart that find the permit free: the first closes the
-/// window open now (what it counted may still end overloaded), each of
-/// the next ends a window in which nobody waited (windows of 300 ms), as
-/// many as end an overload ([`ENDING_WINDOWS`]).
-async fn windows_of_free_permits(
+/// `count` calls 400 ms apart that find the permit free: with windows of
+/// 300 ms, the first closes the window open now and each of the next ends
+/// a window in which nobody waited.
+async fn calls_finding_the_permit_free(
     client: &VoteServiceClient<tonic::transport::Channel>,
     label: &str,
+    count: u64,
 ) {
-    for n in 0..=ENDING_WINDOWS {
+    for n in 0..count {
         tokio::time::sleep(Duration::from_millis(400)).await;
         client
             .clone()
@@ -124,6 +124,35 @@ async fn windows_of_free_permits(
             .await
             .unwrap();
     }
+}
+
+/// As many windows in which nobody waited as end an overload
+/// ([`ENDING_WINDOWS`]), after the one open now (what it counted may
+/// still end overloaded).
+async fn windows_of_free_permits(
+    client: &VoteServiceClient<tonic::transport::Channel>,
+    label: &str,
+) {
+    calls_finding_the_permit_free(client, label, ENDING_WINDOWS + 1).await;
+}
+
+/// The vote service with one permit, overloaded once none has been free
+/// for 3 s (windows of 300 ms), brought into overload: the test held the
+/// permit past that, and a call was refused at once. The permit is free
+/// again.
+async fn overloaded_vote_service() -> (
+    Admission,
+    TestServer,
+    VoteServiceClient<tonic::transport::Channel>,
+) {
+    let admission = admission(1, 10_000, 3_000);
+    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
+    let client = plain_client(&server).await;
+    let held = stall(&admission, 1).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    refused_at_once(&client, "refused").await;
+    drop(held);
+    (admission, server, client)
 }
 
 /// What one request of [`offer_load`] met: when it was answered (admitted
@@ -349,28 +378,12 @@ async fn overload_ends_when_most_calls_find_capacity_not_at_the_first_free_permi
 
 #[tokio::test]
 async fn one_quiet_window_in_an_overload_does_not_end_it() {
-    // One permit; overloaded once none has been free for 3 s; windows of
-    // 300 ms.
-    let admission = admission(1, 10_000, 3_000);
-    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
-    let client = plain_client(&server).await;
-
-    let held = stall(&admission, 1).await;
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
-    refused_at_once(&client, "refused").await;
+    let (admission, _server, client) = overloaded_vote_service().await;
     // A window in which the few calls that got through all found the
     // permit free, as on a saturated core whose arrivals are still in
     // the kernel's queues: the first call closes the window of the
     // refusal, the second the quiet one.
-    drop(held);
-    for n in 0..2 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        client
-            .clone()
-            .cast_vote(cast(&format!("quiet-{n}")))
-            .await
-            .unwrap();
-    }
+    calls_finding_the_permit_free(&client, "quiet", 2).await;
     // The next calls find no permit free again: the server is still
     // overloaded, and refuses them at once rather than letting them
     // wait half their deadline.
@@ -380,16 +393,8 @@ async fn one_quiet_window_in_an_overload_does_not_end_it() {
 
 #[tokio::test]
 async fn right_after_an_overload_a_stall_shorter_than_overload_after_is_absorbed() {
-    // One permit; overloaded once none has been free for 3 s.
-    let admission = admission(1, 10_000, 3_000);
-    let server = start_vote(admission.clone(), MemoryQueue::new()).await;
-    let client = plain_client(&server).await;
-
-    let held = stall(&admission, 1).await;
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
-    refused_at_once(&client, "refused").await;
+    let (admission, _server, client) = overloaded_vote_service().await;
     // The load drops: calls find the permit free, the overload is over.
-    drop(held);
     windows_of_free_permits(&client, "free").await;
     // What the overload left behind holds the permit for a while (more
     // than a window, far less than OVERLOAD_AFTER): calls arriving then
