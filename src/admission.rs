@@ -64,28 +64,27 @@
 //! Overload ends once, over each of [`ENDING_WINDOWS`] tenths of
 //! `OVERLOAD_AFTER` in a row (150 ms each by default), more arrivals
 //! found a permit free than had to wait; not at the first permit found
-//! free. On a saturated core a permit is free for
-//! an instant now and then, and ending overload there gave every arrival
-//! its full wait again, so a second-long line built up before overload
-//! was seen anew (0.64 of capacity served at 1.5 x,
-//! docs/BENCHMARKS.md#soak). Nor once nobody has waited for a while: when
-//! the load drops, the work the overload left behind (a worker catching
-//! up) still makes some arrivals wait, and 878 were refused in the 20 s
-//! after the load had fallen to half (the same page). Nor after one such
-//! window: a saturated core passes that test now and then in a sustained
-//! overload (a tenth of a second in which admission saw a few dozen
-//! arrivals, the rest still in the kernel's queues), and the arrivals of
-//! the next filled the whole line before the overload was seen anew. Should
-//! an overload still end too soon, a new one is seen like any other:
-//! meanwhile arrivals wait, past `MAX_WAITING` they are refused at once,
-//! and the line is served once the overload is seen. Until December 2026 an overload
-//! back within two `OVERLOAD_AFTER`s of its end was seen after a tenth
-//! of it, which spared a false end a second of full waits when the line
-//! was still cut; with the line served, what it mostly did was refuse
-//! for half a second when the load had just dropped, as the work the
-//! overload left behind held every permit for 150 ms (about 2,000 votes
-//! refused at half capacity in two of three runs, docs/SOAK.md, the
-//! fourteenth run).
+//! free. On a saturated core a permit is free for an instant now and
+//! then, and ending overload there gave every arrival its full wait
+//! again, so a second-long line built up before overload was seen anew
+//! (0.64 of capacity served at 1.5 x, docs/BENCHMARKS.md#soak). Nor once
+//! nobody has waited for a while: when the load drops, the work the
+//! overload left behind (a worker catching up) still makes some arrivals
+//! wait, and 878 were refused in the 20 s after the load had fallen to
+//! half (the same page). Nor after one such window: a saturated core
+//! passes that test now and then in a sustained overload (a tenth of a
+//! second in which admission saw a few dozen arrivals, the rest still in
+//! the kernel's queues), and the arrivals of the next filled the whole
+//! line before the overload was seen anew. Should an overload still end
+//! too soon, a new one is seen like any other: meanwhile arrivals wait,
+//! past `MAX_WAITING` they are refused at once, and the line is served
+//! once the overload is seen. Until December 2026 an overload back within
+//! two `OVERLOAD_AFTER`s of its end was seen after a tenth of it, which
+//! spared a false end a second of full waits when the line was still cut;
+//! with the line served, what it mostly did was refuse for half a second
+//! when the load had just dropped, as the work the overload left behind
+//! held every permit for 150 ms (about 2,000 votes refused at half
+//! capacity in two of three runs, docs/SOAK.md, the fourteenth run).
 //!
 //! A permit is held until the handler has answered (a unary call's whole
 //! work; a stream's, such as WatchResults or the gateway's SSE, only until

@@ -64,18 +64,22 @@ impl Group {
             .collect()
     }
 
-    /// The group's CPU time since `before` ([`Self::ticks_by_pid`] then),
-    /// process by process: one started since counts from its start, and
-    /// one that exited since (a PostgreSQL backend whose connection was
-    /// recycled) drops out instead of taking its whole past off the sum.
+    /// The group's CPU time since `before` ([`Self::ticks_by_pid`] then).
     fn cpu_since(&self, before: &HashMap<u32, u64>) -> Duration {
-        let ticks = self
-            .ticks_by_pid()
-            .into_iter()
-            .map(|(pid, now)| now.saturating_sub(before.get(&pid).copied().unwrap_or(0)))
-            .sum();
-        ticks_to_duration(ticks)
+        cpu_between(before, &self.ticks_by_pid())
     }
+}
+
+/// The CPU time from `before` to `now` (each [`Group::ticks_by_pid`]),
+/// process by process: one started since counts from its start, and one
+/// that exited since (a PostgreSQL backend whose connection was recycled)
+/// drops out instead of taking its whole past off the sum.
+fn cpu_between(before: &HashMap<u32, u64>, now: &HashMap<u32, u64>) -> Duration {
+    let ticks = now
+        .iter()
+        .map(|(pid, now)| now.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum();
+    ticks_to_duration(ticks)
 }
 
 /// CPU time of each group, and of the suite's exited children.
@@ -178,8 +182,11 @@ pub async fn busy_by_second(groups: Vec<Group>, stop: CancellationToken) -> Vec<
             .iter()
             .zip(&mut before)
             .map(|(group, before)| {
-                let cores = group.cpu_since(before).as_secs_f64() / wall;
-                *before = group.ticks_by_pid();
+                // One read of /proc per group and second: the end of this
+                // second is the start of the next.
+                let now = group.ticks_by_pid();
+                let cores = cpu_between(before, &now).as_secs_f64() / wall;
+                *before = now;
                 cores
             })
             .collect();
